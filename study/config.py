@@ -1,0 +1,155 @@
+"""A study: scientific axes, nuisance search ranges and fixed settings, as frozen dataclasses.
+
+In the tuning playbook's terms (style.md section 6): the *scientific* values are the
+comparison the study is about (init = scratch | pretrained, data fraction, model), and each
+combination of them is an *arm*; the *nuisance* values (learning rate, weight decay,
+schedule length) are searched separately for every arm so the comparison is fair; all
+other values are *fixed*, live in one place here and are copied into every result row.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from trainables.config import (INITS, ConfigError, DataConfig, ModelConfig, PretrainSpec, SolverConfig, TrialConfig,
+                               _check)
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """Nuisance ranges for one arm. LR is quoted at the solver's reference batch (16 images)."""
+
+    lr: tuple[float, float] = (0.005, 0.05)  # log-uniform
+    weight_decay: tuple[float, float] = (3e-5, 3e-4)  # log-uniform
+    schedule: tuple[float, ...] = (1.0,)  # categorical: the N of "N x"
+
+    def __post_init__(self) -> None:
+        for name in ("lr", "weight_decay"):
+            lo, hi = getattr(self, name)
+            _check(0 < lo <= hi, f"search.{name}", getattr(self, name), "a (low, high) range with 0 < low <= high")
+        _check(len(self.schedule) >= 1 and all(s > 0 for s in self.schedule), "search.schedule", self.schedule,
+               "one or more positive schedule multipliers")
+
+
+@dataclass(frozen=True)
+class Axes:
+    """The scientific axes; their product gives the arms."""
+
+    init: tuple[str, ...] = INITS
+    data_fraction: tuple[float, ...] = (1.0,)
+    model: tuple[str, ...] = ("r50",)
+
+    def __post_init__(self) -> None:
+        _check(bool(self.init) and set(self.init) <= set(INITS), "axes.init", self.init, f"a subset of {INITS}")
+        _check(bool(self.data_fraction) and all(0 < f <= 1 for f in self.data_fraction), "axes.data_fraction",
+               self.data_fraction, "fractions in (0, 1]")
+        _check(bool(self.model), "axes.model", self.model, "at least one model name")
+
+
+@dataclass(frozen=True)
+class EarlyStopping:
+    """ASHA within each (arm, schedule) group, on the monotonic ``iteration`` attribute."""
+
+    enabled: bool = True
+    # First rung at this fraction of the trial's own schedule; rungs grow by reduction_factor.
+    grace_fraction: float = 0.25
+    reduction_factor: int = 3
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """A preset: everything a study needs except where its results go."""
+
+    name: str
+    description: str
+    axes: Axes
+    models: dict[str, ModelConfig]
+    data: DataConfig
+    solver: SolverConfig
+    search: SearchSpace
+    # Per-arm range overrides, keyed "init=scratch", "data_fraction=0.1" or "model=r101";
+    # later entries win.
+    search_overrides: tuple[tuple[str, SearchSpace], ...] = ()
+    num_samples: int = 8  # trials per arm
+    num_workers: int = 2
+    cpus_per_worker: int = 1
+    use_gpu: bool = False
+    eval_period: int = 0
+    seed: int = 0
+    # Embedded pretraining (the toy "ImageNet"), or per-model weight URLs/paths for real ones.
+    pretrain: PretrainSpec | None = None
+    pretrained_weights: dict[str, str] = field(default_factory=dict)
+    # The values a --trial run uses for keys it does not set (the paper's recipe).
+    default_trial: dict[str, Any] = field(default_factory=lambda: {"lr": 0.02, "weight_decay": 1e-4, "schedule": 1.0})
+    objective: str = "bbox_AP"
+    early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
+    max_failures: int = 2
+    # Seconds per iteration per GPU type, for --dry-run cost estimates (cited in presets).
+    seconds_per_iteration: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        unknown = [m for m in self.axes.model if m not in self.models]
+        _check(not unknown, "axes.model", self.axes.model, f"names from models ({', '.join(self.models)})")
+        _check(self.num_samples >= 1, "num_samples", self.num_samples, ">= 1")
+        _check(self.num_workers >= 1, "num_workers", self.num_workers, ">= 1")
+        _check(self.objective in ("bbox_AP", "segm_AP"), "objective", self.objective, "bbox_AP or segm_AP")
+        _check(self.pretrain is not None or "pretrained" not in self.axes.init
+               or all(m in self.pretrained_weights for m in self.axes.model),
+               "pretrained_weights", self.pretrained_weights, "a weights path/URL for every model (or a pretrain spec)")
+
+
+@dataclass(frozen=True)
+class Arm:
+    init: str
+    data_fraction: float
+    model: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.init}-{self.model}-f{self.data_fraction:g}"
+
+
+def arms(study: StudyConfig) -> list[Arm]:
+    a = study.axes
+    return [Arm(i, f, m) for m, f, i in itertools.product(a.model, a.data_fraction, a.init)]
+
+
+def search_space(study: StudyConfig, arm: Arm) -> SearchSpace:
+    space = study.search
+    for selector, override in study.search_overrides:
+        key, _, value = selector.partition("=")
+        actual = getattr(arm, key, None)
+        if actual is not None and str(actual) == value or (key == "data_fraction" and _same_float(actual, value)):
+            space = override
+    return space
+
+
+def _same_float(actual: Any, value: str) -> bool:
+    try:
+        return math.isclose(float(actual), float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def base_trial(study: StudyConfig, arm: Arm, *, results_uri: str, code_version: str,
+               pretrained: dict[str, tuple[str, int | None]]) -> dict[str, Any]:
+    """The arm's fixed part of a TrialConfig, as a dict (the searcher adds the rest)."""
+    weights, images_seen = pretrained.get(arm.model, ("", None)) if arm.init == "pretrained" else ("", None)
+    base = TrialConfig(
+        study=study.name, arm=arm.name, init=arm.init, data_fraction=arm.data_fraction, model_name=arm.model,
+        lr=study.default_trial["lr"], weight_decay=study.default_trial["weight_decay"],
+        schedule=study.default_trial["schedule"], seed=study.seed, model=study.models[arm.model], data=study.data,
+        solver=study.solver, num_workers=study.num_workers, use_gpu=study.use_gpu,
+        cpus_per_worker=study.cpus_per_worker, max_failures=study.max_failures, eval_period=study.eval_period,
+        pretrained_weights=weights, pretrain_images_seen=images_seen, results_uri=results_uri,
+        code_version=code_version,
+    )
+    return dataclasses.asdict(base)
+
+
+__all__ = ["SearchSpace", "Axes", "EarlyStopping", "StudyConfig", "Arm", "arms", "search_space", "base_trial",
+           "ConfigError"]

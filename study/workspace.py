@@ -1,0 +1,100 @@
+"""A study's folder ``DIR/NAME``: creation rules, the resolved config, shared inputs.
+
+Everything here runs in the driver process before Ray starts trials: it refuses to reuse a
+folder unless asked to resume, writes ``study.json`` (the resolved configuration), and
+prepares what all trials share (the generated dataset, the pretrained backbone).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable
+
+from study.config import StudyConfig
+from trainables import storage
+from trainables.pretrain import ensure_pretrained
+from trainables.synthetic import ensure_dataset
+
+STUDY_FILE = "study.json"
+
+
+class StudyExists(RuntimeError):
+    pass
+
+
+def study_uri(results: str, name: str) -> str:
+    return storage.join(results if storage.is_uri(results) else str(Path(results).resolve()), name)
+
+
+def check_folder(uri: str, resume: bool) -> None:
+    """A new study needs a fresh folder; ``--resume`` needs an existing one."""
+    has_study = storage.exists(storage.join(uri, STUDY_FILE))
+    if has_study and not resume:
+        raise StudyExists(f"{uri} already holds a study; pass --resume to continue it, or choose another "
+                          f"--name/--results (nothing was changed)")
+    if resume and not has_study:
+        raise StudyExists(f"--resume: {uri} holds no study ({STUDY_FILE} not found)")
+
+
+def code_version() -> str:
+    """``git describe`` of the project checkout (with -dirty), else the package version."""
+    repo = Path(__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(["git", "-C", str(repo), "describe", "--always", "--dirty", "--abbrev=12"],
+                             capture_output=True, text=True, timeout=10, check=True)
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        try:
+            return metadata.version("rethink-pretraining")
+        except metadata.PackageNotFoundError:
+            return "unknown"
+
+
+def prepare_inputs(study: StudyConfig, log: Callable[[str], None] = print) -> dict[str, tuple[str, int | None]]:
+    """Generate the dataset and pretrain backbones once, in the driver; return weights per model.
+
+    Returns ``{model name: (weights path or URL, pretraining images seen or None)}`` for the
+    models of arms with ``init=pretrained``.
+    """
+    if study.data.source == "synthetic":
+        paths = ensure_dataset(study.data.synthetic)
+        log(f"data: generated COCO-format dataset at {paths.root}")
+    weights: dict[str, tuple[str, int | None]] = {}
+    if "pretrained" not in study.axes.init:
+        return weights
+    for model in study.axes.model:
+        if model in study.pretrained_weights:
+            weights[model] = (study.pretrained_weights[model], None)
+        elif study.pretrain is not None:
+            result = ensure_pretrained(study.models[model], study.pretrain, log=log)
+            log(f"pretrained backbone for {model}: {result.path} ({result.images_seen} images, "
+                f"{result.wall_time_s:.0f}s, held-out accuracy {result.accuracy:.2f})")
+            weights[model] = (str(result.path), result.images_seen)
+    return weights
+
+
+def write_study_file(uri: str, study: StudyConfig, arms: dict[str, dict[str, Any]], extra: dict[str, Any]) -> None:
+    blob = {
+        "preset": dataclasses.asdict(study),
+        "arms": arms,
+        "python": sys.version.split()[0],
+        "packages": {p: _version(p) for p in ("ray", "torch", "torchvision", "optuna", "pycocotools")},
+        **extra,
+    }
+    storage.write_bytes_atomic(storage.join(uri, STUDY_FILE), json.dumps(blob, indent=2, default=str).encode())
+
+
+def read_study_file(uri: str) -> dict[str, Any]:
+    return json.loads(storage.read_bytes(storage.join(uri, STUDY_FILE)))
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None

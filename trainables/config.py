@@ -1,0 +1,254 @@
+"""Frozen, typed configuration of one trial: data, model, solver and evaluation.
+
+A trial travels through Ray as a plain dict (``dataclasses.asdict``) and is rebuilt on every
+worker with :func:`from_dict`, so what a worker runs is exactly what the driver resolved and
+wrote to ``study.json``. Nothing here imports Ray or torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+INITS = ("scratch", "pretrained")
+NORMS = ("gn", "syncbn", "frozenbn")
+STATUSES = ("running", "completed", "stopped", "diverged", "failed")
+
+
+class ConfigError(ValueError):
+    """A configuration value is unknown or out of range; the message names the field."""
+
+
+@dataclass(frozen=True)
+class SyntheticSpec:
+    """Parameters of the generated COCO-format dataset (trainables/synthetic.py).
+
+    The dataset is cached under a folder keyed by these values, so changing any of them
+    generates a new dataset and never mixes two.
+    """
+
+    num_train: int = 600
+    num_val: int = 100
+    min_side: int = 112
+    max_side: int = 160
+    max_objects: int = 6
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the COCO-format data lives and how training images are sampled and resized."""
+
+    # "synthetic": generated into the cache by trainables/synthetic.py; "coco": the four
+    # paths below point at an existing COCO-format dataset (real COCO or a fixture).
+    source: Literal["synthetic", "coco"] = "synthetic"
+    synthetic: SyntheticSpec = field(default_factory=SyntheticSpec)
+    train_images: str = ""
+    train_annotations: str = ""
+    val_images: str = ""
+    val_annotations: str = ""
+    # Shorter side for training; several values = one sampled per image ("train aug").
+    min_size: tuple[int, ...] = (800,)
+    max_size: int = 1333
+    test_min_size: int = 800
+    hflip_prob: float = 0.5
+    loader_workers: int = 0
+    # Seed of the data-fraction subset; the same seed picks the same images for every arm.
+    subset_seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check(self.source in ("synthetic", "coco"), "data.source", self.source, "'synthetic' or 'coco'")
+        _check(len(self.min_size) >= 1 and all(s > 0 for s in self.min_size), "data.min_size", self.min_size, "positive sizes")
+        _check(self.max_size >= max(self.min_size), "data.max_size", self.max_size, ">= every data.min_size")
+        _check(0.0 <= self.hflip_prob <= 1.0, "data.hflip_prob", self.hflip_prob, "in [0, 1]")
+        _check(self.loader_workers >= 0, "data.loader_workers", self.loader_workers, ">= 0")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Mask R-CNN with a ResNet-FPN backbone (trainables/model.py)."""
+
+    depth: Literal[18, 50, 101] = 50
+    # Channels of the stem; the four stages have width, 2x, 4x, 8x (x4 for bottlenecks).
+    width: int = 64
+    norm: Literal["gn", "syncbn", "frozenbn"] = "gn"
+    gn_groups: int = 32
+    fpn_channels: int = 256
+    box_head_convs: int = 4
+    box_head_fc: int = 1024
+    mask_head_convs: int = 4
+    anchor_sizes: tuple[int, ...] = (32, 64, 128, 256, 512)
+    rpn_pre_nms_top_n_train: int = 2000
+    rpn_post_nms_top_n_train: int = 2000
+    rpn_pre_nms_top_n_test: int = 1000
+    rpn_post_nms_top_n_test: int = 1000
+    box_batch_size_per_image: int = 512
+    detections_per_img: int = 100
+    # Stages frozen for a pretrained frozenbn model (Detectron's FREEZE_AT=2: stem + res2).
+    frozen_stages: int = 2
+
+    def __post_init__(self) -> None:
+        _check(self.depth in (18, 50, 101), "model.depth", self.depth, "18, 50 or 101")
+        _check(self.norm in NORMS, "model.norm", self.norm, f"one of {NORMS}")
+        _check(self.width > 0 and (self.width % self.gn_groups == 0 or self.norm != "gn"),
+               "model.width", self.width, f"a multiple of model.gn_groups={self.gn_groups}")
+        _check(self.fpn_channels % self.gn_groups == 0 or self.norm != "gn",
+               "model.fpn_channels", self.fpn_channels, f"a multiple of model.gn_groups={self.gn_groups}")
+        _check(len(self.anchor_sizes) == 5, "model.anchor_sizes", self.anchor_sizes, "5 sizes, one per FPN level")
+        _check(0 <= self.frozen_stages <= 5, "model.frozen_stages", self.frozen_stages, "in [0, 5]")
+
+
+@dataclass(frozen=True)
+class SolverConfig:
+    """SGD, the paper's step schedule and the batch/LR scaling rule (trainables/schedule.py)."""
+
+    # Length of the "1x" schedule in iterations (Detectron: 90k at 16 images/iteration).
+    base_iters: int = 90_000
+    ims_per_worker: int = 2
+    # The searched LR is quoted at this global batch and scaled linearly to the real one
+    # (Goyal et al.; Detectron/torchvision: 0.02 at 16 images).
+    reference_batch: int = 16
+    momentum: float = 0.9
+    # None: norm parameters get the trial's weight decay; detectron2 and mmdetection use 0.
+    weight_decay_norm: float | None = 0.0
+    warmup_iters: int = 500
+    warmup_factor: float = 1.0 / 3.0
+    gamma: float = 0.1
+    clip_grad_norm: float | None = None
+    amp: bool = True  # only takes effect on GPU
+
+    def __post_init__(self) -> None:
+        _check(self.base_iters >= 9, "solver.base_iters", self.base_iters, ">= 9 (drops at 2/3 and 2/9 of it)")
+        _check(self.ims_per_worker >= 1, "solver.ims_per_worker", self.ims_per_worker, ">= 1")
+        _check(self.reference_batch >= 1, "solver.reference_batch", self.reference_batch, ">= 1")
+        _check(0.0 <= self.momentum < 1.0, "solver.momentum", self.momentum, "in [0, 1)")
+        _check(self.warmup_iters >= 0, "solver.warmup_iters", self.warmup_iters, ">= 0")
+        _check(0.0 < self.warmup_factor <= 1.0, "solver.warmup_factor", self.warmup_factor, "in (0, 1]")
+        _check(0.0 < self.gamma <= 1.0, "solver.gamma", self.gamma, "in (0, 1]")
+        _check(self.clip_grad_norm is None or self.clip_grad_norm > 0, "solver.clip_grad_norm",
+               self.clip_grad_norm, "None or > 0")
+
+
+@dataclass(frozen=True)
+class PretrainSpec:
+    """The embedded "ImageNet": a generated classification task the backbone is trained on."""
+
+    num_classes: int = 10
+    image_size: int = 64
+    batch_size: int = 64
+    iterations: int = 400
+    lr: float = 0.1
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    """Everything one trial needs; scientific and nuisance values sit at the top level."""
+
+    study: str
+    arm: str
+    # Scientific values (one arm = one combination of them).
+    init: Literal["scratch", "pretrained"]
+    data_fraction: float
+    model_name: str
+    # Nuisance values (searched per arm).
+    lr: float
+    weight_decay: float
+    schedule: float
+    seed: int
+    # Fixed values.
+    model: ModelConfig
+    data: DataConfig
+    solver: SolverConfig
+    num_workers: int = 1
+    use_gpu: bool = False
+    cpus_per_worker: int = 1
+    # Extra Ray resources per worker, e.g. {"worker_node": 1} to spread workers over nodes.
+    worker_resources: dict[str, float] = field(default_factory=dict)
+    # Ray Train restarts of the worker group (from the latest checkpoint) before the trial fails.
+    max_failures: int = 2
+    eval_period: int = 0  # 0: evaluate only at the end
+    # A backbone state_dict path or URL, set for init == "pretrained".
+    pretrained_weights: str = ""
+    pretrain_images_seen: int | None = None
+    # Where Parquet rows and recorded subsets go (local folder or s3:// URI).
+    results_uri: str = ""
+    trial_id: str = "local"
+    code_version: str = "unknown"
+    # Test hook: a worker raises once at this iteration (checks FailureConfig + resume).
+    fail_at_iteration: int | None = None
+
+    def __post_init__(self) -> None:
+        _check(self.init in INITS, "init", self.init, f"one of {INITS}")
+        _check(0.0 < self.data_fraction <= 1.0, "data_fraction", self.data_fraction, "in (0, 1]")
+        _check(math.isfinite(self.lr) and self.lr > 0, "lr", self.lr, "a positive number")
+        _check(math.isfinite(self.weight_decay) and self.weight_decay >= 0, "weight_decay", self.weight_decay, ">= 0")
+        _check(math.isfinite(self.schedule) and self.schedule > 0, "schedule", self.schedule, "a positive multiple of 1x")
+        _check(self.num_workers >= 1, "num_workers", self.num_workers, ">= 1")
+        _check(self.eval_period >= 0, "eval_period", self.eval_period, ">= 0")
+        _check(self.cpus_per_worker >= 1, "cpus_per_worker", self.cpus_per_worker, ">= 1")
+        _check(self.max_failures >= -1, "max_failures", self.max_failures, ">= -1 (-1: unlimited)")
+        _check(not (self.init == "scratch" and self.model.norm == "frozenbn"), "model.norm", self.model.norm,
+               "gn or syncbn for init=scratch (frozen BN has no statistics to freeze without pre-training)")
+
+    @property
+    def global_batch(self) -> int:
+        return self.num_workers * self.solver.ims_per_worker
+
+
+def _check(ok: bool, name: str, value: Any, expected: str) -> None:
+    if not ok:
+        raise ConfigError(f"{name}={value!r} is invalid: expected {expected}")
+
+
+T = TypeVar("T")
+
+
+def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
+    """Rebuild a (nested) frozen dataclass from ``dataclasses.asdict`` output or user input.
+
+    Unknown keys raise :class:`ConfigError` naming the key, so a typo never passes silently.
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or cls.__name__} must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"unknown field {where + '.' if where else ''}{unknown[0]} (known: {', '.join(sorted(names))})")
+    kwargs = {k: _coerce(hints[k], v, f"{where + '.' if where else ''}{k}") for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return value if isinstance(value, tp) else from_dict(tp, value, where)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        return _coerce(next(a for a in args if a is not type(None)), value, where)
+    if origin is tuple:
+        (item,) = typing.get_args(tp)[:1]
+        if not isinstance(value, (list, tuple)):
+            value = (value,)
+        return tuple(_coerce(item, v, where) for v in value)
+    if origin is Literal:
+        return value
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if tp in (int, float, str, bool) and not isinstance(value, tp):
+        raise ConfigError(f"{where}={value!r} is invalid: expected {tp.__name__}")
+    return value
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """A JSON-ready dict of a config (tuples become lists on the way through JSON)."""
+    return dataclasses.asdict(config)

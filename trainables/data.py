@@ -1,0 +1,199 @@
+"""One COCO-format dataset class for the generated data and for real COCO alike.
+
+Training targets follow torchvision's detection references: polygon and RLE segmentations
+become binary masks, boxes go from xywh to xyxy, degenerate boxes are dropped, crowd regions
+are kept out of the targets (the model has no notion of "ignore"; COCOeval handles crowds at
+evaluation), and images with nothing left to learn from are skipped for training. Category
+ids stay COCO's (non-contiguous) in results; the model sees contiguous labels 1..K.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+from torch.utils.data import DistributedSampler
+from torchvision.transforms.functional import pil_to_tensor
+
+
+def load_coco(annotations: str) -> COCO:
+    """Load a COCO-format JSON, with an error naming the file when it is missing or broken."""
+    if not os.path.isfile(annotations):
+        raise FileNotFoundError(f"COCO annotation file not found: {annotations}")
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            return COCO(annotations)
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{annotations} is not a COCO-format annotation file: {err}") from err
+
+
+def trainable_image_ids(coco: COCO) -> list[int]:
+    """Images with at least one non-crowd annotation whose box has positive size."""
+    return sorted(
+        img_id for img_id in coco.getImgIds()
+        if any(_valid(a) for a in coco.imgToAnns.get(img_id, []))
+    )
+
+
+def _valid(ann: dict) -> bool:
+    return not ann.get("iscrowd", 0) and ann["bbox"][2] >= 1 and ann["bbox"][3] >= 1
+
+
+def select_subset(image_ids: list[int], fraction: float, seed: int) -> list[int]:
+    """A fixed, seeded subset of ``round(fraction * len)`` images (at least one).
+
+    The same (ids, fraction, seed) always gives the same images, whichever process asks,
+    so every arm at one data fraction trains on the same images (paper Sec. 5.2 subsets).
+    """
+    if not 0 < fraction <= 1:
+        raise ValueError(f"data_fraction must be in (0, 1], got {fraction}")
+    ids = sorted(image_ids)
+    if fraction == 1:
+        return ids
+    k = max(1, round(fraction * len(ids)))
+    chosen = np.random.default_rng(seed).choice(len(ids), size=k, replace=False)
+    return sorted(ids[i] for i in chosen)
+
+
+class CocoDetection(torch.utils.data.Dataset):
+    """(image, target) pairs from a COCO-format dataset.
+
+    ``train=True`` yields torchvision detection targets (boxes, labels, masks) and applies
+    the horizontal flip; ``train=False`` yields only ``{"image_id": id}`` since evaluation
+    reads the ground truth from the JSON file itself.
+    """
+
+    def __init__(self, images_dir: str, coco: COCO, *, train: bool, image_ids: list[int] | None = None,
+                 hflip_prob: float = 0.0) -> None:
+        self.images_dir = images_dir
+        self.coco = coco
+        self.train = train
+        self.hflip_prob = hflip_prob
+        self.category_ids = sorted(coco.getCatIds())
+        # label 0 is background in torchvision's detection models.
+        self.category_to_label = {c: i + 1 for i, c in enumerate(self.category_ids)}
+        self.label_to_category = {i + 1: c for i, c in enumerate(self.category_ids)}
+        if image_ids is None:
+            image_ids = trainable_image_ids(coco) if train else sorted(coco.getImgIds())
+        self.image_ids = list(image_ids)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.category_ids)
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def load_image(self, image_id: int) -> torch.Tensor:
+        info = self.coco.imgs[image_id]
+        path = os.path.join(self.images_dir, info["file_name"])
+        try:
+            with Image.open(path) as img:
+                return pil_to_tensor(img.convert("RGB")).float().div_(255)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"image {image_id} listed in the annotations is missing: {path}") from None
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, Any]]:
+        image_id = self.image_ids[index]
+        image = self.load_image(image_id)
+        if not self.train:
+            return image, {"image_id": image_id}
+        target = self.target(image_id, image.shape[1], image.shape[2])
+        # Drawn from torch's RNG, whose state goes into every checkpoint, so a resumed run
+        # draws the same flips as an uninterrupted one.
+        if self.hflip_prob and torch.rand(1).item() < self.hflip_prob:
+            image, target = hflip(image, target)
+        return image, target
+
+    def target(self, image_id: int, height: int, width: int) -> dict[str, Any]:
+        anns = [a for a in self.coco.imgToAnns.get(image_id, []) if _valid(a)]
+        boxes = torch.tensor([a["bbox"] for a in anns], dtype=torch.float32).reshape(-1, 4)
+        boxes[:, 2:] += boxes[:, :2]
+        boxes[:, 0::2].clamp_(0, width)
+        boxes[:, 1::2].clamp_(0, height)
+        masks = np.stack([self.ann_to_mask(a, height, width) for a in anns]) if anns else np.zeros((0, height, width), np.uint8)
+        return {
+            "boxes": boxes,
+            "labels": torch.tensor([self.category_to_label[a["category_id"]] for a in anns], dtype=torch.int64),
+            "masks": torch.from_numpy(masks),
+            "image_id": image_id,
+        }
+
+    @staticmethod
+    def ann_to_mask(ann: dict, height: int, width: int) -> np.ndarray:
+        """Polygons (one or several parts), compressed or uncompressed RLE -> (H, W) uint8."""
+        seg = ann["segmentation"]
+        if isinstance(seg, list):
+            rle = mask_utils.merge(mask_utils.frPyObjects(seg, height, width))
+        elif isinstance(seg["counts"], list):
+            rle = mask_utils.frPyObjects(seg, height, width)
+        else:
+            rle = seg
+        return mask_utils.decode(rle)
+
+
+def hflip(image: torch.Tensor, target: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
+    width = image.shape[-1]
+    boxes = target["boxes"].clone()
+    boxes[:, [0, 2]] = width - target["boxes"][:, [2, 0]]
+    return image.flip(-1), {**target, "boxes": boxes, "masks": target["masks"].flip(-1)}
+
+
+def collate(batch: list[tuple[torch.Tensor, dict]]) -> tuple[list[torch.Tensor], list[dict]]:
+    images, targets = zip(*batch)
+    return list(images), list(targets)
+
+
+class ResumableDistributedSampler(DistributedSampler):
+    """A DistributedSampler that can start part-way through an epoch.
+
+    Training is counted in iterations, not epochs, and a restored run must continue at the
+    exact iteration where its checkpoint was taken: ``set_epoch(e)`` + ``set_start(k)``
+    yields this rank's samples of epoch ``e`` from position ``k`` on, with the same order a
+    run without interruption would have seen.
+    """
+
+    def __init__(self, dataset, num_replicas: int, rank: int, *, shuffle: bool, seed: int) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=False)
+        self.start = 0
+
+    def set_start(self, start: int) -> None:
+        self.start = start
+
+    def __iter__(self):
+        return iter(list(super().__iter__())[self.start:])
+
+    def __len__(self) -> int:
+        return self.num_samples - self.start
+
+
+def coco_results(outputs: list[dict[str, torch.Tensor]], image_ids: list[int], label_to_category: dict[int, int],
+                 mask_threshold: float = 0.5) -> list[dict]:
+    """torchvision detections -> COCO result dicts (xywh boxes, RLE masks with str counts)."""
+    results = []
+    for out, image_id in zip(outputs, image_ids):
+        boxes = out["boxes"].detach().cpu()
+        if len(boxes) == 0:
+            continue
+        xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1).tolist()
+        scores = out["scores"].detach().cpu().tolist()
+        labels = out["labels"].detach().cpu().tolist()
+        masks = None
+        if "masks" in out:
+            binary = (out["masks"][:, 0] > mask_threshold).cpu().numpy().astype(np.uint8)
+            masks = mask_utils.encode(np.asfortranarray(binary.transpose(1, 2, 0)))
+        for i, (box, score, label) in enumerate(zip(xywh, scores, labels)):
+            res = {"image_id": int(image_id), "category_id": label_to_category[int(label)],
+                   "bbox": [round(v, 2) for v in box], "score": round(float(score), 5)}
+            if masks is not None:
+                rle = masks[i]
+                res["segmentation"] = {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
+            results.append(res)
+    return results

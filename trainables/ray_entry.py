@@ -1,0 +1,106 @@
+"""The thin Ray layer of a trial: the per-worker function and the Tune driver function.
+
+Shaped like Ray's own Train-in-Tune pattern (ray_notes.md section 1): a Tune trial runs
+``train_driver_fn``, which builds a ``TorchTrainer`` named after the trial id (stable across
+restores, so Train resumes its own checkpoints) and forwards every report to Tune through
+``TuneReportCallback``. ``train_fn_per_worker`` turns Ray Train's context into an engine
+``Session``; all training logic lives in trainables/engine.py.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Any
+
+import ray.train
+import ray.train.torch
+import ray.tune
+import torch
+from ray.tune.integration.ray_train import TuneReportCallback
+
+from trainables import storage
+from trainables.config import TrialConfig, from_dict, to_dict
+from trainables.engine import Session, run_trial
+
+CHECKPOINT_FILE = "state.pt"
+# Tune trial actors ask for a sliver of this custom resource instead of a CPU, so they
+# never take a core a Train worker needs (ray_notes.md section 1 and 9).
+DRIVER_RESOURCE = "study_driver"
+# The config key the searcher fills in; everything else comes from the arm's base config.
+SEARCHED_KEYS = ("lr", "weight_decay", "schedule", "seed")
+
+
+def train_fn_per_worker(config: dict[str, Any]) -> None:
+    """Runs on every DDP rank."""
+    cfg = from_dict(TrialConfig, config)
+    # Ray sizes each worker's CPU share; keep torch inside it so workers on one node don't
+    # oversubscribe the cores (2 workers x 1 CPU on a 2-core laptop, 8 x 10 on a p4d).
+    torch.set_num_threads(cfg.cpus_per_worker)
+    ctx = ray.train.get_context()
+    session = Session(
+        rank=ctx.get_world_rank(),
+        world_size=ctx.get_world_size(),
+        device=ray.train.torch.get_device(),
+        report=_report,
+        load_checkpoint=_load_checkpoint,
+        prepare_model=ray.train.torch.prepare_model,
+        # Our own DistributedSampler (resumable mid-epoch) is kept; Ray moves batches to the device.
+        prepare_loader=lambda loader: ray.train.torch.prepare_data_loader(loader, add_dist_sampler=False),
+        log=lambda msg: print(msg, flush=True),
+    )
+    run_trial(cfg, session)
+
+
+def _report(metrics: dict[str, Any], state: dict[str, Any] | None) -> None:
+    if state is None:
+        ray.train.report(metrics)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.save(state, os.path.join(tmp, CHECKPOINT_FILE))
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+
+def _load_checkpoint() -> dict[str, Any] | None:
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as folder:
+        return torch.load(os.path.join(folder, CHECKPOINT_FILE), map_location="cpu", weights_only=False)
+
+
+def trial_config(config: dict[str, Any], arms: dict[str, dict[str, Any]], trial_id: str) -> TrialConfig:
+    """The full trial config: the arm's fixed base plus the searched values."""
+    arm = config["arm"]
+    if arm not in arms:
+        raise KeyError(f"unknown arm {arm!r} (known: {', '.join(arms)})")
+    searched = {k: config[k] for k in SEARCHED_KEYS if k in config}
+    return from_dict(TrialConfig, {**arms[arm], **searched, "trial_id": trial_id})
+
+
+def train_driver_fn(config: dict[str, Any], arms: dict[str, dict[str, Any]]) -> None:
+    """One Tune trial = one Ray Train run of ``num_workers`` DDP workers."""
+    trial_id = ray.tune.get_context().get_trial_id()
+    cfg = trial_config(config, arms, trial_id)
+    resources = {"CPU": cfg.cpus_per_worker, **cfg.worker_resources}
+    if cfg.use_gpu:
+        resources["GPU"] = 1
+    trainer = ray.train.torch.TorchTrainer(
+        train_fn_per_worker,
+        train_loop_config=to_dict(cfg),
+        scaling_config=ray.train.ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
+                                               resources_per_worker=resources),
+        run_config=ray.train.RunConfig(
+            # No timestamp: a restored trial must find this run's checkpoints again.
+            name=f"train-{trial_id}",
+            storage_path=storage.join(cfg.results_uri, "train"),
+            callbacks=[TuneReportCallback()],
+            # A bounded controller_failure_limit: an unschedulable worker group fails the
+            # trial instead of retrying forever (ray_notes.md section 9).
+            failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures, controller_failure_limit=3),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+        ),
+    )
+    # A failure after max_failures restarts propagates to Tune, whose callback marks the
+    # trial's last row "failed" (study/tuning.py).
+    trainer.fit()

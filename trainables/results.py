@@ -1,0 +1,117 @@
+"""Evaluation rows as an append-only Parquet dataset: ``DIR/NAME/metrics/*.parquet``.
+
+Each evaluation is one single-row file named ``{trial_id}-{iteration:09d}.parquet`` and
+written atomically, so ``pandas.read_parquet("DIR/NAME/metrics")`` works at any moment,
+also while a study is running. The name is deterministic: when a restored run repeats an
+evaluation (the checkpoint before it was the last one saved), it rewrites the same file
+instead of adding a duplicate row. The final status of a trial that Tune stopped or that
+failed is set by rewriting its last row the same way.
+
+The columns and their types are fixed by :data:`SCHEMA`, so shards always concatenate.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import time
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from trainables import storage
+from trainables.coco_eval import AP_KEYS
+
+LOSS_KEYS = ("loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg")
+
+SCHEMA = pa.schema(
+    [
+        ("study", pa.string()),
+        ("arm", pa.string()),
+        ("trial_id", pa.string()),
+        ("init", pa.string()),
+        ("data_fraction", pa.float64()),
+        ("train_images", pa.int64()),
+        ("model", pa.string()),
+        ("norm", pa.string()),
+        ("lr", pa.float64()),
+        ("weight_decay", pa.float64()),
+        ("schedule", pa.float64()),
+        ("batch_size", pa.int64()),
+        ("seed", pa.int64()),
+        ("num_workers", pa.int64()),
+        ("iteration", pa.int64()),
+        ("max_iterations", pa.int64()),
+        ("images_seen", pa.int64()),
+        ("lr_now", pa.float64()),
+        ("loss", pa.float64()),
+        *[(k, pa.float64()) for k in LOSS_KEYS],
+        *[(k, pa.float64()) for k in AP_KEYS],
+        ("wall_time_s", pa.float64()),
+        ("status", pa.string()),
+        ("code_version", pa.string()),
+        ("pretrain_images_seen", pa.int64()),
+        ("written_at", pa.float64()),
+    ]
+)
+COLUMNS = tuple(SCHEMA.names)
+
+
+def metrics_dir(results_uri: str) -> str:
+    return storage.join(results_uri, "metrics")
+
+
+def shard_path(results_uri: str, trial_id: str, iteration: int) -> str:
+    return storage.join(metrics_dir(results_uri), f"{trial_id}-{iteration:09d}.parquet")
+
+
+def write_row(results_uri: str, row: dict[str, Any]) -> str:
+    """Write one evaluation row; returns the shard's path. Unknown columns are an error."""
+    extra = set(row) - set(COLUMNS)
+    if extra:
+        raise KeyError(f"not result columns: {sorted(extra)}")
+    full = {name: _clean(row.get(name)) for name in COLUMNS}
+    full["written_at"] = time.time()
+    table = pa.Table.from_pylist([full], schema=SCHEMA)
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    path = shard_path(results_uri, full["trial_id"], full["iteration"])
+    storage.write_bytes_atomic(path, buf.getvalue())
+    return path
+
+
+def _clean(value: Any) -> Any:
+    # Parquet keeps NaN, but the study promises none: a non-finite number is "missing".
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def trial_shards(results_uri: str, trial_id: str) -> list[str]:
+    return [p for p in storage.list_files(metrics_dir(results_uri), ".parquet")
+            if p.rsplit("/", 1)[-1].startswith(f"{trial_id}-")]
+
+
+def read_row(path: str) -> dict[str, Any]:
+    return pq.read_table(io.BytesIO(storage.read_bytes(path)), schema=SCHEMA).to_pylist()[0]
+
+
+def last_row(results_uri: str, trial_id: str) -> dict[str, Any] | None:
+    shards = trial_shards(results_uri, trial_id)  # zero-padded iterations sort numerically
+    return read_row(shards[-1]) if shards else None
+
+
+def mark_status(results_uri: str, trial_id: str, status: str, only_if: tuple[str, ...] = ("running",)) -> bool:
+    """Set the status of a trial's last row (e.g. "stopped" after an early stop).
+
+    Only rows whose status is in ``only_if`` change, so a completed or diverged trial keeps
+    its status. Returns whether a row was rewritten.
+    """
+    row = last_row(results_uri, trial_id)
+    if row is None or row["status"] not in only_if:
+        return False
+    row["status"] = status
+    row.pop("written_at", None)
+    write_row(results_uri, row)
+    return True
