@@ -31,7 +31,12 @@ WORKER_ENV = {
 
 
 def start_ray(address: str | None, num_cpus: int) -> None:
-    """Connect to ``address`` (or ``$RAY_ADDRESS``), else start a private local Ray."""
+    """Connect to ``address`` (or ``$RAY_ADDRESS``), else start a private local Ray.
+
+    A Ray this process already started is reused (tests run several commands in one Ray).
+    """
+    if ray.is_initialized():
+        return
     env = dict(WORKER_ENV)
     if os.environ.get("RETHINK_CACHE"):
         env["RETHINK_CACHE"] = os.environ["RETHINK_CACHE"]

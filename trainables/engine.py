@@ -141,15 +141,18 @@ def run_trial(cfg: TrialConfig, session: Session) -> dict[str, Any]:
         session.report(row, None)
         return row
     train_sampler = ResumableDistributedSampler(train_set, world, rank, shuffle=True, seed=cfg.seed)
+    # Loaders get private generators: creating an iterator would otherwise draw from the
+    # global RNG, so a resumed run (which creates one more) would diverge from an
+    # uninterrupted one.
     train_loader = session.prepare_loader(DataLoader(
         train_set, batch_size=s.ims_per_worker, sampler=train_sampler, drop_last=True, collate_fn=collate,
-        num_workers=cfg.data.loader_workers))
+        num_workers=cfg.data.loader_workers, generator=torch.Generator().manual_seed(cfg.seed)))
     val_sampler = ResumableDistributedSampler(val_set, world, rank, shuffle=False, seed=0)
     val_loader = session.prepare_loader(DataLoader(
         val_set, batch_size=s.ims_per_worker, sampler=val_sampler, collate_fn=collate,
-        num_workers=cfg.data.loader_workers))
+        num_workers=cfg.data.loader_workers, generator=torch.Generator().manual_seed(cfg.seed)))
     iters_per_epoch = len(train_sampler) // s.ims_per_worker
-    row_base = _row_base(cfg, len(train_set), max_iter)
+    row_base = {**_row_base(cfg, len(train_set), max_iter), "resumed_from": start_iter if state is not None else None}
 
     window = _LossWindow()
     iteration, t0 = start_iter, time.time() - elapsed

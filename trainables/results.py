@@ -50,6 +50,8 @@ SCHEMA = pa.schema(
         *[(k, pa.float64()) for k in AP_KEYS],
         ("wall_time_s", pa.float64()),
         ("status", pa.string()),
+        # The iteration this attempt resumed from after a restart (null for a fresh start).
+        ("resumed_from", pa.int64()),
         ("code_version", pa.string()),
         ("pretrain_images_seen", pa.int64()),
         ("written_at", pa.float64()),

@@ -26,7 +26,7 @@ from trainables.config import SyntheticSpec
 from trainables.storage import cache_dir, spec_key
 
 # Bump when the generator changes what it draws, so old caches are not reused.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 # Non-contiguous ids on purpose: COCO's 80 classes use ids 1..90 with gaps, and a remapping
 # bug there gives AP 0 (open-mmlab/mmdetection#2361); the generated data catches it too.
@@ -129,7 +129,7 @@ def _draw_image(spec: SyntheticSpec, rng: np.random.Generator, height: int, widt
             r = float(np.exp(rng.uniform(np.log(5), np.log(0.3 * short))))
             cx, cy = rng.uniform(0.3 * r, width - 0.3 * r), rng.uniform(0.3 * r, height - 0.3 * r)
             angle = float(rng.uniform(0, 2 * np.pi))
-            mask = shapes.shape_mask(cat["name"], height, width, cx, cy, r, angle)
+            mask = _mask(cat["name"], height, width, cx, cy, r, angle)
             if mask.sum() >= 12 and _fits(mask, placed):
                 inside = cx - r >= 0 and cy - r >= 0 and cx + r <= width - 1 and cy + r <= height - 1
                 poly = shapes.outline(cat["name"], cx, cy, r, angle) if inside else None
@@ -144,6 +144,16 @@ def _draw_image(spec: SyntheticSpec, rng: np.random.Generator, height: int, widt
             placed.append({"category_id": CATEGORIES[0]["id"], "mask": mask, "visible": mask.copy(), "polygon": None, "crowd": True})
             shapes.composite(img, mask, shapes.texture(rng, height, width))
     return shapes.to_uint8(img), [_annotation(p) for p in placed if p["visible"].any()]
+
+
+def _mask(kind: str, height: int, width: int, cx: float, cy: float, r: float, angle: float) -> np.ndarray:
+    """The object's mask; polygons are rasterized by pycocotools, exactly as any COCO reader
+    will rasterize the polygon annotation, so pixels, mask, area and box all agree."""
+    outline = shapes.outline(kind, cx, cy, r, angle)
+    if outline is None:
+        return shapes.shape_mask(kind, height, width, cx, cy, r, angle)
+    flat = [c for pt in outline for c in pt]
+    return mask_utils.decode(mask_utils.frPyObjects([flat], height, width))[..., 0].astype(bool)
 
 
 def _fits(mask: np.ndarray, placed: list[dict]) -> bool:

@@ -94,7 +94,8 @@ def load_backbone_weights(body: nn.Module, source: str) -> LoadReport:
             statistics or not) does not match the model's, or nothing matched at all.
     """
     state, ignored = normalize_keys(read_state_dict(source))
-    target = body.state_dict()
+    # The detector never uses a classifier; a standalone ResNet body still carries one.
+    target = {k: v for k, v in body.state_dict().items() if not k.startswith(_CLASSIFIER)}
     _check_norm_kind(target, state, source)
     mismatched = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}"
                   for k, v in target.items() if k in state and state[k].shape != v.shape]

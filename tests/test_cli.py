@@ -1,0 +1,66 @@
+"""The command line rejects bad input before Ray starts, naming the bad part."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from study.cli import main, parse_trial
+from study.presets import SMOKE, TOY
+from trainables.config import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _fails(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    return capsys.readouterr().err
+
+
+def test_help_lists_presets():
+    out = subprocess.run([sys.executable, "study/run.py", "--help"], cwd=ROOT, capture_output=True, text=True,
+                         check=True).stdout
+    assert "--trial" in out and "smoke" in out and "toy" in out
+
+
+def test_unknown_preset(capsys, tmp_path):
+    err = _fails(["--preset", "nope", "--trial", "init=scratch", "--results", str(tmp_path)], capsys)
+    assert "unknown preset 'nope'" in err and "smoke" in err
+
+
+@pytest.mark.parametrize("trial, message", [
+    ("lrr=0.1", "unknown key 'lrr'"),
+    ("init=imagenet", "init='imagenet' must be one of scratch, pretrained"),
+    ("lr=fast", "lr='fast' is not a number"),
+    ("lr=-1", "lr=-1 must be > 0"),
+    ("weight_decay=-0.1", "weight_decay=-0.1 must be >= 0"),
+    ("data_fraction=2", "data_fraction=2 must be in (0, 1]"),
+    ("schedule=0", "schedule=0 must be > 0"),
+    ("model=r50", "model='r50' is not a model of preset smoke"),
+    ("init", "'init' is not KEY=VALUE"),
+])
+def test_bad_trial_values(trial, message, capsys, tmp_path):
+    err = _fails(["--preset", "smoke", "--trial", trial, "--results", str(tmp_path)], capsys)
+    assert message in err
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_existing_study_folder_is_refused(capsys, tmp_path):
+    (tmp_path / "S").mkdir()
+    (tmp_path / "S" / "study.json").write_text("{}")
+    err = _fails(["--preset", "smoke", "--trial", "init=scratch", "--results", str(tmp_path), "--name", "S"], capsys)
+    assert "already holds a study" in err and "--resume" in err
+    err = _fails(["--preset", "smoke", "--trial", "init=scratch", "--results", str(tmp_path), "--name", "T",
+                  "--resume"], capsys)
+    assert "holds no study" in err
+
+
+def test_trial_defaults_come_from_the_preset():
+    values = parse_trial("init=pretrained,lr=0.05", TOY)
+    assert values == {"init": "pretrained", "model": "tiny", "data_fraction": 1.0, "seed": 0, "lr": 0.05,
+                      "weight_decay": TOY.default_trial["weight_decay"], "schedule": TOY.default_trial["schedule"]}
+    with pytest.raises(ConfigError):
+        parse_trial("seed=1.5", SMOKE)

@@ -1,0 +1,73 @@
+"""Frozen configs: round trips through dicts/JSON, and clear errors for bad values."""
+
+import dataclasses
+import json
+
+import pytest
+
+from study.config import Arm, base_trial, search_space
+from study.presets import PRESETS, SMOKE, TOY
+from trainables.config import ConfigError, DataConfig, ModelConfig, SolverConfig, TrialConfig, from_dict
+
+
+def _trial(**changes):
+    d = base_trial(SMOKE, Arm("scratch", 1.0, "tiny"), results_uri="/tmp/x", code_version="v", pretrained={})
+    d.update(changes)
+    return d
+
+
+def test_round_trip_through_json():
+    d = _trial()
+    cfg = from_dict(TrialConfig, json.loads(json.dumps(d)))
+    assert cfg.model.anchor_sizes == (8, 16, 32, 64, 128)  # lists come back as tuples
+    assert dataclasses.asdict(cfg) == d
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.lr = 1.0
+
+
+def test_unknown_keys_are_named():
+    with pytest.raises(ConfigError, match="unknown field model.dept"):
+        from_dict(TrialConfig, {**_trial(), "model": {"dept": 50}})
+    with pytest.raises(ConfigError, match="unknown field lrr"):
+        from_dict(TrialConfig, {**_trial(), "lrr": 0.1})
+
+
+@pytest.mark.parametrize("changes, field", [
+    ({"lr": -0.1}, "lr"),
+    ({"lr": float("nan")}, "lr"),
+    ({"weight_decay": -1.0}, "weight_decay"),
+    ({"schedule": 0}, "schedule"),
+    ({"data_fraction": 1.5}, "data_fraction"),
+    ({"init": "imagenet"}, "init"),
+    ({"lr": "fast"}, "lr"),
+])
+def test_bad_values_name_the_field(changes, field):
+    with pytest.raises(ConfigError, match=field):
+        from_dict(TrialConfig, _trial(**changes))
+
+
+def test_scratch_cannot_use_frozen_bn():
+    d = _trial()
+    d["model"] = {**d["model"], "norm": "frozenbn"}
+    with pytest.raises(ConfigError, match="frozen BN"):
+        from_dict(TrialConfig, d)
+
+
+def test_component_validation():
+    with pytest.raises(ConfigError, match="model.norm"):
+        ModelConfig(norm="bn")
+    with pytest.raises(ConfigError, match="model.width"):
+        ModelConfig(width=48, gn_groups=32)
+    with pytest.raises(ConfigError, match="data.max_size"):
+        DataConfig(min_size=(800,), max_size=600)
+    with pytest.raises(ConfigError, match="solver.gamma"):
+        SolverConfig(gamma=0)
+
+
+def test_presets_are_consistent():
+    for preset in PRESETS.values():
+        for model in preset.axes.model:
+            assert model in preset.models
+    assert SMOKE.num_workers == 2 and TOY.num_workers == 2
+    assert set(SMOKE.axes.init) == {"scratch", "pretrained"}
+    assert search_space(TOY, Arm("scratch", 1.0, "tiny")) == TOY.search

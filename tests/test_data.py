@@ -1,0 +1,100 @@
+"""The COCO dataset class on a fixture with COCO's quirks, subsets, the resumable sampler."""
+
+import pytest
+import torch
+from pycocotools import mask as mask_utils
+
+from trainables.data import (CocoDetection, ResumableDistributedSampler, coco_results, hflip, load_coco,
+                             select_subset, trainable_image_ids)
+
+
+def test_training_targets(coco_fixture):
+    root, ann_file, _ = coco_fixture
+    ds = CocoDetection(str(root), load_coco(str(ann_file)), train=True)
+    # image 3 has no annotations, image 4 only a crowd and a degenerate box: both skipped
+    assert ds.image_ids == [1, 2]
+    assert ds.category_to_label == {1: 1, 18: 2, 90: 3} and ds.label_to_category == {1: 1, 2: 18, 3: 90}
+    image, target = ds[0]
+    assert image.shape == (3, 48, 64) and image.dtype == torch.float32 and 0 <= image.min() and image.max() <= 1
+    assert target["labels"].tolist() == [1, 2]
+    assert target["boxes"].tolist() == [[5, 5, 15, 25], [30, 10, 60, 30]]  # xywh -> xyxy
+    dog = target["masks"][1].numpy()
+    assert dog[20, 35] == 1 and dog[20, 55] == 1 and dog[20, 45] == 0  # both polygon parts, gap between
+    _, target2 = ds[1]
+    assert target2["labels"].tolist() == [3]  # the crowd region is not a training target
+    assert target2["masks"].shape == (1, 48, 64) and int(target2["masks"].sum()) == 24 * 20
+
+
+def test_eval_items_cover_every_image(coco_fixture):
+    root, ann_file, _ = coco_fixture
+    ds = CocoDetection(str(root), load_coco(str(ann_file)), train=False)
+    assert ds.image_ids == [1, 2, 3, 4]
+    assert ds[2][1] == {"image_id": 3}
+
+
+def test_hflip_moves_boxes_and_masks():
+    image = torch.zeros(3, 4, 10)
+    image[:, :, 0] = 1
+    masks = torch.zeros(1, 4, 10, dtype=torch.uint8)
+    masks[0, :, 1:3] = 1
+    target = {"boxes": torch.tensor([[1.0, 0.0, 3.0, 4.0]]), "masks": masks, "labels": torch.tensor([1])}
+    fimage, ftarget = hflip(image, target)
+    assert fimage[0, 0, 9] == 1 and fimage[0, 0, 0] == 0
+    assert ftarget["boxes"].tolist() == [[7.0, 0.0, 9.0, 4.0]]
+    assert ftarget["masks"][0, 0].nonzero().flatten().tolist() == [7, 8]
+
+
+def test_missing_files_name_the_path(coco_fixture, tmp_path):
+    root, ann_file, _ = coco_fixture
+    with pytest.raises(FileNotFoundError, match="nope.json"):
+        load_coco(str(tmp_path / "nope.json"))
+    (root / f"{1:012d}.jpg").unlink()
+    ds = CocoDetection(str(root), load_coco(str(ann_file)), train=True)
+    with pytest.raises(FileNotFoundError, match="000000000001.jpg"):
+        ds[0]
+
+
+def test_subset_is_seeded_and_stable():
+    ids = list(range(100, 300))
+    a = select_subset(ids, 0.1, seed=0)
+    assert len(a) == 20 and a == select_subset(list(reversed(ids)), 0.1, seed=0)
+    assert a != select_subset(ids, 0.1, seed=1)
+    assert set(a) <= set(ids)
+    assert select_subset(ids, 1.0, seed=5) == ids
+    assert len(select_subset(ids, 1e-6, seed=0)) == 1
+    with pytest.raises(ValueError, match="data_fraction"):
+        select_subset(ids, 0.0, seed=0)
+
+
+def test_sampler_resumes_mid_epoch():
+    data = list(range(23))
+    full = ResumableDistributedSampler(data, num_replicas=2, rank=1, shuffle=True, seed=7)
+    full.set_epoch(3)
+    order = list(full)
+    resumed = ResumableDistributedSampler(data, num_replicas=2, rank=1, shuffle=True, seed=7)
+    resumed.set_epoch(3)
+    resumed.set_start(4)
+    assert list(resumed) == order[4:] and len(resumed) == len(order) - 4
+    other_rank = ResumableDistributedSampler(data, num_replicas=2, rank=0, shuffle=True, seed=7)
+    other_rank.set_epoch(3)
+    assert len(order) == 12 and set(order) | set(other_rank) == set(data)  # padded to equal halves
+
+
+def test_coco_results_round_trip():
+    masks = torch.zeros(2, 1, 6, 8)
+    masks[0, 0, 1:3, 2:5] = 0.9
+    masks[1, 0, 4:6, 0:2] = 0.7
+    out = {"boxes": torch.tensor([[2.0, 1.0, 5.0, 3.0], [0.0, 4.0, 2.0, 6.0]]), "scores": torch.tensor([0.9, 0.4]),
+           "labels": torch.tensor([3, 1]), "masks": masks}
+    res = coco_results([out, {k: v[:0] for k, v in out.items()}], [7, 8], {1: 1, 2: 18, 3: 90})
+    assert [r["image_id"] for r in res] == [7, 7]
+    assert [r["category_id"] for r in res] == [90, 1]
+    assert res[0]["bbox"] == [2.0, 1.0, 3.0, 2.0]
+    assert isinstance(res[0]["segmentation"]["counts"], str)
+    decoded = mask_utils.decode({**res[0]["segmentation"], "counts": res[0]["segmentation"]["counts"].encode()})
+    assert decoded.sum() == 6 and decoded[1:3, 2:5].all()
+
+
+def test_trainable_ids_on_generated_data(coco_fixture):
+    _, ann_file, _ = coco_fixture
+    assert trainable_image_ids(load_coco(str(ann_file))) == [1, 2]

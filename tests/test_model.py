@@ -1,0 +1,93 @@
+"""The detector: nothing frozen from scratch, the paper's heads, a real optimizer step."""
+
+import pytest
+import torch
+from torch import nn
+from torchvision.ops import FrozenBatchNorm2d
+
+from study.presets import R50_GN, TINY_GN
+from trainables.model import (assert_scratch_ready, build_model, count_parameters, freeze_stages, param_groups)
+
+
+def _norm_types(model):
+    return {type(m) for m in model.modules() if isinstance(m, (nn.BatchNorm2d, nn.GroupNorm, FrozenBatchNorm2d))}
+
+
+@pytest.mark.parametrize("cfg", [TINY_GN, R50_GN], ids=["tiny", "r50"])
+def test_scratch_gn_has_nothing_frozen(cfg):
+    model = build_model(cfg, 80, min_size=(800,), max_size=1333)
+    assert_scratch_ready(model)
+    total, trainable = count_parameters(model)
+    assert total == trainable
+    assert _norm_types(model) == {nn.GroupNorm}
+    # GN in the FPN and in the 4conv1fc box head and the mask head, as the paper
+    assert any(isinstance(m, nn.GroupNorm) for m in model.backbone.fpn.modules())
+    assert any(isinstance(m, nn.GroupNorm) for m in model.roi_heads.box_head.modules())
+    assert any(isinstance(m, nn.GroupNorm) for m in model.roi_heads.mask_head.modules())
+    assert sum(isinstance(m, nn.Conv2d) for m in model.roi_heads.box_head.modules()) == cfg.box_head_convs
+
+
+def test_r50_matches_torchvision_layout():
+    from torchvision.models import resnet50
+
+    model = build_model(R50_GN, 80, min_size=(800,), max_size=1333)
+    ours = {k: v.shape for k, v in model.backbone.body.state_dict().items()}
+    ref = {k: v.shape for k, v in resnet50().state_dict().items()
+           if not k.startswith("fc.") and "running" not in k and "num_batches" not in k}
+    assert ours == ref
+
+
+def test_guard_catches_torchvision_defaults():
+    # Why the model is assembled by hand: torchvision's FPN backbone builder defaults to
+    # FrozenBatchNorm2d and 3 trainable stages (pytorch/vision#2164); the guard must see it.
+    from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
+
+    backbone = resnet_fpn_backbone(backbone_name="resnet18", weights=None)
+    with pytest.raises(RuntimeError, match="FrozenBatchNorm2d"):
+        assert_scratch_ready(backbone)
+
+
+def test_frozenbn_freezes_stem_and_res2():
+    cfg = TINY_GN.__class__(**{**TINY_GN.__dict__, "norm": "frozenbn", "box_head_convs": 0})
+    model = build_model(cfg, 3, min_size=(96,), max_size=128)
+    freeze_stages(model, 2)
+    body = model.backbone.body
+    assert not any(p.requires_grad for p in body.conv1.parameters())
+    assert not any(p.requires_grad for p in body.layer1.parameters())
+    assert all(p.requires_grad for p in body.layer2.parameters())
+    assert FrozenBatchNorm2d in _norm_types(model)
+    assert len(model.roi_heads.box_head) == 5  # flatten + 2x (fc, relu): the 2fc head
+
+
+def test_norm_weight_decay_groups():
+    model = build_model(TINY_GN, 3, min_size=(96,), max_size=128)
+    groups = param_groups(model, 1e-4, 0.0)
+    norm_params = {id(p) for m in model.modules() if isinstance(m, nn.GroupNorm) for p in m.parameters()}
+    assert {id(p) for p in groups[1]["params"]} == norm_params and groups[1]["weight_decay"] == 0.0
+    assert groups[0]["weight_decay"] == 1e-4
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+    assert param_groups(model, 1e-4, None)[1]["weight_decay"] == 1e-4
+
+
+def test_one_training_step_on_cpu():
+    torch.manual_seed(0)
+    model = build_model(TINY_GN, 3, min_size=(96,), max_size=128)
+    images = [torch.rand(3, 96, 112), torch.rand(3, 100, 96)]
+    masks = torch.zeros(1, 96, 112, dtype=torch.uint8)
+    masks[0, 20:50, 30:70] = 1
+    targets = [{"boxes": torch.tensor([[30.0, 20.0, 70.0, 50.0]]), "labels": torch.tensor([2]), "masks": masks},
+               {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64),
+                "masks": torch.zeros(0, 100, 96, dtype=torch.uint8)}]
+    opt = torch.optim.SGD(param_groups(model, 1e-4, 0.0), lr=0.01, momentum=0.9)
+    before = model.roi_heads.box_predictor.cls_score.weight.clone()
+    losses = model(images, targets)
+    assert set(losses) == {"loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg"}
+    loss = sum(losses.values())
+    assert torch.isfinite(loss)
+    loss.backward()
+    opt.step()
+    assert not torch.equal(before, model.roi_heads.box_predictor.cls_score.weight)
+    model.eval()
+    with torch.no_grad():
+        out = model([torch.rand(3, 96, 112)])
+    assert set(out[0]) == {"boxes", "labels", "scores", "masks"} and out[0]["masks"].shape[-2:] == (96, 112)

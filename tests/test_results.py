@@ -1,0 +1,59 @@
+"""Parquet rows: typed, one file per evaluation, rewrites instead of duplicates."""
+
+import os
+
+import pandas as pd
+import pytest
+
+from trainables import results
+
+
+def _row(trial="t1", iteration=10, status="running", **kw):
+    return {"study": "s", "arm": "scratch-tiny-f1", "trial_id": trial, "init": "scratch", "iteration": iteration,
+            "max_iterations": 20, "bbox_AP": 0.25, "status": status, **kw}
+
+
+def test_rows_read_back_typed(tmp_path):
+    uri = str(tmp_path)
+    results.write_row(uri, _row(iteration=10))
+    results.write_row(uri, _row(iteration=20, status="completed", loss=float("nan")))
+    df = pd.read_parquet(tmp_path / "metrics")
+    assert list(df.columns) == list(results.COLUMNS)
+    assert df.sort_values("iteration")["iteration"].tolist() == [10, 20]
+    assert str(df["iteration"].dtype) == "int64" and str(df["bbox_AP"].dtype) == "float64"
+    assert df["loss"].isna().all()  # NaN is stored as missing, never as a number
+
+
+def test_same_evaluation_rewrites_the_same_file(tmp_path):
+    uri = str(tmp_path)
+    first = results.write_row(uri, _row(bbox_AP=0.1))
+    second = results.write_row(uri, _row(bbox_AP=0.2))
+    assert first == second
+    df = pd.read_parquet(tmp_path / "metrics")
+    assert len(df) == 1 and df["bbox_AP"].item() == 0.2
+
+
+def test_hidden_temporary_files_do_not_break_readers(tmp_path):
+    uri = str(tmp_path)
+    results.write_row(uri, _row())
+    (tmp_path / "metrics" / ".tmp-half-written").write_bytes(b"PAR1 not yet")
+    assert len(pd.read_parquet(tmp_path / "metrics")) == 1
+    assert not [n for n in os.listdir(tmp_path / "metrics") if n.startswith(".") and n != ".tmp-half-written"]
+
+
+def test_mark_status_only_changes_running_rows(tmp_path):
+    uri = str(tmp_path)
+    results.write_row(uri, _row(iteration=10))
+    results.write_row(uri, _row(iteration=20))
+    assert results.mark_status(uri, "t1", "stopped")
+    df = pd.read_parquet(tmp_path / "metrics").sort_values("iteration")
+    assert df["status"].tolist() == ["running", "stopped"]
+    results.write_row(uri, _row(trial="t2", iteration=20, status="completed"))
+    assert not results.mark_status(uri, "t2", "stopped")
+    assert not results.mark_status(uri, "absent", "stopped")
+    assert results.last_row(uri, "t2")["status"] == "completed"
+
+
+def test_unknown_column_is_rejected(tmp_path):
+    with pytest.raises(KeyError, match="bogus"):
+        results.write_row(str(tmp_path), _row(bogus=1))

@@ -1,0 +1,76 @@
+"""Loading ImageNet-style backbone weights: torchvision and timm layouts, clear failures."""
+
+import dataclasses
+
+import pytest
+import torch
+from torchvision.models import resnet18
+
+from study.presets import R50_GN, TINY_GN
+from trainables.model import build_backbone_body
+from trainables.weights import load_backbone_weights
+
+
+def test_torchvision_bn_state_dict_into_frozenbn(tmp_path):
+    # A torchvision ResNet-18 state_dict (the IMAGENET1K_V1 layout) saved to disk.
+    ref = resnet18()
+    torch.nn.init.normal_(ref.layer3[0].conv1.weight)
+    path = tmp_path / "resnet18.pth"
+    torch.save(ref.state_dict(), path)
+    body = build_backbone_body(dataclasses.replace(TINY_GN, width=64, norm="frozenbn"))
+    report = load_backbone_weights(body, str(path))
+    assert not report.missing and not report.unexpected
+    assert report.ignored == ("fc.weight", "fc.bias")
+    assert torch.equal(body.layer3[0].conv1.weight, ref.layer3[0].conv1.weight)
+    assert torch.equal(body.bn1.running_var, ref.bn1.running_var)
+
+
+def test_timm_style_gn_resnet50_loads_every_tensor(tmp_path):
+    # timm's resnet50_gn names modules like torchvision (conv1/bn1/layerN.M.*, downsample.0/1)
+    # with GroupNorm weights in the bn slots and a 1000-way fc; a checkpoint may be wrapped.
+    src = build_backbone_body(R50_GN)
+    torch.nn.init.normal_(src.layer4[2].bn3.weight)
+    state = {f"module.{k}": v for k, v in src.state_dict().items()}
+    path = tmp_path / "resnet50_gn.pth"
+    torch.save({"state_dict": state}, path)
+    body = build_backbone_body(R50_GN)
+    report = load_backbone_weights(body, f"file://{path}")
+    backbone_keys = [k for k in body.state_dict() if not k.startswith("fc.")]
+    assert set(report.loaded) >= set(backbone_keys) and not report.missing and not report.unexpected
+    assert torch.equal(body.layer4[2].bn3.weight, src.layer4[2].bn3.weight)
+    assert "loaded" in report.summary()
+
+
+def test_norm_mismatch_is_an_error(tmp_path):
+    path = tmp_path / "bn.pth"
+    torch.save(resnet18().state_dict(), path)
+    body = build_backbone_body(dataclasses.replace(TINY_GN, width=64))  # GroupNorm
+    with pytest.raises(ValueError, match="BatchNorm weights but the model's backbone uses GroupNorm"):
+        load_backbone_weights(body, str(path))
+
+
+def test_shape_mismatch_is_an_error(tmp_path):
+    path = tmp_path / "wide.pth"
+    torch.save(build_backbone_body(dataclasses.replace(TINY_GN, width=64)).state_dict(), path)
+    body = build_backbone_body(TINY_GN)  # width 32
+    with pytest.raises(ValueError, match=r"shape mismatches.*conv1.weight: checkpoint \(64, 3, 7, 7\) vs model \(32, 3, 7, 7\)"):
+        load_backbone_weights(body, str(path))
+
+
+def test_missing_and_unexpected_are_reported(tmp_path):
+    state = build_backbone_body(TINY_GN).state_dict()
+    state.pop("layer4.1.conv2.weight")
+    state["extra.weight"] = torch.zeros(1)
+    path = tmp_path / "partial.pth"
+    torch.save(state, path)
+    report = load_backbone_weights(build_backbone_body(TINY_GN), str(path))
+    assert report.missing == ("layer4.1.conv2.weight",) and report.unexpected == ("extra.weight",)
+    assert "1 missing" in report.summary() and "1 unexpected" in report.summary()
+
+
+def test_missing_file_and_junk(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothing.pth"):
+        load_backbone_weights(build_backbone_body(TINY_GN), str(tmp_path / "nothing.pth"))
+    torch.save({"a": 1}, tmp_path / "junk.pth")
+    with pytest.raises(ValueError, match="state_dict"):
+        load_backbone_weights(build_backbone_body(TINY_GN), str(tmp_path / "junk.pth"))
