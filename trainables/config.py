@@ -135,12 +135,17 @@ class SolverConfig:
 
 @dataclass(frozen=True)
 class PretrainSpec:
-    """The embedded "ImageNet": a generated classification task the backbone is trained on."""
+    """The embedded "ImageNet": a generated classification task the backbone is trained on.
 
-    num_classes: int = 10
-    image_size: int = 64
+    Defaults: 8 shape classes at 48 px, 900 iterations of 64 images (57,600 images seen),
+    SGD lr 0.1 with cosine decay; the tiny GN backbone reaches about 0.9 held-out accuracy
+    in about 80 s on two CPU threads (trainables/pretrain.py).
+    """
+
+    num_classes: int = 8
+    image_size: int = 48
     batch_size: int = 64
-    iterations: int = 400
+    iterations: int = 900
     lr: float = 0.1
     seed: int = 0
 

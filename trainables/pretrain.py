@@ -2,10 +2,16 @@
 
 The pretrained arm must be honestly pretrained, as in the paper: the same backbone (same
 depth, width and normalization) is trained for a fixed budget to classify a separate
-generated dataset — ten shape kinds, most of which never appear in the detection data, on
-their own backgrounds — and its weights are then loaded by the same function that loads
-real ImageNet weights. The result is cached by its parameters, with metadata (images seen,
-wall time, held-out accuracy) that the results rows and the analysis use.
+generated dataset — ``num_classes`` shape kinds taken in the order of ``PRETRAIN_KINDS``
+(the default eight include star, ellipse and half-disc, which never appear in the detection
+data), drawn with the detection data's textures on their own cluttered backgrounds — and its
+weights are then loaded by the same function that loads real ImageNet weights. The result
+is cached by its parameters, with metadata (images seen, wall time, held-out accuracy) that
+the results rows and the analysis use.
+
+Recipe (version 2): 8 classes, 48 px, batch 64, 900 iterations, SGD lr 0.1 with momentum,
+5% warm-up and cosine decay; the GN width-32 ResNet-18 reaches about 0.9 held-out accuracy
+in about 80 s on two CPU threads, data generation included.
 """
 
 from __future__ import annotations
@@ -29,11 +35,25 @@ from trainables.config import ModelConfig, PretrainSpec
 from trainables.model import IMAGE_MEAN, IMAGE_STD, build_backbone_body, param_groups
 from trainables.storage import cache_dir, spec_key
 
-PRETRAIN_VERSION = 1
+PRETRAIN_VERSION = 2
 WEIGHTS_FILE = "backbone.pt"
 META_FILE = "meta.json"
 # Held-out images to measure the classifier's accuracy with.
 NUM_HELD_OUT = 500
+# Pretraining classes: the first ``spec.num_classes`` of these. Pentagon and hexagon come last:
+# at 40-64 px they are barely distinguishable from a disc, and with them the budgeted
+# classifier learns markedly slower.
+PRETRAIN_KINDS = ("disc", "square", "triangle", "ring", "cross", "star", "ellipse", "half_disc", "pentagon", "hexagon")
+assert sorted(PRETRAIN_KINDS) == sorted(shapes.KINDS)
+# Shape size as a fraction of the image side (radius), the shape fully inside the image.
+RADIUS_RANGE = (0.3, 0.48)
+# Background clutter (lines/blobs) per image; the detection data uses up to 4.
+CLUTTER = 2
+# A shape's mean colour must differ from the background under it by at least this much
+# (sum of absolute RGB differences, 0-765); textures are redrawn (up to MAX_REDRAWS times)
+# until it does. Shapes nearly invisible against the background only slow learning down.
+MIN_CONTRAST = 60.0
+MAX_REDRAWS = 20
 
 
 @dataclass(frozen=True)
@@ -45,17 +65,29 @@ class Pretrained:
 
 
 def classification_images(spec: PretrainSpec, count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``count`` generated images (N, 3, S, S) in [0, 1] and labels in [0, num_classes)."""
+    """``count`` generated images (N, 3, S, S) in [0, 1] and labels in [0, num_classes).
+
+    One shape per image, with one of ``shapes.texture``'s textures (the detection data's mix:
+    solid, stripes, checks, noise) over ``shapes.background``, large and wholly inside the
+    image, at a random rotation, and visibly different in colour from the background.
+    """
+    if not 2 <= spec.num_classes <= len(PRETRAIN_KINDS):
+        raise ValueError(f"num_classes must be in [2, {len(PRETRAIN_KINDS)}], got {spec.num_classes}")
     rng = np.random.default_rng(seed)
-    size, kinds = spec.image_size, shapes.KINDS[: spec.num_classes]
+    size, kinds = spec.image_size, PRETRAIN_KINDS[: spec.num_classes]
     images = np.empty((count, size, size, 3), np.uint8)
     labels = rng.integers(len(kinds), size=count)
     for i, label in enumerate(labels):
-        img = shapes.background(rng, size, size, clutter=2)
-        r = rng.uniform(0.2, 0.45) * size
-        cx, cy = rng.uniform(r * 0.7, size - r * 0.7, size=2)
+        img = shapes.background(rng, size, size, clutter=CLUTTER)
+        r = rng.uniform(*RADIUS_RANGE) * size
+        cx, cy = rng.uniform(r, size - r, size=2)
         mask = shapes.shape_mask(kinds[label], size, size, cx, cy, r, float(rng.uniform(0, 2 * math.pi)))
-        shapes.composite(img, mask, shapes.texture(rng, size, size))
+        under = img[mask].mean(0) if mask.any() else img.mean((0, 1))
+        for _ in range(MAX_REDRAWS):
+            tex = shapes.texture(rng, size, size)
+            if np.abs(tex[mask].mean(0) - under).sum() >= MIN_CONTRAST:
+                break
+        shapes.composite(img, mask, tex)
         images[i] = shapes.to_uint8(img)
     return torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255), torch.from_numpy(labels)
 
