@@ -1,1 +1,8 @@
-"""analysis package."""
+"""Study results in pandas: ``load_results`` and the paper's tables and figures.
+
+Imports neither Ray nor torch.
+"""
+
+from analysis.results import final_rows, load_results
+
+__all__ = ["load_results", "final_rows"]

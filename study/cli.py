@@ -1,7 +1,8 @@
 """Command line of ``python study/run.py``: parse, validate, then hand over to Ray.
 
-Bad input (an unknown preset, trial key or value, an existing study folder) exits with
-status 2 and a message that names the bad part, before Ray starts or anything is written.
+Bad input (an unknown preset, trial key or value, a bad ``--num-samples``, an existing
+study folder) exits with status 2 and a message that names the bad part, before Ray starts
+or anything is written.
 """
 
 from __future__ import annotations
@@ -13,30 +14,46 @@ import os
 import sys
 from typing import Any
 
-from study.config import Arm, Axes, StudyConfig, base_trial
+from study.config import Arm, Axes, StudyConfig, arms as study_arms, base_trial
+from study.plan import format_plan, make_plan
 from study.presets import PRESETS, get_preset
-from study.workspace import StudyExists, check_folder, code_version, prepare_inputs, study_uri, write_study_file
+from study.workspace import (StudyExists, check_folder, code_version, prepare_inputs, read_study_file, study_uri,
+                             write_study_file)
 from trainables.config import INITS, ConfigError
 
 TRIAL_KEYS = ("init", "model", "data_fraction", "lr", "weight_decay", "schedule", "seed")
+DEFAULT_PRESET = "toy"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    presets = "\n".join(f"  {name:<12} {p.description}" for name, p in PRESETS.items())
+    presets = "\n".join(f"  {name:<20} {p.description}" for name, p in PRESETS.items())
     parser = argparse.ArgumentParser(
         prog="python study/run.py",
-        description="Scratch vs. ImageNet-pretrained Mask R-CNN: a Ray Tune + Ray Train + Optuna study.",
+        description="Scratch vs. ImageNet-pretrained Mask R-CNN: a Ray Tune + Ray Train + Optuna study. "
+                    "Without --trial it runs one Optuna search per arm (init x data fraction x model).",
         epilog=f"presets:\n{presets}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--preset", default="toy", help="study preset (default: toy; see the list below)")
+    parser.add_argument("--preset", help=f"study preset (default: {DEFAULT_PRESET}, or the resumed study's)")
     parser.add_argument("--trial", metavar="KEY=VALUE,...",
                         help=f"run exactly one trial with these values instead of a search; keys: {', '.join(TRIAL_KEYS)}")
     parser.add_argument("--results", default="results", help="results folder or s3:// URI (default: results/)")
     parser.add_argument("--name", help="study name, the folder under --results (default: the preset's name)")
+    parser.add_argument("--num-samples", type=_positive_int, metavar="N", help="trials per arm (default: the preset's)")
     parser.add_argument("--resume", action="store_true", help="continue the study in an existing folder")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan and exit without training")
     parser.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a new local Ray)")
     return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def parse_trial(text: str, study: StudyConfig) -> dict[str, Any]:
@@ -81,37 +98,78 @@ def _parse_value(key: str, raw: str, study: StudyConfig) -> Any:
     return number
 
 
+def resolve(args: argparse.Namespace) -> tuple[StudyConfig, str, dict[str, Any] | None]:
+    """The preset, the study folder and the --trial values, all validated."""
+    name = args.preset or DEFAULT_PRESET
+    study = get_preset(name)
+    uri = study_uri(args.results, args.name or study.name)
+    if args.resume and not args.preset:
+        # Resuming without --preset continues whatever the folder holds.
+        check_folder(uri, resume=True)
+        study = get_preset(read_study_file(uri)["preset"]["name"])
+    if args.num_samples:
+        study = dataclasses.replace(study, num_samples=args.num_samples)
+    values = parse_trial(args.trial, study) if args.trial is not None else None
+    if not args.dry_run:
+        check_folder(uri, args.resume)
+    return study, uri, values
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        study = get_preset(args.preset)
-        values = parse_trial(args.trial, study) if args.trial is not None else None
-        if values is None:
-            parser.error("a search over arms is not available yet; pass --trial KEY=VALUE,...")
-        uri = study_uri(args.results, args.name or study.name)
-        check_folder(uri, args.resume)
+        study, uri, values = resolve(args)
     except (KeyError, ConfigError, StudyExists) as err:
         parser.error(str(err.args[0] if isinstance(err, KeyError) else err))
-    return run_trial_command(study, values, uri, args)
+    if args.dry_run:
+        return dry_run(study, values)
+    if values is not None:
+        return run_trial_command(study, values, uri, args)
+    return run_study_command(study, uri, args)
+
+
+def dry_run(study: StudyConfig, values: dict[str, Any] | None) -> int:
+    cores = os.cpu_count() or 1
+    if values is not None:
+        study = _one_arm(study, values)
+        study = dataclasses.replace(study, num_samples=1)
+    capacity = (f"GPUs of the cluster / {study.num_workers} per trial" if study.use_gpu
+                else f"{cores} CPUs here / {study.num_workers * study.cpus_per_worker} per trial")
+    print(format_plan(make_plan(study, study.num_samples, cores, 0, capacity)))
+    print("\n(dry run: nothing was trained or written)")
+    return 0
+
+
+def _one_arm(study: StudyConfig, values: dict[str, Any]) -> StudyConfig:
+    return dataclasses.replace(study, axes=Axes((values["init"],), (values["data_fraction"],), (values["model"],)))
+
+
+def _arms(study: StudyConfig, uri: str, resume: bool) -> dict[str, dict[str, Any]]:
+    """Each arm's fixed trial config: from study.json when resuming, else freshly resolved."""
+    if resume:
+        return read_study_file(uri)["arms"]
+    version = code_version()
+    pretrained = prepare_inputs(study)
+    return {arm.name: base_trial(study, arm, results_uri=uri, code_version=version, pretrained=pretrained)
+            for arm in study_arms(study)}
 
 
 def run_trial_command(study: StudyConfig, values: dict[str, Any], uri: str, args: argparse.Namespace) -> int:
     from study import tuning  # Ray is imported only once the input is known to be good
 
+    study = _one_arm(study, values)
     arm = Arm(values["init"], values["data_fraction"], values["model"])
-    version = code_version()
     print(f"study {study.name}: one trial, arm {arm.name}, lr {values['lr']:g}, weight decay "
           f"{values['weight_decay']:g}, schedule {values['schedule']:g}x -> {uri}", flush=True)
-    pretrained = prepare_inputs(dataclasses.replace(study, axes=Axes((arm.init,), (arm.data_fraction,), (arm.model,))))
     try:
-        arms = {arm.name: base_trial(study, arm, results_uri=uri, code_version=version, pretrained=pretrained)}
+        arms = _arms(study, uri, args.resume)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if not args.resume:
-        write_study_file(uri, study, arms, {"mode": "trial", "trial": values, "code_version": version})
-    tuning.start_ray(args.address, num_cpus=max(os.cpu_count() or 1, study.num_workers * study.cpus_per_worker))
+        write_study_file(uri, study, arms, {"mode": "trial", "trial": values})
+    tuning.start_ray(args.address, num_cpus=_local_cpus(study))
     param_space = {"arm": arm.name, **{k: values[k] for k in ("lr", "weight_decay", "schedule", "seed")}}
     grid = tuning.run_single_trial(arms, param_space, uri, study.objective, args.resume)
     result = grid[0]
@@ -123,3 +181,42 @@ def run_trial_command(study: StudyConfig, values: dict[str, Any], uri: str, args
           f"segm AP {m.get('segm_AP', float('nan')):.3f} after {m.get('iteration')} iterations")
     print(f"results: {uri}/metrics (pandas.read_parquet), config: {uri}/study.json")
     return 0
+
+
+def run_study_command(study: StudyConfig, uri: str, args: argparse.Namespace) -> int:
+    import ray
+
+    from analysis import load_results
+    from study import tuning
+    from study.plan import max_concurrent_trials
+    from study.summary import best_per_arm, format_summary
+
+    try:
+        arms = _arms(study, uri, args.resume)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if not args.resume:
+        write_study_file(uri, study, arms, {"mode": "search", "num_samples": study.num_samples})
+    tuning.start_ray(args.address, num_cpus=_local_cpus(study))
+    cluster = ray.cluster_resources()
+    concurrent = max_concurrent_trials(study, cluster.get("CPU", 0), cluster.get("GPU", 0))
+    plan = make_plan(study, study.num_samples, cluster.get("CPU", 0), cluster.get("GPU", 0),
+                     f"cluster: {cluster.get('CPU', 0):g} CPUs, {cluster.get('GPU', 0):g} GPUs")
+    print(format_plan(plan), flush=True)
+    print(f"\n{'resuming' if args.resume else 'starting'} study in {uri}\n", flush=True)
+    grid = tuning.run_study(study, arms, study.num_samples, uri, concurrent, args.resume)
+    df = load_results(uri)
+    print("\nbest trial per arm (final evaluation):")
+    print(format_summary(best_per_arm(df, study.objective)))
+    print(f"\nresults: {uri}/metrics  (analysis.load_results('{uri}') or pandas.read_parquet)")
+    print(f"optuna:  optuna-dashboard sqlite:///{uri}/optuna.db")
+    print(f"tune:    {uri}/tune  (tensorboard --logdir {uri}/tune)")
+    errors = [r for r in grid if r.error]
+    if errors:
+        print(f"{len(errors)} trial(s) failed; see their rows (status 'failed') and {uri}/tune", file=sys.stderr)
+    return 0
+
+
+def _local_cpus(study: StudyConfig) -> int:
+    return max(os.cpu_count() or 1, study.num_workers * study.cpus_per_worker)

@@ -10,11 +10,16 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import optuna
 import ray
 from ray import tune
 
+from study.config import StudyConfig, arms as study_arms, search_space
+from study.scheduler import ScheduleAwareASHA
+from study.search import ArmSearch, arm_searcher
 from trainables import results, storage
 from trainables.ray_entry import DRIVER_RESOURCE, train_driver_fn
+from trainables.schedule import total_iterations
 
 TUNE_DIR = "tune"
 # Environment every Ray worker process gets (local runs and clusters alike).
@@ -41,6 +46,9 @@ def start_ray(address: str | None, num_cpus: int) -> None:
     if os.environ.get("RETHINK_CACHE"):
         env["RETHINK_CACHE"] = os.environ["RETHINK_CACHE"]
     os.environ.update(WORKER_ENV)
+    # Save Tune's experiment state (trials, searcher) every 10 s rather than "auto", so a
+    # killed driver loses as little as possible of what it had started.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "10")
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=True)
@@ -70,10 +78,18 @@ class FinalStatus(tune.Callback):
 
     def __init__(self, results_uri: str) -> None:
         self.results_uri = results_uri
+        self.stopped: set[str] = set()
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
         if (trial.last_result or {}).get("status") == "running":
             results.mark_status(self.results_uri, trial.trial_id, "stopped")
+            self.stopped.add(trial.trial_id)
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        # A stopped trial's workers may finish one more evaluation before they are killed;
+        # make sure its last row says "stopped" all the same.
+        for trial_id in sorted(self.stopped):
+            results.mark_status(self.results_uri, trial_id, "stopped")
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info: Any) -> None:
         results.mark_status(self.results_uri, trial.trial_id, "failed", only_if=("running", "completed"))
@@ -106,4 +122,61 @@ def run_single_trial(arms: dict[str, dict[str, Any]], values: dict[str, Any], re
         tuner = tune.Tuner(fn, param_space=values,
                            tune_config=tune.TuneConfig(num_samples=1, metric=metric, mode="max"),
                            run_config=run_config(results_uri))
+    return tuner.fit()
+
+
+def optuna_storage(results_uri: str) -> optuna.storages.RDBStorage:
+    """One SQLite file for every arm's study (``optuna-dashboard sqlite:///...``).
+
+    Only the Tune driver writes to it, so SQLite's single writer is enough. On shared
+    storage (s3://) it is kept on the driver's disk beside the Tune folder's local copy.
+    """
+    if storage.is_uri(results_uri):
+        local = os.path.join(os.path.expanduser("~/.cache/rethink-pretraining/optuna"),
+                             results_uri.split("://", 1)[1].replace("/", "_"))
+        os.makedirs(local, exist_ok=True)
+        path = os.path.join(local, "optuna.db")
+    else:
+        os.makedirs(os.path.abspath(results_uri), exist_ok=True)
+        path = os.path.join(os.path.abspath(results_uri), "optuna.db")
+    return optuna.storages.RDBStorage(f"sqlite:///{path}")
+
+
+def build_search(study: StudyConfig, num_samples: int, results_uri: str) -> ArmSearch:
+    db = optuna_storage(results_uri)
+    searchers = {}
+    for index, arm in enumerate(study_arms(study)):
+        searchers[arm.name] = arm_searcher(
+            arm.name, search_space(study, arm), storage=db, seed=study.seed * 1000 + index, metric=study.objective,
+            num_samples=num_samples, first_point=study.default_trial)
+    return ArmSearch(searchers, num_samples, study.objective, fixed={"seed": study.seed})
+
+
+def build_scheduler(study: StudyConfig, arms: dict[str, dict[str, Any]]):
+    if not study.early_stopping.enabled:
+        return None
+
+    def max_iterations(config: dict[str, Any]) -> int:
+        return total_iterations(arms[config["arm"]]["solver"]["base_iters"], float(config["schedule"]))
+
+    es = study.early_stopping
+    return ScheduleAwareASHA(study.objective, max_iterations, es.grace_fraction, es.reduction_factor)
+
+
+def run_study(study: StudyConfig, arms: dict[str, dict[str, Any]], num_samples: int, results_uri: str,
+              max_concurrent: int, resume: bool) -> tune.ResultGrid:
+    """Every arm's search in one Tune experiment; ``resume`` continues an interrupted one."""
+    experiment = storage.join(results_uri, TUNE_DIR)
+    fn = trainable(arms, driver_resources())
+    if resume and tune.Tuner.can_restore(experiment):
+        tuner = tune.Tuner.restore(experiment, fn, resume_unfinished=True, resume_errored=True)
+    else:
+        search = build_search(study, num_samples, results_uri)
+        tuner = tune.Tuner(
+            fn,
+            tune_config=tune.TuneConfig(
+                search_alg=search, scheduler=build_scheduler(study, arms), num_samples=num_samples * len(arms),
+                max_concurrent_trials=max_concurrent, metric=study.objective, mode="max"),
+            run_config=run_config(results_uri),
+        )
     return tuner.fit()

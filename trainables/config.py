@@ -36,6 +36,18 @@ class SyntheticSpec:
     min_side: int = 112
     max_side: int = 160
     max_objects: int = 6
+    # Object radius range: from min_radius px to max_radius_frac of the shorter image side,
+    # log-uniform (as many small objects as medium ones).
+    min_radius: float = 8.0
+    max_radius_frac: float = 0.35
+    # Distractor lines and blobs per image (not objects).
+    clutter: int = 4
+    # A new object may hide at most this fraction of an earlier one.
+    max_occlusion: float = 0.5
+    # The first ``categories`` shape kinds of trainables/synthetic.py's CATEGORIES.
+    categories: int = 5
+    # Object textures: the first ``textures`` of solid, stripes, checks, per-pixel noise.
+    textures: int = 4
     seed: int = 0
 
 

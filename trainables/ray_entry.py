@@ -9,10 +9,12 @@ restores, so Train resumes its own checkpoints) and forwards every report to Tun
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from typing import Any
 
+import ray
 import ray.train
 import ray.train.torch
 import ray.tune
@@ -34,6 +36,7 @@ SEARCHED_KEYS = ("lr", "weight_decay", "schedule", "seed")
 def train_fn_per_worker(config: dict[str, Any]) -> None:
     """Runs on every DDP rank."""
     cfg = from_dict(TrialConfig, config)
+    _quiet_report_logging()
     # Ray sizes each worker's CPU share; keep torch inside it so workers on one node don't
     # oversubscribe the cores (2 workers x 1 CPU on a 2-core laptop, 8 x 10 on a p4d).
     torch.set_num_threads(cfg.cpus_per_worker)
@@ -50,6 +53,19 @@ def train_fn_per_worker(config: dict[str, Any]) -> None:
         log=lambda msg: print(msg, flush=True),
     )
     run_trial(cfg, session)
+
+
+def _quiet_report_logging() -> None:
+    """Drop Ray Train's INFO line that repeats each report's whole metrics dict.
+
+    The logger is named after its file path, so RunConfig's LoggingConfig level (which
+    filters "ray.train*" names) does not reach it; set that logger's level directly.
+    """
+    try:
+        from ray.train.v2._internal.execution import context
+    except ImportError:  # a Ray without this module has nothing to quiet
+        return
+    logging.getLogger(context.__file__).setLevel(logging.WARNING)
 
 
 def _report(metrics: dict[str, Any], state: dict[str, Any] | None) -> None:
@@ -99,6 +115,9 @@ def train_driver_fn(config: dict[str, Any], arms: dict[str, dict[str, Any]]) -> 
             # trial instead of retrying forever (ray_notes.md section 9).
             failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures, controller_failure_limit=3),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+            # Ray Train logs each report's whole metrics dict at INFO; the engine prints one
+            # line per evaluation instead.
+            logging_config=ray.LoggingConfig(log_level="WARNING"),
         ),
     )
     # A failure after max_failures restarts propagates to Tune, whose callback marks the

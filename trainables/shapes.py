@@ -64,10 +64,13 @@ def random_colour(rng: np.random.Generator) -> np.ndarray:
     return rng.integers(0, 256, size=3).astype(np.float32)
 
 
-def texture(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
-    """A (height, width, 3) float texture: solid, stripes, checks or noise."""
+TEXTURES = ("solid", "stripes", "checks", "noise")
+
+
+def texture(rng: np.random.Generator, height: int, width: int, kinds: int = len(TEXTURES)) -> np.ndarray:
+    """A (height, width, 3) float texture, one of the first ``kinds`` of TEXTURES."""
     c1 = random_colour(rng)
-    kind = rng.integers(4)
+    kind = rng.integers(kinds)
     if kind == 0:
         return np.broadcast_to(c1, (height, width, 3)).copy()
     c2 = random_colour(rng)

@@ -40,8 +40,6 @@ CATEGORIES = (
 VAL_ID_OFFSET = 1_000_000
 # Probability that an image holds a crowd region (a cluster of tiny discs, iscrowd=1).
 CROWD_PROB = 0.15
-# A new object may hide at most this fraction of an earlier one.
-MAX_OCCLUSION = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,36 +111,36 @@ def _split(spec: SyntheticSpec, rng: np.random.Generator, images_dir: Path, coun
         "licenses": [{"id": 1, "name": "generated", "url": ""}],
         "images": images,
         "annotations": annotations,
-        "categories": [dict(c) for c in CATEGORIES],
+        "categories": [dict(c) for c in CATEGORIES[: spec.categories]],
     }
 
 
 def _draw_image(spec: SyntheticSpec, rng: np.random.Generator, height: int, width: int):
-    img = shapes.background(rng, height, width)
+    img = shapes.background(rng, height, width, clutter=spec.clutter)
     placed: list[dict] = []  # each: category, kind, full mask, visible mask, polygon, crowd
     n_objects = int(rng.integers(1, spec.max_objects + 1))
     short = min(height, width)
     for _ in range(n_objects):
-        cat = CATEGORIES[int(rng.integers(len(CATEGORIES)))]
+        cat = CATEGORIES[int(rng.integers(spec.categories))]
         for _attempt in range(5):
             # Log-uniform radius: as many small as medium objects, as in COCO.
-            r = float(np.exp(rng.uniform(np.log(5), np.log(0.3 * short))))
+            r = float(np.exp(rng.uniform(np.log(spec.min_radius), np.log(spec.max_radius_frac * short))))
             cx, cy = rng.uniform(0.3 * r, width - 0.3 * r), rng.uniform(0.3 * r, height - 0.3 * r)
             angle = float(rng.uniform(0, 2 * np.pi))
             mask = _mask(cat["name"], height, width, cx, cy, r, angle)
-            if mask.sum() >= 12 and _fits(mask, placed):
+            if mask.sum() >= 12 and _fits(mask, placed, spec.max_occlusion):
                 inside = cx - r >= 0 and cy - r >= 0 and cx + r <= width - 1 and cy + r <= height - 1
                 poly = shapes.outline(cat["name"], cx, cy, r, angle) if inside else None
                 _place(placed, mask)
                 placed.append({"category_id": cat["id"], "mask": mask, "visible": mask.copy(), "polygon": poly, "crowd": False})
-                shapes.composite(img, mask, shapes.texture(rng, height, width))
+                shapes.composite(img, mask, shapes.texture(rng, height, width, spec.textures))
                 break
     if rng.random() < CROWD_PROB:
         mask = _crowd_mask(rng, height, width)
-        if mask.sum() >= 12 and _fits(mask, placed):
+        if mask.sum() >= 12 and _fits(mask, placed, spec.max_occlusion):
             _place(placed, mask)
             placed.append({"category_id": CATEGORIES[0]["id"], "mask": mask, "visible": mask.copy(), "polygon": None, "crowd": True})
-            shapes.composite(img, mask, shapes.texture(rng, height, width))
+            shapes.composite(img, mask, shapes.texture(rng, height, width, spec.textures))
     return shapes.to_uint8(img), [_annotation(p) for p in placed if p["visible"].any()]
 
 
@@ -156,8 +154,8 @@ def _mask(kind: str, height: int, width: int, cx: float, cy: float, r: float, an
     return mask_utils.decode(mask_utils.frPyObjects([flat], height, width))[..., 0].astype(bool)
 
 
-def _fits(mask: np.ndarray, placed: list[dict]) -> bool:
-    return all((p["visible"] & ~mask).sum() >= (1 - MAX_OCCLUSION) * p["mask"].sum() for p in placed)
+def _fits(mask: np.ndarray, placed: list[dict], max_occlusion: float) -> bool:
+    return all((p["visible"] & ~mask).sum() >= (1 - max_occlusion) * p["mask"].sum() for p in placed)
 
 
 def _place(placed: list[dict], mask: np.ndarray) -> None:

@@ -1,0 +1,56 @@
+"""Load a study's evaluation rows into pandas: de-duplicated, typed, ordered.
+
+Needs only pandas and pyarrow (no Ray, no torch), so results can be read on any laptop.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from trainables.results import SCHEMA
+
+KEY = ["trial_id", "iteration"]
+
+
+def metrics_path(path: str | os.PathLike) -> str:
+    """``DIR/NAME`` or ``DIR/NAME/metrics`` (local or s3://) -> the metrics folder."""
+    path = os.fspath(path).rstrip("/")
+    if os.path.basename(path) == "metrics":
+        return path
+    return f"{path}/metrics"
+
+
+def load_results(path: str | os.PathLike) -> pd.DataFrame:
+    """Every evaluation row of a study, one row per (trial_id, iteration).
+
+    Rows are read with the results schema, so columns have stable dtypes even when a
+    study has no pretrained arm or no evaluation yet (an empty frame with all columns).
+    Should a (trial_id, iteration) appear twice, the row written last wins.
+    """
+    folder = metrics_path(path)
+    fs, inner = pafs.FileSystem.from_uri(folder) if "://" in folder else (pafs.LocalFileSystem(), os.path.abspath(folder))
+    info = fs.get_file_info(inner)
+    if info.type == pafs.FileType.NotFound:
+        raise FileNotFoundError(f"no results at {folder} (expected DIR/NAME or DIR/NAME/metrics)")
+    table = pq.read_table(inner, filesystem=fs, schema=SCHEMA)
+    df = table.to_pandas()
+    if df.empty:
+        return df
+    df = (df.sort_values("written_at").drop_duplicates(KEY, keep="last")
+            .sort_values(["arm", "trial_id", "iteration"]).reset_index(drop=True))
+    for col in ("pretrain_images_seen", "resumed_from"):
+        df[col] = df[col].astype("Int64")
+    for col in ("study", "arm", "trial_id", "init", "model", "norm", "status", "code_version"):
+        df[col] = df[col].astype("string")
+    return df
+
+
+def final_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """The last evaluation of every trial (its final status and AP)."""
+    if df.empty:
+        return df
+    return df.sort_values("iteration").groupby("trial_id", sort=False).tail(1).sort_values(["arm", "trial_id"])

@@ -1,0 +1,86 @@
+"""What a study will run, computed before anything runs (``--dry-run`` prints it).
+
+Arms, trials per arm, resources per trial, how many trials fit at once, and iteration and
+cost estimates. Pure functions of the preset and a cluster size; no Ray.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from study.config import Arm, StudyConfig, arms, search_space
+from trainables.schedule import total_iterations
+
+
+@dataclass(frozen=True)
+class ArmPlan:
+    arm: Arm
+    trials: int
+    schedules: tuple[float, ...]
+    max_iterations: int  # the longest schedule of the arm
+    expected_iterations: int  # trials x mean schedule length, before early stopping
+
+
+@dataclass(frozen=True)
+class Plan:
+    study: StudyConfig
+    arms: tuple[ArmPlan, ...]
+    workers_per_trial: int
+    cpus_per_trial: int
+    gpus_per_trial: int
+    max_concurrent: int
+    capacity: str
+
+    @property
+    def total_trials(self) -> int:
+        return sum(a.trials for a in self.arms)
+
+    @property
+    def expected_iterations(self) -> int:
+        return sum(a.expected_iterations for a in self.arms)
+
+
+def max_concurrent_trials(study: StudyConfig, cluster_cpus: float, cluster_gpus: float) -> int:
+    """Trials whose worker groups fit at once; at least 1 (a trial waits for its group)."""
+    if study.use_gpu:
+        fit = int(cluster_gpus // study.num_workers)
+    else:
+        fit = int(cluster_cpus // (study.num_workers * study.cpus_per_worker))
+    return max(1, fit)
+
+
+def make_plan(study: StudyConfig, num_samples: int, cluster_cpus: float, cluster_gpus: float, capacity: str) -> Plan:
+    plans = []
+    for arm in arms(study):
+        schedules = search_space(study, arm).schedule
+        longest = total_iterations(study.solver.base_iters, max(schedules))
+        mean = sum(total_iterations(study.solver.base_iters, s) for s in schedules) / len(schedules)
+        plans.append(ArmPlan(arm, num_samples, schedules, longest, round(num_samples * mean)))
+    return Plan(study, tuple(plans), study.num_workers, study.num_workers * study.cpus_per_worker,
+                study.num_workers if study.use_gpu else 0, max_concurrent_trials(study, cluster_cpus, cluster_gpus),
+                capacity)
+
+
+def format_plan(plan: Plan) -> str:
+    s = plan.study
+    batch = s.num_workers * s.solver.ims_per_worker
+    lines = [
+        f"study preset {s.name}: {s.description}",
+        f"  arms: {len(plan.arms)}, trials: {plan.total_trials} ({plan.arms[0].trials} per arm), objective {s.objective}",
+        f"  per trial: {plan.workers_per_trial} Ray Train workers x ({s.cpus_per_worker} CPU"
+        f"{', 1 GPU' if s.use_gpu else ''}), {s.solver.ims_per_worker} images/worker = batch {batch}",
+        f"  concurrency: {plan.max_concurrent} trial(s) at once ({plan.capacity})",
+        f"  1x = {s.solver.base_iters} iterations; evaluation every {s.eval_period or 'end of'} iterations"
+        f"{'' if not s.eval_period else ' and at the end'}",
+        f"  early stopping: {'ASHA per (arm, schedule), first rung at ' + format(s.early_stopping.grace_fraction, 'g') + ' of the schedule, reduction ' + str(s.early_stopping.reduction_factor) if s.early_stopping.enabled else 'off'}",
+        "",
+        f"  {'arm':<26} {'trials':>6} {'schedules':<14} {'lr range':<17} {'wd range':<17} {'iterations':>11}",
+    ]
+    for a in plan.arms:
+        space = search_space(s, a.arm)
+        lines.append(
+            f"  {a.arm.name:<26} {a.trials:>6} {','.join(f'{x:g}x' for x in a.schedules):<14} "
+            f"{space.lr[0]:.3g}-{space.lr[1]:<11.3g} {space.weight_decay[0]:.2g}-{space.weight_decay[1]:<11.2g} "
+            f"{a.expected_iterations:>11,}")
+    lines.append(f"  expected iterations (no early stopping): {plan.expected_iterations:,}")
+    return "\n".join(lines)

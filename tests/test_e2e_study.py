@@ -1,0 +1,123 @@
+"""A whole study through the real stack: interrupted and resumed; and on two Ray nodes.
+
+Marked e2e: these run several Train runs each (a few minutes on 2 cores).
+"""
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+import ray
+
+from analysis import load_results
+from study import tuning
+from study.config import EarlyStopping, SearchSpace, arms as study_arms, base_trial
+from study.presets import SMOKE
+from trainables.schedule import total_iterations
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _expected_evals(max_iter: int, period: int) -> list[int]:
+    return sorted({*range(period, max_iter, period), max_iter})
+
+
+def _wait_for_rows(folder: Path, count: int, proc: subprocess.Popen, timeout: float) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"the study ended before it could be interrupted (rc {proc.returncode})")
+        if folder.exists() and len([p for p in folder.iterdir() if p.suffix == ".parquet"]) >= count:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"no {count} rows in {folder} after {timeout}s")
+
+
+def test_killed_study_resumes_without_lost_or_duplicated_rows(tmp_path):
+    cmd = [sys.executable, "study/run.py", "--preset", "smoke", "--results", str(tmp_path), "--name", "S"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    log = open(tmp_path / "first.log", "w")
+    first = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        _wait_for_rows(tmp_path / "S" / "metrics", 3, first, timeout=240)
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)  # the driver and the local Ray it started
+        first.wait()
+    again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 2 and "--resume" in again.stderr  # refuses to overwrite
+    resumed = subprocess.run([*cmd, "--resume"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert "best trial per arm" in resumed.stdout
+
+    raw = pd.read_parquet(tmp_path / "S" / "metrics")
+    assert not raw.duplicated(["trial_id", "iteration"]).any()
+    df = load_results(tmp_path / "S")
+    final = df.sort_values("iteration").groupby("trial_id").tail(1)
+    assert len(final) == SMOKE.num_samples * 2  # every planned trial, both arms
+    assert set(final["arm"]) == {"scratch-tiny-f1", "pretrained-tiny-f1"}
+    assert set(final["status"]) <= {"completed", "stopped", "diverged"}
+    for trial_id, rows in df.groupby("trial_id"):
+        max_iter = int(rows["max_iterations"].iloc[0])
+        evals = _expected_evals(max_iter, SMOKE.eval_period)
+        done = rows["iteration"].tolist()
+        assert done == evals[: len(done)], (trial_id, done)  # no evaluation lost
+        if rows["status"].iloc[-1] == "completed":
+            assert done == evals
+
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'S' / 'optuna.db'}")
+    names = sorted(s.study_name for s in optuna.get_all_study_summaries(storage))
+    assert names == ["pretrained-tiny-f1", "scratch-tiny-f1"]
+    finished = 0
+    for name in names:
+        trials = optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
+        finished += sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    assert finished == len(final)
+
+
+def test_two_node_cluster_frees_placement_groups_of_stopped_trials(tmp_path):
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "resources": {"study_driver": 10},
+                                                           "object_store_memory": 100 * 2**20})
+    for _ in range(2):
+        cluster.add_node(num_cpus=1, resources={"worker_node": 1}, object_store_memory=100 * 2**20)
+    cluster.wait_for_nodes()
+    try:
+        tuning.start_ray(cluster.address, num_cpus=0)
+        # One arm, one schedule, three trials: ASHA compares them at half the schedule.
+        study = dataclasses.replace(
+            SMOKE, axes=dataclasses.replace(SMOKE.axes, init=("scratch",)), num_samples=3,
+            solver=dataclasses.replace(SMOKE.solver, base_iters=24), eval_period=6,
+            search=SearchSpace(lr=(0.001, 0.05), weight_decay=(1e-5, 1e-3), schedule=(1.0,)),
+            early_stopping=EarlyStopping(enabled=True, grace_fraction=0.25, reduction_factor=2))
+        uri = str(tmp_path / "C")
+        arms = {}
+        for arm in study_arms(study):
+            base = base_trial(study, arm, results_uri=uri, code_version="test", pretrained={})
+            arms[arm.name] = {**base, "worker_resources": {"worker_node": 1}}  # one DDP worker per node
+        grid = tuning.run_study(study, arms, study.num_samples, uri, max_concurrent=1, resume=False)
+        assert not [r for r in grid if r.error]
+        df = load_results(uri)
+        final = df.sort_values("iteration").groupby("trial_id").tail(1)
+        assert len(final) == 3
+        stopped = final[final["status"] == "stopped"]
+        assert len(stopped) >= 1, final[["trial_id", "iteration", "bbox_AP", "loss", "status"]]
+        assert (stopped["iteration"] < total_iterations(24, 1.0)).all()
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            live = [pg for pg in ray.util.placement_group_table().values() if pg["state"] != "REMOVED"]
+            if not live:
+                break
+            time.sleep(1)
+        assert not live, live
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
