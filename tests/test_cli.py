@@ -64,3 +64,39 @@ def test_trial_defaults_come_from_the_preset():
                       "weight_decay": TOY.default_trial["weight_decay"], "schedule": TOY.default_trial["schedule"]}
     with pytest.raises(ConfigError):
         parse_trial("seed=1.5", SMOKE)
+
+
+@pytest.mark.parametrize("value, message", [("0", "must be at least 1"), ("two", "'two' is not an integer")])
+def test_bad_num_samples(value, message, capsys, tmp_path):
+    err = _fails(["--preset", "smoke", "--num-samples", value, "--results", str(tmp_path)], capsys)
+    assert "--num-samples" in err and message in err
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(capsys, tmp_path):
+    assert main(["--preset", "toy", "--dry-run", "--num-samples", "5", "--results", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "arms: 2, trials: 10 (5 per arm)" in out
+    assert "scratch-tiny-f1" in out and "pretrained-tiny-f1" in out
+    assert "2 Ray Train workers x (1 CPU)" in out and "batch 4" in out
+    # 5 trials x mean(300, 600) iterations per arm
+    assert "2,250" in out and "4,500" in out
+    assert "nothing was trained" in out and not list(tmp_path.iterdir())
+
+
+def test_dry_run_of_the_scaling_preset(capsys):
+    assert main(["--preset", "toy-scaling", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "arms: 4" in out and "scratch-tiny-f0.1" in out and "pretrained-tiny-f1" in out
+
+
+def test_help_mentions_every_option():
+    text = build_parser_text()
+    for flag in ("--preset", "--trial", "--results", "--name", "--num-samples", "--resume", "--dry-run", "--address"):
+        assert flag in text
+    assert "toy-scaling" in text
+
+
+def build_parser_text():
+    from study.cli import build_parser
+
+    return build_parser().format_help()

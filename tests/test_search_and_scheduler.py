@@ -1,0 +1,99 @@
+"""Per-arm Optuna routing and schedule-aware early stopping, with real Optuna and Ray Tune classes."""
+
+import dataclasses
+import types
+
+import optuna
+import pytest
+from ray.tune.schedulers import TrialScheduler
+from ray.tune.search import Searcher
+
+from study.config import SearchSpace
+from study.scheduler import LOSS_WEIGHT, ScheduleAwareASHA, rung_score
+from study.search import ArmSearch, arm_searcher
+
+SPACE = SearchSpace(lr=(0.01, 0.1), weight_decay=(1e-5, 1e-3), schedule=(1.0, 2.0))
+
+
+def _search(tmp_path, num_samples=3):
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'optuna.db'}")
+    searchers = {arm: arm_searcher(arm, SPACE, storage=storage, seed=i, metric="bbox_AP", num_samples=num_samples,
+                                   first_point={"lr": 0.02, "weight_decay": 1e-4, "schedule": 1.0})
+                 for i, arm in enumerate(["scratch-tiny-f1", "pretrained-tiny-f1"])}
+    return ArmSearch(searchers, num_samples, "bbox_AP", fixed={"seed": 0}), storage
+
+
+def test_each_arm_gets_its_own_optuna_study(tmp_path):
+    search, storage = _search(tmp_path)
+    configs = [search.suggest(f"t{i}") for i in range(6)]
+    assert search.suggest("t6") == Searcher.FINISHED
+    arms = [c["arm"] for c in configs]
+    assert arms.count("scratch-tiny-f1") == 3 and arms.count("pretrained-tiny-f1") == 3
+    assert arms[:2] == ["scratch-tiny-f1", "pretrained-tiny-f1"]  # arms advance together
+    first = {c["arm"]: c for c in configs[:2]}
+    assert all(first[a]["lr"] == 0.02 and first[a]["schedule"] == 1.0 for a in first)  # the paper's recipe first
+    for c in configs:
+        assert 0.01 <= c["lr"] <= 0.1 and c["schedule"] in (1.0, 2.0) and c["seed"] == 0
+    for i, c in enumerate(configs):
+        search.on_trial_complete(f"t{i}", result={"bbox_AP": 0.1 * i})
+    for arm in ("scratch-tiny-f1", "pretrained-tiny-f1"):
+        study = optuna.load_study(study_name=arm, storage=storage)
+        values = sorted(t.value for t in study.trials)
+        expected = sorted(0.1 * i for i, c in enumerate(configs) if c["arm"] == arm)
+        assert values == pytest.approx(expected)  # never pooled with the other arm
+
+
+def test_save_restore_and_orphans(tmp_path):
+    search, storage = _search(tmp_path)
+    search.suggest("a")
+    search.save(str(tmp_path / "state.pkl"))
+    search.suggest("b")  # asked after the last save: an orphan once restored
+    fresh, _ = _search(tmp_path)
+    fresh.restore(str(tmp_path / "state.pkl"))
+    assert fresh.trial_arm == {"a": "scratch-tiny-f1"} and fresh.suggested["pretrained-tiny-f1"] == 0
+    pretrained = optuna.load_study(study_name="pretrained-tiny-f1", storage=storage)
+    states = [t.state for t in pretrained.trials]
+    assert optuna.trial.TrialState.FAIL in states  # the orphan no longer counts as running
+    assert fresh.suggest("c")["arm"] == "pretrained-tiny-f1"
+
+
+def _trial(trial_id, arm="a", schedule=1.0):
+    return types.SimpleNamespace(trial_id=trial_id, config={"arm": arm, "schedule": schedule})
+
+
+def _result(it, ap, loss=1.0):
+    return {"iteration": it, "bbox_AP": ap, "loss": loss}
+
+
+def test_asha_compares_only_within_arm_and_schedule():
+    sched = ScheduleAwareASHA("bbox_AP", lambda c: int(100 * c["schedule"]), grace_fraction=0.5, reduction_factor=2)
+    good, bad = _trial("good"), _trial("bad")
+    longer = _trial("long", schedule=2.0)  # its own group: rung at 100, not 50
+    other_arm = _trial("other", arm="b")
+    for t in (good, bad, longer, other_arm):
+        sched.on_trial_add(None, t)
+    assert sched.on_trial_result(None, good, _result(50, 0.5)) == TrialScheduler.CONTINUE
+    # Worse than every trial of its group at the rung: stopped.
+    assert sched.on_trial_result(None, bad, _result(50, 0.1)) == TrialScheduler.STOP
+    # Just as bad, but longer schedules and other arms are never compared with "good".
+    assert sched.on_trial_result(None, longer, _result(50, 0.05)) == TrialScheduler.CONTINUE
+    assert sched.on_trial_result(None, other_arm, _result(50, 0.01)) == TrialScheduler.CONTINUE
+    assert sched.num_stopped == 1
+    assert "a 1x" in sched.debug_string() and "a 2x" in sched.debug_string()
+
+
+def test_loss_breaks_ties_at_zero_ap():
+    assert rung_score(_result(1, 0.0, loss=0.5), "bbox_AP") > rung_score(_result(1, 0.0, loss=2.0), "bbox_AP")
+    assert rung_score(_result(1, 0.01, loss=10.0), "bbox_AP") > rung_score(_result(1, 0.0, loss=0.0), "bbox_AP")
+    assert rung_score({"bbox_AP": 0.0, "loss": None}, "bbox_AP") == -10 * LOSS_WEIGHT
+    sched = ScheduleAwareASHA("bbox_AP", lambda c: 100, grace_fraction=0.5, reduction_factor=2)
+    low_loss, high_loss = _trial("x"), _trial("y")
+    sched.on_trial_add(None, low_loss)
+    sched.on_trial_add(None, high_loss)
+    sched.on_trial_result(None, low_loss, _result(50, 0.0, loss=0.8))
+    assert sched.on_trial_result(None, high_loss, _result(50, 0.0, loss=1.5)) == TrialScheduler.STOP
+
+
+def test_search_space_validation():
+    with pytest.raises(ValueError, match="search.lr"):
+        dataclasses.replace(SPACE, lr=(0.1, 0.01))
