@@ -16,10 +16,12 @@ from typing import Any
 
 from study.config import Arm, Axes, StudyConfig, arms as study_arms, base_trial
 from study.plan import format_plan, make_plan
+from study.overrides import apply_overrides
 from study.presets import PRESETS, get_preset
 from study.workspace import (StudyExists, check_folder, code_version, prepare_inputs, read_study_file, study_uri,
                              write_study_file)
 from trainables.config import INITS, ConfigError
+from trainables.storage import is_uri
 
 TRIAL_KEYS = ("init", "model", "data_fraction", "lr", "weight_decay", "schedule", "seed")
 DEFAULT_PRESET = "toy"
@@ -43,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resume", action="store_true", help="continue the study in an existing folder")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and exit without training")
     parser.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a new local Ray)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a field of the preset, e.g. --set num_workers=4 --set data.train_images=/d/x "
+                             "--set search.lr=[0.01,0.05] (repeatable)")
     return parser
 
 
@@ -109,6 +114,10 @@ def resolve(args: argparse.Namespace) -> tuple[StudyConfig, str, dict[str, Any] 
         study = get_preset(read_study_file(uri)["preset"]["name"])
     if args.num_samples:
         study = dataclasses.replace(study, num_samples=args.num_samples)
+    if args.set:
+        if args.resume:
+            raise ConfigError("--set cannot change a study on --resume (its configuration is in study.json)")
+        study = apply_overrides(study, args.set)
     values = parse_trial(args.trial, study) if args.trial is not None else None
     if not args.dry_run:
         check_folder(uri, args.resume)
@@ -134,8 +143,12 @@ def dry_run(study: StudyConfig, values: dict[str, Any] | None) -> int:
     if values is not None:
         study = _one_arm(study, values)
         study = dataclasses.replace(study, num_samples=1)
-    capacity = (f"GPUs of the cluster / {study.num_workers} per trial" if study.use_gpu
-                else f"{cores} CPUs here / {study.num_workers * study.cpus_per_worker} per trial")
+    if study.max_concurrent_trials:
+        capacity = "the preset's max_concurrent_trials: the cluster's full size"
+    elif study.use_gpu:
+        capacity = f"GPUs of the cluster / {study.num_workers} per trial; set --set max_concurrent_trials=N to plan more"
+    else:
+        capacity = f"{cores} CPUs here / {study.num_workers * study.cpus_per_worker} per trial"
     print(format_plan(make_plan(study, study.num_samples, cores, 0, capacity)))
     print("\n(dry run: nothing was trained or written)")
     return 0
@@ -187,6 +200,7 @@ def run_study_command(study: StudyConfig, uri: str, args: argparse.Namespace) ->
     import ray
 
     from analysis import load_results
+    from analysis.report import write_report
     from study import tuning
     from study.plan import max_concurrent_trials
     from study.summary import best_per_arm, format_summary
@@ -209,7 +223,10 @@ def run_study_command(study: StudyConfig, uri: str, args: argparse.Namespace) ->
     df = load_results(uri)
     print("\nbest trial per arm (final evaluation):")
     print(format_summary(best_per_arm(df, study.objective)))
-    print(f"\nresults: {uri}/metrics  (analysis.load_results('{uri}') or pandas.read_parquet)")
+    if not is_uri(uri):
+        report = write_report(uri)
+        print(f"\nreport:  {report} (figures beside it; python -m analysis.report {uri})")
+    print(f"results: {uri}/metrics  (analysis.load_results('{uri}') or pandas.read_parquet)")
     print(f"optuna:  optuna-dashboard sqlite:///{uri}/optuna.db")
     print(f"tune:    {uri}/tune  (tensorboard --logdir {uri}/tune)")
     errors = [r for r in grid if r.error]

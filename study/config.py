@@ -88,6 +88,9 @@ class StudyConfig:
     objective: str = "bbox_AP"
     early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
     max_failures: int = 2
+    # Trials at once; 0 derives it from the cluster's CPUs/GPUs when the study starts. An
+    # autoscaling cluster starts small, so a cloud preset states its full size here.
+    max_concurrent_trials: int = 0
     # Seconds per iteration per GPU type, for --dry-run cost estimates (cited in presets).
     seconds_per_iteration: dict[str, float] = field(default_factory=dict)
 
@@ -110,7 +113,7 @@ class Arm:
 
     @property
     def name(self) -> str:
-        return f"{self.init}-{self.model}-f{self.data_fraction:g}"
+        return f"{self.init}-{self.model}-f{self.data_fraction:.3g}"
 
 
 def arms(study: StudyConfig) -> list[Arm]:

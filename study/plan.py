@@ -41,7 +41,12 @@ class Plan:
 
 
 def max_concurrent_trials(study: StudyConfig, cluster_cpus: float, cluster_gpus: float) -> int:
-    """Trials whose worker groups fit at once; at least 1 (a trial waits for its group)."""
+    """Trials whose worker groups fit at once; at least 1 (a trial waits for its group).
+
+    A preset's own ``max_concurrent_trials`` (an autoscaling cluster's full size) wins.
+    """
+    if study.max_concurrent_trials:
+        return study.max_concurrent_trials
     if study.use_gpu:
         fit = int(cluster_gpus // study.num_workers)
     else:
@@ -68,7 +73,8 @@ def format_plan(plan: Plan) -> str:
         f"study preset {s.name}: {s.description}",
         f"  arms: {len(plan.arms)}, trials: {plan.total_trials} ({plan.arms[0].trials} per arm), objective {s.objective}",
         f"  per trial: {plan.workers_per_trial} Ray Train workers x ({s.cpus_per_worker} CPU"
-        f"{', 1 GPU' if s.use_gpu else ''}), {s.solver.ims_per_worker} images/worker = batch {batch}",
+        f"{', 1 GPU' if s.use_gpu else ''}), {s.solver.ims_per_worker} images/worker = batch {batch}"
+        + (f"; {plan.gpus_per_trial} GPUs per trial" if s.use_gpu else ""),
         f"  concurrency: {plan.max_concurrent} trial(s) at once ({plan.capacity})",
         f"  1x = {s.solver.base_iters} iterations; evaluation every {s.eval_period or 'end of'} iterations"
         f"{'' if not s.eval_period else ' and at the end'}",
@@ -79,8 +85,21 @@ def format_plan(plan: Plan) -> str:
     for a in plan.arms:
         space = search_space(s, a.arm)
         lines.append(
-            f"  {a.arm.name:<26} {a.trials:>6} {','.join(f'{x:g}x' for x in a.schedules):<14} "
+            f"  {a.arm.name:<26} {a.trials:>6} {','.join(f'{x:.3g}x' for x in a.schedules):<14} "
             f"{space.lr[0]:.3g}-{space.lr[1]:<11.3g} {space.weight_decay[0]:.2g}-{space.weight_decay[1]:<11.2g} "
             f"{a.expected_iterations:>11,}")
     lines.append(f"  expected iterations (no early stopping): {plan.expected_iterations:,}")
+    if s.use_gpu and s.seconds_per_iteration:
+        lines += ["", f"  cost estimate ({plan.gpus_per_trial} GPUs per trial; seconds per iteration of the whole "
+                      f"{batch}-image step, cited in study/presets.py; override with --set seconds_per_iteration.GPU=S):"]
+        for gpu, seconds in sorted(s.seconds_per_iteration.items()):
+            hours = gpu_hours(plan, seconds)
+            lines.append(f"    {gpu:<6} {seconds:.3f} s/iter -> {hours:,.0f} GPU-hours, "
+                         f"{hours / plan.gpus_per_trial / plan.max_concurrent:,.0f} h wall clock at "
+                         f"{plan.max_concurrent} trial(s) at once")
     return "\n".join(lines)
+
+
+def gpu_hours(plan: Plan, seconds_per_iteration: float) -> float:
+    """Expected iterations x step time x GPUs per trial (before early stopping saves some)."""
+    return plan.expected_iterations * seconds_per_iteration * plan.gpus_per_trial / 3600

@@ -11,6 +11,7 @@ import dataclasses
 
 from study.config import Axes, EarlyStopping, SearchSpace, StudyConfig
 from trainables.config import DataConfig, ModelConfig, PretrainSpec, SolverConfig, SyntheticSpec
+from trainables.model import CAFFE2_PIXEL_MEAN, CAFFE2_PIXEL_STD
 
 # --- Models -----------------------------------------------------------------------------
 # The paper's Mask R-CNN R50/R101-FPN with GN (32 groups, Detectron's G) in backbone, FPN,
@@ -18,6 +19,12 @@ from trainables.config import DataConfig, ModelConfig, PretrainSpec, SolverConfi
 R50_GN = ModelConfig(depth=50, width=64, norm="gn", gn_groups=32, fpn_channels=256, box_head_convs=4,
                      box_head_fc=1024, mask_head_convs=4)
 R101_GN = dataclasses.replace(R50_GN, depth=101)
+# SyncBN variant (paper Fig. 4): BN everywhere, synchronized across GPUs (detectron2's
+# Misc/mask_rcnn_R_50_FPN_3x_syncbn), 4conv1fc head.
+R50_SYNCBN = dataclasses.replace(R50_GN, norm="syncbn")
+# The R101 pretrained init is Detectron's own R-101-GN.pkl (no torchvision-layout GN R101
+# exists), trained in Caffe2 on 0-255 BGR pixels: both arms use that normalization.
+R101_GN_CAFFE2 = dataclasses.replace(R101_GN, pixel_mean=CAFFE2_PIXEL_MEAN, pixel_std=CAFFE2_PIXEL_STD)
 
 # A ResNet-18-class backbone at half width with a 48-channel FPN and light heads: about
 # 3M parameters and ~0.13 s per training iteration at 2 images of 128 px on one CPU core.
@@ -95,7 +102,98 @@ TOY_SCALING = dataclasses.replace(
     num_samples=2,
 )
 
-PRESETS: dict[str, StudyConfig] = {p.name: p for p in (SMOKE, TOY, TOY_SCALING)}
+# --- COCO presets (the paper's protocol, paper_protocol.md) ----------------------------
+COCO_ROOT = "/data/coco"  # where the cluster's staging step puts COCO on every GPU node
+COCO_DATA = DataConfig(
+    source="coco",
+    train_images=f"{COCO_ROOT}/train2017",
+    train_annotations=f"{COCO_ROOT}/annotations/instances_train2017.json",
+    val_images=f"{COCO_ROOT}/val2017",
+    val_annotations=f"{COCO_ROOT}/annotations/instances_val2017.json",
+    # Shorter side 800 [P], max 1333 (Detectron's MAX_SIZE [C]), horizontal flip only [P].
+    min_size=(800,), max_size=1333, test_min_size=800, hflip_prob=0.5,
+    loader_workers=4,
+)
+B = 90_000  # "1x" = 90k iterations at 16 images (Detectron) [P]
+COCO_R50_GN = StudyConfig(
+    name="coco-r50-gn",
+    description="paper Table 1: Mask R-CNN R50-FPN GN on COCO, scratch vs. ImageNet, 2x-6x, 8 GPUs x 2 images",
+    axes=Axes(init=("scratch", "pretrained"), data_fraction=(1.0,), model=("r50",)),
+    models={"r50": R50_GN},
+    data=COCO_DATA,
+    # 8 GPUs x 2 images = 16 [P]; LR 0.02 at 16 with linear warm-up (Detectron: 500 iterations
+    # from 1/3) [P][C]; momentum 0.9, weight decay 1e-4 [P]; no decay on GN (Detectron's
+    # WEIGHT_DECAY_GN 0) [C]; LR x0.1 at the last 60k and 20k iterations [P]. AMP on GPU.
+    solver=SolverConfig(base_iters=B, ims_per_worker=2, reference_batch=16, momentum=0.9, weight_decay_norm=0.0,
+                        warmup_iters=500, warmup_factor=1 / 3, gamma=0.1, clip_grad_norm=None, amp=True),
+    # Centred on the paper's values, each spanning 10x: lr 0.02 / sqrt(10) .. 0.02 * sqrt(10),
+    # wd 1e-4 likewise; the schedules of Table 1 (2x = 180k ... 6x = 540k iterations).
+    search=SearchSpace(lr=(0.02 / 10**0.5, 0.02 * 10**0.5), weight_decay=(1e-4 / 10**0.5, 1e-4 * 10**0.5),
+                       schedule=(2.0, 3.0, 4.0, 5.0, 6.0)),
+    num_samples=6,
+    num_workers=8,
+    cpus_per_worker=8,
+    use_gpu=True,
+    # Evaluate (and checkpoint, ~0.5 GB with momentum) every 1/3 of 1x: 30k iterations.
+    eval_period=30_000,
+    pretrained_weights={"r50": "https://huggingface.co/timm/resnet50_gn.a1h_in1k/resolve/main/pytorch_model.bin"},
+    default_trial={"lr": 0.02, "weight_decay": 1e-4, "schedule": 3.0},
+    # First rung at half of each trial's own schedule: before its LR drops (the last 60k).
+    early_stopping=EarlyStopping(enabled=True, grace_fraction=0.5, reduction_factor=2),
+    max_failures=-1,  # spot GPUs: retry from the last checkpoint as often as it takes
+    # clusters/aws.yaml allows 4 8-GPU nodes: 4 trials at once (the autoscaler adds a node
+    # for each pending trial's placement group).
+    max_concurrent_trials=4,
+    # Seconds per iteration of the whole 8-GPU step (16 images), for --dry-run's GPU-hours:
+    # V100: detectron2 MODEL_ZOO scratch_mask_rcnn_R_50_FPN_3x_gn, 0.338 s/iter on 8 V100;
+    # P100: Detectron GN README, R-50-FPN GN scratch 3x, 1.087 s/iter on 8 P100.
+    seconds_per_iteration={"V100": 0.338, "P100": 1.087},
+)
+COCO_R101_GN = dataclasses.replace(
+    COCO_R50_GN,
+    name="coco-r101-gn",
+    description="paper Table 1: Mask R-CNN R101-FPN GN on COCO, scratch vs. ImageNet, 2x-6x",
+    axes=Axes(init=("scratch", "pretrained"), data_fraction=(1.0,), model=("r101",)),
+    models={"r101": R101_GN_CAFFE2},
+    pretrained_weights={"r101": "https://dl.fbaipublicfiles.com/detectron/ImageNetPretrained/47592356/R-101-GN.pkl"},
+    # P100: Detectron GN README, R-101-FPN GN scratch 3x, 1.243 s/iter; V100: the R50
+    # figure x 1.243/1.087 (no published R101 GN scratch speed on V100).
+    seconds_per_iteration={"V100": round(0.338 * 1.243 / 1.087, 3), "P100": 1.243},
+)
+COCO_R50_SYNCBN = dataclasses.replace(
+    COCO_R50_GN,
+    name="coco-r50-syncbn",
+    description="paper Fig. 4: Mask R-CNN R50-FPN with SyncBN on COCO, scratch vs. ImageNet",
+    axes=Axes(init=("scratch", "pretrained"), data_fraction=(1.0,), model=("r50-syncbn",)),
+    models={"r50-syncbn": R50_SYNCBN},
+    # torchvision's IMAGENET1K_V1 ResNet-50 (BN), fine-tuned with SyncBN, nothing frozen.
+    pretrained_weights={"r50-syncbn": "https://download.pytorch.org/models/resnet50-0676ba61.pth"},
+    # V100: detectron2 MODEL_ZOO mask_rcnn_R_50_FPN_3x_syncbn, 0.345 s/iter.
+    seconds_per_iteration={"V100": 0.345},
+)
+TRAIN2017_IMAGES = 118_287  # COCO train2017 [P]
+COCO_R50_GN_SUBSETS = dataclasses.replace(
+    COCO_R50_GN,
+    name="coco-r50-gn-subsets",
+    description="paper Sec. 5.2: R50-FPN GN on 35k/10k/3.5k/1k-image subsets of train2017, scratch vs. ImageNet",
+    # round(f * 118,287) gives exactly 35,000 / 10,000 / 3,500 / 1,000 images; the subset
+    # seed (data.subset_seed) picks the same images for both inits and records their ids.
+    axes=Axes(init=("scratch", "pretrained"), model=("r50",),
+              data_fraction=tuple(n / TRAIN2017_IMAGES for n in (35_000, 10_000, 3_500, 1_000))),
+    # The paper found shorter schedules best on less data: 10k images peaked at 60k
+    # iterations pretrained and 220k scratch; 35k at 6x (pretrained). In units of 1x = 90k:
+    search=SearchSpace(lr=(0.02 / 10**0.5, 0.04 * 10**0.5), weight_decay=(1e-4 / 10**0.5, 1e-4 * 10**0.5),
+                       schedule=(2.0, 4.0, 6.0)),
+    search_overrides=tuple(
+        (f"data_fraction={n / TRAIN2017_IMAGES}", SearchSpace(
+            lr=(0.02 / 10**0.5, 0.02 * 10**0.5), weight_decay=(1e-4 / 10**0.5, 1e-4 * 10**0.5), schedule=schedules))
+        for n, schedules in ((10_000, (2 / 3, 4 / 3, 2.0, 2.5)), (3_500, (1 / 3, 2 / 3, 4 / 3)),
+                             (1_000, (1 / 6, 1 / 3, 2 / 3)))),
+    num_samples=4,
+)
+
+PRESETS: dict[str, StudyConfig] = {p.name: p for p in (SMOKE, TOY, TOY_SCALING, COCO_R50_GN, COCO_R101_GN,
+                                                       COCO_R50_SYNCBN, COCO_R50_GN_SUBSETS)}
 
 
 def get_preset(name: str) -> StudyConfig:

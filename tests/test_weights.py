@@ -74,3 +74,57 @@ def test_missing_file_and_junk(tmp_path):
     torch.save({"a": 1}, tmp_path / "junk.pth")
     with pytest.raises(ValueError, match="state_dict"):
         load_backbone_weights(build_backbone_body(TINY_GN), str(tmp_path / "junk.pth"))
+
+
+def _to_detectron(state):
+    """The inverse renaming, to write a Detectron-layout pickle (BGR conv1) for the test."""
+    import re
+
+    blobs = {}
+    for key, value in state.items():
+        if key.startswith("fc."):
+            blobs[f"pred_{key.split('.')[1][0]}"] = value.numpy()
+            continue
+        if key.startswith(("conv1", "bn1")):
+            name = {"conv1.weight": "conv1_w", "bn1.weight": "conv1_gn_s", "bn1.bias": "conv1_gn_b"}[key]
+            blobs[name] = (value.flip(1) if key == "conv1.weight" else value).numpy()
+            continue
+        layer, block, module, param = re.match(r"layer(\d)\.(\d+)\.(\w+(?:\.\d)?)\.(\w+)", key).groups()
+        prefix = f"res{int(layer) + 1}_{block}_branch"
+        if module.startswith("downsample"):
+            suffix = "1_w" if module.endswith("0") else ("1_gn_s" if param == "weight" else "1_gn_b")
+        else:
+            letter = "abc"[int(module[-1]) - 1]
+            suffix = f"2{letter}_w" if module.startswith("conv") else f"2{letter}_gn_{'s' if param == 'weight' else 'b'}"
+        blobs[prefix + suffix] = value.numpy()
+    return blobs
+
+
+def test_detectron_gn_pickle_loads_every_tensor(tmp_path):
+    import pickle
+
+    from study.presets import R101_GN
+
+    src = build_backbone_body(R101_GN)
+    torch.nn.init.normal_(src.conv1.weight)
+    blobs = _to_detectron(src.state_dict())
+    assert "res4_22_branch2c_gn_b" in blobs and "res2_0_branch1_w" in blobs
+    path = tmp_path / "R-101-GN.pkl"
+    path.write_bytes(pickle.dumps({"blobs": {**blobs, "res2_0_branch2a_w_momentum": blobs["res2_0_branch2a_w"]}},
+                                  protocol=2))
+    body = build_backbone_body(R101_GN)
+    report = load_backbone_weights(body, str(path))
+    assert not report.missing and not report.unexpected
+    assert len(report.loaded) == len([k for k in body.state_dict() if not k.startswith("fc.")])
+    for key, value in src.state_dict().items():
+        if not key.startswith("fc."):
+            assert torch.equal(body.state_dict()[key], value), key  # conv1 flipped back to RGB
+
+
+def test_preset_weights_point_at_the_right_files():
+    from study.presets import PRESETS
+
+    r50 = PRESETS["coco-r50-gn"].pretrained_weights["r50"]
+    assert "resnet50_gn" in r50 and r50.startswith("https://huggingface.co/timm/")
+    assert PRESETS["coco-r101-gn"].pretrained_weights["r101"].endswith("R-101-GN.pkl")
+    assert "resnet50-0676ba61.pth" in PRESETS["coco-r50-syncbn"].pretrained_weights["r50-syncbn"]

@@ -102,6 +102,11 @@ class ModelConfig:
     detections_per_img: int = 100
     # Stages frozen for a pretrained frozenbn model (Detectron's FREEZE_AT=2: stem + res2).
     frozen_stages: int = 2
+    # Input normalization, RGB, for images in [0, 1]: (x - mean) / std. The default is
+    # torchvision's/timm's ImageNet statistics; Caffe2-trained Detectron weights expect
+    # 0-255 pixels minus a mean and no division (CAFFE2_PIXEL_* in trainables/model.py).
+    pixel_mean: tuple[float, ...] = (0.485, 0.456, 0.406)
+    pixel_std: tuple[float, ...] = (0.229, 0.224, 0.225)
 
     def __post_init__(self) -> None:
         _check(self.depth in (18, 50, 101), "model.depth", self.depth, "18, 50 or 101")
@@ -112,6 +117,8 @@ class ModelConfig:
                "model.fpn_channels", self.fpn_channels, f"a multiple of model.gn_groups={self.gn_groups}")
         _check(len(self.anchor_sizes) == 5, "model.anchor_sizes", self.anchor_sizes, "5 sizes, one per FPN level")
         _check(0 <= self.frozen_stages <= 5, "model.frozen_stages", self.frozen_stages, "in [0, 5]")
+        _check(len(self.pixel_mean) == 3 and len(self.pixel_std) == 3 and all(v > 0 for v in self.pixel_std),
+               "model.pixel_mean/pixel_std", (self.pixel_mean, self.pixel_std), "3 values each, std > 0")
 
 
 @dataclass(frozen=True)
@@ -237,11 +244,12 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
     unknown = sorted(set(data) - names)
     if unknown:
         raise ConfigError(f"unknown field {where + '.' if where else ''}{unknown[0]} (known: {', '.join(sorted(names))})")
-    kwargs = {k: _coerce(hints[k], v, f"{where + '.' if where else ''}{k}") for k, v in data.items()}
+    kwargs = {k: coerce(hints[k], v, f"{where + '.' if where else ''}{k}") for k, v in data.items()}
     return cls(**kwargs)
 
 
-def _coerce(tp: Any, value: Any, where: str) -> Any:
+def coerce(tp: Any, value: Any, where: str) -> Any:
+    """``value`` as type ``tp`` (dataclasses from dicts, tuples from lists, int -> float)."""
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
         return value if isinstance(value, tp) else from_dict(tp, value, where)
@@ -249,12 +257,12 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
-        return _coerce(next(a for a in args if a is not type(None)), value, where)
+        return coerce(next(a for a in args if a is not type(None)), value, where)
     if origin is tuple:
         (item,) = typing.get_args(tp)[:1]
         if not isinstance(value, (list, tuple)):
             value = (value,)
-        return tuple(_coerce(item, v, where) for v in value)
+        return tuple(coerce(item, v, where) for v in value)
     if origin is Literal:
         return value
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):

@@ -29,6 +29,11 @@ from trainables.config import ModelConfig
 # ImageNet statistics (torchvision's defaults); pretraining normalizes with the same values.
 IMAGE_MEAN = (0.485, 0.456, 0.406)
 IMAGE_STD = (0.229, 0.224, 0.225)
+# Detectron's Caffe2 convention (0-255 pixels minus the mean, no division; detectron2's
+# PIXEL_MEAN [103.53, 116.28, 123.675] BGR and PIXEL_STD [1, 1, 1]), written for RGB images
+# in [0, 1]. Used with Detectron's ImageNet GN weights, whose conv1 is flipped to RGB on load.
+CAFFE2_PIXEL_MEAN = (123.675 / 255, 116.28 / 255, 103.53 / 255)
+CAFFE2_PIXEL_STD = (1 / 255, 1 / 255, 1 / 255)
 NORM_TYPES = (nn.BatchNorm2d, nn.SyncBatchNorm, nn.GroupNorm, FrozenBatchNorm2d)
 
 
@@ -117,8 +122,8 @@ def build_model(cfg: ModelConfig, num_classes: int, *, min_size: tuple[int, ...]
         num_classes=None,  # given by the predictors, whose widths torchvision would hard-code
         min_size=min_size,
         max_size=max_size,
-        image_mean=list(IMAGE_MEAN),
-        image_std=list(IMAGE_STD),
+        image_mean=list(cfg.pixel_mean),
+        image_std=list(cfg.pixel_std),
         rpn_anchor_generator=anchors,
         rpn_pre_nms_top_n_train=cfg.rpn_pre_nms_top_n_train,
         rpn_post_nms_top_n_train=cfg.rpn_post_nms_top_n_train,

@@ -32,7 +32,7 @@ from torch import nn
 
 from trainables import shapes
 from trainables.config import ModelConfig, PretrainSpec
-from trainables.model import IMAGE_MEAN, IMAGE_STD, build_backbone_body, param_groups
+from trainables.model import build_backbone_body, param_groups
 from trainables.storage import cache_dir, spec_key
 
 PRETRAIN_VERSION = 2
@@ -93,7 +93,7 @@ def classification_images(spec: PretrainSpec, count: int, seed: int) -> tuple[to
 
 
 def cache_key(model: ModelConfig, spec: PretrainSpec) -> str:
-    body = {k: getattr(model, k) for k in ("depth", "width", "norm", "gn_groups")}
+    body = {k: getattr(model, k) for k in ("depth", "width", "norm", "gn_groups", "pixel_mean", "pixel_std")}
     return spec_key({"body": body, "spec": dataclasses.asdict(spec)}, PRETRAIN_VERSION)
 
 
@@ -124,8 +124,9 @@ def _train(model_cfg: ModelConfig, spec: PretrainSpec, out: Path, log: Callable[
         f"on {num_train} generated images, {spec.iterations} iterations x {spec.batch_size}")
     start = time.time()
     images, labels = classification_images(spec, num_train + NUM_HELD_OUT, spec.seed)
-    mean = torch.tensor(IMAGE_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGE_STD).view(1, 3, 1, 1)
+    # The detector's own input normalization, so the features transfer as they were learned.
+    mean = torch.tensor(model_cfg.pixel_mean).view(1, 3, 1, 1)
+    std = torch.tensor(model_cfg.pixel_std).view(1, 3, 1, 1)
     images = (images - mean) / std
     train_x, train_y = images[:num_train], labels[:num_train]
     held_x, held_y = images[num_train:], labels[num_train:]

@@ -1,0 +1,167 @@
+"""``python -m analysis.report DIR/NAME [--out OUTDIR]``: the study's tables and figures.
+
+Writes ``report.md`` and PNG figures (default ``DIR/NAME/report/``) and prints where. Missing
+or partial data never crashes it: the report says what is missing instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from analysis import figures, tables
+from analysis.results import final_rows, load_results
+
+STUDY_FILE = "study.json"
+
+
+def read_study(study_dir: Path) -> dict[str, Any]:
+    path = study_dir / STUDY_FILE
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def search_ranges(study: dict[str, Any]) -> dict[str, dict[str, tuple[float, float]]]:
+    """arm -> searched lr and weight-decay ranges, from study.json (overrides applied)."""
+    preset = study.get("preset") or {}
+    out = {}
+    for arm, trial in (study.get("arms") or {}).items():
+        space = preset.get("search") or {}
+        for selector, override in preset.get("search_overrides") or []:
+            key, _, value = selector.partition("=")
+            actual = {"init": trial["init"], "model": trial["model_name"], "data_fraction": trial["data_fraction"]}.get(key)
+            if actual is not None and (str(actual) == value or _close(actual, value)):
+                space = override
+        if space:
+            out[arm] = {"lr": tuple(space["lr"]), "weight_decay": tuple(space["weight_decay"])}
+    return out
+
+
+def _close(actual: Any, value: str) -> bool:
+    try:
+        return math.isclose(float(actual), float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def markdown_table(df: pd.DataFrame) -> str:
+    """A GitHub-flavoured Markdown table (no extra dependency); AP columns get 3 decimals."""
+    if df.empty:
+        return "_(no rows)_"
+    cells = [[_fmt(v, "AP" in col) for col, v in zip(df.columns, row)] for row in df.itertuples(index=False)]
+    header = "| " + " | ".join(str(c) for c in df.columns) + " |"
+    rule = "|" + "|".join("---" for _ in df.columns) + "|"
+    return "\n".join([header, rule, *("| " + " | ".join(r) + " |" for r in cells)])
+
+
+def _fmt(value: Any, is_ap: bool) -> str:
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.3f}" if is_ap else f"{value:.4g}"
+    return str(value)
+
+
+def write_report(study_dir: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:
+    """Write report.md and the figures; return the report's path."""
+    study_dir = Path(study_dir)
+    out_dir = Path(out) if out else study_dir / "report"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    study = read_study(study_dir)
+    objective = (study.get("preset") or {}).get("objective", "bbox_AP")
+    notes: list[str] = []
+    try:
+        df = load_results(study_dir)
+    except FileNotFoundError as err:
+        df = pd.DataFrame()
+        notes.append(f"No evaluation rows: {err}.")
+    if not study:
+        notes.append(f"No {STUDY_FILE} next to the results: search ranges and the preset are unknown.")
+
+    final = final_rows(df) if not df.empty else df
+    if not df.empty:
+        status = final["status"].value_counts()
+        if not status.get("completed", 0):
+            notes.append("No trial has completed its schedule yet: the tables of best trials are empty.")
+        if status.get("diverged", 0) == len(final):
+            notes.append("Every trial diverged (NaN/inf loss): lower the learning-rate range.")
+        for init in ("scratch", "pretrained"):
+            if init not in set(final["init"]):
+                notes.append(f"The study has no {init} arm, so scratch and pretrained cannot be compared.")
+        if final[objective].isna().all():
+            notes.append(f"No trial reported {objective}.")
+
+    is_coco = any((a.get("data") or {}).get("source") == "coco" for a in (study.get("arms") or {}).values())
+    figs = {"training_curves.png": figures.training_curves, "ap_vs_images.png": figures.ap_vs_images,
+            "landscape.png": figures.landscape}
+    if not df.empty and df["data_fraction"].nunique() > 1:
+        figs["scaling.png"] = figures.scaling_plot
+    written = []
+    for name, make in figs.items():
+        fig = make(df if not df.empty else _empty_frame(), objective)
+        fig.savefig(out_dir / name, dpi=110)
+        figures.plt.close(fig)
+        written.append(name)
+
+    data = df if not df.empty else _empty_frame()
+    sections = [
+        f"# Study report: {(study.get('preset') or {}).get('name', study_dir.name)}",
+        "",
+        f"Results: `{study_dir}` — {len(final)} trials, {len(df)} evaluations; objective `{objective}`. "
+        "AP values are fractions (the paper prints percent).",
+    ]
+    if notes:
+        sections += ["", "## What is missing", "", *[f"- {n}" for n in notes]]
+    warnings = tables.boundary_warnings(data, search_ranges(study), objective)
+    if warnings:
+        sections += ["", "## Warnings: best values at the edge of the searched range", "",
+                     *[f"- {w}" for w in warnings]]
+    sections += [
+        "", "## Scratch vs. pretrained, best completed trial per schedule (paper Table 1)", "",
+        markdown_table(tables.scratch_vs_pretrained(data, objective, with_paper=is_coco)),
+        "", "`delta` = scratch − pretrained." + (" `paper_*` = the paper's Table 1 (GN, COCO val2017)." if is_coco else ""),
+        "", "## Best trial per arm and schedule", "", markdown_table(tables.best_by_schedule(data, objective)),
+        "", "## Training curves (paper Figs. 1, 3, 4)", "", "![training curves](training_curves.png)",
+        "", "## AP against all images seen, pretraining included (paper Fig. 2)", "", "![AP vs images](ap_vs_images.png)",
+        "", "## Hyperparameter landscape per arm", "", "![landscape](landscape.png)",
+    ]
+    if "scaling.png" in written:
+        sections += ["", "## Scaling with training-set size (paper Sec. 5.2)", "",
+                     markdown_table(tables.scaling(data, objective)), "", "![scaling](scaling.png)"]
+    sections += ["", "## Budget", "", markdown_table(tables.budget(data))]
+    seed_table = tables.seeds(data, objective)
+    sections += ["", "## Seeds", ""]
+    sections.append(markdown_table(seed_table) if not seed_table.empty
+                    else "_No two completed trials share all hyperparameters but the seed._")
+    report = out_dir / "report.md"
+    report.write_text("\n".join(sections) + "\n")
+    return report
+
+
+def _empty_frame() -> pd.DataFrame:
+    from trainables.results import COLUMNS
+
+    return pd.DataFrame(columns=list(COLUMNS))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m analysis.report", description=__doc__.split("\n\n")[0])
+    parser.add_argument("study", help="the study folder DIR/NAME")
+    parser.add_argument("--out", help="output folder (default: DIR/NAME/report)")
+    args = parser.parse_args(argv)
+    if not Path(args.study).is_dir():
+        parser.error(f"{args.study} is not a study folder")
+    report = write_report(args.study, args.out)
+    pngs = sorted(p.name for p in report.parent.glob("*.png"))
+    print(f"wrote {report} and {len(pngs)} figures ({', '.join(pngs)}) in {report.parent}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""The study's tables, each a function of ``load_results``'s DataFrame returning a DataFrame.
+
+AP values stay fractions, as in the rows (the paper prints percent; ``paper_bbox_AP`` is
+converted to a fraction so the columns compare directly).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from analysis.paper import table1_frame
+from analysis.results import final_rows
+
+ARM_KEYS = ["model", "data_fraction", "init"]
+HYPER = ["lr", "weight_decay", "schedule"]
+
+
+def completed(df: pd.DataFrame) -> pd.DataFrame:
+    """Final rows of trials that ran their whole schedule."""
+    final = final_rows(df)
+    return final[final["status"] == "completed"] if not final.empty else final
+
+
+def best_by_schedule(df: pd.DataFrame, objective: str = "bbox_AP") -> pd.DataFrame:
+    """Table 1 style: for each arm and schedule, the best completed trial.
+
+    Columns: model, data_fraction, init, schedule, bbox_AP, segm_AP, lr, weight_decay,
+    trial_id, trials (completed trials behind the best).
+    """
+    done = completed(df)
+    cols = [*ARM_KEYS, "schedule", "bbox_AP", "segm_AP", "lr", "weight_decay", "trial_id", "trials"]
+    if done.empty:
+        return pd.DataFrame(columns=cols)
+    rows = []
+    for key, group in done.groupby([*ARM_KEYS, "schedule"], sort=True):
+        best = group.sort_values(objective, ascending=False).iloc[0]
+        rows.append({**dict(zip([*ARM_KEYS, "schedule"], key)), "bbox_AP": best["bbox_AP"],
+                     "segm_AP": best["segm_AP"], "lr": best["lr"], "weight_decay": best["weight_decay"],
+                     "trial_id": best["trial_id"], "trials": len(group)})
+    return pd.DataFrame(rows, columns=cols)
+
+
+def scratch_vs_pretrained(df: pd.DataFrame, objective: str = "bbox_AP", with_paper: bool = False) -> pd.DataFrame:
+    """Scratch and pretrained side by side per (model, data fraction, schedule), with the gap.
+
+    ``with_paper`` adds the paper's Table 1 bbox AP (as fractions) for the same model and
+    schedule, for COCO studies.
+    """
+    best = best_by_schedule(df, objective)
+    index = ["model", "data_fraction", "schedule"]
+    if best.empty:
+        return pd.DataFrame(columns=[*index, "scratch_bbox_AP", "pretrained_bbox_AP", "delta_bbox_AP"])
+    wide = best.pivot_table(index=index, columns="init", values=["bbox_AP", "segm_AP", "lr", "weight_decay"],
+                            aggfunc="first")
+    wide.columns = [f"{init}_{metric}" for metric, init in wide.columns]
+    wide = wide.reset_index()
+    for metric in ("bbox_AP", "segm_AP"):
+        for init in ("scratch", "pretrained"):
+            if f"{init}_{metric}" not in wide:
+                wide[f"{init}_{metric}"] = np.nan
+        wide[f"delta_{metric}"] = wide[f"scratch_{metric}"] - wide[f"pretrained_{metric}"]
+    if with_paper:
+        paper = table1_frame().pivot_table(index=["model", "schedule"], columns="init", values="paper_bbox_AP")
+        paper.columns = [f"paper_{c}_bbox_AP" for c in paper.columns]
+        wide = wide.merge(paper.reset_index(), on=["model", "schedule"], how="left")
+        for c in ("paper_scratch_bbox_AP", "paper_pretrained_bbox_AP"):
+            if c in wide:
+                wide[c] = wide[c] / 100.0
+    order = [*index, "scratch_bbox_AP", "pretrained_bbox_AP", "delta_bbox_AP", "scratch_segm_AP",
+             "pretrained_segm_AP", "delta_segm_AP"]
+    rest = [c for c in wide.columns if c not in order]
+    return wide[[c for c in order if c in wide] + rest].sort_values(index).reset_index(drop=True)
+
+
+def scaling(df: pd.DataFrame, objective: str = "bbox_AP") -> pd.DataFrame:
+    """Best final AP per init against training-set size (paper Sec. 5.2), completed trials."""
+    done = completed(df)
+    if done.empty:
+        return pd.DataFrame(columns=["model", "init", "data_fraction", "train_images", objective, "trial_id"])
+    idx = done.groupby(["model", "init", "data_fraction"])[objective].idxmax()
+    out = done.loc[idx, ["model", "init", "data_fraction", "train_images", objective, "trial_id"]]
+    return out.sort_values(["model", "init", "train_images"]).reset_index(drop=True)
+
+
+def budget(df: pd.DataFrame) -> pd.DataFrame:
+    """Trials by final status, iterations trained and worker-hours spent, per arm."""
+    final = final_rows(df)
+    cols = ["arm", "trials", "completed", "stopped", "diverged", "failed", "running", "iterations",
+            "images_seen", "worker_hours"]
+    if final.empty:
+        return pd.DataFrame(columns=cols)
+    rows = []
+    for arm, group in final.groupby("arm", sort=True):
+        status = group["status"].value_counts()
+        rows.append({"arm": arm, "trials": len(group),
+                     **{s: int(status.get(s, 0)) for s in ("completed", "stopped", "diverged", "failed", "running")},
+                     "iterations": int(group["iteration"].sum()), "images_seen": int(group["images_seen"].sum()),
+                     "worker_hours": float((group["wall_time_s"].fillna(0) * group["num_workers"]).sum() / 3600)})
+    return pd.DataFrame(rows, columns=cols)
+
+
+def seeds(df: pd.DataFrame, objective: str = "bbox_AP") -> pd.DataFrame:
+    """Mean ± std of the final AP where completed trials share everything but the seed."""
+    done = completed(df)
+    keys = ["arm", *HYPER]
+    cols = [*keys, "seeds", f"{objective}_mean", f"{objective}_std"]
+    if done.empty:
+        return pd.DataFrame(columns=cols)
+    stats = done.groupby(keys).agg(seeds=("seed", "nunique"), mean=(objective, "mean"), std=(objective, "std"))
+    stats = stats[stats["seeds"] > 1].reset_index()
+    return stats.rename(columns={"mean": f"{objective}_mean", "std": f"{objective}_std"})[cols]
+
+
+def boundary_warnings(df: pd.DataFrame, ranges: dict[str, dict[str, tuple[float, float]]],
+                      objective: str = "bbox_AP", tolerance: float = 0.1) -> list[str]:
+    """Warnings where an arm's best trial sits at the edge of a searched (log) range.
+
+    ``ranges``: arm -> {"lr": (low, high), "weight_decay": (low, high)}. "At the edge" means
+    within ``tolerance`` of the range's width on a log scale (tuning playbook: a best point
+    near the boundary means the range should be widened).
+    """
+    final = final_rows(df)
+    warnings = []
+    if final.empty:
+        return warnings
+    for arm, group in final.groupby("arm", sort=True):
+        if arm not in ranges or group[objective].isna().all():
+            continue
+        best = group.loc[group[objective].idxmax()]
+        for name, (low, high) in ranges[arm].items():
+            value = float(best[name])
+            span = np.log(high) - np.log(low)
+            if span <= 0:
+                continue
+            pos = (np.log(value) - np.log(low)) / span
+            if pos <= tolerance or pos >= 1 - tolerance:
+                side = "low" if pos <= tolerance else "high"
+                warnings.append(f"{arm}: the best trial's {name}={value:.3g} is at the {side} edge of the searched "
+                                f"range [{low:.3g}, {high:.3g}]; widen the range on that side")
+    return warnings
