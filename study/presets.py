@@ -146,8 +146,10 @@ COCO_R50_GN = StudyConfig(
     max_concurrent_trials=4,
     # Seconds per iteration of the whole 8-GPU step (16 images), for --dry-run's GPU-hours:
     # V100: detectron2 MODEL_ZOO scratch_mask_rcnn_R_50_FPN_3x_gn, 0.338 s/iter on 8 V100;
-    # P100: Detectron GN README, R-50-FPN GN scratch 3x, 1.087 s/iter on 8 P100.
-    seconds_per_iteration={"V100": 0.338, "P100": 1.087},
+    # P100: Detectron GN README, R-50-FPN GN scratch 3x, 1.087 s/iter on 8 P100;
+    # H200: benchmarks/gpu_step.py on one H200 (2026-11-26): 23.2 images/s with AMP, i.e.
+    # 2 images per GPU in 0.086 s, before DDP's gradient all-reduce over 8 GPUs.
+    seconds_per_iteration={"V100": 0.338, "P100": 1.087, "H200": 0.086},
 )
 COCO_R101_GN = dataclasses.replace(
     COCO_R50_GN,

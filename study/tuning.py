@@ -125,21 +125,31 @@ def run_single_trial(arms: dict[str, dict[str, Any]], values: dict[str, Any], re
     return tuner.fit()
 
 
+def local_optuna_db(results_uri: str) -> str:
+    """The SQLite file behind the Optuna studies (on the driver's disk for s3:// results)."""
+    if storage.is_uri(results_uri):
+        folder = os.path.join(os.path.expanduser("~/.cache/rethink-pretraining/optuna"),
+                              results_uri.split("://", 1)[1].replace("/", "_"))
+    else:
+        folder = os.path.abspath(results_uri)
+    os.makedirs(folder, exist_ok=True)
+    return os.path.join(folder, "optuna.db")
+
+
+def publish_optuna_db(results_uri: str) -> None:
+    """For s3:// results, copy the local Optuna database next to the results."""
+    if storage.is_uri(results_uri):
+        with open(local_optuna_db(results_uri), "rb") as f:
+            storage.write_bytes_atomic(storage.join(results_uri, "optuna.db"), f.read())
+
+
 def optuna_storage(results_uri: str) -> optuna.storages.RDBStorage:
     """One SQLite file for every arm's study (``optuna-dashboard sqlite:///...``).
 
     Only the Tune driver writes to it, so SQLite's single writer is enough. On shared
     storage (s3://) it is kept on the driver's disk beside the Tune folder's local copy.
     """
-    if storage.is_uri(results_uri):
-        local = os.path.join(os.path.expanduser("~/.cache/rethink-pretraining/optuna"),
-                             results_uri.split("://", 1)[1].replace("/", "_"))
-        os.makedirs(local, exist_ok=True)
-        path = os.path.join(local, "optuna.db")
-    else:
-        os.makedirs(os.path.abspath(results_uri), exist_ok=True)
-        path = os.path.join(os.path.abspath(results_uri), "optuna.db")
-    return optuna.storages.RDBStorage(f"sqlite:///{path}")
+    return optuna.storages.RDBStorage(f"sqlite:///{local_optuna_db(results_uri)}")
 
 
 def build_search(study: StudyConfig, num_samples: int, results_uri: str) -> ArmSearch:
@@ -179,4 +189,6 @@ def run_study(study: StudyConfig, arms: dict[str, dict[str, Any]], num_samples: 
                 max_concurrent_trials=max_concurrent, metric=study.objective, mode="max"),
             run_config=run_config(results_uri),
         )
-    return tuner.fit()
+    grid = tuner.fit()
+    publish_optuna_db(results_uri)
+    return grid
