@@ -127,6 +127,8 @@ def landscape(df: pd.DataFrame, objective: str = "bbox_AP") -> Figure:
         for ax, param in zip(row, ("lr", "weight_decay")):
             for k, sched in enumerate(schedules):
                 pts = sub[sub["schedule"] == sched]
+                if pts.empty:
+                    continue
                 full = pts[pts["status"] == "completed"]
                 other = pts[pts["status"] != "completed"]
                 ax.scatter(full[param], full[objective], color=cmap(k), s=36, label=f"{sched:g}x")
