@@ -18,6 +18,7 @@ import pandas as pd
 
 from analysis import figures, tables
 from analysis.results import final_rows, load_results
+from study.config import selector_matches
 
 STUDY_FILE = "study.json"
 
@@ -33,21 +34,13 @@ def search_ranges(study: dict[str, Any]) -> dict[str, dict[str, tuple[float, flo
     out = {}
     for arm, trial in (study.get("arms") or {}).items():
         space = preset.get("search") or {}
+        values = {"init": trial["init"], "model": trial["model_name"], "data_fraction": trial["data_fraction"]}
         for selector, override in preset.get("search_overrides") or []:
-            key, _, value = selector.partition("=")
-            actual = {"init": trial["init"], "model": trial["model_name"], "data_fraction": trial["data_fraction"]}.get(key)
-            if actual is not None and (str(actual) == value or _close(actual, value)):
+            if selector_matches(selector, values):
                 space = override
         if space:
             out[arm] = {"lr": tuple(space["lr"]), "weight_decay": tuple(space["weight_decay"])}
     return out
-
-
-def _close(actual: Any, value: str) -> bool:
-    try:
-        return math.isclose(float(actual), float(value))
-    except (TypeError, ValueError):
-        return False
 
 
 def markdown_table(df: pd.DataFrame) -> str:

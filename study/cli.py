@@ -158,6 +158,21 @@ def _one_arm(study: StudyConfig, values: dict[str, Any]) -> StudyConfig:
     return dataclasses.replace(study, axes=Axes((values["init"],), (values["data_fraction"],), (values["model"],)))
 
 
+def _prepare(study: StudyConfig, uri: str, args: argparse.Namespace, mode: dict[str, Any]) -> dict[str, Any] | None:
+    """Arms, study.json and a running Ray; None (after printing why) for a bad arm config."""
+    from study import tuning
+
+    try:
+        arms = _arms(study, uri, args.resume)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return None
+    if not args.resume:
+        write_study_file(uri, study, arms, mode)
+    tuning.start_ray(args.address, num_cpus=_local_cpus(study))
+    return arms
+
+
 def _arms(study: StudyConfig, uri: str, resume: bool) -> dict[str, dict[str, Any]]:
     """Each arm's fixed trial config: from study.json when resuming, else freshly resolved."""
     if resume:
@@ -175,14 +190,9 @@ def run_trial_command(study: StudyConfig, values: dict[str, Any], uri: str, args
     arm = Arm(values["init"], values["data_fraction"], values["model"])
     print(f"study {study.name}: one trial, arm {arm.name}, lr {values['lr']:g}, weight decay "
           f"{values['weight_decay']:g}, schedule {values['schedule']:g}x -> {uri}", flush=True)
-    try:
-        arms = _arms(study, uri, args.resume)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
+    arms = _prepare(study, uri, args, {"mode": "trial", "trial": values})
+    if arms is None:
         return 2
-    if not args.resume:
-        write_study_file(uri, study, arms, {"mode": "trial", "trial": values})
-    tuning.start_ray(args.address, num_cpus=_local_cpus(study))
     param_space = {"arm": arm.name, **{k: values[k] for k in ("lr", "weight_decay", "schedule", "seed")}}
     grid = tuning.run_single_trial(arms, param_space, uri, study.objective, args.resume)
     result = grid[0]
@@ -205,14 +215,9 @@ def run_study_command(study: StudyConfig, uri: str, args: argparse.Namespace) ->
     from study.plan import max_concurrent_trials
     from study.summary import best_per_arm, format_summary
 
-    try:
-        arms = _arms(study, uri, args.resume)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
+    arms = _prepare(study, uri, args, {"mode": "search", "num_samples": study.num_samples})
+    if arms is None:
         return 2
-    if not args.resume:
-        write_study_file(uri, study, arms, {"mode": "search", "num_samples": study.num_samples})
-    tuning.start_ray(args.address, num_cpus=_local_cpus(study))
     cluster = ray.cluster_resources()
     concurrent = max_concurrent_trials(study, cluster.get("CPU", 0), cluster.get("GPU", 0))
     plan = make_plan(study, study.num_samples, cluster.get("CPU", 0), cluster.get("GPU", 0),

@@ -121,21 +121,27 @@ def arms(study: StudyConfig) -> list[Arm]:
     return [Arm(i, f, m) for m, f, i in itertools.product(a.model, a.data_fraction, a.init)]
 
 
-def search_space(study: StudyConfig, arm: Arm) -> SearchSpace:
-    space = study.search
-    for selector, override in study.search_overrides:
-        key, _, value = selector.partition("=")
-        actual = getattr(arm, key, None)
-        if actual is not None and str(actual) == value or (key == "data_fraction" and _same_float(actual, value)):
-            space = override
-    return space
-
-
-def _same_float(actual: Any, value: str) -> bool:
+def selector_matches(selector: str, arm: dict[str, Any]) -> bool:
+    """Whether ``"init=scratch"``, ``"model=r50"`` or ``"data_fraction=0.1"`` fits an arm's values."""
+    key, _, value = selector.partition("=")
+    actual = arm.get(key)
+    if actual is None:
+        return False
+    if str(actual) == value:
+        return True
     try:
         return math.isclose(float(actual), float(value))
     except (TypeError, ValueError):
         return False
+
+
+def search_space(study: StudyConfig, arm: Arm) -> SearchSpace:
+    """The arm's nuisance ranges: the preset's, with matching overrides applied in order."""
+    space = study.search
+    for selector, override in study.search_overrides:
+        if selector_matches(selector, dataclasses.asdict(arm)):
+            space = override
+    return space
 
 
 def base_trial(study: StudyConfig, arm: Arm, *, results_uri: str, code_version: str,

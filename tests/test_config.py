@@ -71,3 +71,12 @@ def test_presets_are_consistent():
     assert SMOKE.num_workers == 2 and TOY.num_workers == 2
     assert set(SMOKE.axes.init) == {"scratch", "pretrained"}
     assert search_space(TOY, Arm("scratch", 1.0, "tiny")) == TOY.search
+
+
+def test_syncbn_needs_gpus_with_several_workers():
+    d = _trial()
+    d["model"] = {**d["model"], "norm": "syncbn"}
+    with pytest.raises(ConfigError, match="SyncBatchNorm runs on GPUs only"):
+        from_dict(TrialConfig, d)
+    assert from_dict(TrialConfig, {**d, "use_gpu": True}).model.norm == "syncbn"
+    assert from_dict(TrialConfig, {**d, "num_workers": 1}).model.norm == "syncbn"

@@ -218,6 +218,8 @@ class TrialConfig:
         _check(self.max_failures >= -1, "max_failures", self.max_failures, ">= -1 (-1: unlimited)")
         _check(not (self.init == "scratch" and self.model.norm == "frozenbn"), "model.norm", self.model.norm,
                "gn or syncbn for init=scratch (frozen BN has no statistics to freeze without pre-training)")
+        _check(not (self.model.norm == "syncbn" and self.num_workers > 1 and not self.use_gpu), "model.norm",
+               self.model.norm, "gn or frozenbn for several CPU workers (torch's SyncBatchNorm runs on GPUs only)")
 
     @property
     def global_batch(self) -> int:
