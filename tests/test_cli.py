@@ -77,9 +77,9 @@ def test_dry_run_prints_the_plan_and_writes_nothing(capsys, tmp_path):
     out = capsys.readouterr().out
     assert "arms: 2, trials: 10 (5 per arm)" in out
     assert "scratch-tiny-f1" in out and "pretrained-tiny-f1" in out
-    assert "2 Ray Train workers x (1 CPU)" in out and "batch 4" in out
-    # 5 trials x mean(300, 600) iterations per arm
-    assert "2,250" in out and "4,500" in out
+    assert "2 Ray Train workers x (1 CPU)" in out and "batch 2" in out
+    # 5 trials x mean(600, 1200) iterations per arm, two arms
+    assert "4,500" in out and "9,000" in out
     assert "nothing was trained" in out and not list(tmp_path.iterdir())
 
 
