@@ -34,7 +34,7 @@ def bare_loop(cfg: TrialConfig, iterations: int, threads: int) -> float:
     """Images/s of a plain loop: one process, torchvision model, SGD, no evaluation."""
     torch.set_num_threads(threads)
     paths = resolve_data(cfg)
-    ds = CocoDetection(paths.train_images, load_coco(paths.train_annotations), train=True, hflip_prob=0.5)
+    ds = CocoDetection(paths.train_images, load_coco(paths.train_annotations), train=True)
     model = build_model(cfg.model, ds.num_classes, min_size=cfg.data.min_size, max_size=cfg.data.max_size)
     opt = torch.optim.SGD(param_groups(model, cfg.weight_decay, 0.0), lr=0.01, momentum=0.9)
     batch = cfg.solver.ims_per_worker

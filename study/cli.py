@@ -104,26 +104,37 @@ def _parse_value(key: str, raw: str, study: StudyConfig) -> Any:
 
 
 def resolve(args: argparse.Namespace) -> tuple[StudyConfig, str, dict[str, Any] | None]:
-    """The preset, the study folder and the --trial values, all validated."""
-    name = args.preset or DEFAULT_PRESET
-    study = get_preset(name)
-    uri = study_uri(args.results, args.name or study.name)
-    if args.resume and not args.preset:
-        # Resuming without --preset continues whatever the folder holds.
-        check_folder(uri, resume=True)
-        study = get_preset(read_study_file(uri)["preset"]["name"])
+    """The preset, the study folder and the --trial values, all validated.
+
+    ``--resume`` takes everything from the folder's study.json: the preset, the --set
+    overrides and trials per arm it was started with, and whether it was one --trial.
+    """
+    uri = study_uri(args.results, args.name or args.preset or DEFAULT_PRESET)
+    if args.resume:
+        return _resolve_resume(args, uri)
+    study = get_preset(args.preset or DEFAULT_PRESET)
     if args.num_samples:
         study = dataclasses.replace(study, num_samples=args.num_samples)
-    if args.set:
-        if args.resume:
-            raise ConfigError("--set cannot change a study on --resume (its configuration is in study.json)")
-        study = apply_overrides(study, args.set)
+    study = apply_overrides(study, args.set)
     values = parse_trial(args.trial, study) if args.trial is not None else None
     if not args.dry_run:
-        check_folder(uri, args.resume)
+        check_folder(uri, resume=False)
     return study, uri, values
 
 
+def _resolve_resume(args: argparse.Namespace, uri: str) -> tuple[StudyConfig, str, dict[str, Any] | None]:
+    if args.set or args.num_samples:
+        raise ConfigError("--set and --num-samples cannot change a study on --resume (its configuration is in "
+                          "study.json)")
+    check_folder(uri, resume=True)
+    stored = read_study_file(uri)
+    name = stored["preset"]["name"]
+    if args.preset and args.preset != name:
+        raise ConfigError(f"--resume: {uri} holds a study of preset {name}, not {args.preset}")
+    study = apply_overrides(get_preset(name), stored.get("overrides", []))
+    study = dataclasses.replace(study, num_samples=stored.get("num_samples", study.num_samples))
+    values = stored.get("trial") if stored.get("mode") == "trial" else None
+    return study, uri, values
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -144,9 +155,11 @@ def dry_run(study: StudyConfig, values: dict[str, Any] | None) -> int:
         study = _one_arm(study, values)
         study = dataclasses.replace(study, num_samples=1)
     if study.max_concurrent_trials:
-        capacity = "the preset's max_concurrent_trials: the cluster's full size"
+        capacity = "max_concurrent_trials"
+    elif study.use_gpu and study.cluster_gpus:
+        capacity = f"the cluster's {study.cluster_gpus} GPUs (cluster_gpus) / {study.num_workers} per trial"
     elif study.use_gpu:
-        capacity = f"GPUs of the cluster / {study.num_workers} per trial; set --set max_concurrent_trials=N to plan more"
+        capacity = f"GPUs of the cluster / {study.num_workers} per trial; set --set cluster_gpus=N to plan for N"
     else:
         capacity = f"{cores} CPUs here / {study.num_workers * study.cpus_per_worker} per trial"
     print(format_plan(make_plan(study, study.num_samples, cores, 0, capacity)))
@@ -190,7 +203,7 @@ def run_trial_command(study: StudyConfig, values: dict[str, Any], uri: str, args
     arm = Arm(values["init"], values["data_fraction"], values["model"])
     print(f"study {study.name}: one trial, arm {arm.name}, lr {values['lr']:g}, weight decay "
           f"{values['weight_decay']:g}, schedule {values['schedule']:g}x -> {uri}", flush=True)
-    arms = _prepare(study, uri, args, {"mode": "trial", "trial": values})
+    arms = _prepare(study, uri, args, {"mode": "trial", "trial": values, "overrides": args.set})
     if arms is None:
         return 2
     param_space = {"arm": arm.name, **{k: values[k] for k in ("lr", "weight_decay", "schedule", "seed")}}
@@ -215,7 +228,7 @@ def run_study_command(study: StudyConfig, uri: str, args: argparse.Namespace) ->
     from study.plan import max_concurrent_trials
     from study.summary import best_per_arm, format_summary
 
-    arms = _prepare(study, uri, args, {"mode": "search", "num_samples": study.num_samples})
+    arms = _prepare(study, uri, args, {"mode": "search", "num_samples": study.num_samples, "overrides": args.set})
     if arms is None:
         return 2
     cluster = ray.cluster_resources()
@@ -225,14 +238,19 @@ def run_study_command(study: StudyConfig, uri: str, args: argparse.Namespace) ->
     print(format_plan(plan), flush=True)
     print(f"\n{'resuming' if args.resume else 'starting'} study in {uri}\n", flush=True)
     grid = tuning.run_study(study, arms, study.num_samples, uri, concurrent, args.resume)
-    df = load_results(uri)
-    print("\nbest trial per arm (final evaluation):")
-    print(format_summary(best_per_arm(df, study.objective)))
-    if not is_uri(uri):
+    try:
+        df = load_results(uri)
+    except FileNotFoundError:
+        df = None
+        print("\nno trial wrote an evaluation row", file=sys.stderr)
+    if df is not None:
+        print("\nbest trial per arm (final evaluation):")
+        print(format_summary(best_per_arm(df, study.objective)))
+    if df is not None and not is_uri(uri):
         report = write_report(uri)
         print(f"\nreport:  {report} (figures beside it; python -m analysis.report {uri})")
     print(f"results: {uri}/metrics  (analysis.load_results('{uri}') or pandas.read_parquet)")
-    print(f"optuna:  optuna-dashboard sqlite:///{uri}/optuna.db")
+    print(f"optuna:  optuna-dashboard sqlite:///{tuning.local_optuna_db(uri)}")
     print(f"tune:    {uri}/tune  (tensorboard --logdir {uri}/tune)")
     errors = [r for r in grid if r.error]
     if errors:

@@ -59,6 +59,10 @@ class EarlyStopping:
     grace_fraction: float = 0.25
     reduction_factor: int = 3
 
+    def __post_init__(self) -> None:
+        _check(0 < self.grace_fraction <= 1, "early_stopping.grace_fraction", self.grace_fraction, "in (0, 1]")
+        _check(self.reduction_factor >= 2, "early_stopping.reduction_factor", self.reduction_factor, ">= 2")
+
 
 @dataclass(frozen=True)
 class StudyConfig:
@@ -88,9 +92,11 @@ class StudyConfig:
     objective: str = "bbox_AP"
     early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
     max_failures: int = 2
-    # Trials at once; 0 derives it from the cluster's CPUs/GPUs when the study starts. An
-    # autoscaling cluster starts small, so a cloud preset states its full size here.
+    # Trials at once; 0 derives it from the cluster's CPUs/GPUs when the study starts.
     max_concurrent_trials: int = 0
+    # An autoscaling cluster starts without GPU nodes: the GPUs it may grow to, so that as
+    # many trials are started as will fit (each pending one makes the autoscaler add nodes).
+    cluster_gpus: int = 0
     # Seconds per iteration per GPU type, for --dry-run cost estimates (cited in presets).
     seconds_per_iteration: dict[str, float] = field(default_factory=dict)
 

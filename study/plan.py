@@ -43,12 +43,13 @@ class Plan:
 def max_concurrent_trials(study: StudyConfig, cluster_cpus: float, cluster_gpus: float) -> int:
     """Trials whose worker groups fit at once; at least 1 (a trial waits for its group).
 
-    A preset's own ``max_concurrent_trials`` (an autoscaling cluster's full size) wins.
+    An explicit ``max_concurrent_trials`` wins; GPU presets count the GPUs an autoscaling
+    cluster may grow to (``cluster_gpus``), not only those up now.
     """
     if study.max_concurrent_trials:
         return study.max_concurrent_trials
     if study.use_gpu:
-        fit = int(cluster_gpus // study.num_workers)
+        fit = int(max(cluster_gpus, study.cluster_gpus) // study.num_workers)
     else:
         fit = int(cluster_cpus // (study.num_workers * study.cpus_per_worker))
     return max(1, fit)

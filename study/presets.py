@@ -55,7 +55,7 @@ TOY_DATA = DataConfig(
 
 TOY = StudyConfig(
     name="toy",
-    description="the embedded default: generated COCO-format data, tiny Mask R-CNN, CPU, ~10 minutes",
+    description="the embedded default: generated COCO-format data, tiny Mask R-CNN, CPU, ~15 minutes on 2 cores",
     axes=Axes(init=("scratch", "pretrained"), data_fraction=(1.0,), model=("tiny",)),
     models=LOCAL_MODELS,
     data=TOY_DATA,
@@ -143,9 +143,9 @@ COCO_R50_GN = StudyConfig(
     # First rung at half of each trial's own schedule: before its LR drops (the last 60k).
     early_stopping=EarlyStopping(enabled=True, grace_fraction=0.5, reduction_factor=2),
     max_failures=-1,  # spot GPUs: retry from the last checkpoint as often as it takes
-    # clusters/aws.yaml allows 4 8-GPU nodes: 4 trials at once (the autoscaler adds a node
-    # for each pending trial's placement group).
-    max_concurrent_trials=4,
+    # clusters/aws.yaml allows 4 8-GPU nodes = 32 GPUs: 4 trials of 8 workers at once (the
+    # autoscaler adds a node for each pending trial's placement group).
+    cluster_gpus=32,
     # Seconds per iteration of the whole 8-GPU step (16 images), for --dry-run's GPU-hours:
     # V100: detectron2 MODEL_ZOO scratch_mask_rcnn_R_50_FPN_3x_gn, 0.338 s/iter on 8 V100;
     # P100: Detectron GN README, R-50-FPN GN scratch 3x, 1.087 s/iter on 8 P100;

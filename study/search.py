@@ -83,8 +83,14 @@ class ArmSearch(Searcher):
             self.searchers[self.trial_arm[trial_id]].on_trial_result(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        if trial_id in self.trial_arm:
-            self.searchers[self.trial_arm[trial_id]].on_trial_complete(trial_id, result=result, error=error)
+        if trial_id not in self.trial_arm:
+            return
+        if result is not None and result.get("status") == "running":
+            # Stopped early: its AP is a mid-schedule value, before its LR drops. Told as
+            # PRUNED (no final value), TPE ranks it by its reported intermediate values
+            # instead of mistaking it for a finished trial of that quality.
+            result = None
+        self.searchers[self.trial_arm[trial_id]].on_trial_complete(trial_id, result=result, error=error)
 
     def save(self, checkpoint_path: str) -> None:
         state = {"suggested": self.suggested, "trial_arm": self.trial_arm, "num_samples": self.num_samples,

@@ -18,6 +18,7 @@ from study.config import StudyConfig, arms as study_arms, search_space
 from study.scheduler import ScheduleAwareASHA
 from study.search import ArmSearch, arm_searcher
 from trainables import results, storage
+from trainables.storage import cache_dir
 from trainables.ray_entry import DRIVER_RESOURCE, train_driver_fn
 from trainables.schedule import total_iterations
 
@@ -78,18 +79,10 @@ class FinalStatus(tune.Callback):
 
     def __init__(self, results_uri: str) -> None:
         self.results_uri = results_uri
-        self.stopped: set[str] = set()
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
         if (trial.last_result or {}).get("status") == "running":
             results.mark_status(self.results_uri, trial.trial_id, "stopped")
-            self.stopped.add(trial.trial_id)
-
-    def on_experiment_end(self, trials: list, **info: Any) -> None:
-        # A stopped trial's workers may finish one more evaluation before they are killed;
-        # make sure its last row says "stopped" all the same.
-        for trial_id in sorted(self.stopped):
-            results.mark_status(self.results_uri, trial_id, "stopped")
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info: Any) -> None:
         results.mark_status(self.results_uri, trial.trial_id, "failed", only_if=("running", "completed"))
@@ -126,14 +119,21 @@ def run_single_trial(arms: dict[str, dict[str, Any]], values: dict[str, Any], re
 
 
 def local_optuna_db(results_uri: str) -> str:
-    """The SQLite file behind the Optuna studies (on the driver's disk for s3:// results)."""
-    if storage.is_uri(results_uri):
-        folder = os.path.join(os.path.expanduser("~/.cache/rethink-pretraining/optuna"),
-                              results_uri.split("://", 1)[1].replace("/", "_"))
-    else:
-        folder = os.path.abspath(results_uri)
-    os.makedirs(folder, exist_ok=True)
-    return os.path.join(folder, "optuna.db")
+    """The SQLite file behind the Optuna studies (on the driver's disk for s3:// results).
+
+    For s3:// results a copy published earlier is fetched first, so a study resumed on a
+    new head keeps its Optuna trials.
+    """
+    if not storage.is_uri(results_uri):
+        os.makedirs(os.path.abspath(results_uri), exist_ok=True)
+        return os.path.join(os.path.abspath(results_uri), "optuna.db")
+    folder = cache_dir() / "optuna" / results_uri.split("://", 1)[1].replace("/", "_")
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "optuna.db"
+    remote = storage.join(results_uri, "optuna.db")
+    if not path.exists() and storage.exists(remote):
+        path.write_bytes(storage.read_bytes(remote))
+    return str(path)
 
 
 def publish_optuna_db(results_uri: str) -> None:
@@ -175,13 +175,18 @@ def build_scheduler(study: StudyConfig, arms: dict[str, dict[str, Any]]):
 
 def run_study(study: StudyConfig, arms: dict[str, dict[str, Any]], num_samples: int, results_uri: str,
               max_concurrent: int, resume: bool) -> tune.ResultGrid:
-    """Every arm's search in one Tune experiment; ``resume`` continues an interrupted one."""
+    """Every arm's search in one Tune experiment; ``resume`` continues an interrupted one.
+
+    Errored trials are not rerun on resume: Optuna has been told they failed.
+    """
     experiment = storage.join(results_uri, TUNE_DIR)
     fn = trainable(arms, driver_resources())
     if resume and tune.Tuner.can_restore(experiment):
-        tuner = tune.Tuner.restore(experiment, fn, resume_unfinished=True, resume_errored=True)
+        tuner = tune.Tuner.restore(experiment, fn, resume_unfinished=True, resume_errored=False)
     else:
         search = build_search(study, num_samples, results_uri)
+        if resume:  # killed before Tune first saved its state: nothing to restore
+            search.fail_orphans()
         tuner = tune.Tuner(
             fn,
             tune_config=tune.TuneConfig(
@@ -190,5 +195,22 @@ def run_study(study: StudyConfig, arms: dict[str, dict[str, Any]], num_samples: 
             run_config=run_config(results_uri),
         )
     grid = tuner.fit()
+    reconcile_statuses(grid, results_uri)
     publish_optuna_db(results_uri)
     return grid
+
+
+def reconcile_statuses(grid: tune.ResultGrid, results_uri: str) -> None:
+    """Final statuses from Tune's own record, also for trials ended before a restart.
+
+    A trial whose last result says "running" was stopped early (its workers may have
+    written one more row before they were killed); an errored one failed.
+    """
+    for result in grid:
+        trial_id = (result.metrics or {}).get("trial_id")
+        if not trial_id:
+            continue
+        if result.error:
+            results.mark_status(results_uri, trial_id, "failed", only_if=("running", "completed"))
+        elif result.metrics.get("status") == "running":
+            results.mark_status(results_uri, trial_id, "stopped")

@@ -100,3 +100,24 @@ def build_parser_text():
     from study.cli import build_parser
 
     return build_parser().format_help()
+
+
+def test_resume_takes_the_configuration_from_study_json(capsys, tmp_path):
+    import argparse
+    import json
+
+    from study.cli import resolve
+
+    folder = tmp_path / "R"
+    folder.mkdir()
+    (folder / "study.json").write_text(json.dumps({"preset": {"name": "smoke"}, "mode": "search", "num_samples": 5,
+                                                   "overrides": ["solver.base_iters=12", "eval_period=4"]}))
+    args = argparse.Namespace(results=str(tmp_path), name="R", preset=None, resume=True, set=[], num_samples=None,
+                              trial=None, dry_run=False)
+    study, uri, values = resolve(args)
+    assert study.name == "smoke" and study.num_samples == 5 and study.solver.base_iters == 12 and study.eval_period == 4
+    assert values is None and uri.endswith("/R")
+    err = _fails(["--resume", "--results", str(tmp_path), "--name", "R", "--set", "num_workers=1"], capsys)
+    assert "cannot change a study on --resume" in err
+    err = _fails(["--resume", "--preset", "toy", "--results", str(tmp_path), "--name", "R"], capsys)
+    assert "holds a study of preset smoke, not toy" in err

@@ -98,3 +98,19 @@ def test_coco_results_round_trip():
 def test_trainable_ids_on_generated_data(coco_fixture):
     _, ann_file, _ = coco_fixture
     assert trainable_image_ids(load_coco(str(ann_file))) == [1, 2]
+
+
+def test_sampler_decides_flips_reproducibly(coco_fixture):
+    root, ann_file, _ = coco_fixture
+    ds = CocoDetection(str(root), load_coco(str(ann_file)), train=True)
+    sampler = ResumableDistributedSampler(list(range(40)), num_replicas=2, rank=0, shuffle=True, seed=3, hflip_prob=0.5)
+    sampler.set_epoch(2)
+    items = list(sampler)
+    assert all(isinstance(i, tuple) for i in items) and 3 <= sum(f for _, f in items) <= 17
+    again = ResumableDistributedSampler(list(range(40)), num_replicas=2, rank=0, shuffle=True, seed=3, hflip_prob=0.5)
+    again.set_epoch(2)
+    again.set_start(5)
+    assert list(again) == items[5:]  # the same flips after a restart
+    image, target = ds[(0, True)]
+    plain, plain_target = ds[0]
+    assert torch.equal(image, plain.flip(-1)) and target["boxes"][0].tolist() == [64 - 15, 5, 64 - 5, 25]

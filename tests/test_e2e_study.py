@@ -75,11 +75,14 @@ def test_killed_study_resumes_without_lost_or_duplicated_rows(tmp_path):
     storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'S' / 'optuna.db'}")
     names = sorted(s.study_name for s in optuna.get_all_study_summaries(storage))
     assert names == ["pretrained-tiny-f1", "scratch-tiny-f1"]
-    finished = 0
+    told = {optuna.trial.TrialState.COMPLETE: 0, optuna.trial.TrialState.PRUNED: 0}
     for name in names:
-        trials = optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
-        finished += sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
-    assert finished == len(final)
+        for t in optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False):
+            if t.state in told:
+                told[t.state] += 1
+    # Completed (and diverged) trials are COMPLETE in Optuna, early-stopped ones PRUNED.
+    assert told[optuna.trial.TrialState.PRUNED] == (final["status"] == "stopped").sum()
+    assert sum(told.values()) == len(final)
 
 
 def test_two_node_cluster_frees_placement_groups_of_stopped_trials(tmp_path):

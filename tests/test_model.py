@@ -91,3 +91,14 @@ def test_one_training_step_on_cpu():
     with torch.no_grad():
         out = model([torch.rand(3, 96, 112)])
     assert set(out[0]) == {"boxes", "labels", "scores", "masks"} and out[0]["masks"].shape[-2:] == (96, 112)
+
+
+def test_evaluation_uses_its_own_size():
+    model = build_model(TINY_GN, 3, min_size=(64, 80), max_size=400, test_min_size=128)
+    image = torch.rand(3, 100, 150)
+    model.eval()
+    evaluated, _ = model.transform([image])
+    assert min(evaluated.image_sizes[0]) == 128
+    model.train()
+    trained, _ = model.transform([image], [{"boxes": torch.tensor([[1.0, 1, 9, 9]]), "labels": torch.tensor([1])}])
+    assert min(trained.image_sizes[0]) in (64, 80)

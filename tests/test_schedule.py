@@ -43,3 +43,11 @@ def test_linear_scaling_rule():
     assert scaled_lr(0.02, 16) == pytest.approx(0.02)
     assert scaled_lr(0.02, 4) == pytest.approx(0.005)
     assert scaled_lr(0.02, 64, reference_batch=16) == pytest.approx(0.08)  # detectron2's 9x recipe
+
+
+def test_short_schedules_keep_the_1x_proportions():
+    # The data-fraction study's 60k (2/3x) and 15k (1/6x) runs: drops at 1/3 and 7/9.
+    assert drop_iterations(B, 2 / 3) == (20_000, 46_667)
+    assert drop_iterations(B, 1 / 6) == (5_000, 11_667)
+    kw = dict(peak_lr=0.02, base_iters=B, schedule=1 / 6, warmup_iters=500, warmup_factor=1 / 3)
+    assert lr_at(4_999, **kw) == pytest.approx(0.02)  # not already decayed at the start

@@ -16,7 +16,6 @@ from typing import Any, Literal, TypeVar
 
 INITS = ("scratch", "pretrained")
 NORMS = ("gn", "syncbn", "frozenbn")
-STATUSES = ("running", "completed", "stopped", "diverged", "failed")
 
 
 class ConfigError(ValueError):

@@ -65,17 +65,16 @@ def select_subset(image_ids: list[int], fraction: float, seed: int) -> list[int]
 class CocoDetection(torch.utils.data.Dataset):
     """(image, target) pairs from a COCO-format dataset.
 
-    ``train=True`` yields torchvision detection targets (boxes, labels, masks) and applies
-    the horizontal flip; ``train=False`` yields only ``{"image_id": id}`` since evaluation
-    reads the ground truth from the JSON file itself.
+    ``train=True`` yields torchvision detection targets (boxes, labels, masks);
+    ``train=False`` yields only ``{"image_id": id}`` since evaluation reads the ground truth
+    from the JSON file itself. An item may be asked for as ``(index, flip)``: the sampler
+    decides the horizontal flip, so it is a pure function of (seed, epoch, rank, position).
     """
 
-    def __init__(self, images_dir: str, coco: COCO, *, train: bool, image_ids: list[int] | None = None,
-                 hflip_prob: float = 0.0) -> None:
+    def __init__(self, images_dir: str, coco: COCO, *, train: bool, image_ids: list[int] | None = None) -> None:
         self.images_dir = images_dir
         self.coco = coco
         self.train = train
-        self.hflip_prob = hflip_prob
         self.category_ids = sorted(coco.getCatIds())
         # label 0 is background in torchvision's detection models.
         self.category_to_label = {c: i + 1 for i, c in enumerate(self.category_ids)}
@@ -100,15 +99,14 @@ class CocoDetection(torch.utils.data.Dataset):
         except FileNotFoundError:
             raise FileNotFoundError(f"image {image_id} listed in the annotations is missing: {path}") from None
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, Any]]:
+    def __getitem__(self, item: int | tuple[int, bool]) -> tuple[torch.Tensor, dict[str, Any]]:
+        index, flip = item if isinstance(item, tuple) else (item, False)
         image_id = self.image_ids[index]
         image = self.load_image(image_id)
         if not self.train:
             return image, {"image_id": image_id}
         target = self.target(image_id, image.shape[1], image.shape[2])
-        # Drawn from torch's RNG, whose state goes into every checkpoint, so a resumed run
-        # draws the same flips as an uninterrupted one.
-        if self.hflip_prob and torch.rand(1).item() < self.hflip_prob:
+        if flip:
             image, target = hflip(image, target)
         return image, target
 
@@ -152,23 +150,32 @@ def collate(batch: list[tuple[torch.Tensor, dict]]) -> tuple[list[torch.Tensor],
 
 
 class ResumableDistributedSampler(DistributedSampler):
-    """A DistributedSampler that can start part-way through an epoch.
+    """A DistributedSampler that can start part-way through an epoch, and decides flips.
 
     Training is counted in iterations, not epochs, and a restored run must continue at the
     exact iteration where its checkpoint was taken: ``set_epoch(e)`` + ``set_start(k)``
     yields this rank's samples of epoch ``e`` from position ``k`` on, with the same order a
-    run without interruption would have seen.
+    run without interruption would have seen. With ``hflip_prob`` it yields
+    ``(index, flip)`` pairs whose flips depend only on (seed, epoch, rank, position), so
+    they repeat after a restart whatever the number of loader processes.
     """
 
-    def __init__(self, dataset, num_replicas: int, rank: int, *, shuffle: bool, seed: int) -> None:
+    def __init__(self, dataset, num_replicas: int, rank: int, *, shuffle: bool, seed: int,
+                 hflip_prob: float = 0.0) -> None:
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=False)
         self.start = 0
+        self.hflip_prob = hflip_prob
 
     def set_start(self, start: int) -> None:
         self.start = start
 
     def __iter__(self):
-        return iter(list(super().__iter__())[self.start:])
+        indices = list(super().__iter__())
+        if self.hflip_prob:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch * 1_009 + self.rank)
+            flips = (torch.rand(len(indices), generator=g) < self.hflip_prob).tolist()
+            indices = list(zip(indices, flips))
+        return iter(indices[self.start:])
 
     def __len__(self) -> int:
         return self.num_samples - self.start

@@ -70,7 +70,7 @@ def resolve_data(cfg: TrialConfig) -> DataPaths:
 
 def build_datasets(cfg: TrialConfig, paths: DataPaths) -> tuple[CocoDetection, CocoDetection]:
     train_coco = load_coco(paths.train_annotations)
-    train = CocoDetection(paths.train_images, train_coco, train=True, hflip_prob=cfg.data.hflip_prob)
+    train = CocoDetection(paths.train_images, train_coco, train=True)
     train.image_ids = select_subset(train.image_ids, cfg.data_fraction, cfg.data.subset_seed)
     val = CocoDetection(paths.val_images, load_coco(paths.val_annotations), train=False)
     if val.category_ids != train.category_ids:
@@ -134,13 +134,8 @@ def run_trial(cfg: TrialConfig, session: Session) -> dict[str, Any]:
             session.log(f"[{cfg.trial_id}] resumed from the checkpoint at iteration {start_iter}")
 
     max_iter = total_iterations(s.base_iters, cfg.schedule)
-    if start_iter >= max_iter:
-        # Finished before a restart (e.g. the driver died after the last checkpoint): the
-        # final row is on storage already; report it again so Tune sees the result.
-        row = results.last_row(cfg.results_uri, cfg.trial_id) or {}
-        session.report(row, None)
-        return row
-    train_sampler = ResumableDistributedSampler(train_set, world, rank, shuffle=True, seed=cfg.seed)
+    train_sampler = ResumableDistributedSampler(train_set, world, rank, shuffle=True, seed=cfg.seed,
+                                                hflip_prob=cfg.data.hflip_prob)
     # Loaders get private generators: creating an iterator would otherwise draw from the
     # global RNG, so a resumed run (which creates one more) would diverge from an
     # uninterrupted one.
@@ -153,9 +148,40 @@ def run_trial(cfg: TrialConfig, session: Session) -> dict[str, Any]:
         num_workers=cfg.data.loader_workers, generator=torch.Generator().manual_seed(cfg.seed)))
     iters_per_epoch = len(train_sampler) // s.ims_per_worker
     row_base = {**_row_base(cfg, len(train_set), max_iter), "resumed_from": start_iter if state is not None else None}
+    t0 = time.time() - elapsed
+
+    def evaluate_and_report(iteration: int, window: _LossWindow) -> dict[str, Any]:
+        """Evaluate, write the row (rank 0), checkpoint and report; every rank calls it."""
+        metrics = evaluate_model(net, val_loader, val_set, paths.val_annotations, session, use_amp)
+        status = "completed" if iteration >= max_iter else "running"
+        row = {**row_base, **_losses(window), **metrics, "iteration": iteration,
+               "images_seen": iteration * cfg.global_batch, "lr_now": window.lr,
+               "wall_time_s": time.time() - t0, "status": status}
+        rng = _gather_rng_states(world)
+        ckpt = None
+        if rank == 0:
+            # The row first, then the checkpoint: a crash in between re-evaluates this
+            # iteration on resume and rewrites the same row, so nothing is lost.
+            results.write_row(cfg.results_uri, row)
+            ckpt = {"model": net.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                    "iteration": iteration, "wall_time_s": row["wall_time_s"], "rng": rng, "world_size": world}
+            session.log(f"[{cfg.trial_id}] eval @ {iteration}/{max_iter}: bbox_AP {row['bbox_AP']:.3f}  "
+                        f"segm_AP {row['segm_AP']:.3f}  loss {row['loss']:.3f}  ({status})")
+        session.report(row, ckpt)
+        return row
+
+    if start_iter >= max_iter:
+        # Finished before a restart (the driver died after the last checkpoint): report
+        # the final row again so Tune sees the result; evaluate again if it is missing.
+        row = results.last_row(cfg.results_uri, cfg.trial_id)
+        if row is not None and row["iteration"] >= max_iter:
+            session.report(row, None)
+            return row
+        return evaluate_and_report(start_iter, _LossWindow())
 
     window = _LossWindow()
-    iteration, t0 = start_iter, time.time() - elapsed
+    iteration = start_iter
     epoch, offset = divmod(start_iter, iters_per_epoch)
     log_every = max(1, max_iter // 20)
     last: dict[str, Any] = {}
@@ -187,29 +213,11 @@ def run_trial(cfg: TrialConfig, session: Session) -> dict[str, Any]:
             if rank == 0 and iteration % log_every == 0:
                 session.log(f"[{cfg.trial_id}] iter {iteration}/{max_iter}  loss {window.mean()[0]:.3f}  "
                             f"lr {lr_now:.5f}  {time.time() - t0:.0f}s")
-            is_last = iteration >= max_iter
-            if is_last or (cfg.eval_period and iteration % cfg.eval_period == 0):
-                metrics = evaluate_model(net, val_loader, val_set, paths.val_annotations, session, use_amp)
-                row = {**row_base, **_losses(window), **metrics, "iteration": iteration,
-                       "images_seen": iteration * cfg.global_batch, "lr_now": window.lr,
-                       "wall_time_s": time.time() - t0, "status": "completed" if is_last else "running"}
+            if iteration >= max_iter or (cfg.eval_period and iteration % cfg.eval_period == 0):
+                last = evaluate_and_report(iteration, window)
                 window = _LossWindow()
-                ckpt = None
-                rng = _gather_rng_states(world)
-                if rank == 0:
-                    # The row first, then the checkpoint: a crash in between re-evaluates this
-                    # iteration on resume and rewrites the same row, so nothing is lost.
-                    results.write_row(cfg.results_uri, row)
-                    ckpt = {"model": net.state_dict(), "optimizer": optimizer.state_dict(),
-                            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                            "iteration": iteration, "wall_time_s": row["wall_time_s"], "rng": rng,
-                            "world_size": world}
-                    session.log(f"[{cfg.trial_id}] eval @ {iteration}/{max_iter}: bbox_AP {row['bbox_AP']:.3f}  "
-                                f"segm_AP {row.get('segm_AP', 0.0):.3f}  loss {row['loss']:.3f}  ({row['status']})")
-                session.report(row, ckpt)
-                last = row
                 model.train()
-            if is_last:
+            if iteration >= max_iter:
                 break
         epoch, offset = epoch + 1, 0
     return last
@@ -228,8 +236,9 @@ def evaluate_model(net: torch.nn.Module, loader, dataset: CocoDetection, annotat
         mine.extend(coco_results(outputs, [i["image_id"] for i in infos], dataset.label_to_category))
     gathered = [mine]
     if session.world_size > 1:
-        gathered = [None] * session.world_size
-        dist.all_gather_object(gathered, mine)
+        # To rank 0 only: val2017's predictions need not travel to every rank.
+        gathered = [None] * session.world_size if session.rank == 0 else None
+        dist.gather_object(mine, gathered, dst=0)
     metrics = [None]
     if session.rank == 0:
         metrics = [coco_eval.evaluate(annotations, coco_eval.dedupe_by_image(gathered))]

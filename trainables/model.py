@@ -21,20 +21,39 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead, FastRCNNPredictor
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from trainables.config import ModelConfig
 
-# ImageNet statistics (torchvision's defaults); pretraining normalizes with the same values.
-IMAGE_MEAN = (0.485, 0.456, 0.406)
-IMAGE_STD = (0.229, 0.224, 0.225)
 # Detectron's Caffe2 convention (0-255 pixels minus the mean, no division; detectron2's
 # PIXEL_MEAN [103.53, 116.28, 123.675] BGR and PIXEL_STD [1, 1, 1]), written for RGB images
 # in [0, 1]. Used with Detectron's ImageNet GN weights, whose conv1 is flipped to RGB on load.
 CAFFE2_PIXEL_MEAN = (123.675 / 255, 116.28 / 255, 103.53 / 255)
 CAFFE2_PIXEL_STD = (1 / 255, 1 / 255, 1 / 255)
 NORM_TYPES = (nn.BatchNorm2d, nn.SyncBatchNorm, nn.GroupNorm, FrozenBatchNorm2d)
+
+
+class TestSizeTransform(GeneralizedRCNNTransform):
+    """torchvision's resize-and-normalize, with its own shorter side for evaluation.
+
+    torchvision evaluates at the last training size; with scale augmentation ("train aug",
+    shorter side drawn from 640..800) the paper still tests at one fixed size.
+    """
+
+    def __init__(self, test_min_size: int, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.test_min_size = test_min_size
+
+    def resize(self, image, target=None):
+        if self.training:
+            return super().resize(image, target)
+        train_sizes, self.min_size = self.min_size, (self.test_min_size,)
+        try:
+            return super().resize(image, target)
+        finally:
+            self.min_size = train_sizes
 
 
 class ResNet(tv_resnet.ResNet):
@@ -137,8 +156,8 @@ def build_model(cfg: ModelConfig, num_classes: int, *, min_size: tuple[int, ...]
         mask_predictor=MaskRCNNPredictor(c, c, num_classes + 1),
     )
     if test_min_size is not None:
-        # Evaluation uses one fixed scale even when training samples several (train aug).
-        model.transform.fixed_test_size = test_min_size
+        model.transform = TestSizeTransform(test_min_size, min_size, max_size, list(cfg.pixel_mean),
+                                            list(cfg.pixel_std))
     return model
 
 
@@ -190,6 +209,6 @@ def assert_scratch_ready(model: nn.Module) -> None:
 
 
 __all__ = [
-    "IMAGE_MEAN", "IMAGE_STD", "ResNet", "build_backbone_body", "build_model", "freeze_stages",
+    "CAFFE2_PIXEL_MEAN", "CAFFE2_PIXEL_STD", "ResNet", "build_backbone_body", "build_model", "freeze_stages",
     "convert_sync_batchnorm", "param_groups", "count_parameters", "assert_scratch_ready",
 ]

@@ -20,6 +20,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -107,12 +108,14 @@ def ensure_pretrained(model: ModelConfig, spec: PretrainSpec, root: Path | None 
     if not (folder / META_FILE).exists():
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".pretrain-", dir=folder.parent))
-        _train(model, spec, tmp, log)
         try:
+            _train(model, spec, tmp, log)
             os.rename(tmp, folder)
         except OSError:
-            if not (folder / META_FILE).exists():
+            if not (folder / META_FILE).exists():  # not a lost race: a real error
                 raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     meta = json.loads((folder / META_FILE).read_text())
     return Pretrained(folder / WEIGHTS_FILE, meta["images_seen"], meta["wall_time_s"], meta["accuracy"])
 

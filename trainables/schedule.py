@@ -10,8 +10,6 @@ and the LR is quoted at a reference batch (0.02 at 16 images) and scaled linearl
 
 from __future__ import annotations
 
-import math
-
 
 def total_iterations(base_iters: int, schedule: float) -> int:
     """N x = N * B iterations (6x with B = 90k is 540k)."""
@@ -21,13 +19,14 @@ def total_iterations(base_iters: int, schedule: float) -> int:
 def drop_iterations(base_iters: int, schedule: float) -> tuple[int, int]:
     """Iterations at which the LR is multiplied by gamma: the last (2/3) B and (2/9) B.
 
-    With B = 90k: 2x -> (120k, 160k), 3x -> (210k, 250k), 6x -> (480k, 520k).
-    A schedule shorter than (2/3) B starts already decayed (the drop sits at iteration 0).
+    With B = 90k: 2x -> (120k, 160k), 3x -> (210k, 250k), 6x -> (480k, 520k). A schedule
+    shorter than 1x (the data-fraction study's 60k or 15k iterations) keeps 1x's
+    proportions instead, dropping at 1/3 and 7/9 of its length; taken literally, the rule
+    would start it already decayed.
     """
     total = total_iterations(base_iters, schedule)
-    first = total - round(base_iters * 2 / 3)
-    second = total - round(base_iters * 2 / 9)
-    return max(0, first), max(0, second)
+    span = min(base_iters, total)
+    return total - round(span * 2 / 3), total - round(span * 2 / 9)
 
 
 def scaled_lr(lr: float, global_batch: int, reference_batch: int = 16) -> float:
@@ -65,8 +64,3 @@ def lr_multiplier(iteration: int, *, base_iters: int, schedule: float, warmup_it
     """:func:`lr_at` divided by the peak LR, the form ``torch.optim.lr_scheduler.LambdaLR`` wants."""
     return lr_at(iteration, peak_lr=1.0, base_iters=base_iters, schedule=schedule,
                  warmup_iters=warmup_iters, warmup_factor=warmup_factor, gamma=gamma)
-
-
-def epochs(iterations: int, global_batch: int, dataset_size: int) -> float:
-    """Passes over the training set, for plans and comments (6x at 16 = 73 COCO epochs)."""
-    return iterations * global_batch / dataset_size if dataset_size else math.inf

@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import tempfile
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +94,3 @@ def list_files(folder: str, suffix: str = "") -> list[str]:
     infos = fs.get_file_info(pafs.FileSelector(inner, recursive=False))
     names = sorted(i.base_name for i in infos if i.type == pafs.FileType.File)
     return [join(folder, n) for n in names if n.endswith(suffix) and not n.startswith((".", "_"))]
-
-
-def unique_suffix() -> str:
-    return uuid.uuid4().hex[:8]
