@@ -1,7 +1,6 @@
 """Real-COCO code paths on small fixtures: staging, a trial on COCO's layout, presets vs. the paper."""
 
 import json
-import shutil
 
 import pandas as pd
 import pytest
