@@ -1,6 +1,7 @@
 """The Ray Tune layer: starting Ray, building the Tuner, marking final statuses.
 
-This and trainables/ray_entry.py are the only modules that import Ray. One Tune trial is
+Ray is imported only here, in study/search.py and study/scheduler.py (the Tune layer) and
+in trainables/ray_entry.py (the Train layer). One Tune trial is
 one Ray Train run (``train_driver_fn``); the trial actor itself asks only for a sliver of a
 custom resource, so it never holds a CPU that a Train worker needs.
 """
@@ -18,7 +19,6 @@ from study.config import StudyConfig, arms as study_arms, search_space
 from study.scheduler import ScheduleAwareASHA
 from study.search import ArmSearch, arm_searcher
 from trainables import results, storage
-from trainables.storage import cache_dir
 from trainables.ray_entry import DRIVER_RESOURCE, train_driver_fn
 from trainables.schedule import total_iterations
 
@@ -127,7 +127,7 @@ def local_optuna_db(results_uri: str) -> str:
     if not storage.is_uri(results_uri):
         os.makedirs(os.path.abspath(results_uri), exist_ok=True)
         return os.path.join(os.path.abspath(results_uri), "optuna.db")
-    folder = cache_dir() / "optuna" / results_uri.split("://", 1)[1].replace("/", "_")
+    folder = storage.cache_dir() / "optuna" / results_uri.split("://", 1)[1].replace("/", "_")
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "optuna.db"
     remote = storage.join(results_uri, "optuna.db")
