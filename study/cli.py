@@ -14,7 +14,7 @@ import os
 import sys
 from typing import Any
 
-from study.config import Arm, Axes, StudyConfig, arms as study_arms, base_trial
+from study.config import Arm, Axes, StudyConfig, arms as study_arms, base_trial, default_point
 from study.plan import format_plan, make_plan
 from study.overrides import apply_overrides
 from study.presets import PRESETS, get_preset
@@ -62,9 +62,10 @@ def _positive_int(text: str) -> int:
 
 
 def parse_trial(text: str, study: StudyConfig) -> dict[str, Any]:
-    """``init=scratch,lr=0.02,...`` -> validated values; the preset's defaults fill the rest."""
+    """``init=scratch,lr=0.02,...`` -> validated values; the arm's recipe fills the rest."""
     values: dict[str, Any] = {"init": study.axes.init[0], "model": study.axes.model[0],
-                              "data_fraction": study.axes.data_fraction[0], "seed": study.seed, **study.default_trial}
+                              "data_fraction": study.axes.data_fraction[0], "seed": study.seed}
+    given: dict[str, Any] = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
         key, sep, raw = part.partition("=")
         key, raw = key.strip(), raw.strip()
@@ -72,8 +73,9 @@ def parse_trial(text: str, study: StudyConfig) -> dict[str, Any]:
             raise ConfigError(f"--trial: '{part}' is not KEY=VALUE")
         if key not in TRIAL_KEYS:
             raise ConfigError(f"--trial: unknown key '{key}' (known: {', '.join(TRIAL_KEYS)})")
-        values[key] = _parse_value(key, raw, study)
-    return values
+        given[key] = _parse_value(key, raw, study)
+    values.update(given)
+    return {**values, **default_point(study, values), **given}
 
 
 def _parse_value(key: str, raw: str, study: StudyConfig) -> Any:

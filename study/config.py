@@ -18,6 +18,9 @@ from typing import Any
 from trainables.config import (INITS, ConfigError, DataConfig, ModelConfig, PretrainSpec, SolverConfig, TrialConfig,
                                _check)
 
+ARM_KEYS = ("init", "data_fraction", "model")  # the scientific axes; selectors name one
+RECIPE_KEYS = ("lr", "weight_decay", "schedule")  # the searched nuisance hyperparameters
+
 
 @dataclass(frozen=True)
 class SearchSpace:
@@ -87,8 +90,12 @@ class StudyConfig:
     # Embedded pretraining (the toy "ImageNet"), or per-model weight URLs/paths for real ones.
     pretrain: PretrainSpec | None = None
     pretrained_weights: dict[str, str] = field(default_factory=dict)
-    # The values a --trial run uses for keys it does not set (the paper's recipe).
+    # The paper's recipe: each arm's first trial, and the values a --trial run uses for
+    # keys it does not set.
     default_trial: dict[str, Any] = field(default_factory=lambda: {"lr": 0.02, "weight_decay": 1e-4, "schedule": 1.0})
+    # Per-arm changes to default_trial, keyed like search_overrides (e.g. a longer schedule
+    # for scratch, which the paper trains for longer); later entries win.
+    default_overrides: tuple[tuple[str, dict[str, Any]], ...] = ()
     objective: str = "bbox_AP"
     early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
     max_failures: int = 2
@@ -105,6 +112,10 @@ class StudyConfig:
         _check(not unknown, "axes.model", self.axes.model, f"names from models ({', '.join(self.models)})")
         _check(self.num_samples >= 1, "num_samples", self.num_samples, ">= 1")
         _check(self.num_workers >= 1, "num_workers", self.num_workers, ">= 1")
+        for selector, point in self.default_overrides:
+            _check(selector.partition("=")[0] in ARM_KEYS, "default_overrides", selector,
+                   f"a selector KEY=VALUE with KEY in {ARM_KEYS}")
+            _check(set(point) <= set(RECIPE_KEYS), "default_overrides", point, f"keys from {RECIPE_KEYS}")
         _check(self.objective in ("bbox_AP", "segm_AP"), "objective", self.objective, "bbox_AP or segm_AP")
         _check(self.pretrain is not None or "pretrained" not in self.axes.init
                or all(m in self.pretrained_weights for m in self.axes.model),
@@ -150,14 +161,22 @@ def search_space(study: StudyConfig, arm: Arm) -> SearchSpace:
     return space
 
 
+def default_point(study: StudyConfig, arm: dict[str, Any]) -> dict[str, Any]:
+    """The arm's recipe (lr, weight_decay, schedule): default_trial with matching overrides."""
+    point = {k: study.default_trial[k] for k in RECIPE_KEYS}
+    for selector, override in study.default_overrides:
+        if selector_matches(selector, arm):
+            point.update(override)
+    return point
+
+
 def base_trial(study: StudyConfig, arm: Arm, *, results_uri: str, code_version: str,
                pretrained: dict[str, tuple[str, int | None]]) -> dict[str, Any]:
     """The arm's fixed part of a TrialConfig, as a dict (the searcher adds the rest)."""
     weights, images_seen = pretrained.get(arm.model, ("", None)) if arm.init == "pretrained" else ("", None)
     base = TrialConfig(
         study=study.name, arm=arm.name, init=arm.init, data_fraction=arm.data_fraction, model_name=arm.model,
-        lr=study.default_trial["lr"], weight_decay=study.default_trial["weight_decay"],
-        schedule=study.default_trial["schedule"], seed=study.seed, model=study.models[arm.model], data=study.data,
+        **default_point(study, dataclasses.asdict(arm)), seed=study.seed, model=study.models[arm.model], data=study.data,
         solver=study.solver, num_workers=study.num_workers, use_gpu=study.use_gpu,
         cpus_per_worker=study.cpus_per_worker, max_failures=study.max_failures, eval_period=study.eval_period,
         pretrained_weights=weights, pretrain_images_seen=images_seen, results_uri=results_uri,

@@ -8,6 +8,7 @@ custom resource, so it never holds a CPU that a Train worker needs.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any
 
@@ -15,7 +16,7 @@ import optuna
 import ray
 from ray import tune
 
-from study.config import StudyConfig, arms as study_arms, search_space
+from study.config import StudyConfig, arms as study_arms, default_point, search_space
 from study.scheduler import ScheduleAwareASHA
 from study.search import ArmSearch, arm_searcher
 from trainables import results, storage
@@ -158,7 +159,7 @@ def build_search(study: StudyConfig, num_samples: int, results_uri: str) -> ArmS
     for index, arm in enumerate(study_arms(study)):
         searchers[arm.name] = arm_searcher(
             arm.name, search_space(study, arm), storage=db, seed=study.seed * 1000 + index, metric=study.objective,
-            num_samples=num_samples, first_point=study.default_trial)
+            num_samples=num_samples, first_point=default_point(study, dataclasses.asdict(arm)))
     return ArmSearch(searchers, num_samples, study.objective, fixed={"seed": study.seed})
 
 

@@ -1,5 +1,6 @@
 """The command line rejects bad input before Ray starts, naming the bad part."""
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -121,3 +122,22 @@ def test_resume_takes_the_configuration_from_study_json(capsys, tmp_path):
     assert "cannot change a study on --resume" in err
     err = _fails(["--resume", "--preset", "toy", "--results", str(tmp_path), "--name", "R"], capsys)
     assert "holds a study of preset smoke, not toy" in err
+
+
+def test_trial_defaults_follow_the_arms_recipe():
+    study = dataclasses.replace(TOY, default_overrides=(("init=scratch", {"schedule": 7.0}),))
+    assert parse_trial("init=scratch", study)["schedule"] == 7.0
+    assert parse_trial("init=scratch,schedule=1", study)["schedule"] == 1.0
+    assert parse_trial("init=pretrained", study)["schedule"] == TOY.default_trial["schedule"]
+
+
+def test_set_reaches_per_arm_overrides():
+    from study.overrides import apply_overrides
+
+    study = apply_overrides(TOY, ['search_overrides=[["init=scratch", {"lr": [0.1, 0.2], "weight_decay": [1e-5, 1e-4], '
+                                  '"schedule": [2, 3]}]]', 'default_overrides=[["init=scratch", {"schedule": 3}]]'])
+    (selector, space), = study.search_overrides
+    assert selector == "init=scratch" and space.lr == (0.1, 0.2) and space.schedule == (2.0, 3.0)
+    assert study.default_overrides == (("init=scratch", {"schedule": 3}),)
+    with pytest.raises(ConfigError, match="search.lr.*expected 2 values"):
+        apply_overrides(TOY, ["search.lr=[0.1]"])

@@ -97,3 +97,24 @@ def test_loss_breaks_ties_at_zero_ap():
 def test_search_space_validation():
     with pytest.raises(ValueError, match="search.lr"):
         dataclasses.replace(SPACE, lr=(0.1, 0.01))
+
+
+def test_each_arm_starts_from_its_own_recipe(tmp_path):
+    from study.config import Arm, base_trial, default_point
+    from study.presets import TOY
+    from study.tuning import build_search
+
+    study = dataclasses.replace(
+        TOY, default_trial={"lr": 0.3, "weight_decay": 1e-4, "schedule": 1.0},
+        search=dataclasses.replace(TOY.search, schedule=(1.0, 2.0)),
+        search_overrides=(("init=scratch", dataclasses.replace(TOY.search, schedule=(2.0, 3.0))),),
+        default_overrides=(("init=scratch", {"schedule": 3.0}),))
+    search = build_search(study, 2, str(tmp_path))
+    first = {c["arm"]: c for c in (search.suggest("a"), search.suggest("b"))}
+    assert first["scratch-tiny-f1"]["schedule"] == 3.0 and first["pretrained-tiny-f1"]["schedule"] == 1.0
+    assert first["scratch-tiny-f1"]["lr"] == first["pretrained-tiny-f1"]["lr"] == 0.3
+    assert base_trial(study, Arm("scratch", 1.0, "tiny"), results_uri=str(tmp_path), code_version="x",
+                      pretrained={})["schedule"] == 3.0
+    assert default_point(study, {"init": "pretrained", "model": "tiny", "data_fraction": 1.0})["schedule"] == 1.0
+    with pytest.raises(ValueError, match="default_overrides"):
+        dataclasses.replace(study, default_overrides=(("init=scratch", {"momentum": 0.8}),))

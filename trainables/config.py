@@ -260,10 +260,14 @@ def coerce(tp: Any, value: Any, where: str) -> Any:
             return None
         return coerce(next(a for a in args if a is not type(None)), value, where)
     if origin is tuple:
-        (item,) = typing.get_args(tp)[:1]
+        args = typing.get_args(tp)
         if not isinstance(value, (list, tuple)):
             value = (value,)
-        return tuple(coerce(item, v, where) for v in value)
+        if len(args) == 2 and args[1] is Ellipsis:  # tuple[X, ...]
+            return tuple(coerce(args[0], v, where) for v in value)
+        if len(value) != len(args):  # tuple[X, Y]: one value per position
+            raise ConfigError(f"{where}={value!r} is invalid: expected {len(args)} values")
+        return tuple(coerce(a, v, where) for a, v in zip(args, value))
     if origin is Literal:
         return value
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
