@@ -193,6 +193,12 @@ COCO_R50_GN_SUBSETS = dataclasses.replace(
             lr=(0.02 / 10**0.5, 0.02 * 10**0.5), weight_decay=(1e-4 / 10**0.5, 1e-4 * 10**0.5), schedule=schedules))
         for n, schedules in ((10_000, (2 / 3, 4 / 3, 2.0, 2.5)), (3_500, (1 / 3, 2 / 3, 4 / 3)),
                              (1_000, (1 / 6, 1 / 3, 2 / 3)))),
+    # Each subset's first trial uses the paper's lr and weight decay at the middle of its
+    # own schedules (the full set's 3x is outside them).
+    default_trial={**COCO_R50_GN.default_trial, "schedule": 4.0},
+    default_overrides=((f"data_fraction={10_000 / TRAIN2017_IMAGES}", {"schedule": 4 / 3}),
+                       (f"data_fraction={3_500 / TRAIN2017_IMAGES}", {"schedule": 2 / 3}),
+                       (f"data_fraction={1_000 / TRAIN2017_IMAGES}", {"schedule": 1 / 3})),
     num_samples=4,
 )
 

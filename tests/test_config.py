@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from study.config import Arm, base_trial, search_space
+from study.config import Arm, arms, base_trial, default_point, search_space
 from study.presets import PRESETS, SMOKE, TOY
 from trainables.config import ConfigError, DataConfig, ModelConfig, SolverConfig, TrialConfig, from_dict
 
@@ -70,7 +70,16 @@ def test_presets_are_consistent():
             assert model in preset.models
     assert SMOKE.num_workers == 2 and TOY.num_workers == 2
     assert set(SMOKE.axes.init) == {"scratch", "pretrained"}
-    assert search_space(TOY, Arm("scratch", 1.0, "tiny")) == TOY.search
+    assert search_space(TOY, Arm("pretrained", 1.0, "tiny")) == TOY.search
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_arm_starts_from_a_recipe_inside_its_ranges(name):
+    preset = PRESETS[name]
+    for arm in arms(preset):
+        point, space = default_point(preset, dataclasses.asdict(arm)), search_space(preset, arm)
+        assert point["schedule"] in space.schedule, (arm, point, space)
+        assert space.lr[0] <= point["lr"] <= space.lr[1] and space.weight_decay[0] <= point["weight_decay"] <= space.weight_decay[1]
 
 
 def test_syncbn_needs_gpus_with_several_workers():
