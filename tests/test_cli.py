@@ -79,8 +79,9 @@ def test_dry_run_prints_the_plan_and_writes_nothing(capsys, tmp_path):
     assert "arms: 2, trials: 10 (5 per arm)" in out
     assert "scratch-tiny-f1" in out and "pretrained-tiny-f1" in out
     assert "2 Ray Train workers x (1 CPU)" in out and "batch 2" in out
-    # 5 trials x mean(600, 1200) iterations per arm, two arms
-    assert "4,500" in out and "9,000" in out
+    # 5 trials x mean of each arm's schedules x 500: scratch 2x-3x, pretrained 1x-2x
+    assert "6,250" in out and "3,750" in out and "10,000" in out
+    assert "2x,3x" in out and "1x,2x" in out
     assert "nothing was trained" in out and not list(tmp_path.iterdir())
 
 
