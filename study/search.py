@@ -43,6 +43,8 @@ def arm_searcher(arm: str, space: SearchSpace, *, storage: optuna.storages.BaseS
         point = {k: first_point[k] for k in ("lr", "weight_decay", "schedule")}
         if point["schedule"] in space.schedule and _inside(point, space):
             points = [point]
+        else:
+            print(f"note: {arm}'s recipe {point} lies outside its search ranges; its search starts without it")
     return OptunaSearch(space=optuna_space(space), metric=metric, mode="max", sampler=sampler, study_name=arm,
                         storage=storage, points_to_evaluate=points)
 

@@ -118,3 +118,12 @@ def test_each_arm_starts_from_its_own_recipe(tmp_path):
     assert default_point(study, {"init": "pretrained", "model": "tiny", "data_fraction": 1.0})["schedule"] == 1.0
     with pytest.raises(ValueError, match="default_overrides"):
         dataclasses.replace(study, default_overrides=(("init=scratch", {"momentum": 0.8}),))
+
+
+def test_a_recipe_outside_the_ranges_is_left_out_and_said(tmp_path, capsys):
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'optuna.db'}")
+    search = arm_searcher("scratch-tiny-f1", SPACE, storage=storage, seed=0, metric="bbox_AP", num_samples=2,
+                          first_point={"lr": 0.02, "weight_decay": 1e-4, "schedule": 3.0})
+    assert "lies outside its search ranges" in capsys.readouterr().out
+    search.set_search_properties("bbox_AP", "max", {})
+    assert search.suggest("a")["schedule"] in SPACE.schedule
