@@ -10,12 +10,18 @@ after a restore and repeats after a worker failure; ray_notes.md section 4).
 
 Early in a from-scratch run every trial can sit at AP 0.0; ties are broken by the training
 loss (lower is better) so the rung can still tell trials apart.
+
+Tune does not checkpoint schedulers: after ``--resume`` it hands back the scheduler as it was
+when the study started, with empty rungs. Given ``history`` (the study's Parquet rows), the
+scheduler rebuilds its rungs from them on its first call, so a resumed study stops the same
+trials an uninterrupted one would.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+import types
+from typing import Any, Callable, Iterable
 
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
@@ -45,8 +51,10 @@ class ScheduleAwareASHA(FIFOScheduler):
     """
 
     def __init__(self, metric: str, max_iterations: Callable[[dict[str, Any]], int], grace_fraction: float,
-                 reduction_factor: int) -> None:
+                 reduction_factor: int, history: Callable[[], Iterable[dict[str, Any]]] | None = None) -> None:
         super().__init__()
+        self.history = history  # picklable (Tune pickles the scheduler with the experiment)
+        self.rebuilt = history is None
         self._metric = metric
         self._mode = "max"
         self.max_iterations = max_iterations
@@ -59,20 +67,50 @@ class ScheduleAwareASHA(FIFOScheduler):
     def set_search_properties(self, metric, mode, **spec) -> bool:
         return True  # fixed at construction: the objective, maximised
 
-    def _asha(self, trial) -> ASHAScheduler:
-        key = (trial.config["arm"], float(trial.config["schedule"]))
+    def _group(self, config: dict[str, Any]) -> tuple[tuple[str, float], ASHAScheduler]:
+        key = (config["arm"], float(config["schedule"]))
         if key not in self.groups:
-            total = self.max_iterations(trial.config)
+            total = self.max_iterations(config)
             self.groups[key] = ASHAScheduler(
                 time_attr=TIME_ATTR, metric=SCORE, mode="max", max_t=total,
                 grace_period=max(1, math.ceil(self.grace_fraction * total)), reduction_factor=self.reduction_factor)
+        return key, self.groups[key]
+
+    def _asha(self, trial) -> ASHAScheduler:
+        key, asha = self._group(trial.config)
         self.trial_group[trial.trial_id] = key
-        return self.groups[key]
+        return asha
+
+    def rebuild_rungs(self) -> int:
+        """Record the evaluations in ``history`` at the rungs they reached; returns how many.
+
+        A trial's first evaluation at or past a rung is its value there, as in a live run;
+        a trial that reports again after resuming keeps the value it already has.
+        """
+        self.rebuilt = True
+        rows = sorted((r for r in self.history() if r.get(self._metric) is not None and r.get(TIME_ATTR) is not None),
+                      key=lambda r: (r["trial_id"], r[TIME_ATTR]))
+        for row in rows:
+            trial = types.SimpleNamespace(trial_id=row["trial_id"],
+                                          config={"arm": row["arm"], "schedule": row["schedule"]})
+            _, asha = self._group(trial.config)
+            # ASHAScheduler(brackets=1) keeps its rungs in its one _Bracket; its on_result
+            # records exactly as a live result would (Ray 2.60 async_hyperband.py).
+            asha._brackets[0].on_result(trial, row[TIME_ATTR], rung_score(row, self._metric))
+        return len(rows)
+
+    def _rebuild_once(self) -> None:
+        if not self.rebuilt:
+            count = self.rebuild_rungs()
+            if count:
+                print(f"early stopping: rungs rebuilt from {count} earlier evaluations")
 
     def on_trial_add(self, tune_controller, trial) -> None:
+        self._rebuild_once()
         self._asha(trial).on_trial_add(tune_controller, trial)
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        self._rebuild_once()
         if TIME_ATTR not in result or self._metric not in result or result[self._metric] is None:
             return TrialScheduler.CONTINUE
         key = self.trial_group.get(trial.trial_id)

@@ -9,6 +9,7 @@ custom resource, so it never holds a CPU that a Train worker needs.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from typing import Any
 
@@ -163,7 +164,7 @@ def build_search(study: StudyConfig, num_samples: int, results_uri: str) -> ArmS
     return ArmSearch(searchers, num_samples, study.objective, fixed={"seed": study.seed})
 
 
-def build_scheduler(study: StudyConfig, arms: dict[str, dict[str, Any]]):
+def build_scheduler(study: StudyConfig, arms: dict[str, dict[str, Any]], results_uri: str):
     if not study.early_stopping.enabled:
         return None
 
@@ -171,7 +172,9 @@ def build_scheduler(study: StudyConfig, arms: dict[str, dict[str, Any]]):
         return total_iterations(arms[config["arm"]]["solver"]["base_iters"], float(config["schedule"]))
 
     es = study.early_stopping
-    return ScheduleAwareASHA(study.objective, max_iterations, es.grace_fraction, es.reduction_factor)
+    # After --resume the rungs are rebuilt from the rows already written (scheduler.py).
+    return ScheduleAwareASHA(study.objective, max_iterations, es.grace_fraction, es.reduction_factor,
+                             history=functools.partial(results.read_rows, results_uri))
 
 
 def run_study(study: StudyConfig, arms: dict[str, dict[str, Any]], num_samples: int, results_uri: str,
@@ -191,7 +194,7 @@ def run_study(study: StudyConfig, arms: dict[str, dict[str, Any]], num_samples: 
         tuner = tune.Tuner(
             fn,
             tune_config=tune.TuneConfig(
-                search_alg=search, scheduler=build_scheduler(study, arms), num_samples=num_samples * len(arms),
+                search_alg=search, scheduler=build_scheduler(study, arms, results_uri), num_samples=num_samples * len(arms),
                 max_concurrent_trials=max_concurrent, metric=study.objective, mode="max"),
             run_config=run_config(results_uri),
         )
@@ -204,8 +207,10 @@ def run_study(study: StudyConfig, arms: dict[str, dict[str, Any]], num_samples: 
 def reconcile_statuses(grid: tune.ResultGrid, results_uri: str) -> None:
     """Final statuses from Tune's own record, also for trials ended before a restart.
 
-    A trial whose last result says "running" was stopped early (its workers may have
-    written one more row before they were killed); an errored one failed.
+    A trial whose last result says "running" was stopped early, and Optuna was told it was
+    pruned; its workers may have written one more row before they were stopped, even the
+    final one, which then says "stopped" too, so Parquet, Tune and Optuna agree. An errored
+    trial failed.
     """
     for result in grid:
         trial_id = (result.metrics or {}).get("trial_id")
@@ -214,4 +219,4 @@ def reconcile_statuses(grid: tune.ResultGrid, results_uri: str) -> None:
         if result.error:
             results.mark_status(results_uri, trial_id, "failed", only_if=("running", "completed"))
         elif result.metrics.get("status") == "running":
-            results.mark_status(results_uri, trial_id, "stopped")
+            results.mark_status(results_uri, trial_id, "stopped", only_if=("running", "completed"))

@@ -56,6 +56,7 @@ def test_killed_study_resumes_without_lost_or_duplicated_rows(tmp_path):
     resumed = subprocess.run([*cmd, "--resume"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert "best trial per arm" in resumed.stdout
+    assert "rungs rebuilt from" in resumed.stdout  # early stopping remembers the first run
 
     raw = pd.read_parquet(tmp_path / "S" / "metrics")
     assert not raw.duplicated(["trial_id", "iteration"]).any()

@@ -1,10 +1,12 @@
 """Per-arm Optuna routing and schedule-aware early stopping, with real Optuna and Ray Tune classes."""
 
 import dataclasses
+import functools
 import types
 
 import optuna
 import pytest
+from ray import cloudpickle
 from ray.tune.schedulers import TrialScheduler
 from ray.tune.search import Searcher
 
@@ -127,3 +129,26 @@ def test_a_recipe_outside_the_ranges_is_left_out_and_said(tmp_path, capsys):
     assert "lies outside its search ranges" in capsys.readouterr().out
     search.set_search_properties("bbox_AP", "max", {})
     assert search.suggest("a")["schedule"] in SPACE.schedule
+
+
+def test_rungs_are_rebuilt_from_the_results_after_a_restore(tmp_path):
+    from trainables import results
+
+    # What a killed study had written (Tune restores its scheduler unpickled, rungs empty): two trials of arm "a" at 1x passed the rung at 50.
+    for trial_id, ap in (("t1", 0.5), ("t2", 0.4)):
+        for it, value in ((25, ap / 2), (50, ap)):
+            results.write_row(str(tmp_path), {"trial_id": trial_id, "arm": "a", "schedule": 1.0, "iteration": it,
+                                              "bbox_AP": value, "loss": 1.0})
+    history = functools.partial(results.read_rows, str(tmp_path))
+    fresh = ScheduleAwareASHA("bbox_AP", lambda c: 100, 0.5, 2)
+    restored = cloudpickle.loads(cloudpickle.dumps(ScheduleAwareASHA("bbox_AP", lambda c: 100, 0.5, 2, history=history)))
+    for sched in (fresh, restored):
+        late = _trial("t3")
+        sched.on_trial_add(None, late)
+        decision = sched.on_trial_result(None, late, _result(50, 0.3))
+        assert decision == (TrialScheduler.STOP if sched is restored else TrialScheduler.CONTINUE)
+    # A resumed trial that reports its rung again keeps its first value there.
+    t2 = _trial("t2")
+    assert restored.on_trial_result(None, t2, _result(50, 0.0)) == TrialScheduler.CONTINUE
+    # Another schedule's rows never enter this group.
+    assert set(restored.groups) == {("a", 1.0)}

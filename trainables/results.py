@@ -99,6 +99,11 @@ def read_row(path: str) -> dict[str, Any]:
     return pq.read_table(io.BytesIO(storage.read_bytes(path)), schema=SCHEMA).to_pylist()[0]
 
 
+def read_rows(results_uri: str) -> list[dict[str, Any]]:
+    """Every row written so far (one per shard), in no particular order."""
+    return [read_row(p) for p in storage.list_files(metrics_dir(results_uri), ".parquet")]
+
+
 def last_row(results_uri: str, trial_id: str) -> dict[str, Any] | None:
     shards = trial_shards(results_uri, trial_id)  # zero-padded iterations sort numerically
     return read_row(shards[-1]) if shards else None
