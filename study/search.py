@@ -18,7 +18,7 @@ import optuna
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from study.config import SearchSpace
+from study.config import RECIPE_KEYS, SearchSpace
 
 
 def optuna_space(space: SearchSpace) -> dict[str, optuna.distributions.BaseDistribution]:
@@ -40,7 +40,7 @@ def arm_searcher(arm: str, space: SearchSpace, *, storage: optuna.storages.BaseS
     )
     points = None
     if first_point is not None:
-        point = {k: first_point[k] for k in ("lr", "weight_decay", "schedule")}
+        point = {k: first_point[k] for k in RECIPE_KEYS}
         if point["schedule"] in space.schedule and _inside(point, space):
             points = [point]
         else:
