@@ -56,6 +56,11 @@ def start_ray(address: str | None, num_cpus: int) -> None:
     if address:
         ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=True)
         return
+    # A local Ray runs on no spot node: Train's preemption watcher would be one more actor
+    # process to start per trial, competing for the cores the trial's workers import on.
+    local_env = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
+    os.environ.update(local_env)
+    env.update(local_env)
     # address="local" always starts a new Ray, never one another process left behind
     # (ray_notes.md section 8); the dashboard brings the State API that frees the
     # placement group of a stopped trial (ray_notes.md section 9).

@@ -26,6 +26,7 @@ from torchvision.ops import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from trainables.config import ModelConfig
+from trainables.roi_align import MultiScaleRoIAlign
 
 # Detectron's Caffe2 convention (0-255 pixels minus the mean, no division; detectron2's
 # PIXEL_MEAN [103.53, 116.28, 123.675] BGR and PIXEL_STD [1, 1, 1]), written for RGB images
@@ -148,6 +149,10 @@ def build_model(cfg: ModelConfig, num_classes: int, *, min_size: tuple[int, ...]
         rpn_post_nms_top_n_train=cfg.rpn_post_nms_top_n_train,
         rpn_pre_nms_top_n_test=cfg.rpn_pre_nms_top_n_test,
         rpn_post_nms_top_n_test=cfg.rpn_post_nms_top_n_test,
+        # torchvision's default poolers (FPN levels 0-3, sampling ratio 2), with a faster CPU
+        # RoIAlign for small maps (trainables/roi_align.py).
+        box_roi_pool=MultiScaleRoIAlign(featmap_names=["0", "1", "2", "3"], output_size=7, sampling_ratio=2),
+        mask_roi_pool=MultiScaleRoIAlign(featmap_names=["0", "1", "2", "3"], output_size=14, sampling_ratio=2),
         box_head=box_head,
         box_predictor=FastRCNNPredictor(cfg.box_head_fc, num_classes + 1),
         box_batch_size_per_image=cfg.box_batch_size_per_image,

@@ -5,6 +5,13 @@ Shaped like Ray's own Train-in-Tune pattern (ray_notes.md section 1): a Tune tri
 restores, so Train resumes its own checkpoints) and forwards every report to Tune through
 ``TuneReportCallback``. ``train_fn_per_worker`` turns Ray Train's context into an engine
 ``Session``; all training logic lives in trainables/engine.py.
+
+Start-up matters (every trial starts a Tune trial actor, a Train controller and its
+workers, each a fresh process on 2 cores in the default study): only the workers need
+torch's training stack, so torch, torchvision and the engine are imported inside the
+functions that run there. The trial actor imports ``ray.train.torch`` for ``TorchTrainer``
+alone, and the controller, which receives ``train_fn_per_worker`` by reference, imports
+nothing of the engine.
 """
 
 from __future__ import annotations
@@ -16,14 +23,10 @@ from typing import Any
 
 import ray
 import ray.train
-import ray.train.torch
 import ray.tune
-import torch
-from ray.tune.integration.ray_train import TuneReportCallback
 
 from trainables import storage
 from trainables.config import TrialConfig, from_dict, to_dict
-from trainables.engine import Session, run_trial
 
 CHECKPOINT_FILE = "state.pt"
 # Tune trial actors ask for a sliver of this custom resource instead of a CPU, so they
@@ -35,6 +38,11 @@ SEARCHED_KEYS = ("lr", "weight_decay", "schedule", "seed")
 
 def train_fn_per_worker(config: dict[str, Any]) -> None:
     """Runs on every DDP rank."""
+    import ray.train.torch
+    import torch
+
+    from trainables.engine import Session, run_trial
+
     cfg = from_dict(TrialConfig, config)
     _quiet_report_logging()
     # Ray sizes each worker's CPU share; keep torch inside it so workers on one node don't
@@ -47,7 +55,9 @@ def train_fn_per_worker(config: dict[str, Any]) -> None:
         device=ray.train.torch.get_device(),
         report=_report,
         load_checkpoint=_load_checkpoint,
-        prepare_model=ray.train.torch.prepare_model,
+        # Gradients live in DDP's all-reduce buckets: one copy less per step, same values.
+        prepare_model=lambda m: ray.train.torch.prepare_model(
+            m, parallel_strategy_kwargs={"gradient_as_bucket_view": True}),
         # Our own DistributedSampler (resumable mid-epoch) is kept; Ray moves batches to the device.
         prepare_loader=lambda loader: ray.train.torch.prepare_data_loader(loader, add_dist_sampler=False),
         log=lambda msg: print(msg, flush=True),
@@ -69,6 +79,8 @@ def _quiet_report_logging() -> None:
 
 
 def _report(metrics: dict[str, Any], state: dict[str, Any] | None) -> None:
+    import torch
+
     if state is None:
         ray.train.report(metrics)
         return
@@ -78,6 +90,8 @@ def _report(metrics: dict[str, Any], state: dict[str, Any] | None) -> None:
 
 
 def _load_checkpoint() -> dict[str, Any] | None:
+    import torch
+
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
         return None
@@ -96,6 +110,9 @@ def trial_config(config: dict[str, Any], arms: dict[str, dict[str, Any]], trial_
 
 def train_driver_fn(config: dict[str, Any], arms: dict[str, dict[str, Any]]) -> None:
     """One Tune trial = one Ray Train run of ``num_workers`` DDP workers."""
+    import ray.train.torch
+    from ray.tune.integration.ray_train import TuneReportCallback
+
     trial_id = ray.tune.get_context().get_trial_id()
     cfg = trial_config(config, arms, trial_id)
     resources = {"CPU": cfg.cpus_per_worker, **cfg.worker_resources}

@@ -1,0 +1,130 @@
+"""Trial speed of this checkout against another git revision, measured in one run.
+
+    python benchmarks/trial_speed.py --against REV [--repeats 3] [--iterations 120]
+
+For each code tree (the working tree, and REV checked out into a temporary git worktree)
+it runs the ``toy`` preset's scratch trial through the real Ray Tune + Ray Train path (2 DDP
+workers x 1 image, or whatever the preset says) and measures, from inside the trial:
+
+- **loop**: images/s of the training loop: the time between consecutive optimizer steps
+  (data loading, forward, backward, all-reduce, step, logging), without the steps that
+  contain an evaluation and without the first 5 steps;
+- **start-up**: seconds from Tune starting the trial (a Tune callback in the driver) to the
+  end of its first optimizer step: trial actor, Train controller and workers, imports,
+  process group, data, model;
+- **eval**: seconds per evaluation (sharded prediction, gather, COCOeval on rank 0).
+
+Each tree runs in its own Python process with its own local Ray (the trees are on
+``PYTHONPATH`` in turn), rounds alternate between the trees so that drift on a shared
+machine hits both, and the report gives the median of ``--repeats`` rounds and the ratios.
+The timing hooks (benchmarks/trial_probe.py) use only points that both trees have.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def probe(iterations: int, eval_period: int, out: str) -> None:
+    """One toy scratch trial of the tree on ``PYTHONPATH``; its timing to ``out`` (JSON)."""
+    import trial_probe
+
+    from study import tuning
+    from study.config import Arm, base_trial
+    from study.presets import get_preset
+    from trainables.synthetic import ensure_dataset
+
+    study = get_preset("toy")
+    arm = Arm("scratch", 1.0, study.axes.model[0])
+    ensure_dataset(study.data.synthetic)  # generated once, outside the timed trial
+    base = base_trial(study, arm, results_uri="", code_version="bench", pretrained={})
+    base = {**base, "solver": {**base["solver"], "base_iters": iterations}, "eval_period": eval_period}
+    tuning.start_ray(None, num_cpus=os.cpu_count() or 1)
+    result = trial_probe.run_probed_trial(
+        base, {"lr": base["lr"], "weight_decay": base["weight_decay"], "schedule": 1.0, "seed": 0})
+    Path(out).write_text(json.dumps(result))
+
+
+# --- the comparison ------------------------------------------------------------------------
+def run_tree(tree: Path, iterations: int, eval_period: int) -> dict[str, float]:
+    with tempfile.NamedTemporaryFile(suffix=".json") as out:
+        # The tree's code first, then this folder's probe (imported by name in Ray's workers).
+        path = [str(tree), str(Path(__file__).resolve().parent), os.environ.get("PYTHONPATH", "")]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in path if p)}
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--probe", "--iterations", str(iterations),
+               "--eval-period", str(eval_period), "--out", out.name]
+        proc = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-4000:])
+            raise SystemExit(f"benchmark trial in {tree} failed (exit {proc.returncode})")
+        result = json.loads(Path(out.name).read_text())
+    if not result["engine"].startswith(str(tree)):
+        raise SystemExit(f"the trial ran {result['engine']}, not the code in {tree}")
+    return result
+
+
+def describe(tree: Path) -> str:
+    out = subprocess.run(["git", "-C", str(tree), "describe", "--always", "--dirty", "--abbrev=9"],
+                         capture_output=True, text=True)
+    return out.stdout.strip() or str(tree)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--against", metavar="REV", help="git revision to compare with (e.g. a44db09)")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds per tree; medians are reported (default 3)")
+    parser.add_argument("--iterations", type=int, default=120, help="training iterations per trial (default 120)")
+    parser.add_argument("--eval-period", type=int, default=60, help="iterations between evaluations (default 60)")
+    parser.add_argument("--probe", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.probe:
+        probe(args.iterations, args.eval_period, args.out)
+        return
+    trees = {"this tree": REPO}
+    worktree = None
+    if args.against:
+        worktree = Path(tempfile.mkdtemp(prefix="trial-speed-"))
+        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(worktree), args.against],
+                       check=True, capture_output=True)
+        trees[args.against] = worktree
+    labels = {name: describe(tree) for name, tree in trees.items()}
+    print(f"toy scratch trial, {args.iterations} iterations, evaluation every {args.eval_period}, "
+          f"{args.repeats} rounds, {os.cpu_count()} cores", flush=True)
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in trees}
+    try:
+        for r in range(args.repeats):
+            for name, tree in trees.items():
+                result = run_tree(tree, args.iterations, args.eval_period)
+                runs[name].append(result)
+                print(f"  round {r + 1} {name:<10} ({labels[name]}): loop {result['loop_images_per_s']:6.2f} images/s, "
+                      f"start-up {result['startup_s']:5.1f} s, eval {result['eval_s']:5.2f} s", flush=True)
+    finally:
+        if worktree is not None:
+            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(worktree)],
+                           capture_output=True)
+    keys = (("loop_images_per_s", "loop images/s"), ("startup_s", "start-up s"), ("eval_s", "eval s"))
+    medians = {name: {k: statistics.median(r[k] for r in rs) for k, _ in keys} for name, rs in runs.items()}
+    print(f"\nmedian of {args.repeats}:")
+    print(f"  {'tree':<24}" + "".join(f"{label:>16}" for _, label in keys))
+    for name in trees:
+        print(f"  {name + ' (' + labels[name] + ')':<24}" + "".join(f"{medians[name][k]:16.2f}" for k, _ in keys))
+    if args.against:
+        new, old = medians["this tree"], medians[args.against]
+        print(f"  {'ratio (this / ' + args.against + ')':<24}" + "".join(f"{new[k] / old[k]:16.2f}" for k, _ in keys))
+        print(f"\nloop speed-up {new['loop_images_per_s'] / old['loop_images_per_s']:.2f}x; start-up "
+              f"{old['startup_s']:.1f} s -> {new['startup_s']:.1f} s; evaluation {old['eval_s']:.2f} s -> "
+              f"{new['eval_s']:.2f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""RoIAlign for small feature maps on the CPU, as two matrix products per image.
+
+torchvision's CPU RoIAlign backward visits every (RoI, channel, bin, sample) and recomputes
+the sample's bilinear weights for each channel; in the toy study it is the costliest single
+operation of a training step (box 7x7 and mask 14x14 pooling, sampling ratio 2). Bilinear
+sampling is separable, so for one RoI the pooled map is ``Wy @ F @ Wx.T`` per channel, with
+``Wy`` (bins x H) and ``Wx`` (bins x W) the sample weights averaged over each bin, exactly
+torchvision's ``roi_align`` arithmetic (Mask R-CNN, He et al. 2017; torchvision
+``csrc/ops/cpu/roi_align_kernel.cpp``: samples outside [-1, size] count as zero, others are
+clamped to the map). Dense weights cost O(bins x H x W) per RoI, so this path is taken only
+on the CPU, for maps of at most ``MAX_DENSE_POSITIONS`` positions and a fixed sampling
+ratio; everything else (GPUs, COCO-sized maps) runs torchvision's kernel. Results agree
+with torchvision's to float rounding (tests/test_roi_align.py); autograd derives the
+backward from the two products.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torchvision.ops import MultiScaleRoIAlign as _TorchvisionPooler
+from torchvision.ops import roi_align as torchvision_roi_align
+# Private helpers of torchvision 0.29 (pinned in pyproject.toml); the test compares this
+# pooler with torchvision's own, so a change there fails loudly.
+from torchvision.ops.poolers import _convert_to_roi_format, _filter_input, _setup_scales
+
+# 64 x 64 positions: the toy's largest FPN level is 32 x 48; COCO's (200 x 336 at 800 px) is
+# far above, where the dense weights would cost more than torchvision's kernel saves.
+MAX_DENSE_POSITIONS = 4096
+
+
+def _axis_weights(start: Tensor, size: Tensor, bins: int, sampling_ratio: int, length: int) -> Tensor:
+    """(R, bins, length): each bin's bilinear weights along one axis, averaged over its samples."""
+    offsets = (torch.arange(sampling_ratio, dtype=start.dtype, device=start.device) + 0.5) / sampling_ratio
+    grid = torch.arange(bins, dtype=start.dtype, device=start.device)[:, None] + offsets  # (bins, sr)
+    pos = start[:, None, None] + (size / bins)[:, None, None] * grid  # (R, bins, sr)
+    valid = ((pos >= -1.0) & (pos <= length)).to(start.dtype)
+    pos = pos.clamp(min=0)
+    low = pos.floor().long()
+    at_edge = low >= length - 1
+    low = torch.where(at_edge, length - 1, low)
+    high = torch.where(at_edge, low, low + 1)
+    frac = torch.where(at_edge, torch.zeros_like(pos), pos - low)
+    weights = torch.zeros(*pos.shape, length, dtype=start.dtype, device=start.device)
+    weights.scatter_add_(3, low[..., None], ((1 - frac) * valid)[..., None])
+    weights.scatter_add_(3, high[..., None], (frac * valid)[..., None])
+    return weights.sum(2) / sampling_ratio
+
+
+def separable_roi_align(x: Tensor, rois: Tensor, output_size: tuple[int, int], spatial_scale: float,
+                        sampling_ratio: int, aligned: bool = False) -> Tensor:
+    """``torchvision.ops.roi_align`` (rois as (batch index, x1, y1, x2, y2)) by matrix products."""
+    ph, pw = output_size
+    n, c, h, w = x.shape
+    offset = 0.5 if aligned else 0.0
+    x1 = rois[:, 1] * spatial_scale - offset
+    y1 = rois[:, 2] * spatial_scale - offset
+    width = rois[:, 3] * spatial_scale - offset - x1
+    height = rois[:, 4] * spatial_scale - offset - y1
+    if not aligned:  # torchvision's legacy behaviour: RoIs at least one cell wide
+        width, height = width.clamp(min=1.0), height.clamp(min=1.0)
+    wy = _axis_weights(y1, height, ph, sampling_ratio, h)
+    wx = _axis_weights(x1, width, pw, sampling_ratio, w)
+
+    def pool(image: Tensor, wy: Tensor, wx: Tensor) -> Tensor:
+        rows = torch.matmul(wy, image.permute(1, 0, 2).reshape(h, c * w))  # (r, ph, c * w)
+        out = torch.bmm(rows.view(-1, ph * c, w), wx.transpose(1, 2))  # (r, ph * c, pw)
+        return out.view(-1, ph, c, pw).permute(0, 2, 1, 3)
+
+    if n == 1:
+        return pool(x[0], wy, wx).contiguous()
+    batch = rois[:, 0].long()
+    out = x.new_zeros(rois.shape[0], c, ph, pw)
+    for i in range(n):
+        idx = torch.where(batch == i)[0]
+        out = out.index_copy(0, idx, pool(x[i], wy[idx], wx[idx]))
+    return out
+
+
+def roi_align(x: Tensor, rois: Tensor, output_size: tuple[int, int], spatial_scale: float,
+              sampling_ratio: int) -> Tensor:
+    """The separable path where it is the faster one, torchvision's kernel elsewhere."""
+    if x.device.type == "cpu" and sampling_ratio > 0 and x.shape[-2] * x.shape[-1] <= MAX_DENSE_POSITIONS:
+        return separable_roi_align(x, rois, output_size, spatial_scale, sampling_ratio)
+    return torchvision_roi_align(x, rois, output_size=output_size, spatial_scale=spatial_scale,
+                                 sampling_ratio=sampling_ratio)
+
+
+class MultiScaleRoIAlign(_TorchvisionPooler):
+    """torchvision's FPN pooler (same levels, scales and state), pooling with :func:`roi_align`."""
+
+    def forward(self, x: dict[str, Tensor], boxes: list[Tensor], image_shapes: list[tuple[int, int]]) -> Tensor:
+        features = _filter_input(x, self.featmap_names)
+        if self.scales is None or self.map_levels is None:
+            self.scales, self.map_levels = _setup_scales(features, image_shapes, self.canonical_scale,
+                                                         self.canonical_level)
+        rois = _convert_to_roi_format(boxes)
+        if len(features) == 1:
+            return roi_align(features[0], rois, self.output_size, self.scales[0], self.sampling_ratio)
+        levels = self.map_levels(boxes)
+        result = features[0].new_zeros((len(rois), features[0].shape[1], *self.output_size))
+        for level, (feature, scale) in enumerate(zip(features, self.scales)):
+            idx = torch.where(levels == level)[0]
+            # Match dtypes: under autocast the levels may come out in different precisions.
+            result[idx] = roi_align(feature, rois[idx], self.output_size, scale, self.sampling_ratio).to(result.dtype)
+        return result
+
+
+__all__ = ["MultiScaleRoIAlign", "roi_align", "separable_roi_align", "MAX_DENSE_POSITIONS"]
