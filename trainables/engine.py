@@ -108,11 +108,6 @@ def run_trial(cfg: TrialConfig, session: Session) -> dict[str, Any]:
     model = build_trial_model(cfg, train_set.num_classes, session.log if rank == 0 else _silent)
     if cfg.model.norm == "syncbn" and world > 1:
         model = convert_sync_batchnorm(model)
-    if session.device.type == "cpu":
-        # oneDNN runs the batched RoI-head convolutions and the deconvolution faster on
-        # channels-last tensors (about 10% of a toy step on a CPU); CUDA keeps the default
-        # layout until benchmarks/gpu_trial.py shows that channels-last pays off with GN.
-        model = model.to(memory_format=torch.channels_last)
     model = session.prepare_model(model)
     net = getattr(model, "module", model)
     # fused=True: one kernel for all parameters instead of a loop of small ops per tensor
