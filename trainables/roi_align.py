@@ -1,4 +1,4 @@
-"""RoIAlign for small feature maps on the CPU, as two matrix products per image.
+"""RoIAlign as two matrix products per image, for training on small CPU feature maps.
 
 torchvision's CPU RoIAlign backward visits every (RoI, channel, bin, sample) and recomputes
 the sample's bilinear weights for each channel; in the toy study it is the costliest single
@@ -9,9 +9,10 @@ torchvision's ``roi_align`` arithmetic (Mask R-CNN, He et al. 2017; torchvision
 ``csrc/ops/cpu/roi_align_kernel.cpp``: samples outside [-1, size] count as zero, others are
 clamped to the map). Dense weights cost O(bins x H x W) per RoI, so this path is taken only
 on the CPU, for maps of at most ``MAX_DENSE_POSITIONS`` positions and a fixed sampling
-ratio; everything else (GPUs, COCO-sized maps) runs torchvision's kernel. Results agree
-with torchvision's to float rounding (tests/test_roi_align.py); autograd derives the
-backward from the two products.
+ratio, and only where a gradient is wanted: evaluation keeps torchvision's kernel, whose
+forward pass is the faster one, and so does everything on GPUs and COCO-sized maps. Values
+and gradients agree with torchvision's to float rounding (tests/test_roi_align.py); in an
+interleaved A/B on the toy model the training step took 12% less time.
 """
 
 from __future__ import annotations
@@ -47,41 +48,42 @@ def _axis_weights(start: Tensor, size: Tensor, bins: int, sampling_ratio: int, l
     return weights.sum(2) / sampling_ratio
 
 
+def _bin_weights(rois: Tensor, output_size: tuple[int, int], spatial_scale: float, sampling_ratio: int,
+                 height: int, width: int) -> tuple[Tensor, Tensor]:
+    """(Wy, Wx): (R, ph, H) and (R, pw, W) for torchvision's RoI geometry (aligned=False)."""
+    x1, y1 = rois[:, 1] * spatial_scale, rois[:, 2] * spatial_scale
+    # torchvision's legacy behaviour: RoIs at least one cell wide.
+    roi_w = (rois[:, 3] * spatial_scale - x1).clamp(min=1.0)
+    roi_h = (rois[:, 4] * spatial_scale - y1).clamp(min=1.0)
+    return (_axis_weights(y1, roi_h, output_size[0], sampling_ratio, height),
+            _axis_weights(x1, roi_w, output_size[1], sampling_ratio, width))
+
+
 def separable_roi_align(x: Tensor, rois: Tensor, output_size: tuple[int, int], spatial_scale: float,
-                        sampling_ratio: int, aligned: bool = False) -> Tensor:
-    """``torchvision.ops.roi_align`` (rois as (batch index, x1, y1, x2, y2)) by matrix products."""
+                        sampling_ratio: int) -> Tensor:
+    """``torchvision.ops.roi_align`` (rois as (batch index, x1, y1, x2, y2)) by matrix products.
+
+    Autograd differentiates the two products, which is where the time is saved.
+    """
     ph, pw = output_size
     n, c, h, w = x.shape
-    offset = 0.5 if aligned else 0.0
-    x1 = rois[:, 1] * spatial_scale - offset
-    y1 = rois[:, 2] * spatial_scale - offset
-    width = rois[:, 3] * spatial_scale - offset - x1
-    height = rois[:, 4] * spatial_scale - offset - y1
-    if not aligned:  # torchvision's legacy behaviour: RoIs at least one cell wide
-        width, height = width.clamp(min=1.0), height.clamp(min=1.0)
-    wy = _axis_weights(y1, height, ph, sampling_ratio, h)
-    wx = _axis_weights(x1, width, pw, sampling_ratio, w)
-
-    def pool(image: Tensor, wy: Tensor, wx: Tensor) -> Tensor:
-        rows = torch.matmul(wy, image.permute(1, 0, 2).reshape(h, c * w))  # (r, ph, c * w)
-        out = torch.bmm(rows.view(-1, ph * c, w), wx.transpose(1, 2))  # (r, ph * c, pw)
-        return out.view(-1, ph, c, pw).permute(0, 2, 1, 3)
-
-    if n == 1:
-        return pool(x[0], wy, wx).contiguous()
+    wy, wx = _bin_weights(rois, output_size, spatial_scale, sampling_ratio, h, w)
     batch = rois[:, 0].long()
     out = x.new_zeros(rois.shape[0], c, ph, pw)
     for i in range(n):
         idx = torch.where(batch == i)[0]
-        out = out.index_copy(0, idx, pool(x[i], wy[idx], wx[idx]))
+        rows = torch.matmul(wy[idx], x[i].permute(1, 0, 2).reshape(h, c * w))  # (r, ph, c * w)
+        pooled = torch.bmm(rows.view(-1, ph * c, w), wx[idx].transpose(1, 2))  # (r, ph * c, pw)
+        out = out.index_copy(0, idx, pooled.view(-1, ph, c, pw).permute(0, 2, 1, 3))
     return out
 
 
 def roi_align(x: Tensor, rois: Tensor, output_size: tuple[int, int], spatial_scale: float,
               sampling_ratio: int) -> Tensor:
-    """The separable path where it is the faster one, torchvision's kernel elsewhere."""
-    if x.device.type == "cpu" and sampling_ratio > 0 and x.shape[-2] * x.shape[-1] <= MAX_DENSE_POSITIONS:
-        return separable_roi_align(x, rois, output_size, spatial_scale, sampling_ratio)
+    """The separable form where its backward pass pays off, torchvision's kernel elsewhere."""
+    if (x.requires_grad and torch.is_grad_enabled() and x.device.type == "cpu" and sampling_ratio > 0
+            and x.shape[-2] * x.shape[-1] <= MAX_DENSE_POSITIONS):
+        return separable_roi_align(x, rois, tuple(output_size), spatial_scale, sampling_ratio)
     return torchvision_roi_align(x, rois, output_size=output_size, spatial_scale=spatial_scale,
                                  sampling_ratio=sampling_ratio)
 
