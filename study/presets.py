@@ -61,7 +61,7 @@ SCRATCH_LONGER = (("init=scratch", {"schedule": 3.0}),)
 
 TOY = StudyConfig(
     name="toy",
-    description="the embedded default: generated COCO-format data, tiny Mask R-CNN, CPU, ~13 minutes on 2 cores",
+    description="the embedded default: generated COCO-format data, tiny Mask R-CNN, CPU, 13-15 minutes on 2 cores",
     axes=Axes(init=("scratch", "pretrained"), data_fraction=(1.0,), model=("tiny",)),
     models=LOCAL_MODELS,
     data=TOY_DATA,
