@@ -12,7 +12,7 @@ on the CPU, for maps of at most ``MAX_DENSE_POSITIONS`` positions and a fixed sa
 ratio, and only where a gradient is wanted: evaluation keeps torchvision's kernel, whose
 forward pass is the faster one, and so does everything on GPUs and COCO-sized maps. Values
 and gradients agree with torchvision's to float rounding (tests/test_roi_align.py); in an
-interleaved A/B on the toy model the training step took 12% less time.
+interleaved A/B on the toy model the training step took 10-16% less time.
 """
 
 from __future__ import annotations
@@ -68,13 +68,19 @@ def separable_roi_align(x: Tensor, rois: Tensor, output_size: tuple[int, int], s
     ph, pw = output_size
     n, c, h, w = x.shape
     wy, wx = _bin_weights(rois, output_size, spatial_scale, sampling_ratio, h, w)
+
+    def pool(image: Tensor, wy: Tensor, wx: Tensor) -> Tensor:
+        rows = torch.matmul(wy, image.permute(1, 0, 2).reshape(h, c * w))  # (r, ph, c * w)
+        pooled = torch.bmm(rows.view(-1, ph * c, w), wx.transpose(1, 2))  # (r, ph * c, pw)
+        return pooled.view(-1, ph, c, pw).permute(0, 2, 1, 3)
+
+    if n == 1:  # one image per worker in the toy study: no gathering by image
+        return pool(x[0], wy, wx)
     batch = rois[:, 0].long()
     out = x.new_zeros(rois.shape[0], c, ph, pw)
     for i in range(n):
         idx = torch.where(batch == i)[0]
-        rows = torch.matmul(wy[idx], x[i].permute(1, 0, 2).reshape(h, c * w))  # (r, ph, c * w)
-        pooled = torch.bmm(rows.view(-1, ph * c, w), wx[idx].transpose(1, 2))  # (r, ph * c, pw)
-        out = out.index_copy(0, idx, pooled.view(-1, ph, c, pw).permute(0, 2, 1, 3))
+        out = out.index_copy(0, idx, pool(x[i], wy[idx], wx[idx]))
     return out
 
 
@@ -103,6 +109,8 @@ class MultiScaleRoIAlign(_TorchvisionPooler):
         result = features[0].new_zeros((len(rois), features[0].shape[1], *self.output_size))
         for level, (feature, scale) in enumerate(zip(features, self.scales)):
             idx = torch.where(levels == level)[0]
+            if len(idx) == 0:  # small objects leave the coarse levels empty: nothing to pool
+                continue
             # Match dtypes: under autocast the levels may come out in different precisions.
             result[idx] = roi_align(feature, rois[idx], self.output_size, scale, self.sampling_ratio).to(result.dtype)
         return result
