@@ -48,6 +48,7 @@ def probe(iterations: int, eval_period: int, out: str) -> None:
     ensure_dataset(study.data.synthetic)  # generated once, outside the timed trial
     base = base_trial(study, arm, results_uri="", code_version="bench", pretrained={})
     base = {**base, "solver": {**base["solver"], "base_iters": iterations}, "eval_period": eval_period}
+    trial_probe.add_to_worker_path()
     tuning.start_ray(None, num_cpus=os.cpu_count() or 1)
     result = trial_probe.run_probed_trial(
         base, {"lr": base["lr"], "weight_decay": base["weight_decay"], "schedule": 1.0, "seed": 0})
@@ -57,9 +58,8 @@ def probe(iterations: int, eval_period: int, out: str) -> None:
 # --- the comparison ------------------------------------------------------------------------
 def run_tree(tree: Path, iterations: int, eval_period: int) -> dict[str, float]:
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
-        # The tree's code first, then this folder's probe (imported by name in Ray's workers).
-        path = [str(tree), str(Path(__file__).resolve().parent), os.environ.get("PYTHONPATH", "")]
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in path if p)}
+        # The tree's code comes first; the probe adds its own folder (trial_probe.py).
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(tree), os.environ.get("PYTHONPATH")) if p)}
         cmd = [sys.executable, str(Path(__file__).resolve()), "--probe", "--iterations", str(iterations),
                "--eval-period", str(eval_period), "--out", out.name]
         proc = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True)

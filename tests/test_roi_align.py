@@ -55,7 +55,8 @@ def test_separable_form_only_where_it_pays():
 
 def test_pooler_matches_torchvisions_pooler_over_fpn_levels():
     torch.manual_seed(0)
-    features = {str(i): torch.randn(2, 8, 64 // 2**i, 80 // 2**i) for i in range(4)}
+    # Features that want a gradient, as in training: our pooler takes the separable path.
+    features = {str(i): torch.randn(2, 8, 64 // 2**i, 80 // 2**i, requires_grad=True) for i in range(4)}
     boxes = [_rois(1, 30, 64, 80, 0.25, seed=s)[:, 1:].clamp(min=0) for s in (2, 3)]
     boxes = [torch.cat([b[:, :2], torch.maximum(b[:, 2:], b[:, :2] + 1)], dim=1) for b in boxes]
     shapes = [(256, 320), (256, 320)]
