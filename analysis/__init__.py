@@ -3,6 +3,6 @@
 Imports neither Ray nor torch.
 """
 
-from analysis.results import final_rows, load_results
+from analysis.results import final_rows, load_results, trial_rows
 
-__all__ = ["load_results", "final_rows"]
+__all__ = ["load_results", "final_rows", "trial_rows"]

@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from analysis import figures, tables
-from analysis.results import final_rows, load_results
+from analysis.results import final_rows, load_results, trial_rows
 from study.config import selector_matches
 
 STUDY_FILE = "study.json"
@@ -41,6 +41,11 @@ def search_ranges(study: dict[str, Any]) -> dict[str, dict[str, tuple[float, flo
         if space:
             out[arm] = {"lr": tuple(space["lr"]), "weight_decay": tuple(space["weight_decay"])}
     return out
+
+
+def recipes(study: dict[str, Any]) -> dict[str, tuple[float, float]]:
+    """arm -> the recipe's (lr, weight_decay): study.json's arm configs carry it."""
+    return {arm: (float(t["lr"]), float(t["weight_decay"])) for arm, t in (study.get("arms") or {}).items()}
 
 
 def markdown_table(df: pd.DataFrame) -> str:
@@ -78,16 +83,17 @@ def write_report(study_dir: str | os.PathLike, out: str | os.PathLike | None = N
         notes.append(f"No {STUDY_FILE} next to the results: search ranges and the preset are unknown.")
 
     final = final_rows(df) if not df.empty else df
+    trials = trial_rows(df) if not df.empty else df
     if not df.empty:
         status = final["status"].value_counts()
         if not status.get("completed", 0):
-            notes.append("No trial has completed its schedule yet: the tables of best trials are empty.")
-        if status.get("diverged", 0) == len(final):
+            notes.append("No schedule has a final result yet: the tables of best results are empty.")
+        if (trials["trial_status"] == "diverged").all():
             notes.append("Every trial diverged (NaN/inf loss): lower the learning-rate range.")
         for init in ("scratch", "pretrained"):
-            if init not in set(final["init"]):
+            if init not in set(trials["init"]):
                 notes.append(f"The study has no {init} arm, so scratch and pretrained cannot be compared.")
-        if final[objective].isna().all():
+        if df[objective].isna().all():
             notes.append(f"No trial reported {objective}.")
 
     is_coco = any((a.get("data") or {}).get("source") == "coco" for a in (study.get("arms") or {}).values())
@@ -106,8 +112,12 @@ def write_report(study_dir: str | os.PathLike, out: str | os.PathLike | None = N
     sections = [
         f"# Study report: {(study.get('preset') or {}).get('name', study_dir.name)}",
         "",
-        f"Results: `{study_dir}` — {len(final)} trials, {len(df)} evaluations; objective `{objective}`. "
-        "AP values are fractions (the paper prints percent).",
+        f"Results: `{study_dir}` — {len(trials)} trials, {len(final)} schedule results, {len(df)} evaluations; "
+        f"objective `{objective}`. AP values are fractions (the paper prints percent).",
+        "",
+        "Every trial trains one peak-LR trunk and scores each schedule of its arm up to its own on a "
+        "branch: from the schedule's first LR drop, its cooldown to its end. A schedule's result is that "
+        "of an independent run of it with the same seed.",
     ]
     if notes:
         sections += ["", "## What is missing", "", *[f"- {n}" for n in notes]]
@@ -116,10 +126,12 @@ def write_report(study_dir: str | os.PathLike, out: str | os.PathLike | None = N
         sections += ["", "## Warnings: best values at the edge of the searched range", "",
                      *[f"- {w}" for w in warnings]]
     sections += [
-        "", "## Scratch vs. pretrained, best completed trial per schedule (paper Table 1)", "",
-        markdown_table(tables.scratch_vs_pretrained(data, objective, with_paper=is_coco)),
-        "", "`delta` = scratch − pretrained." + (" `paper_*` = the paper's Table 1 (GN, COCO val2017)." if is_coco else ""),
-        "", "## Best trial per arm and schedule", "", markdown_table(tables.best_by_schedule(data, objective)),
+        "", "## Scratch vs. pretrained per schedule (paper Table 1)", "",
+        markdown_table(tables.scratch_vs_pretrained(data, objective, with_paper=is_coco, recipes=recipes(study))),
+        "", "`scratch_*`/`pretrained_*`: the best searched result at that schedule; `delta` = scratch − pretrained; "
+        "`recipe_*`: each arm's recipe (its first trial) at every schedule, the paper's design."
+        + (" `paper_*` = the paper's Table 1 (GN, COCO val2017)." if is_coco else ""),
+        "", "## Best result per arm and schedule", "", markdown_table(tables.best_by_schedule(data, objective)),
         "", "## Training curves (paper Figs. 1, 3, 4)", "", "![training curves](training_curves.png)",
         "", "## AP against all images seen, pretraining included (paper Fig. 2)", "", "![AP vs images](ap_vs_images.png)",
         "", "## Hyperparameter landscape per arm", "", "![landscape](landscape.png)",
@@ -131,7 +143,7 @@ def write_report(study_dir: str | os.PathLike, out: str | os.PathLike | None = N
     seed_table = tables.seeds(data, objective)
     sections += ["", "## Seeds", ""]
     sections.append(markdown_table(seed_table) if not seed_table.empty
-                    else "_No two completed trials share all hyperparameters but the seed._")
+                    else "_No two trials share all hyperparameters but the seed._")
     report = out_dir / "report.md"
     report.write_text("\n".join(sections) + "\n")
     return report

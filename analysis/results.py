@@ -13,7 +13,11 @@ import pyarrow.parquet as pq
 
 from trainables.results import SCHEMA
 
-KEY = ["trial_id", "iteration"]
+# A row is one evaluation of one trial; within a trial, rows are ordered (and named) by
+# the iterations computed so far, trunk plus branches (a branch's final and a trunk row may
+# share an ``iteration``).
+KEY = ["trial_id", "cost_iterations"]
+TRIAL_STATUSES = ("completed", "stopped", "diverged", "failed", "running")
 
 
 def metrics_path(path: str | os.PathLike) -> str:
@@ -25,11 +29,11 @@ def metrics_path(path: str | os.PathLike) -> str:
 
 
 def load_results(path: str | os.PathLike) -> pd.DataFrame:
-    """Every evaluation row of a study, one row per (trial_id, iteration).
+    """Every evaluation row of a study, one row per (trial_id, cost_iterations).
 
     Rows are read with the results schema, so columns have stable dtypes even when a
     study has no pretrained arm or no evaluation yet (an empty frame with all columns).
-    Should a (trial_id, iteration) appear twice, the row written last wins.
+    Should a (trial_id, cost_iterations) appear twice, the row written last wins.
     """
     folder = metrics_path(path)
     fs, inner = pafs.FileSystem.from_uri(folder) if "://" in folder else (pafs.LocalFileSystem(), os.path.abspath(folder))
@@ -41,16 +45,32 @@ def load_results(path: str | os.PathLike) -> pd.DataFrame:
     if df.empty:
         return df
     df = (df.sort_values("written_at").drop_duplicates(KEY, keep="last")
-            .sort_values(["arm", "trial_id", "iteration"]).reset_index(drop=True))
+            .sort_values(["arm", "trial_id", "cost_iterations"]).reset_index(drop=True))
     for col in ("pretrain_images_seen", "resumed_from"):
         df[col] = df[col].astype("Int64")
-    for col in ("study", "arm", "trial_id", "init", "model", "norm", "status", "code_version"):
+    for col in ("study", "arm", "trial_id", "init", "model", "norm", "phase", "status", "code_version"):
         df[col] = df[col].astype("string")
     return df
 
 
 def final_rows(df: pd.DataFrame) -> pd.DataFrame:
-    """The last evaluation of every trial (its final status and AP)."""
+    """Every schedule's final result: one row per (trial, schedule) that ended its cooldown
+    (status "completed") or diverged on the way ("diverged")."""
     if df.empty:
         return df
-    return df.sort_values("iteration").groupby("trial_id", sort=False).tail(1).sort_values(["arm", "trial_id"])
+    return df[df["phase"] == "final"].sort_values(["arm", "trial_id", "schedule"])
+
+
+def trial_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """The last row of every trial, with ``trial_status``: one of :data:`TRIAL_STATUSES`.
+
+    "completed": it reached its own (trunk) schedule's final result; "stopped": early
+    stopping ended it after a shorter schedule's result, or on its trunk.
+    """
+    if df.empty:
+        return df.assign(trial_status=pd.Series(dtype="string"))
+    last = df.sort_values("cost_iterations").groupby("trial_id", sort=False).tail(1).sort_values(["arm", "trial_id"])
+    reached = (last["phase"] == "final") & (last["schedule"] == last["trunk_schedule"])
+    status = last["status"].astype(object).copy()
+    status[(status == "completed") & ~reached] = "stopped"
+    return last.assign(trial_status=status.astype("string"))

@@ -10,23 +10,23 @@ import numpy as np
 import pandas as pd
 
 from analysis.paper import table1_frame
-from analysis.results import final_rows
+from analysis.results import TRIAL_STATUSES, final_rows, trial_rows
 
 ARM_KEYS = ["model", "data_fraction", "init"]
 HYPER = ["lr", "weight_decay", "schedule"]
 
 
 def completed(df: pd.DataFrame) -> pd.DataFrame:
-    """Final rows of trials that ran their whole schedule."""
+    """Every schedule's final result that ended its cooldown (one per trial and schedule)."""
     final = final_rows(df)
     return final[final["status"] == "completed"] if not final.empty else final
 
 
 def best_by_schedule(df: pd.DataFrame, objective: str = "bbox_AP") -> pd.DataFrame:
-    """Table 1 style: for each arm and schedule, the best completed trial.
+    """Table 1 style: for each arm and schedule, the best final result of any trial.
 
     Columns: model, data_fraction, init, schedule, bbox_AP, segm_AP, lr, weight_decay,
-    trial_id, trials (completed trials behind the best).
+    trial_id, trials (trials that scored this schedule: their own or on a branch).
     """
     done = completed(df)
     cols = [*ARM_KEYS, "schedule", "bbox_AP", "segm_AP", "lr", "weight_decay", "trial_id", "trials"]
@@ -41,11 +41,35 @@ def best_by_schedule(df: pd.DataFrame, objective: str = "bbox_AP") -> pd.DataFra
     return pd.DataFrame(rows, columns=cols)
 
 
-def scratch_vs_pretrained(df: pd.DataFrame, objective: str = "bbox_AP", with_paper: bool = False) -> pd.DataFrame:
+def recipe_by_schedule(df: pd.DataFrame, recipes: dict[str, tuple[float, float]]) -> pd.DataFrame:
+    """The paper's design: each arm's recipe (lr, weight decay) at every schedule.
+
+    ``recipes``: arm -> (lr, weight_decay) of its recipe (study.json's arms). Where several
+    trials ran the recipe (seeds), the mean. Columns: model, data_fraction, init,
+    schedule, bbox_AP, segm_AP.
+    """
+    done = completed(df)
+    cols = [*ARM_KEYS, "schedule", "bbox_AP", "segm_AP"]
+    if done.empty or not recipes:
+        return pd.DataFrame(columns=cols)
+    mask = pd.Series(False, index=done.index)
+    for arm, (lr, wd) in recipes.items():
+        mask |= (done["arm"] == arm) & np.isclose(done["lr"], lr) & np.isclose(done["weight_decay"], wd)
+    picked = done[mask]
+    if picked.empty:
+        return pd.DataFrame(columns=cols)
+    return picked.groupby([*ARM_KEYS, "schedule"], as_index=False)[["bbox_AP", "segm_AP"]].mean()[cols]
+
+
+def scratch_vs_pretrained(df: pd.DataFrame, objective: str = "bbox_AP", with_paper: bool = False,
+                          recipes: dict[str, tuple[float, float]] | None = None) -> pd.DataFrame:
     """Scratch and pretrained side by side per (model, data fraction, schedule), with the gap.
 
-    ``with_paper`` adds the paper's Table 1 bbox AP (as fractions) for the same model and
-    schedule, for COCO studies.
+    The best searched result per schedule, and with ``recipes`` (arm -> its recipe's lr and
+    weight decay) the recipe's result at the same schedule as ``recipe_*`` columns: the
+    paper's Table 1 design, one recipe at every schedule for both inits. ``with_paper``
+    adds the paper's Table 1 bbox AP (as fractions) for the same model and schedule, for
+    COCO studies.
     """
     best = best_by_schedule(df, objective)
     index = ["model", "data_fraction", "schedule"]
@@ -60,6 +84,11 @@ def scratch_vs_pretrained(df: pd.DataFrame, objective: str = "bbox_AP", with_pap
             if f"{init}_{metric}" not in wide:
                 wide[f"{init}_{metric}"] = np.nan
         wide[f"delta_{metric}"] = wide[f"scratch_{metric}"] - wide[f"pretrained_{metric}"]
+    recipe = recipe_by_schedule(df, recipes or {})
+    if not recipe.empty:
+        r = recipe.pivot_table(index=index, columns="init", values="bbox_AP", aggfunc="first")
+        r.columns = [f"recipe_{c}_bbox_AP" for c in r.columns]
+        wide = wide.merge(r.reset_index(), on=index, how="left")
     if with_paper:
         paper = table1_frame().pivot_table(index=["model", "schedule"], columns="init", values="paper_bbox_AP")
         paper.columns = [f"paper_{c}_bbox_AP" for c in paper.columns]
@@ -84,18 +113,19 @@ def scaling(df: pd.DataFrame, objective: str = "bbox_AP") -> pd.DataFrame:
 
 
 def budget(df: pd.DataFrame) -> pd.DataFrame:
-    """Trials by final status, iterations trained and worker-hours spent, per arm."""
-    final = final_rows(df)
-    cols = ["arm", "trials", "completed", "stopped", "diverged", "failed", "running", "iterations",
-            "images_seen", "worker_hours"]
-    if final.empty:
+    """Trials by status, schedules scored, iterations computed (trunks and branches) and
+    worker-hours spent, per arm."""
+    last = trial_rows(df)
+    cols = ["arm", "trials", *TRIAL_STATUSES, "schedule_results", "iterations", "images", "worker_hours"]
+    if last.empty:
         return pd.DataFrame(columns=cols)
+    scored = completed(df).groupby("arm").size()
     rows = []
-    for arm, group in final.groupby("arm", sort=True):
-        status = group["status"].value_counts()
-        rows.append({"arm": arm, "trials": len(group),
-                     **{s: int(status.get(s, 0)) for s in ("completed", "stopped", "diverged", "failed", "running")},
-                     "iterations": int(group["iteration"].sum()), "images_seen": int(group["images_seen"].sum()),
+    for arm, group in last.groupby("arm", sort=True):
+        status = group["trial_status"].value_counts()
+        rows.append({"arm": arm, "trials": len(group), **{s: int(status.get(s, 0)) for s in TRIAL_STATUSES},
+                     "schedule_results": int(scored.get(arm, 0)),
+                     "iterations": int(group["cost_iterations"].sum()), "images": int(group["cost_images"].sum()),
                      "worker_hours": float((group["wall_time_s"].fillna(0) * group["num_workers"]).sum() / 3600)})
     return pd.DataFrame(rows, columns=cols)
 
@@ -120,7 +150,7 @@ def boundary_warnings(df: pd.DataFrame, ranges: dict[str, dict[str, tuple[float,
     within ``tolerance`` of the range's width on a log scale (tuning playbook: a best point
     near the boundary means the range should be widened).
     """
-    final = final_rows(df)
+    final = completed(df)
     warnings = []
     if final.empty:
         return warnings

@@ -47,7 +47,9 @@ def probe(iterations: int, eval_period: int, out: str) -> None:
     arm = Arm("scratch", 1.0, study.axes.model[0])
     ensure_dataset(study.data.synthetic)  # generated once, outside the timed trial
     base = base_trial(study, arm, results_uri="", code_version="bench", pretrained={})
-    base = {**base, "solver": {**base["solver"], "base_iters": iterations}, "eval_period": eval_period}
+    # The trial issue 9 is measured on: 2 DDP workers x 1 image, whatever the tree's toy uses.
+    base = {**base, "num_workers": 2, "solver": {**base["solver"], "base_iters": iterations, "ims_per_worker": 1},
+            "eval_period": eval_period}
     trial_probe.add_to_worker_path()
     tuning.start_ray(None, num_cpus=os.cpu_count() or 1)
     result = trial_probe.run_probed_trial(

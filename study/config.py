@@ -55,15 +55,13 @@ class Axes:
 
 @dataclass(frozen=True)
 class EarlyStopping:
-    """ASHA within each (arm, schedule) group, on the monotonic ``iteration`` attribute."""
+    """Rungs at the schedules of each arm's set (study/scheduler.py): at each schedule's
+    final result the bottom 1 - 1/reduction_factor of the arm's trials stop."""
 
     enabled: bool = True
-    # First rung at this fraction of the trial's own schedule; rungs grow by reduction_factor.
-    grace_fraction: float = 0.25
     reduction_factor: int = 3
 
     def __post_init__(self) -> None:
-        _check(0 < self.grace_fraction <= 1, "early_stopping.grace_fraction", self.grace_fraction, "in (0, 1]")
         _check(self.reduction_factor >= 2, "early_stopping.reduction_factor", self.reduction_factor, ">= 2")
 
 
@@ -177,7 +175,7 @@ def base_trial(study: StudyConfig, arm: Arm, *, results_uri: str, code_version: 
     base = TrialConfig(
         study=study.name, arm=arm.name, init=arm.init, data_fraction=arm.data_fraction, model_name=arm.model,
         **default_point(study, dataclasses.asdict(arm)), seed=study.seed, model=study.models[arm.model], data=study.data,
-        solver=study.solver, num_workers=study.num_workers, use_gpu=study.use_gpu,
+        solver=study.solver, schedules=search_space(study, arm).schedule, num_workers=study.num_workers, use_gpu=study.use_gpu,
         cpus_per_worker=study.cpus_per_worker, max_failures=study.max_failures, eval_period=study.eval_period,
         pretrained_weights=weights, pretrain_images_seen=images_seen, results_uri=results_uri,
         code_version=code_version,

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from study.config import Arm, StudyConfig, arms, search_space
-from trainables.schedule import total_iterations
+from study.config import Arm, StudyConfig, arms, default_point, search_space
+from trainables.branches import branches, independent_iterations, trial_iterations
 
 
 @dataclass(frozen=True)
@@ -17,8 +17,12 @@ class ArmPlan:
     arm: Arm
     trials: int
     schedules: tuple[float, ...]
-    max_iterations: int  # the longest schedule of the arm
-    expected_iterations: int  # trials x mean schedule length, before early stopping
+    recipe_schedule: float
+    # The recipe's trial: its trunk and every branch, and the same schedules run separately.
+    recipe_iterations: int
+    recipe_independent: int
+    # The recipe, then trials x the mean cost of a searched trunk, before early stopping.
+    expected_iterations: int
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,10 @@ class Plan:
     def expected_iterations(self) -> int:
         return sum(a.expected_iterations for a in self.arms)
 
+    @property
+    def longest_trial(self) -> int:
+        return max(a.recipe_iterations for a in self.arms)
+
 
 def max_concurrent_trials(study: StudyConfig, cluster_cpus: float, cluster_gpus: float) -> int:
     """Trials whose worker groups fit at once; at least 1 (a trial waits for its group).
@@ -57,11 +65,16 @@ def max_concurrent_trials(study: StudyConfig, cluster_cpus: float, cluster_gpus:
 
 def make_plan(study: StudyConfig, num_samples: int, cluster_cpus: float, cluster_gpus: float, capacity: str) -> Plan:
     plans = []
+    base = study.solver.base_iters
     for arm in arms(study):
         schedules = search_space(study, arm).schedule
-        longest = total_iterations(study.solver.base_iters, max(schedules))
-        mean = sum(total_iterations(study.solver.base_iters, s) for s in schedules) / len(schedules)
-        plans.append(ArmPlan(arm, num_samples, schedules, longest, round(num_samples * mean)))
+        recipe = float(default_point(study, {"init": arm.init, "data_fraction": arm.data_fraction,
+                                             "model": arm.model})["schedule"])
+        recipe_plan = branches(base, schedules, recipe)
+        mean = sum(trial_iterations(branches(base, schedules, s)) for s in schedules) / len(schedules)
+        expected = trial_iterations(recipe_plan) + round((num_samples - 1) * mean)
+        plans.append(ArmPlan(arm, num_samples, schedules, recipe, trial_iterations(recipe_plan),
+                             independent_iterations(recipe_plan), expected))
     return Plan(study, tuple(plans), study.num_workers, study.num_workers * study.cpus_per_worker,
                 study.num_workers if study.use_gpu else 0, max_concurrent_trials(study, cluster_cpus, cluster_gpus),
                 capacity)
@@ -73,13 +86,14 @@ def format_plan(plan: Plan) -> str:
     lines = [
         f"study preset {s.name}: {s.description}",
         f"  arms: {len(plan.arms)}, trials: {plan.total_trials} ({plan.arms[0].trials} per arm), objective {s.objective}",
-        f"  per trial: {plan.workers_per_trial} Ray Train workers x ({s.cpus_per_worker} CPU"
+        f"  per trial: {plan.workers_per_trial} Ray Train worker{'s' if plan.workers_per_trial > 1 else ''} x ({s.cpus_per_worker} CPU"
         f"{', 1 GPU' if s.use_gpu else ''}), {s.solver.ims_per_worker} images/worker = batch {batch}"
         + (f"; {plan.gpus_per_trial} GPUs per trial" if s.use_gpu else ""),
         f"  concurrency: {plan.max_concurrent} trial(s) at once ({plan.capacity})",
-        f"  1x = {s.solver.base_iters} iterations; evaluation every {s.eval_period or 'end of'} iterations"
-        f"{'' if not s.eval_period else ' and at the end'}",
-        f"  early stopping: {'ASHA per (arm, schedule), first rung at ' + format(s.early_stopping.grace_fraction, 'g') + ' of the schedule, reduction ' + str(s.early_stopping.reduction_factor) if s.early_stopping.enabled else 'off'}",
+        f"  1x = {s.solver.base_iters} iterations; "
+        + (f"the trunk is evaluated every {s.eval_period} iterations, " if s.eval_period else "")
+        + "each schedule at its end",
+        f"  early stopping: {'rungs at the schedules of each arm, reduction ' + str(s.early_stopping.reduction_factor) if s.early_stopping.enabled else 'off'}",
         "",
         f"  {'arm':<26} {'trials':>6} {'schedules':<14} {'lr range':<17} {'wd range':<17} {'iterations':>11}",
     ]
@@ -90,6 +104,15 @@ def format_plan(plan: Plan) -> str:
             f"{space.lr[0]:.3g}-{space.lr[1]:<11.3g} {space.weight_decay[0]:.2g}-{space.weight_decay[1]:<11.2g} "
             f"{a.expected_iterations:>11,}")
     lines.append(f"  expected iterations (no early stopping): {plan.expected_iterations:,}")
+    lines.append("")
+    lines.append("  every trial trains one peak-LR trunk and scores each schedule of its arm up to its own on a")
+    lines.append("  cooled-down branch (the first LR drop onwards); the recipe's trial runs the whole set:")
+    for a in plan.arms:
+        lines.append(f"    {a.arm.name:<26} recipe {a.recipe_schedule:g}x: {_k(a.recipe_iterations)} iterations with "
+                     f"branches, {_k(a.recipe_independent)} as separate runs of "
+                     f"{', '.join(f'{x:.3g}x' for x in a.schedules if x <= a.recipe_schedule)}")
+    lines.append(f"  longest trial: {_k(plan.longest_trial)} iterations; branches make a trial longer than its "
+                 f"longest schedule (one\n  worker group runs them one after another) and the study cheaper")
     if s.use_gpu and s.seconds_per_iteration:
         lines += ["", f"  cost estimate ({plan.gpus_per_trial} GPUs per trial; seconds per iteration of the whole "
                       f"{batch}-image step, cited in study/presets.py; override with --set seconds_per_iteration.GPU=S):"]
@@ -101,6 +124,13 @@ def format_plan(plan: Plan) -> str:
     return "\n".join(lines)
 
 
+def _k(n: int) -> str:
+    """780000 -> "780k", 1800000 -> "1.8M" (exact), else with separators."""
+    if n >= 1_000_000 and n % 100_000 == 0:
+        return f"{n / 1e6:g}M"
+    return f"{n // 1000}k" if n >= 10_000 and n % 1000 == 0 else f"{n:,}"
+
+
 def gpu_hours(plan: Plan, seconds_per_iteration: float) -> float:
-    """Expected iterations x step time x GPUs per trial (before early stopping saves some)."""
+    """Expected iterations (branches included) x step time x GPUs per trial (before early stopping)."""
     return plan.expected_iterations * seconds_per_iteration * plan.gpus_per_trial / 3600

@@ -7,6 +7,13 @@ routes: it asks the arm with the fewest trials so far for the next suggestion (a
 together and share the cluster) and sends each result back to the OptunaSearch that made
 it. Each OptunaSearch has its own seeded TPESampler and its own named study in one SQLite
 file, so ``optuna-dashboard sqlite:///DIR/NAME/optuna.db`` shows every arm.
+
+A Tune trial searches (lr, weight_decay, schedule S) and scores every schedule s <= S of its
+arm's set on a branch (trainables/branches.py). Its own Optuna trial gets S's final result
+(the Tune objective); each shorter schedule's final result is added to the arm's study as a
+finished trial of its own with (lr, weight_decay, s), so TPE learns from every schedule
+scored and the dashboard shows each one. Trunk evaluations go to the trial's own Optuna
+trial as intermediate values.
 """
 
 from __future__ import annotations
@@ -53,13 +60,40 @@ def _inside(point: dict[str, Any], space: SearchSpace) -> bool:
     return space.lr[0] <= point["lr"] <= space.lr[1] and space.weight_decay[0] <= point["weight_decay"] <= space.weight_decay[1]
 
 
+def is_branch_result(result: dict[str, Any], metric: str) -> bool:
+    """A completed final result of a schedule shorter than the trial's own."""
+    return (result.get("phase") == "final" and result.get("status") == "completed"
+            and result.get(metric) is not None and result.get("schedule") != result.get("trunk_schedule"))
+
+
+def record_branch(study: optuna.Study, tune_trial_id: str, result: dict[str, Any], metric: str,
+                  distributions: dict[str, optuna.distributions.BaseDistribution]) -> bool:
+    """Add a branch's result to the arm's Optuna study as a finished trial, once.
+
+    Returns False when it is there already (a resumed trial reports its branches again).
+    The trial carries ``tune_trial`` and ``trunk_schedule`` as user attributes.
+    """
+    schedule = float(result["schedule"])
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        if t.user_attrs.get("tune_trial") == tune_trial_id and t.params.get("schedule") == schedule:
+            return False
+    params = {"lr": float(result["lr"]), "weight_decay": float(result["weight_decay"]), "schedule": schedule}
+    study.add_trial(optuna.trial.create_trial(
+        params=params, distributions=distributions, value=float(result[metric]),
+        user_attrs={"tune_trial": tune_trial_id, "trunk_schedule": float(result["trunk_schedule"]),
+                    "branch": True}))
+    return True
+
+
 class ArmSearch(Searcher):
     """Routes suggestions and results between Tune and one OptunaSearch per arm."""
 
     def __init__(self, searchers: dict[str, OptunaSearch], num_samples: int, metric: str,
-                 fixed: dict[str, Any] | None = None) -> None:
+                 fixed: dict[str, Any] | None = None, spaces: dict[str, SearchSpace] | None = None) -> None:
         super().__init__(metric=metric, mode="max")
         self.searchers = searchers
+        # Each arm's distributions, for the trials its branches add (record_branch).
+        self.spaces = dict(spaces or {})
         self.num_samples = num_samples
         self.fixed = dict(fixed or {})
         self.suggested = {arm: 0 for arm in searchers}
@@ -81,22 +115,31 @@ class ArmSearch(Searcher):
         return {"arm": arm, **params, **self.fixed}
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        if trial_id in self.trial_arm:
-            self.searchers[self.trial_arm[trial_id]].on_trial_result(trial_id, result)
+        if trial_id not in self.trial_arm:
+            return
+        searcher = self.searchers[self.trial_arm[trial_id]]
+        if result.get("phase") == "trunk" and result.get(self.metric) is not None:
+            searcher.on_trial_result(trial_id, result)
+        elif is_branch_result(result, self.metric):
+            arm = self.trial_arm[trial_id]
+            # OptunaSearch keeps its study private; add_trial is Optuna's public call for
+            # results computed outside a sampler's ask/tell.
+            record_branch(searcher._ot_study, trial_id, result, self.metric, optuna_space(self.spaces[arm]))
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id not in self.trial_arm:
             return
-        if result is not None and result.get("status") == "running":
-            # Stopped early: its AP is a mid-schedule value, before its LR drops. Told as
-            # PRUNED (no final value), TPE ranks it by its reported intermediate values
-            # instead of mistaking it for a finished trial of that quality.
+        if result is not None and not (result.get("phase") == "final" and result.get("status") == "diverged") and not (
+                result.get("phase") == "final" and result.get("schedule") == result.get("trunk_schedule")):
+            # Stopped early, after a shorter schedule's result or on the trunk: its own
+            # schedule has no final value. Told as PRUNED, TPE ranks it by its trunk
+            # values, while the schedules it did finish are trials of their own.
             result = None
         self.searchers[self.trial_arm[trial_id]].on_trial_complete(trial_id, result=result, error=error)
 
     def save(self, checkpoint_path: str) -> None:
         state = {"suggested": self.suggested, "trial_arm": self.trial_arm, "num_samples": self.num_samples,
-                 "fixed": self.fixed, "searchers": {a: s.__dict__.copy() for a, s in self.searchers.items()}}
+                 "fixed": self.fixed, "spaces": self.spaces, "searchers": {a: s.__dict__.copy() for a, s in self.searchers.items()}}
         with open(checkpoint_path, "wb") as f:
             pickle.dump(state, f)
 
@@ -104,7 +147,7 @@ class ArmSearch(Searcher):
         with open(checkpoint_path, "rb") as f:
             state = pickle.load(f)
         self.suggested, self.trial_arm = state["suggested"], state["trial_arm"]
-        self.num_samples, self.fixed = state["num_samples"], state["fixed"]
+        self.num_samples, self.fixed, self.spaces = state["num_samples"], state["fixed"], state.get("spaces", self.spaces)
         for arm, blob in state["searchers"].items():
             self.searchers[arm].__dict__.update(blob)
         self.fail_orphans()

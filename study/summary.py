@@ -4,24 +4,26 @@ from __future__ import annotations
 
 import pandas as pd
 
-from analysis.results import final_rows
+from analysis.results import final_rows, trial_rows
 
 
 def best_per_arm(df: pd.DataFrame, objective: str = "bbox_AP") -> pd.DataFrame:
-    """For each arm, its best trial by final objective (completed trials first)."""
+    """For each arm, its best schedule result (completed first), and how its trials ended."""
     if df.empty:
         return pd.DataFrame()
-    final = final_rows(df).copy()
-    final["_done"] = final["status"].eq("completed")
+    final = final_rows(df)
+    last = trial_rows(df)
     rows = []
-    for arm, group in final.groupby("arm", sort=True):
-        pool = group[group["_done"]] if group["_done"].any() else group
+    for arm, trials in last.groupby("arm", sort=True):
+        group = final[final["arm"] == arm]
+        done = group[group["status"] == "completed"]
+        pool = done if not done.empty else group if not group.empty else trials
         best = pool.sort_values(objective, ascending=False).iloc[0]
-        counts = group["status"].value_counts()
+        counts = trials["trial_status"].value_counts()
         rows.append({"arm": arm, "trial_id": best["trial_id"], "status": best["status"],
                      "bbox_AP": best["bbox_AP"], "segm_AP": best["segm_AP"], "lr": best["lr"],
                      "weight_decay": best["weight_decay"], "schedule": best["schedule"],
-                     "iterations": best["iteration"], "trials": len(group),
+                     "iterations": best["iteration"], "trials": len(trials), "schedule_results": len(done),
                      "stopped": int(counts.get("stopped", 0)), "diverged": int(counts.get("diverged", 0)),
                      "failed": int(counts.get("failed", 0))})
     return pd.DataFrame(rows)
@@ -31,8 +33,9 @@ def format_summary(table: pd.DataFrame) -> str:
     if table.empty:
         return "no evaluation rows yet"
     lines = [f"{'arm':<26} {'bbox AP':>8} {'segm AP':>8} {'lr':>9} {'wd':>9} {'sched':>6} {'trials':>6} "
-             f"{'stopped':>7} {'diverged':>8}  best trial"]
+             f"{'results':>7} {'stopped':>7} {'diverged':>8}  best trial"]
     for r in table.itertuples():
         lines.append(f"{r.arm:<26} {r.bbox_AP:>8.3f} {r.segm_AP:>8.3f} {r.lr:>9.4g} {r.weight_decay:>9.2g} "
-                     f"{r.schedule:>5g}x {r.trials:>6} {r.stopped:>7} {r.diverged:>8}  {r.trial_id} ({r.status})")
+                     f"{r.schedule:>5g}x {r.trials:>6} {r.schedule_results:>7} {r.stopped:>7} {r.diverged:>8}  "
+                     f"{r.trial_id} ({r.status})")
     return "\n".join(lines)

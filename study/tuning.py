@@ -18,11 +18,10 @@ import ray
 from ray import tune
 
 from study.config import StudyConfig, arms as study_arms, default_point, search_space
-from study.scheduler import ScheduleAwareASHA
+from study.scheduler import ScheduleRungs
 from study.search import ArmSearch, arm_searcher
 from trainables import results, storage
 from trainables.ray_entry import DRIVER_RESOURCE, train_driver_fn
-from trainables.schedule import total_iterations
 
 TUNE_DIR = "tune"
 # Environment every Ray worker process gets (local runs and clusters alike).
@@ -161,25 +160,21 @@ def optuna_storage(results_uri: str) -> optuna.storages.RDBStorage:
 
 def build_search(study: StudyConfig, num_samples: int, results_uri: str) -> ArmSearch:
     db = optuna_storage(results_uri)
-    searchers = {}
+    searchers, spaces = {}, {}
     for index, arm in enumerate(study_arms(study)):
+        spaces[arm.name] = search_space(study, arm)
         searchers[arm.name] = arm_searcher(
             arm.name, search_space(study, arm), storage=db, seed=study.seed * 1000 + index, metric=study.objective,
             num_samples=num_samples, first_point=default_point(study, dataclasses.asdict(arm)))
-    return ArmSearch(searchers, num_samples, study.objective, fixed={"seed": study.seed})
+    return ArmSearch(searchers, num_samples, study.objective, fixed={"seed": study.seed}, spaces=spaces)
 
 
-def build_scheduler(study: StudyConfig, arms: dict[str, dict[str, Any]], results_uri: str):
+def build_scheduler(study: StudyConfig, results_uri: str):
     if not study.early_stopping.enabled:
         return None
-
-    def max_iterations(config: dict[str, Any]) -> int:
-        return total_iterations(arms[config["arm"]]["solver"]["base_iters"], float(config["schedule"]))
-
-    es = study.early_stopping
     # After --resume the rungs are rebuilt from the rows already written (scheduler.py).
-    return ScheduleAwareASHA(study.objective, max_iterations, es.grace_fraction, es.reduction_factor,
-                             history=functools.partial(results.read_rows, results_uri))
+    return ScheduleRungs(study.objective, study.early_stopping.reduction_factor,
+                         history=functools.partial(results.read_rows, results_uri))
 
 
 def run_study(study: StudyConfig, arms: dict[str, dict[str, Any]], num_samples: int, results_uri: str,
@@ -199,7 +194,7 @@ def run_study(study: StudyConfig, arms: dict[str, dict[str, Any]], num_samples: 
         tuner = tune.Tuner(
             fn,
             tune_config=tune.TuneConfig(
-                search_alg=search, scheduler=build_scheduler(study, arms, results_uri), num_samples=num_samples * len(arms),
+                search_alg=search, scheduler=build_scheduler(study, results_uri), num_samples=num_samples * len(arms),
                 max_concurrent_trials=max_concurrent, metric=study.objective, mode="max"),
             run_config=run_config(results_uri),
         )

@@ -8,23 +8,42 @@ import pytest
 from analysis import figures, tables
 from analysis.report import search_ranges, write_report
 from trainables import results
+from trainables.branches import branches
 
 
-def _rows(trial, arm_init, lr, wd, sched, aps, status="completed", seed=0, fraction=1.0, model="tiny",
-          max_iter=None, pretrain=None, period=100):
-    """Evaluation rows of one trial: ``aps`` at iterations period, 2*period, ..."""
-    max_iter = max_iter or int(200 * sched)
-    out = []
-    for k, ap in enumerate(aps, start=1):
-        last = k == len(aps)
-        out.append({
-            "study": "t", "arm": f"{arm_init}-{model}-f{fraction:g}", "trial_id": trial, "init": arm_init,
-            "data_fraction": fraction, "train_images": int(600 * fraction), "model": model, "norm": "gn", "lr": lr,
-            "weight_decay": wd, "schedule": sched, "batch_size": 4, "seed": seed, "num_workers": 2,
-            "iteration": k * period, "max_iterations": max_iter, "images_seen": 4 * k * period, "lr_now": lr,
-            "loss": 1.0 / k, "bbox_AP": ap, "segm_AP": ap * 0.9, "wall_time_s": 36.0 * k,
-            "status": status if last else "running", "code_version": "t", "pretrain_images_seen": pretrain,
-        })
+def _rows(trial, arm_init, lr, wd, trunk, finals, trunk_aps=(), status="completed", seed=0, fraction=1.0,
+          model="tiny", pretrain=None, period=100, base=200):
+    """Rows of one trial with trunk schedule ``trunk``, written in the order a run computes them.
+
+    ``finals``: schedule -> final AP, for the schedules it finished (a trial stopped early
+    lists fewer than its plan); ``trunk_aps``: trunk evaluations every ``period`` trunk
+    iterations; the last final gets ``status``.
+    """
+    out, cost, it, aps = [], 0, 0, list(trunk_aps)
+
+    def row(**kw):
+        return {"study": "t", "arm": f"{arm_init}-{model}-f{fraction:g}", "trial_id": trial, "init": arm_init,
+                "data_fraction": fraction, "train_images": int(600 * fraction), "model": model, "norm": "gn",
+                "lr": lr, "weight_decay": wd, "trunk_schedule": trunk, "batch_size": 4, "seed": seed,
+                "num_workers": 2, "lr_now": lr, "code_version": "t", "pretrain_images_seen": pretrain,
+                "cost_iterations": cost, "cost_images": 4 * cost, "wall_time_s": 36.0 * (len(out) + 1),
+                "images_seen": 4 * kw["iteration"], **kw}
+
+    for b in branches(base, tuple(finals), trunk):
+        if b.schedule not in finals:
+            break
+        for t in range(it + 1, b.fork + 1):
+            cost += 1
+            if t % period == 0 and aps:
+                ap = aps.pop(0)
+                out.append(row(phase="trunk", schedule=trunk, iteration=t, max_iterations=int(base * trunk),
+                               loss=1.0, bbox_AP=ap, segm_AP=ap * 0.9, status="running"))
+        it = b.fork
+        cost += b.end - b.fork
+        ap = finals[b.schedule]
+        last = b.schedule == max(finals)
+        out.append(row(phase="final", schedule=b.schedule, iteration=b.end, max_iterations=b.end, loss=0.5,
+                       bbox_AP=ap, segm_AP=ap * 0.9, status=status if last else "completed"))
     return out
 
 
@@ -39,24 +58,32 @@ def _frame(rows):
 @pytest.fixture
 def study_rows():
     rows = []
-    rows += _rows("s1", "scratch", 0.1, 1e-4, 1.0, [0.1, 0.3])
-    rows += _rows("s2", "scratch", 0.3, 1e-4, 2.0, [0.1, 0.2, 0.4, 0.55])        # scratch best at 2x
-    rows += _rows("s3", "scratch", 0.9, 1e-3, 2.0, [0.0], status="diverged")
-    rows += _rows("s4", "scratch", 0.2, 1e-4, 2.0, [0.05, 0.1], status="stopped")
-    rows += _rows("p1", "pretrained", 0.3, 1e-4, 1.0, [0.4, 0.5], pretrain=57600)  # pretrained best at 1x
-    rows += _rows("p2", "pretrained", 0.3, 1e-4, 2.0, [0.3, 0.4, 0.45, 0.52], pretrain=57600)
-    rows += _rows("p3", "pretrained", 0.3, 1e-4, 2.0, [0.3, 0.4, 0.45, 0.48], pretrain=57600, seed=1)
+    rows += _rows("s1", "scratch", 0.1, 1e-4, 1.0, {1.0: 0.3})
+    rows += _rows("s2", "scratch", 0.3, 1e-4, 2.0, {1.0: 0.25, 2.0: 0.55}, [0.1, 0.2])  # the recipe; best at 2x
+    rows += _rows("s3", "scratch", 0.9, 1e-3, 2.0, {1.0: 0.0}, status="diverged")
+    rows += _rows("s4", "scratch", 0.2, 1e-4, 2.0, {1.0: 0.1})  # stopped at the 1x rung
+    rows += _rows("p1", "pretrained", 0.5, 1e-4, 1.0, {1.0: 0.5}, pretrain=57600)  # pretrained best at 1x
+    rows += _rows("p2", "pretrained", 0.3, 1e-4, 2.0, {1.0: 0.45, 2.0: 0.52}, [0.3, 0.4], pretrain=57600)
+    rows += _rows("p3", "pretrained", 0.3, 1e-4, 2.0, {1.0: 0.44, 2.0: 0.48}, [0.3, 0.4], pretrain=57600, seed=1)
     return _frame(rows)
 
 
+RECIPES = {"scratch-tiny-f1": (0.3, 1e-4), "pretrained-tiny-f1": (0.3, 1e-4)}
+
+
 def test_table1_best_per_schedule_side_by_side(study_rows):
-    t = tables.scratch_vs_pretrained(study_rows).set_index("schedule")
+    t = tables.scratch_vs_pretrained(study_rows, recipes=RECIPES).set_index("schedule")
     assert t.loc[1.0, "scratch_bbox_AP"] == 0.3 and t.loc[1.0, "pretrained_bbox_AP"] == 0.5
     assert t.loc[2.0, "scratch_bbox_AP"] == 0.55 and t.loc[2.0, "pretrained_bbox_AP"] == 0.52
     assert t.loc[2.0, "delta_bbox_AP"] == pytest.approx(0.03)
-    assert t.loc[2.0, "scratch_lr"] == 0.3  # the diverged (0.9) and stopped (0.2) trials are not "best"
-    best = tables.best_by_schedule(study_rows)
-    assert best.set_index(["init", "schedule"]).loc[("scratch", 2.0), "trials"] == 1
+    assert t.loc[2.0, "scratch_lr"] == 0.3  # the diverged (0.9) trial is not "best"
+    best = tables.best_by_schedule(study_rows).set_index(["init", "schedule"])
+    # Every trial that scored 1x counts there, on its own schedule or on a branch.
+    assert best.loc[("scratch", 2.0), "trials"] == 1 and best.loc[("scratch", 1.0), "trials"] == 3
+    # The recipe at every schedule (the paper's design): the mean over its seeds.
+    assert t.loc[1.0, "recipe_scratch_bbox_AP"] == 0.25 and t.loc[2.0, "recipe_scratch_bbox_AP"] == 0.55
+    assert t.loc[1.0, "recipe_pretrained_bbox_AP"] == pytest.approx(0.445)
+    assert t.loc[2.0, "recipe_pretrained_bbox_AP"] == pytest.approx(0.50)
 
 
 def test_paper_numbers_beside_coco_arms(study_rows):
@@ -71,16 +98,19 @@ def test_budget_counts_statuses_and_worker_hours(study_rows):
     b = tables.budget(study_rows).set_index("arm")
     s = b.loc["scratch-tiny-f1"]
     assert (s["trials"], s["completed"], s["stopped"], s["diverged"]) == (4, 2, 1, 1)
-    assert s["iterations"] == 200 + 400 + 100 + 200
-    # s1: 2 evals x 36 s, s2: 4 x 36, s3: 36, s4: 72 -> 324 s x 2 workers
-    assert s["worker_hours"] == pytest.approx((72 + 144 + 36 + 72) * 2 / 3600)
+    assert s["schedule_results"] == 4  # s1 1x, s2 1x and 2x, s4 1x (s3 diverged)
+    # Trunk plus branches: 1x costs 200; a 2x trunk with its 1x branch 267 + 133 + 133 = 533.
+    assert s["iterations"] == 200 + 533 + 200 + 200
+    # Last rows' wall clock: s1 1 row x 36 s, s2 4 rows, s3 1, s4 1 -> 252 s x 2 workers
+    assert s["worker_hours"] == pytest.approx((36 + 144 + 36 + 36) * 2 / 3600)
 
 
 def test_seeds_mean_and_std(study_rows):
     t = tables.seeds(study_rows)
-    assert len(t) == 1
-    row = t.iloc[0]
+    assert len(t) == 2  # p2 and p3 share lr and wd at 1x and at 2x
+    row = t.iloc[-1]
     assert row["arm"] == "pretrained-tiny-f1" and row["seeds"] == 2
+    assert row["schedule"] == 2.0
     assert row["bbox_AP_mean"] == pytest.approx(0.50) and row["bbox_AP_std"] == pytest.approx(0.0282842, rel=1e-4)
 
 
@@ -92,8 +122,9 @@ def test_boundary_warning(study_rows):
 
 
 def test_scaling_table():
-    rows = _rows("a", "scratch", 0.3, 1e-4, 1.0, [0.5]) + _rows("b", "scratch", 0.3, 1e-4, 1.0, [0.2], fraction=0.1)
-    rows += _rows("c", "pretrained", 0.3, 1e-4, 1.0, [0.4], fraction=0.1)
+    rows = _rows("a", "scratch", 0.3, 1e-4, 1.0, {1.0: 0.5}) + _rows("b", "scratch", 0.3, 1e-4, 1.0, {1.0: 0.2},
+                                                                    fraction=0.1)
+    rows += _rows("c", "pretrained", 0.3, 1e-4, 1.0, {1.0: 0.4}, fraction=0.1)
     t = tables.scaling(_frame(rows))
     assert t[t["init"] == "scratch"]["train_images"].tolist() == [60, 600]
     assert t[t["init"] == "scratch"]["bbox_AP"].tolist() == [0.2, 0.5]
@@ -105,20 +136,28 @@ def test_figures_have_labels_and_both_colours(study_rows):
     assert ax.get_xlabel() == "iteration" and ax.get_ylabel() == "bbox_AP"
     colours = {line.get_color() for line in ax.lines}
     assert {figures.COLOURS["scratch"], figures.COLOURS["pretrained"]} <= colours
+    # Scratch's recipe (s2): its trunk from (0, 0), then a dashed branch per schedule from
+    # its fork (1x at 67, 2x at 267) to its final result.
+    scratch = [l for l in ax.lines if l.get_color() == figures.COLOURS["scratch"]]
+    assert list(scratch[0].get_xdata()) == [0, 100, 200] and list(scratch[0].get_ydata()) == [0.0, 0.1, 0.2]
+    branches_drawn = [l for l in scratch if l.get_linestyle() == "--"]
+    assert [list(l.get_xdata()) for l in branches_drawn] == [[67, 200], [267, 400]]
+    assert [l.get_ydata()[1] for l in branches_drawn] == [0.25, 0.55]
     fig = figures.ap_vs_images(study_rows)
     pretrained = [l for l in fig.axes[0].lines if l.get_color() == figures.COLOURS["pretrained"]][0]
-    assert pretrained.get_xdata()[0] == 57600 + 400  # starts after its pretraining images
+    # p2 (the best 2x): its 1x result at 200 iterations x 4 images, after its pretraining images.
+    assert list(pretrained.get_xdata()) == [57600 + 800, 57600 + 1600]
     assert len(figures.landscape(study_rows).axes) == 4  # 2 arms x (lr, weight decay)
 
 
 def test_report_on_partial_data(tmp_path):
     study = tmp_path / "S"
     uri = str(study)
-    for row in _rows("d", "scratch", 5.0, 1e-4, 1.0, [0.0], status="diverged"):
+    for row in _rows("d", "scratch", 5.0, 1e-4, 1.0, {1.0: 0.0}, status="diverged"):
         results.write_row(uri, row)
     report = write_report(study)
     text = report.read_text()
-    assert "No trial has completed" in text and "Every trial diverged" in text
+    assert "No schedule has a final result" in text and "Every trial diverged" in text
     assert "no pretrained arm" in text and "study.json" in text
     assert sorted(p.name for p in report.parent.glob("*.png")) == ["ap_vs_images.png", "landscape.png",
                                                                  "training_curves.png"]
@@ -138,3 +177,15 @@ def test_search_ranges_from_study_json(tmp_path):
                       "pretrained-tiny-f1": {"init": "pretrained", "model_name": "tiny", "data_fraction": 1.0}}}
     ranges = search_ranges(json.loads(json.dumps(study)))
     assert ranges["scratch-tiny-f1"]["lr"] == (0.02, 0.2) and ranges["pretrained-tiny-f1"]["lr"] == (0.01, 0.1)
+
+
+def test_trunk_and_branches_figure():
+    fig = figures.trunk_and_branches(500, (1.0, 2.0, 3.0), warmup_iters=100)
+    ax = fig.axes[0]
+    lines = {l.get_label(): l for l in ax.lines}
+    trunk = lines["trunk (peak LR)"]
+    assert trunk.get_xdata()[-1] == 1166 and min(trunk.get_ydata()[100:]) == 1.0  # the peak until the 3x fork
+    cooldowns = [lines[f"{s}x: branch {a:,} -> {b:,}"] for s, a, b in ((1, 167, 500), (2, 667, 1000), (3, 1167, 1500))]
+    assert [(l.get_xdata()[0], l.get_xdata()[-1]) for l in cooldowns] == [(167, 499), (667, 999), (1167, 1499)]
+    assert all(min(l.get_ydata()) == pytest.approx(0.01) for l in cooldowns)  # both drops in every branch
+    assert ax.get_xlabel() == "iteration" and ax.get_yscale() == "log"

@@ -9,6 +9,7 @@ import pytest
 
 from study.cli import main, parse_trial
 from study.presets import SMOKE, TOY
+from trainables.branches import branches, trial_iterations
 from trainables.config import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,9 +80,15 @@ def test_dry_run_prints_the_plan_and_writes_nothing(capsys, tmp_path):
     assert "arms: 2, trials: 10 (5 per arm)" in out
     assert "scratch-tiny-f1" in out and "pretrained-tiny-f1" in out
     assert "2 Ray Train workers x (1 CPU)" in out and "batch 2" in out
-    # 5 trials x mean of each arm's schedules x 500: scratch 2x-3x, pretrained 1x-2x
-    assert "6,250" in out and "3,750" in out and "10,000" in out
-    assert "2x,3x" in out and "1x,2x" in out
+    # Both arms search 1x-3x; the recipe's trial runs the whole set on branches, then 4
+    # trials of a searched trunk length cost the mean over the set.
+    base, schedules = TOY.solver.base_iters, TOY.search.schedule
+    recipe = trial_iterations(branches(base, schedules, 3.0))
+    mean = sum(trial_iterations(branches(base, schedules, s)) for s in schedules) / 3
+    per_arm = recipe + round(4 * mean)
+    assert f"{per_arm:,}" in out and f"{2 * per_arm:,}" in out and out.count("1x,2x,3x") == 2
+    assert f"recipe 3x: {recipe:,} iterations with branches, {6 * base:,} as separate runs of 1x, 2x, 3x" in out
+    assert f"longest trial: {recipe:,} iterations" in out
     assert "nothing was trained" in out and not list(tmp_path.iterdir())
 
 

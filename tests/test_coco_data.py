@@ -6,10 +6,11 @@ import pandas as pd
 import pytest
 import torch
 
-from study.config import Arm, base_trial, search_space
+from study.config import Arm, base_trial, default_point, search_space
 from study.presets import PRESETS
 from study.stage_data import MARKER, main as stage_main, stage
 from tests.conftest import MemoryCheckpoints, write_coco_fixture
+from trainables.branches import branches, trial_iterations
 from trainables.config import DataConfig, TrialConfig, from_dict
 from trainables.engine import run_trial
 from trainables.schedule import drop_iterations, scaled_lr, total_iterations
@@ -53,14 +54,15 @@ def test_a_trial_on_coco_layout(tmp_path):
                       val_images=str(root / "val2017"), val_annotations=str(root / "annotations" / "instances_val2017.json"),
                       min_size=(48,), max_size=64, test_min_size=48)
     d = base_trial(study, Arm("scratch", 1.0, "tiny"), results_uri=str(tmp_path / "res"), code_version="t", pretrained={})
-    cfg = from_dict(TrialConfig, {**d, "data": data, "trial_id": "coco", "num_workers": 1,
+    cfg = from_dict(TrialConfig, {**d, "data": data, "trial_id": "coco", "num_workers": 1, "schedule": 1.0,
                                    "solver": {**d["solver"], "ims_per_worker": 2}})
     torch.set_num_threads(1)
     store = MemoryCheckpoints()
     run_trial(cfg, store.session())
     df = pd.read_parquet(tmp_path / "res" / "metrics")
-    assert df["train_images"].tolist() == [2, 2]  # images 3 (empty) and 4 (crowd only) skipped
-    assert df["iteration"].tolist() == [6, 9] and df["bbox_AP"].notna().all()
+    assert df["train_images"].tolist() == [2]  # images 3 (empty) and 4 (crowd only) skipped
+    # 1x: the trunk forks at 3 (its row at 6 would fall in the cooldown); the final at 9.
+    assert df["iteration"].tolist() == [9] and df["bbox_AP"].notna().all()
 
 
 def test_coco_presets_match_the_paper():
@@ -85,6 +87,11 @@ def test_coco_presets_match_the_paper():
     lo, hi = r50.search.weight_decay
     assert lo < 1e-4 < hi and hi / lo == pytest.approx(10)
     assert total_iterations(90_000, 6) == 540_000 and drop_iterations(90_000, 6) == (480_000, 520_000)
+    # Both inits run the recipe over the whole set: Table 1's 2x-6x in one 780k-iteration trial.
+    for init in ("scratch", "pretrained"):
+        point = default_point(r50, {"init": init, "model": "r50", "data_fraction": 1.0})
+        assert point["schedule"] == 6.0 and search_space(r50, Arm(init, 1.0, "r50")).schedule == r50.search.schedule
+        assert trial_iterations(branches(90_000, r50.search.schedule, point["schedule"])) == 780_000
 
 
 def test_subset_preset_uses_the_paper_sizes():
@@ -95,5 +102,9 @@ def test_subset_preset_uses_the_paper_sizes():
     assert max(search_space(p, small).schedule) < max(p.search.schedule)  # shorter schedules on less data
     ten_k = Arm("pretrained", 10_000 / 118_287, "r50")
     assert 2 / 3 in search_space(p, ten_k).schedule  # 60k iterations: the paper's best pretrained 10k run
+    for fraction in p.axes.data_fraction:  # each subset's recipe runs its whole set
+        for init in ("scratch", "pretrained"):
+            arm = {"init": init, "model": "r50", "data_fraction": fraction}
+            assert default_point(p, arm)["schedule"] == max(search_space(p, Arm(init, fraction, "r50")).schedule)
 
 

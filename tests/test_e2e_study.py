@@ -16,18 +16,24 @@ import pandas as pd
 import pytest
 import ray
 
-from analysis import load_results
+from analysis import load_results, trial_rows
 from study import tuning
 from study.config import EarlyStopping, SearchSpace, arms as study_arms, base_trial
 from study.presets import SMOKE
-from trainables.schedule import total_iterations
+from trainables.branches import branches
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _expected_evals(max_iter: int, period: int) -> list[int]:
-    return sorted({*range(period, max_iter, period), max_iter})
+def _expected_rows(base: int, schedules, trunk: float, period: int) -> list[tuple[str, float, int]]:
+    """(phase, schedule, iteration) of an uninterrupted trial's rows, in the order written."""
+    rows, it = [], 0
+    for b in branches(base, tuple(schedules), trunk):
+        rows += [("trunk", trunk, t) for t in range(it + 1, b.fork + 1) if t % period == 0]
+        rows.append(("final", b.schedule, b.end))
+        it = b.fork
+    return rows
 
 
 def _wait_for_rows(folder: Path, count: int, proc: subprocess.Popen, timeout: float) -> None:
@@ -55,23 +61,24 @@ def test_killed_study_resumes_without_lost_or_duplicated_rows(tmp_path):
     assert again.returncode == 2 and "--resume" in again.stderr  # refuses to overwrite
     resumed = subprocess.run([*cmd, "--resume"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    assert "best trial per arm" in resumed.stdout
+    assert "best schedule result per arm" in resumed.stdout
     assert "rungs rebuilt from" in resumed.stdout  # early stopping remembers the first run
 
     raw = pd.read_parquet(tmp_path / "S" / "metrics")
-    assert not raw.duplicated(["trial_id", "iteration"]).any()
+    assert not raw.duplicated(["trial_id", "cost_iterations"]).any()
     df = load_results(tmp_path / "S")
-    final = df.sort_values("iteration").groupby("trial_id").tail(1)
-    assert len(final) == SMOKE.num_samples * 2  # every planned trial, both arms
-    assert set(final["arm"]) == {"scratch-tiny-f1", "pretrained-tiny-f1"}
-    assert set(final["status"]) <= {"completed", "stopped", "diverged"}
+    trials = trial_rows(df)
+    assert len(trials) == SMOKE.num_samples * 2  # every planned trial, both arms
+    assert set(trials["arm"]) == {"scratch-tiny-f1", "pretrained-tiny-f1"}
+    assert set(trials["trial_status"]) <= {"completed", "stopped", "diverged"}
     for trial_id, rows in df.groupby("trial_id"):
-        max_iter = int(rows["max_iterations"].iloc[0])
-        evals = _expected_evals(max_iter, SMOKE.eval_period)
-        done = rows["iteration"].tolist()
-        assert done == evals[: len(done)], (trial_id, done)  # no evaluation lost
-        if rows["status"].iloc[-1] == "completed":
-            assert done == evals
+        rows = rows.sort_values("cost_iterations")
+        expected = _expected_rows(SMOKE.solver.base_iters, SMOKE.search.schedule, rows["trunk_schedule"].iloc[0],
+                                  SMOKE.eval_period)
+        done = list(zip(rows["phase"], rows["schedule"], rows["iteration"]))
+        assert done == expected[: len(done)], (trial_id, done)  # no evaluation lost, none doubled
+        if trials.set_index("trial_id").loc[trial_id, "trial_status"] == "completed":
+            assert done == expected
 
     storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'S' / 'optuna.db'}")
     names = sorted(s.study_name for s in optuna.get_all_study_summaries(storage))
@@ -81,9 +88,12 @@ def test_killed_study_resumes_without_lost_or_duplicated_rows(tmp_path):
         for t in optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False):
             if t.state in told:
                 told[t.state] += 1
-    # Completed (and diverged) trials are COMPLETE in Optuna, early-stopped ones PRUNED.
-    assert told[optuna.trial.TrialState.PRUNED] == (final["status"] == "stopped").sum()
-    assert sum(told.values()) == len(final)
+    # Completed (and diverged) trials are COMPLETE in Optuna, early-stopped ones PRUNED, and
+    # every shorter schedule a trial finished on a branch is a COMPLETE trial of its own.
+    branch_results = ((df["phase"] == "final") & (df["status"] == "completed")
+                      & (df["schedule"] < df["trunk_schedule"])).sum()
+    assert told[optuna.trial.TrialState.PRUNED] == (trials["trial_status"] == "stopped").sum()
+    assert sum(told.values()) == len(trials) + branch_results
 
 
 def test_two_node_cluster_frees_placement_groups_of_stopped_trials(tmp_path):
@@ -96,12 +106,13 @@ def test_two_node_cluster_frees_placement_groups_of_stopped_trials(tmp_path):
     cluster.wait_for_nodes()
     try:
         tuning.start_ray(cluster.address, num_cpus=0)
-        # One arm, one schedule, three trials: ASHA compares them at half the schedule.
+        # One arm, schedules 1x and 2x, three trials: the 1x results are a rung, where a 2x
+        # trial worse than the cutoff stops before training more trunk.
         study = dataclasses.replace(
             SMOKE, axes=dataclasses.replace(SMOKE.axes, init=("scratch",)), num_samples=3,
             solver=dataclasses.replace(SMOKE.solver, base_iters=24), eval_period=6,
-            search=SearchSpace(lr=(0.001, 0.05), weight_decay=(1e-5, 1e-3), schedule=(1.0,)),
-            early_stopping=EarlyStopping(enabled=True, grace_fraction=0.25, reduction_factor=2))
+            search=SearchSpace(lr=(0.001, 0.05), weight_decay=(1e-5, 1e-3), schedule=(1.0, 2.0)),
+            early_stopping=EarlyStopping(enabled=True, reduction_factor=2))
         uri = str(tmp_path / "C")
         arms = {}
         for arm in study_arms(study):
@@ -110,11 +121,12 @@ def test_two_node_cluster_frees_placement_groups_of_stopped_trials(tmp_path):
         grid = tuning.run_study(study, arms, study.num_samples, uri, max_concurrent=1, resume=False)
         assert not [r for r in grid if r.error]
         df = load_results(uri)
-        final = df.sort_values("iteration").groupby("trial_id").tail(1)
-        assert len(final) == 3
-        stopped = final[final["status"] == "stopped"]
-        assert len(stopped) >= 1, final[["trial_id", "iteration", "bbox_AP", "loss", "status"]]
-        assert (stopped["iteration"] < total_iterations(24, 1.0)).all()
+        trials = trial_rows(df)
+        assert len(trials) == 3
+        stopped = trials[trials["trial_status"] == "stopped"]
+        assert len(stopped) >= 1, df[["trial_id", "phase", "schedule", "iteration", "bbox_AP", "loss", "status"]]
+        # Stopped at the 1x rung: no 2x result.
+        assert not ((df["trial_id"].isin(stopped["trial_id"])) & (df["schedule"] == 2.0) & (df["phase"] == "final")).any()
         deadline = time.time() + 30
         while time.time() < deadline:
             live = [pg for pg in ray.util.placement_group_table().values() if pg["state"] != "REMOVED"]

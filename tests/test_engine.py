@@ -13,6 +13,7 @@ from study.presets import SMOKE
 from trainables.coco_eval import AP_KEYS
 from trainables.config import PretrainSpec, TrialConfig, from_dict
 from trainables.engine import InjectedFailure, run_trial
+from trainables.results import LOSS_KEYS
 from trainables.pretrain import ensure_pretrained
 from tests.conftest import MemoryCheckpoints
 
@@ -32,35 +33,86 @@ def _cfg(tmp_path, init="scratch", **changes):
     return from_dict(TrialConfig, {**d, "trial_id": f"trial-{init}", **changes})
 
 
-def test_rows_at_each_evaluation(tmp_path):
+def _rows(folder):
+    return pd.read_parquet(folder / "metrics").sort_values("cost_iterations").reset_index(drop=True)
+
+
+def test_rows_of_a_trunk_and_its_branches(tmp_path):
+    # smoke: 1x = 9 iterations; 1x forks at 3 and ends at 9, 2x forks at 12 and ends at 18.
     store = MemoryCheckpoints()
-    run_trial(_cfg(tmp_path), store.session())
-    df = pd.read_parquet(tmp_path / "metrics").sort_values("iteration")
-    assert df["iteration"].tolist() == [6, 9]  # eval_period 6 and the end of 1x = 9
-    assert df["status"].tolist() == ["running", "completed"]
-    assert df["images_seen"].tolist() == [24, 36] and df["train_images"].iloc[0] == 24
+    run_trial(_cfg(tmp_path, schedule=2.0, schedules=(1.0, 2.0), eval_period=6), store.session())
+    df = _rows(tmp_path)
+    assert df["phase"].tolist() == ["final", "trunk", "trunk", "final"]
+    assert df["schedule"].tolist() == [1.0, 2.0, 2.0, 2.0] and (df["trunk_schedule"] == 2.0).all()
+    # Trunk rows at every 6th trunk iteration up to the last fork (12, still at the peak LR).
+    assert df["iteration"].tolist() == [9, 6, 12, 18]
+    # The 1x cooldown (3 -> 9) costs 6 iterations, then the trunk goes on from 3.
+    assert df["cost_iterations"].tolist() == [9, 12, 18, 24] and df["cost_images"].tolist() == [36, 48, 72, 96]
+    assert df["images_seen"].tolist() == [36, 24, 48, 72] and df["max_iterations"].tolist() == [9, 18, 18, 18]
+    assert df["status"].tolist() == ["completed", "running", "running", "completed"]
     assert df[list(AP_KEYS)].notna().all().all() and df["loss"].notna().all()
     assert df["pretrain_images_seen"].isna().all() and df["resumed_from"].isna().all()
-    assert [r["iteration"] for r in store.reports] == [6, 9] and store.state["iteration"] == 9
+    # Reports: a checkpoint inside the 1x cooldown at 6, the 1x final, the trunk rows, the 2x final.
+    assert [(r["phase"], r["iteration"]) for r in store.reports] == [
+        ("checkpoint", 6), ("final", 9), ("trunk", 6), ("trunk", 12), ("final", 18)]
+    assert store.state["position"]["finished"] and store.state["iteration"] == 18
     subset = json.loads(next((tmp_path / "subsets").iterdir()).read_text())
     assert subset["train_images"] == 24 and len(subset["image_ids"]) == 24
 
 
-def test_resume_continues_at_the_exact_iteration(tmp_path):
+def test_each_branch_equals_an_independent_run_of_its_schedule(tmp_path):
+    schedules = (1.0, 2.0, 3.0)
+    run_trial(_cfg(tmp_path / "all", schedule=3.0, schedules=schedules), MemoryCheckpoints().session())
+    finals = _rows(tmp_path / "all").query("phase == 'final'").set_index("schedule")
+    assert finals.index.tolist() == list(schedules)
+    columns = ["iteration", "images_seen", "loss", *LOSS_KEYS, *AP_KEYS, "lr_now"]
+    for s in schedules:
+        run_trial(_cfg(tmp_path / f"{s:g}x", schedule=s, schedules=()), MemoryCheckpoints().session())
+        alone = _rows(tmp_path / f"{s:g}x").query("phase == 'final'").iloc[0]
+        # Bit-identical, not close: same weights, momentum, RNG and data order at the fork.
+        assert finals.loc[s, columns].tolist() == alone[columns].tolist(), s
+
+
+def test_resume_inside_a_branch_continues_at_the_exact_iteration(tmp_path):
+    kwargs = dict(schedule=2.0, schedules=(1.0, 2.0), eval_period=2)
     straight = MemoryCheckpoints()
-    run_trial(_cfg(tmp_path / "a"), straight.session())
+    run_trial(_cfg(tmp_path / "a", **kwargs), straight.session())
     broken = MemoryCheckpoints()
-    cfg = _cfg(tmp_path / "b", fail_at_iteration=7)
+    # Iteration 7 comes first inside the 1x cooldown (3 -> 9), after its checkpoint at 6.
+    cfg = _cfg(tmp_path / "b", fail_at_iteration=7, **kwargs)
     with pytest.raises(InjectedFailure):
         run_trial(cfg, broken.session())
-    assert broken.state["iteration"] == 6
-    run_trial(cfg, broken.session())
+    assert broken.state["position"]["in_branch"] and broken.state["iteration"] == 6
+    assert broken.state["fork"] is not None
+    lines = []
+    run_trial(cfg, broken.session(log=lines.append))
+    assert any("resumed from the checkpoint at iteration 6 (1x cooldown)" in line for line in lines)
     # Same data order, flips, proposals and weights as a run that never stopped.
     for key, value in straight.state["model"].items():
         assert torch.equal(value, broken.state["model"][key]), key
-    df = pd.read_parquet(tmp_path / "b" / "metrics").sort_values("iteration")
-    assert df["iteration"].tolist() == [6, 9] and df["resumed_from"].tolist()[1] == 6
-    assert df["status"].tolist() == ["running", "completed"]
+    a, b = _rows(tmp_path / "a"), _rows(tmp_path / "b")
+    columns = ["phase", "schedule", "iteration", "cost_iterations", "loss", *AP_KEYS, "status"]
+    assert a[columns].equals(b[columns])
+    assert b["resumed_from"].isna().tolist() == [True] + [False] * (len(b) - 1) and (b["resumed_from"].dropna() == 6).all()
+
+
+def test_resume_on_the_trunk_after_a_branch(tmp_path):
+    kwargs = dict(schedule=2.0, schedules=(1.0, 2.0), eval_period=0)
+    straight = MemoryCheckpoints()
+    run_trial(_cfg(tmp_path / "a", **kwargs), straight.session())
+    broken = MemoryCheckpoints()
+    # Iteration 10 is on the trunk after the 1x branch (trunk 3 -> 12), whose final report
+    # carried the trunk at its fork as the checkpoint.
+    cfg = _cfg(tmp_path / "b", fail_at_iteration=10, **kwargs)
+    with pytest.raises(InjectedFailure):
+        run_trial(cfg, broken.session())
+    assert not broken.state["position"]["in_branch"] and broken.state["iteration"] == 3
+    assert broken.state["position"]["branch"] == 1
+    run_trial(cfg, broken.session())
+    for key, value in straight.state["model"].items():
+        assert torch.equal(value, broken.state["model"][key]), key
+    columns = ["phase", "schedule", "iteration", "cost_iterations", "loss", *AP_KEYS]
+    assert _rows(tmp_path / "a")[columns].equals(_rows(tmp_path / "b")[columns])
 
 
 def test_divergence_ends_cleanly_with_zero_ap(tmp_path):
@@ -71,6 +123,8 @@ def test_divergence_ends_cleanly_with_zero_ap(tmp_path):
     assert not any(isinstance(v, float) and math.isnan(v) for v in last.values())
     df = pd.read_parquet(tmp_path / "metrics")
     assert df["status"].tolist() == ["diverged"] and (df["bbox_AP"] == 0.0).all()
+    # Marked as the final result of the schedule it was heading for.
+    assert df["phase"].tolist() == ["final"] and df["schedule"].tolist() == [1.0]
     assert df["iteration"].item() < 9
 
 

@@ -8,9 +8,11 @@ import pytest
 from trainables import results
 
 
-def _row(trial="t1", iteration=10, status="running", **kw):
+def _row(trial="t1", iteration=10, status="running", cost=None, **kw):
     return {"study": "s", "arm": "scratch-tiny-f1", "trial_id": trial, "init": "scratch", "iteration": iteration,
-            "max_iterations": 20, "bbox_AP": 0.25, "status": status, **kw}
+            "cost_iterations": iteration if cost is None else cost, "max_iterations": 20, "bbox_AP": 0.25,
+            "schedule": 2.0, "trunk_schedule": 2.0, "phase": "trunk" if status == "running" else "final",
+            "status": status, **kw}
 
 
 def test_rows_read_back_typed(tmp_path):
@@ -52,6 +54,17 @@ def test_mark_status_only_changes_running_rows(tmp_path):
     assert not results.mark_status(uri, "t2", "stopped")
     assert not results.mark_status(uri, "absent", "stopped")
     assert results.last_row(uri, "t2")["status"] == "completed"
+    # A finished branch (1x of a 2x trunk) is a result, never relabelled.
+    results.write_row(uri, _row(trial="t3", iteration=10, status="completed", schedule=1.0))
+    assert not results.mark_status(uri, "t3", "failed", only_if=("running", "completed"))
+
+
+def test_a_branch_final_and_a_trunk_row_at_the_same_iteration_are_two_rows(tmp_path):
+    uri = str(tmp_path)
+    results.write_row(uri, _row(iteration=10, status="completed", schedule=1.0, cost=10))
+    results.write_row(uri, _row(iteration=10, cost=17))
+    df = pd.read_parquet(tmp_path / "metrics")
+    assert sorted(df["phase"]) == ["final", "trunk"] and results.last_row(uri, "t1")["phase"] == "trunk"
 
 
 def test_unknown_column_is_rejected(tmp_path):

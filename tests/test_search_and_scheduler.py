@@ -1,4 +1,5 @@
-"""Per-arm Optuna routing and schedule-aware early stopping, with real Optuna and Ray Tune classes."""
+"""Per-arm Optuna routing, branch results as Optuna trials, and early stopping at schedule
+rungs, with real Optuna and Ray Tune classes."""
 
 import dataclasses
 import functools
@@ -11,7 +12,7 @@ from ray.tune.schedulers import TrialScheduler
 from ray.tune.search import Searcher
 
 from study.config import SearchSpace
-from study.scheduler import LOSS_WEIGHT, ScheduleAwareASHA, rung_score
+from study.scheduler import LOSS_WEIGHT, ScheduleRungs, rung_score
 from study.search import ArmSearch, arm_searcher
 
 SPACE = SearchSpace(lr=(0.01, 0.1), weight_decay=(1e-5, 1e-3), schedule=(1.0, 2.0))
@@ -22,7 +23,8 @@ def _search(tmp_path, num_samples=3):
     searchers = {arm: arm_searcher(arm, SPACE, storage=storage, seed=i, metric="bbox_AP", num_samples=num_samples,
                                    first_point={"lr": 0.02, "weight_decay": 1e-4, "schedule": 1.0})
                  for i, arm in enumerate(["scratch-tiny-f1", "pretrained-tiny-f1"])}
-    return ArmSearch(searchers, num_samples, "bbox_AP", fixed={"seed": 0}), storage
+    spaces = dict.fromkeys(searchers, SPACE)
+    return ArmSearch(searchers, num_samples, "bbox_AP", fixed={"seed": 0}, spaces=spaces), storage
 
 
 def test_each_arm_gets_its_own_optuna_study(tmp_path):
@@ -37,7 +39,7 @@ def test_each_arm_gets_its_own_optuna_study(tmp_path):
     for c in configs:
         assert 0.01 <= c["lr"] <= 0.1 and c["schedule"] in (1.0, 2.0) and c["seed"] == 0
     for i, c in enumerate(configs):
-        search.on_trial_complete(f"t{i}", result={"bbox_AP": 0.1 * i})
+        search.on_trial_complete(f"t{i}", result=_final(c, c["schedule"], 0.1 * i))
     for arm in ("scratch-tiny-f1", "pretrained-tiny-f1"):
         study = optuna.load_study(study_name=arm, storage=storage)
         values = sorted(t.value for t in study.trials)
@@ -59,41 +61,72 @@ def test_save_restore_and_orphans(tmp_path):
     assert fresh.suggest("c")["arm"] == "pretrained-tiny-f1"
 
 
-def _trial(trial_id, arm="a", schedule=1.0):
-    return types.SimpleNamespace(trial_id=trial_id, config={"arm": arm, "schedule": schedule})
+def _final(config, schedule, ap, status="completed", loss=1.0, arm=None):
+    return {"phase": "final", "status": status, "arm": arm or config["arm"], "schedule": schedule,
+            "trunk_schedule": config["schedule"], "lr": config["lr"], "weight_decay": config["weight_decay"],
+            "bbox_AP": ap, "loss": loss}
 
 
-def _result(it, ap, loss=1.0):
-    return {"iteration": it, "bbox_AP": ap, "loss": loss}
+def test_branch_results_become_optuna_trials_of_their_own(tmp_path):
+    search, storage = _search(tmp_path, num_samples=2)
+    search.suggest("t0")  # scratch's recipe: lr 0.02, wd 1e-4, 1x
+    search.suggest("t1")  # pretrained's recipe
+    config = {**search.suggest("t9"), "schedule": 2.0}  # scratch, Optuna's pick, as a 2x trunk
+    assert config["arm"] == "scratch-tiny-f1"
+    search.on_trial_result("t9", {"phase": "trunk", "bbox_AP": 0.05, "status": "running", "training_iteration": 1})
+    search.on_trial_result("t9", {"phase": "checkpoint", "bbox_AP": None, "status": "running"})
+    search.on_trial_result("t9", _final(config, 1.0, 0.3))
+    search.on_trial_result("t9", _final(config, 1.0, 0.3))  # reported again after a resume: once
+    search.on_trial_complete("t9", _final(config, 2.0, 0.4))
+    study = optuna.load_study(study_name="scratch-tiny-f1", storage=storage)
+    branch = [t for t in study.trials if t.user_attrs.get("branch")]
+    assert len(branch) == 1 and branch[0].params == {"lr": config["lr"], "weight_decay": config["weight_decay"],
+                                                     "schedule": 1.0}
+    assert branch[0].value == 0.3 and branch[0].user_attrs["tune_trial"] == "t9"
 
 
-def test_asha_compares_only_within_arm_and_schedule():
-    sched = ScheduleAwareASHA("bbox_AP", lambda c: int(100 * c["schedule"]), grace_fraction=0.5, reduction_factor=2)
-    good, bad = _trial("good"), _trial("bad")
-    longer = _trial("long", schedule=2.0)  # its own group: rung at 100, not 50
-    other_arm = _trial("other", arm="b")
-    for t in (good, bad, longer, other_arm):
-        sched.on_trial_add(None, t)
-    assert sched.on_trial_result(None, good, _result(50, 0.5)) == TrialScheduler.CONTINUE
-    # Worse than every trial of its group at the rung: stopped.
-    assert sched.on_trial_result(None, bad, _result(50, 0.1)) == TrialScheduler.STOP
-    # Just as bad, but longer schedules and other arms are never compared with "good".
-    assert sched.on_trial_result(None, longer, _result(50, 0.05)) == TrialScheduler.CONTINUE
-    assert sched.on_trial_result(None, other_arm, _result(50, 0.01)) == TrialScheduler.CONTINUE
+def test_a_trial_stopped_after_a_shorter_schedule_is_pruned(tmp_path):
+    search, storage = _search(tmp_path, num_samples=1)
+    config = search.suggest("t0")  # scratch's recipe at 1x; make it a 2x trunk
+    config = {**config, "schedule": 2.0}
+    search.on_trial_complete("t0", _final(config, 1.0, 0.3))
+    study = optuna.load_study(study_name="scratch-tiny-f1", storage=storage)
+    assert [t.state for t in study.trials if not t.user_attrs.get("branch")] == [optuna.trial.TrialState.PRUNED]
+
+
+def _trial(trial_id):
+    return types.SimpleNamespace(trial_id=trial_id, config={})
+
+
+def _rung(schedule, ap, trunk=3.0, arm="a", loss=1.0, status="completed"):
+    return {"phase": "final", "arm": arm, "schedule": schedule, "trunk_schedule": trunk, "bbox_AP": ap,
+            "loss": loss, "status": status}
+
+
+def test_rungs_compare_only_within_arm_and_schedule():
+    sched = ScheduleRungs("bbox_AP", reduction_factor=2)
+    good, bad, other_arm, short = _trial("good"), _trial("bad"), _trial("other"), _trial("short")
+    # Trunk rows and checkpoints are never judged.
+    assert sched.on_trial_result(None, bad, {"phase": "trunk", "bbox_AP": 0.0, "arm": "a"}) == TrialScheduler.CONTINUE
+    assert sched.on_trial_result(None, good, _rung(1.0, 0.5)) == TrialScheduler.CONTINUE
+    # Worse than the rung's cutoff at 1x, with more trunk to train: stopped.
+    assert sched.on_trial_result(None, bad, _rung(1.0, 0.1)) == TrialScheduler.STOP
+    # Just as bad, but another arm, or the trial's own last schedule (nothing left to save).
+    assert sched.on_trial_result(None, other_arm, _rung(1.0, 0.01, arm="b")) == TrialScheduler.CONTINUE
+    assert sched.on_trial_result(None, short, _rung(1.0, 0.02, trunk=1.0)) == TrialScheduler.CONTINUE
+    # At 2x the rung holds only what reached 2x.
+    assert sched.on_trial_result(None, good, _rung(2.0, 0.2)) == TrialScheduler.CONTINUE
     assert sched.num_stopped == 1
-    assert "a 1x" in sched.debug_string() and "a 2x" in sched.debug_string()
+    assert "a 1x: 3" in sched.debug_string() and "b 1x: 1" in sched.debug_string()
 
 
 def test_loss_breaks_ties_at_zero_ap():
-    assert rung_score(_result(1, 0.0, loss=0.5), "bbox_AP") > rung_score(_result(1, 0.0, loss=2.0), "bbox_AP")
-    assert rung_score(_result(1, 0.01, loss=10.0), "bbox_AP") > rung_score(_result(1, 0.0, loss=0.0), "bbox_AP")
+    assert rung_score({"bbox_AP": 0.0, "loss": 0.5}, "bbox_AP") > rung_score({"bbox_AP": 0.0, "loss": 2.0}, "bbox_AP")
+    assert rung_score({"bbox_AP": 0.01, "loss": 10.0}, "bbox_AP") > rung_score({"bbox_AP": 0.0, "loss": 0.0}, "bbox_AP")
     assert rung_score({"bbox_AP": 0.0, "loss": None}, "bbox_AP") == -10 * LOSS_WEIGHT
-    sched = ScheduleAwareASHA("bbox_AP", lambda c: 100, grace_fraction=0.5, reduction_factor=2)
-    low_loss, high_loss = _trial("x"), _trial("y")
-    sched.on_trial_add(None, low_loss)
-    sched.on_trial_add(None, high_loss)
-    sched.on_trial_result(None, low_loss, _result(50, 0.0, loss=0.8))
-    assert sched.on_trial_result(None, high_loss, _result(50, 0.0, loss=1.5)) == TrialScheduler.STOP
+    sched = ScheduleRungs("bbox_AP", reduction_factor=2)
+    sched.on_trial_result(None, _trial("x"), _rung(1.0, 0.0, loss=0.8))
+    assert sched.on_trial_result(None, _trial("y"), _rung(1.0, 0.0, loss=1.5)) == TrialScheduler.STOP
 
 
 def test_search_space_validation():
@@ -115,8 +148,8 @@ def test_each_arm_starts_from_its_own_recipe(tmp_path):
     first = {c["arm"]: c for c in (search.suggest("a"), search.suggest("b"))}
     assert first["scratch-tiny-f1"]["schedule"] == 3.0 and first["pretrained-tiny-f1"]["schedule"] == 1.0
     assert first["scratch-tiny-f1"]["lr"] == first["pretrained-tiny-f1"]["lr"] == 0.3
-    assert base_trial(study, Arm("scratch", 1.0, "tiny"), results_uri=str(tmp_path), code_version="x",
-                      pretrained={})["schedule"] == 3.0
+    scratch = base_trial(study, Arm("scratch", 1.0, "tiny"), results_uri=str(tmp_path), code_version="x", pretrained={})
+    assert scratch["schedule"] == 3.0 and tuple(scratch["schedules"]) == (2.0, 3.0)  # the arm's set
     assert default_point(study, {"init": "pretrained", "model": "tiny", "data_fraction": 1.0})["schedule"] == 1.0
     with pytest.raises(ValueError, match="default_overrides"):
         dataclasses.replace(study, default_overrides=(("init=scratch", {"momentum": 0.8}),))
@@ -134,21 +167,21 @@ def test_a_recipe_outside_the_ranges_is_left_out_and_said(tmp_path, capsys):
 def test_rungs_are_rebuilt_from_the_results_after_a_restore(tmp_path):
     from trainables import results
 
-    # What a killed study had written (Tune restores its scheduler unpickled, rungs empty): two trials of arm "a" at 1x passed the rung at 50.
-    for trial_id, ap in (("t1", 0.5), ("t2", 0.4)):
-        for it, value in ((25, ap / 2), (50, ap)):
-            results.write_row(str(tmp_path), {"trial_id": trial_id, "arm": "a", "schedule": 1.0, "iteration": it,
-                                              "bbox_AP": value, "loss": 1.0})
+    # What a killed study had written (Tune restores its scheduler unpickled, rungs empty):
+    # two trials of arm "a" scored 1x; trunk rows never enter a rung.
+    for cost, (trial_id, ap) in enumerate((("t1", 0.5), ("t2", 0.4))):
+        results.write_row(str(tmp_path), {**_rung(1.0, ap), "trial_id": trial_id, "iteration": 250,
+                                          "cost_iterations": 250})
+        results.write_row(str(tmp_path), {**_rung(1.0, 0.0), "phase": "trunk", "trial_id": trial_id,
+                                          "iteration": 125, "cost_iterations": 500})
     history = functools.partial(results.read_rows, str(tmp_path))
-    fresh = ScheduleAwareASHA("bbox_AP", lambda c: 100, 0.5, 2)
-    restored = cloudpickle.loads(cloudpickle.dumps(ScheduleAwareASHA("bbox_AP", lambda c: 100, 0.5, 2, history=history)))
+    fresh = ScheduleRungs("bbox_AP", 2)
+    restored = cloudpickle.loads(cloudpickle.dumps(ScheduleRungs("bbox_AP", 2, history=history)))
     for sched in (fresh, restored):
         late = _trial("t3")
         sched.on_trial_add(None, late)
-        decision = sched.on_trial_result(None, late, _result(50, 0.3))
+        decision = sched.on_trial_result(None, late, _rung(1.0, 0.3))
         assert decision == (TrialScheduler.STOP if sched is restored else TrialScheduler.CONTINUE)
     # A resumed trial that reports its rung again keeps its first value there.
-    t2 = _trial("t2")
-    assert restored.on_trial_result(None, t2, _result(50, 0.0)) == TrialScheduler.CONTINUE
-    # Another schedule's rows never enter this group.
-    assert set(restored.groups) == {("a", 1.0)}
+    assert restored.on_trial_result(None, _trial("t2"), _rung(1.0, 0.0)) == TrialScheduler.CONTINUE
+    assert set(restored.rungs.scores) == {("a", 1.0)}

@@ -187,6 +187,9 @@ class TrialConfig:
     model: ModelConfig
     data: DataConfig
     solver: SolverConfig
+    # The arm's schedule set: the trial also scores every one of them up to ``schedule`` on
+    # a branch off its trunk (trainables/branches.py). Empty: ``schedule`` alone.
+    schedules: tuple[float, ...] = ()
     num_workers: int = 1
     use_gpu: bool = False
     cpus_per_worker: int = 1
@@ -211,6 +214,8 @@ class TrialConfig:
         _check(math.isfinite(self.lr) and self.lr > 0, "lr", self.lr, "a positive number")
         _check(math.isfinite(self.weight_decay) and self.weight_decay >= 0, "weight_decay", self.weight_decay, ">= 0")
         _check(math.isfinite(self.schedule) and self.schedule > 0, "schedule", self.schedule, "a positive multiple of 1x")
+        _check(all(math.isfinite(x) and x > 0 for x in self.schedules), "schedules", self.schedules,
+               "positive multiples of 1x")
         _check(self.num_workers >= 1, "num_workers", self.num_workers, ">= 1")
         _check(self.eval_period >= 0, "eval_period", self.eval_period, ">= 0")
         _check(self.cpus_per_worker >= 1, "cpus_per_worker", self.cpus_per_worker, ">= 1")

@@ -1,14 +1,17 @@
-"""The per-worker training loop of one trial, free of Ray.
+"""One trial on one worker, free of Ray: data, model, optimizer, and the pieces of its loop.
 
 Everything distributed-specific comes in through a :class:`Session` (rank, world size,
-device, how to wrap the model and loader, how to report and restore), so the same loop runs
-under Ray Train (trainables/ray_entry.py) and in a plain process in tests. Training is
-counted in iterations, as in Detectron; evaluation and a checkpoint happen every
-``eval_period`` iterations and at the end, and every rank reports the same metrics.
+device, how to wrap the model and loader, how to report and restore), so the same trial
+runs under Ray Train (trainables/ray_entry.py) and in a plain process in tests. Training is
+counted in iterations, as in Detectron. The loop itself (trunk, branches, hooks) is
+trainables/loop.py; here are its step, its evaluation and its rows and checkpoints: an
+evaluation row every ``eval_period`` trunk iterations, a final row at every schedule's end,
+and every rank reports the same metrics.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
@@ -23,11 +26,15 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 
 from trainables import coco_eval, results, storage
+from trainables.branches import branches, trial_iterations
 from trainables.config import TrialConfig
 from trainables.data import CocoDetection, ResumableDistributedSampler, coco_results, collate, load_coco, select_subset
 from trainables.model import (assert_scratch_ready, build_model, convert_sync_batchnorm, freeze_stages,
                               param_groups)
-from trainables.schedule import lr_multiplier, scaled_lr, total_iterations
+from trainables.loop import (FaultInjection, LossWindow, PeriodicEvaluation, Position, ProgressLog, Trainer,
+                             Training, check_finite, rng_state)
+from trainables.results import LOSS_KEYS
+from trainables.schedule import lr_multiplier, scaled_lr
 from trainables.synthetic import ensure_dataset
 from trainables.weights import load_backbone_weights
 
@@ -97,7 +104,7 @@ def build_trial_model(cfg: TrialConfig, num_classes: int, log: Callable[[str], N
 
 
 def run_trial(cfg: TrialConfig, session: Session) -> dict[str, Any]:
-    """Train and evaluate one trial; returns the last reported metrics."""
+    """Train one trial's trunk and branches, evaluate each schedule; returns the last report."""
     rank, world = session.rank, session.world_size
     _seed_everything(cfg.seed * 1000 + rank)
     paths = resolve_data(cfg)
@@ -110,125 +117,181 @@ def run_trial(cfg: TrialConfig, session: Session) -> dict[str, Any]:
         model = convert_sync_batchnorm(model)
     model = session.prepare_model(model)
     net = getattr(model, "module", model)
+    s = cfg.solver
     # fused=True: one kernel for all parameters instead of a loop of small ops per tensor
     # (the same update, bit for bit, at a third of the cost on a CPU; CUDA has one too).
-    optimizer = torch.optim.SGD(param_groups(net, cfg.weight_decay, cfg.solver.weight_decay_norm),
-                                lr=scaled_lr(cfg.lr, cfg.global_batch, cfg.solver.reference_batch),
-                                momentum=cfg.solver.momentum, fused=True)
-    s = cfg.solver
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(
-        lr_multiplier, base_iters=s.base_iters, schedule=cfg.schedule, warmup_iters=s.warmup_iters,
-        warmup_factor=s.warmup_factor, gamma=s.gamma))
+    optimizer = torch.optim.SGD(param_groups(net, cfg.weight_decay, s.weight_decay_norm),
+                                lr=scaled_lr(cfg.lr, cfg.global_batch, s.reference_batch),
+                                momentum=s.momentum, fused=True)
+    for group in optimizer.param_groups:
+        group["initial_lr"] = group["lr"]
     use_amp = s.amp and session.device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    training = Training(net, optimizer, torch.amp.GradScaler("cuda", enabled=use_amp), LossWindow(1 + len(LOSS_KEYS)))
+    plan = branches(s.base_iters, cfg.schedules, cfg.schedule)
 
-    start_iter, elapsed = 0, 0.0
-    state = session.load_checkpoint()
-    if state is not None:
-        net.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        start_iter, elapsed = state["iteration"], state["wall_time_s"]
-        if state.get("world_size") == world:
-            _set_rng_state(state["rng"][rank])
-        if rank == 0:
-            session.log(f"[{cfg.trial_id}] resumed from the checkpoint at iteration {start_iter}")
-
-    max_iter = total_iterations(s.base_iters, cfg.schedule)
     train_sampler = ResumableDistributedSampler(train_set, world, rank, shuffle=True, seed=cfg.seed,
                                                 hflip_prob=cfg.data.hflip_prob)
-    # Loaders get private generators: creating an iterator would otherwise draw from the
-    # global RNG, so a resumed run (which creates one more) would diverge from an
-    # uninterrupted one.
+    # The loader's private generator is reseeded for every epoch: creating an iterator
+    # draws from it, and a restore creates more iterators than a straight run.
+    loader_rng = torch.Generator()
     train_loader = session.prepare_loader(DataLoader(
         train_set, batch_size=s.ims_per_worker, sampler=train_sampler, drop_last=True, collate_fn=collate,
-        num_workers=cfg.data.loader_workers, generator=torch.Generator().manual_seed(cfg.seed)))
+        num_workers=cfg.data.loader_workers, generator=loader_rng))
     val_sampler = ResumableDistributedSampler(val_set, world, rank, shuffle=False, seed=0)
     val_loader = session.prepare_loader(DataLoader(
         val_set, batch_size=s.ims_per_worker, sampler=val_sampler, collate_fn=collate,
         num_workers=cfg.data.loader_workers, generator=torch.Generator().manual_seed(cfg.seed)))
     iters_per_epoch = len(train_sampler) // s.ims_per_worker
-    row_base = {**_row_base(cfg, len(train_set), max_iter), "resumed_from": start_iter if state is not None else None}
-    t0 = time.time() - elapsed
 
-    def evaluate_and_report(iteration: int, window: _LossWindow) -> dict[str, Any]:
-        """Evaluate, write the row (rank 0), checkpoint and report; every rank calls it."""
+    def batches(start: int):
+        epoch, offset = divmod(start, iters_per_epoch)
+        while True:
+            train_sampler.set_epoch(epoch)
+            train_sampler.set_start(offset * s.ims_per_worker)
+            loader_rng.manual_seed(cfg.seed * 100_003 + epoch)
+            yield from train_loader
+            epoch, offset = epoch + 1, 0
+
+    def step(trainer: Trainer, batch) -> tuple[list[float], float]:
+        images, targets = batch
+        it = trainer.position.iteration
+        multiplier = lr_multiplier(it, base_iters=s.base_iters, schedule=trainer.schedule,
+                                   warmup_iters=s.warmup_iters, warmup_factor=s.warmup_factor, gamma=s.gamma)
+        for group in optimizer.param_groups:
+            group["lr"] = group["initial_lr"] * multiplier
+        lr_now = optimizer.param_groups[0]["lr"]
+        model.train()
+        with torch.autocast(session.device.type, enabled=use_amp):
+            loss_dict = model(images, targets)
+        loss = sum(loss_dict.values())
+        # The losses are averaged over the ranks while backward runs: waiting for them
+        # before backward would add a second synchronisation point per step, at which
+        # the rank with the cheaper image idles.
+        pending = _MeanAcrossRanks(torch.stack([loss.detach(), *[loss_dict[k].detach() for k in LOSS_KEYS]]), world)
+        optimizer.zero_grad(set_to_none=True)
+        training.scaler.scale(loss).backward()
+        reduced = pending.wait()
+        check_finite(reduced, lr_now)
+        if s.clip_grad_norm:
+            training.scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(net.parameters(), s.clip_grad_norm)
+        training.scaler.step(optimizer)
+        training.scaler.update()
+        return reduced.tolist(), lr_now
+
+    def evaluate(_trainer: Trainer) -> dict[str, float]:
         metrics = evaluate_model(net, val_loader, val_set, paths.val_annotations, session, use_amp)
-        status = "completed" if iteration >= max_iter else "running"
-        row = {**row_base, **_losses(window), **metrics, "iteration": iteration,
-               "images_seen": iteration * cfg.global_batch, "lr_now": window.lr,
-               "wall_time_s": time.time() - t0, "status": status}
-        rng = _gather_rng_states(world)
-        ckpt = None
-        if rank == 0:
-            # The row first, then the checkpoint: a crash in between re-evaluates this
-            # iteration on resume and rewrites the same row, so nothing is lost.
-            results.write_row(cfg.results_uri, row)
-            ckpt = {"model": net.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                    "iteration": iteration, "wall_time_s": row["wall_time_s"], "rng": rng, "world_size": world}
-            session.log(f"[{cfg.trial_id}] eval @ {iteration}/{max_iter}: bbox_AP {row['bbox_AP']:.3f}  "
-                        f"segm_AP {row['segm_AP']:.3f}  loss {row['loss']:.3f}  ({status})")
-        session.report(row, ckpt)
-        return row
+        model.train()
+        return metrics
 
-    if start_iter >= max_iter:
-        # Finished before a restart (the driver died after the last checkpoint): report
-        # the final row again so Tune sees the result; evaluate again if it is missing.
-        row = results.last_row(cfg.results_uri, cfg.trial_id)
-        if row is not None and row["iteration"] >= max_iter:
+    t0 = time.time()
+    reporter = _Reporter(cfg, session, training, plan, len(train_set), lambda: time.time() - t0)
+    trainer = Trainer(plan, training, step, batches, evaluate, reporter, hooks=[
+        FaultInjection(cfg.fail_at_iteration, rank, world, partial(_fired, cfg), InjectedFailure),
+        PeriodicEvaluation(cfg.eval_period),
+        ProgressLog(trial_iterations(plan) // 20, session.log if rank == 0 else _silent, f"[{cfg.trial_id}]",
+                    lambda: time.time() - t0),
+    ])
+    state = session.load_checkpoint()
+    if state is not None:
+        reporter.resume(trainer, state)
+        t0 = time.time() - state["wall_time_s"]
+        if trainer.position.finished:
+            # Finished before a restart (the driver died after the last checkpoint):
+            # report the final row again so Tune sees the result.
+            row = results.last_row(cfg.results_uri, cfg.trial_id)
             session.report(row, None)
             return row
-        return evaluate_and_report(start_iter, _LossWindow())
+    return trainer.run()
 
-    window = _LossWindow()
-    iteration = start_iter
-    epoch, offset = divmod(start_iter, iters_per_epoch)
-    log_every = max(1, max_iter // 20)
-    last: dict[str, Any] = {}
-    while iteration < max_iter:
-        train_sampler.set_epoch(epoch)
-        train_sampler.set_start(offset * s.ims_per_worker)
-        model.train()
-        for images, targets in train_loader:
-            if cfg.fail_at_iteration is not None and iteration == cfg.fail_at_iteration:
-                _maybe_fail(cfg, rank, world, iteration)
-            with torch.autocast(session.device.type, enabled=use_amp):
-                loss_dict = model(images, targets)
-            loss = sum(loss_dict.values())
-            # The losses are averaged over the ranks while backward runs: waiting for them
-            # before backward would add a second synchronisation point per step, at which
-            # the rank with the cheaper image idles.
-            pending = _MeanAcrossRanks(torch.stack([loss.detach(), *[loss_dict[k].detach() for k in results.LOSS_KEYS]]),
-                                       world)
-            lr_now = optimizer.param_groups[0]["lr"]
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            reduced = pending.wait()
-            if not torch.isfinite(reduced).all():
-                # Every rank sees the same reduced loss, so all of them stop here together,
-                # before the optimizer applies the non-finite gradients.
-                return _diverged(cfg, session, row_base, iteration + 1, lr_now, reduced, time.time() - t0)
-            if s.clip_grad_norm:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(net.parameters(), s.clip_grad_norm)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            iteration += 1
-            window.add(reduced.tolist(), lr_now)
-            if rank == 0 and iteration % log_every == 0:
-                session.log(f"[{cfg.trial_id}] iter {iteration}/{max_iter}  loss {window.mean()[0]:.3f}  "
-                            f"lr {lr_now:.5f}  {time.time() - t0:.0f}s")
-            if iteration >= max_iter or (cfg.eval_period and iteration % cfg.eval_period == 0):
-                last = evaluate_and_report(iteration, window)
-                window = _LossWindow()
-                model.train()
-            if iteration >= max_iter:
-                break
-        epoch, offset = epoch + 1, 0
-    return last
+
+class _Reporter:
+    """Rows, checkpoints and reports of one trial (every rank calls it; rank 0 writes).
+
+    A row is written before the checkpoint that follows it: a crash in between repeats the
+    evaluation on resume and rewrites the same shard (rows are named by the iterations
+    computed so far, unique within a trial), so nothing is lost or doubled.
+    """
+
+    def __init__(self, cfg: TrialConfig, session: Session, training: Training, plan, train_images: int,
+                 elapsed: Callable[[], float]) -> None:
+        self.cfg, self.session, self.training, self.plan, self.elapsed = cfg, session, training, plan, elapsed
+        self.base = _row_base(cfg, train_images)
+        self.resumed_from: int | None = None
+
+    def __call__(self, trainer: Trainer, kind: str, info: dict[str, Any]) -> dict[str, Any]:
+        cfg, pos = self.cfg, trainer.position
+        if kind == "checkpoint":
+            report = {"trial_id": cfg.trial_id, "arm": cfg.arm, "phase": "checkpoint", "iteration": pos.iteration,
+                      "schedule": trainer.branch.schedule, "trunk_schedule": cfg.schedule, "status": "running",
+                      "cost_iterations": pos.cost, **dict.fromkeys(coco_eval.AP_KEYS)}
+            self.session.report(report, self.checkpoint(trainer))
+            return report
+        if kind == "diverged":
+            row = self.row(trainer.branch, pos.iteration, pos.cost, "final", "diverged",
+                           dict(zip(("loss", *LOSS_KEYS), info["losses"])), dict.fromkeys(coco_eval.AP_KEYS, 0.0),
+                           info["lr"])
+            self.write(row)
+            self.session.log(f"[{cfg.trial_id}] diverged at iteration {pos.iteration} of {trainer.branch.schedule:g}x "
+                             f"(loss {info['losses'][0]}, lr {info['lr']:.5f}); recorded AP 0.0")
+            # Tune and the searcher get finite numbers only.
+            clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
+            self.session.report(clean, None)
+            return clean
+        window = self.training.window
+        if kind == "trunk":
+            row = self.row(self.plan[-1], pos.iteration, pos.cost, "trunk", "running", _losses(window), info, window.lr)
+        else:  # "final": the position has moved on; info["at"] is where the branch ended
+            at, window = info.pop("at"), info.pop("window")
+            row = self.row(self.plan[at.branch], at.iteration, at.cost, "final", "completed", _losses(window), info,
+                           window.lr)
+        self.write(row)
+        if self.session.rank == 0:
+            what = f"{row['schedule']:g}x final" if kind == "final" else "trunk eval"
+            self.session.log(f"[{cfg.trial_id}] {what} @ {row['iteration']}: bbox_AP {row['bbox_AP']:.3f}  "
+                             f"segm_AP {row['segm_AP']:.3f}  loss {row['loss']:.3f}")
+        self.session.report(row, self.checkpoint(trainer))
+        return row
+
+    def row(self, branch, iteration: int, cost: int, phase: str, status: str, losses: dict, metrics: dict,
+            lr_now: float) -> dict[str, Any]:
+        batch = self.cfg.global_batch
+        return {**self.base, **losses, **{k: metrics[k] for k in coco_eval.AP_KEYS}, "schedule": branch.schedule,
+                "max_iterations": branch.end, "phase": phase, "iteration": iteration, "images_seen": iteration * batch,
+                "cost_iterations": cost, "cost_images": cost * batch, "lr_now": lr_now,
+                "wall_time_s": self.elapsed(), "status": status, "resumed_from": self.resumed_from}
+
+    def write(self, row: dict[str, Any]) -> None:
+        if self.session.rank == 0:
+            results.write_row(self.cfg.results_uri, row)
+
+    def checkpoint(self, trainer: Trainer) -> dict[str, Any] | None:
+        """The full state on rank 0 (None elsewhere); every rank must call it (RNG gather)."""
+        world = self.session.world_size
+        rng = _gather(rng_state(), world)
+        saved = trainer.forks.saved
+        fork_rng = _gather(saved["rng"], world) if saved is not None else None
+        if self.session.rank != 0:
+            return None
+        state = self.training.snapshot()
+        state.update(rng=rng, position=dataclasses.asdict(trainer.position), iteration=trainer.position.iteration,
+                     wall_time_s=self.elapsed(), world_size=world,
+                     fork=None if saved is None else {**saved, "rng": fork_rng})
+        return state
+
+    def resume(self, trainer: Trainer, state: dict[str, Any]) -> None:
+        rank, world = self.session.rank, self.session.world_size
+        same_world = state.get("world_size") == world
+        self.training.restore({**state, "rng": state["rng"][rank] if same_world else None}, rng=same_world)
+        trainer.position = Position(**state["position"])
+        if state.get("fork") is not None:
+            fork = state["fork"]
+            trainer.forks.saved = {**fork, "rng": fork["rng"][rank] if same_world else rng_state()}
+        self.resumed_from = trainer.position.iteration
+        if rank == 0:
+            where = f"{trainer.branch.schedule:g}x cooldown" if trainer.position.in_branch else "trunk"
+            self.session.log(f"[{self.cfg.trial_id}] resumed from the checkpoint at iteration "
+                             f"{trainer.position.iteration} ({where})")
 
 
 @torch.no_grad()
@@ -257,52 +320,19 @@ def evaluate_model(net: torch.nn.Module, loader, dataset: CocoDetection, annotat
     return metrics[0]
 
 
-class _LossWindow:
-    """Mean losses since the last evaluation (what a row reports as ``loss``)."""
-
-    def __init__(self) -> None:
-        self.sums: list[float] = []
-        self.count = 0
-        self.lr = 0.0
-
-    def add(self, values: list[float], lr: float) -> None:
-        self.sums = [a + b for a, b in zip(self.sums, values)] if self.sums else list(values)
-        self.count += 1
-        self.lr = lr
-
-    def mean(self) -> list[float]:
-        return [v / max(1, self.count) for v in self.sums] if self.sums else [math.nan] * (1 + len(results.LOSS_KEYS))
+def _losses(window: LossWindow) -> dict[str, float]:
+    return dict(zip(("loss", *LOSS_KEYS), window.mean()))
 
 
-def _losses(window: _LossWindow) -> dict[str, float]:
-    return dict(zip(("loss", *results.LOSS_KEYS), window.mean()))
-
-
-def _row_base(cfg: TrialConfig, train_images: int, max_iter: int) -> dict[str, Any]:
+def _row_base(cfg: TrialConfig, train_images: int) -> dict[str, Any]:
     return {
         "study": cfg.study, "arm": cfg.arm, "trial_id": cfg.trial_id, "init": cfg.init,
         "data_fraction": cfg.data_fraction, "train_images": train_images, "model": cfg.model_name,
-        "norm": cfg.model.norm, "lr": cfg.lr, "weight_decay": cfg.weight_decay, "schedule": cfg.schedule,
+        "norm": cfg.model.norm, "lr": cfg.lr, "weight_decay": cfg.weight_decay, "trunk_schedule": cfg.schedule,
         "batch_size": cfg.global_batch, "seed": cfg.seed, "num_workers": cfg.num_workers,
-        "max_iterations": max_iter, "code_version": cfg.code_version,
+        "code_version": cfg.code_version,
         "pretrain_images_seen": cfg.pretrain_images_seen if cfg.init == "pretrained" else None,
     }
-
-
-def _diverged(cfg: TrialConfig, session: Session, row_base: dict, iteration: int, lr_now: float,
-              reduced: torch.Tensor, elapsed: float) -> dict[str, Any]:
-    """A non-finite loss ends the trial cleanly with AP 0.0, so the tuner learns from it."""
-    row = {**row_base, **dict(zip(("loss", *results.LOSS_KEYS), reduced.tolist())),
-           **dict.fromkeys(coco_eval.AP_KEYS, 0.0), "iteration": iteration,
-           "images_seen": iteration * cfg.global_batch, "lr_now": lr_now, "wall_time_s": elapsed, "status": "diverged"}
-    if session.rank == 0:
-        results.write_row(cfg.results_uri, row)
-        session.log(f"[{cfg.trial_id}] diverged at iteration {iteration} (loss {reduced[0].item()}, lr {lr_now:.5f}); "
-                    f"recorded AP 0.0")
-    # Tune and the searcher get finite numbers only.
-    clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
-    session.report(clean, None)
-    return clean
 
 
 class _MeanAcrossRanks:
@@ -324,27 +354,12 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda"])
-
-
-def _gather_rng_states(world: int) -> list[dict[str, Any]]:
+def _gather(obj: Any, world: int) -> list[Any]:
     if world == 1:
-        return [_rng_state()]
-    states: list[Any] = [None] * world
-    dist.all_gather_object(states, _rng_state())
-    return states
+        return [obj]
+    out: list[Any] = [None] * world
+    dist.all_gather_object(out, obj)
+    return out
 
 
 def _record_subset(cfg: TrialConfig, image_ids: list[int]) -> None:
@@ -356,11 +371,13 @@ def _record_subset(cfg: TrialConfig, image_ids: list[int]) -> None:
         storage.write_bytes_atomic(path, json.dumps(blob).encode())
 
 
-def _maybe_fail(cfg: TrialConfig, rank: int, world: int, iteration: int) -> None:
+def _fired(cfg: TrialConfig, iteration: int) -> bool:
+    """Whether the injected failure at ``iteration`` already happened (marking it if not)."""
     marker = storage.join(cfg.results_uri, "faults", f"{cfg.trial_id}-{iteration}")
-    if rank == world - 1 and not storage.exists(marker):
-        storage.write_bytes_atomic(marker, b"injected\n")
-        raise InjectedFailure(f"injected failure on rank {rank} at iteration {iteration} (fail_at_iteration)")
+    if storage.exists(marker):
+        return True
+    storage.write_bytes_atomic(marker, b"injected\n")
+    return False
 
 
 def _silent(_msg: str) -> None:

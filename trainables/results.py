@@ -1,10 +1,12 @@
 """Evaluation rows as an append-only Parquet dataset: ``DIR/NAME/metrics/*.parquet``.
 
-Each evaluation is one single-row file named ``{trial_id}-{iteration:09d}.parquet`` and
-written atomically, so ``pandas.read_parquet("DIR/NAME/metrics")`` works at any moment,
-also while a study is running. The name is deterministic: when a restored run repeats an
-evaluation (the checkpoint before it was the last one saved), it rewrites the same file
-instead of adding a duplicate row. The final status of a trial that Tune stopped or that
+Each evaluation is one single-row file named ``{trial_id}-{cost:09d}.parquet``, where
+``cost`` is the iterations the trial had computed (trunk plus branches; unique within a
+trial, while a branch's final and a trunk row may share an ``iteration``), written
+atomically, so ``pandas.read_parquet("DIR/NAME/metrics")`` works at any moment, also while
+a study is running. The name is deterministic: when a restored run repeats an evaluation
+(the checkpoint before it was the last one saved), it rewrites the same file instead of
+adding a duplicate row. The final status of a trial that Tune stopped or that
 failed is set by rewriting its last row the same way.
 
 The columns and their types are fixed by :data:`SCHEMA`, so shards always concatenate.
@@ -37,13 +39,23 @@ SCHEMA = pa.schema(
         ("norm", pa.string()),
         ("lr", pa.float64()),
         ("weight_decay", pa.float64()),
+        # The schedule this row belongs to (a final row's own; the trunk's for trunk rows),
+        # and the trial's trunk schedule (the longest it trains, the searched value).
         ("schedule", pa.float64()),
+        ("trunk_schedule", pa.float64()),
+        # "trunk": evaluated on the trunk, before its LR dropped; "final": a schedule's
+        # result at its end, after its cooldown (trainables/branches.py).
+        ("phase", pa.string()),
         ("batch_size", pa.int64()),
         ("seed", pa.int64()),
         ("num_workers", pa.int64()),
         ("iteration", pa.int64()),
         ("max_iterations", pa.int64()),
+        # What this row's model was trained on (a final row: s * B * batch).
         ("images_seen", pa.int64()),
+        # What the trial had computed when it wrote the row: trunk plus branches so far.
+        ("cost_iterations", pa.int64()),
+        ("cost_images", pa.int64()),
         ("lr_now", pa.float64()),
         ("loss", pa.float64()),
         *[(k, pa.float64()) for k in LOSS_KEYS],
@@ -64,8 +76,8 @@ def metrics_dir(results_uri: str) -> str:
     return storage.join(results_uri, "metrics")
 
 
-def shard_path(results_uri: str, trial_id: str, iteration: int) -> str:
-    return storage.join(metrics_dir(results_uri), f"{trial_id}-{iteration:09d}.parquet")
+def shard_path(results_uri: str, trial_id: str, cost: int) -> str:
+    return storage.join(metrics_dir(results_uri), f"{trial_id}-{cost:09d}.parquet")
 
 
 def write_row(results_uri: str, row: dict[str, Any]) -> str:
@@ -78,7 +90,7 @@ def write_row(results_uri: str, row: dict[str, Any]) -> str:
     table = pa.Table.from_pylist([full], schema=SCHEMA)
     buf = io.BytesIO()
     pq.write_table(table, buf)
-    path = shard_path(results_uri, full["trial_id"], full["iteration"])
+    path = shard_path(results_uri, full["trial_id"], full["cost_iterations"])
     storage.write_bytes_atomic(path, buf.getvalue())
     return path
 
@@ -105,7 +117,7 @@ def read_rows(results_uri: str) -> list[dict[str, Any]]:
 
 
 def last_row(results_uri: str, trial_id: str) -> dict[str, Any] | None:
-    shards = trial_shards(results_uri, trial_id)  # zero-padded iterations sort numerically
+    shards = trial_shards(results_uri, trial_id)  # zero-padded costs sort in the order written
     return read_row(shards[-1]) if shards else None
 
 
@@ -113,10 +125,13 @@ def mark_status(results_uri: str, trial_id: str, status: str, only_if: tuple[str
     """Set the status of a trial's last row (e.g. "stopped" after an early stop).
 
     Only rows whose status is in ``only_if`` change, so a completed or diverged trial keeps
-    its status. Returns whether a row was rewritten.
+    its status; a shorter schedule's final result (a finished branch) is never rewritten.
+    Returns whether a row was rewritten.
     """
     row = last_row(results_uri, trial_id)
     if row is None or row["status"] not in only_if:
+        return False
+    if row.get("phase") == "final" and row.get("schedule") != row.get("trunk_schedule"):
         return False
     row["status"] = status
     row.pop("written_at", None)
