@@ -49,7 +49,8 @@ def training_curves(df: pd.DataFrame, objective: str = "bbox_AP") -> Figure:
 
     One panel per (model, data fraction). The trunk (solid) is evaluated at the peak LR; a
     branch (dashed) leaves it at its schedule's first LR drop (v) and ends at the
-    schedule's final result (o) (paper Figs. 1, 3, 4, drawn as trunk and branches).
+    schedule's final result (o) (paper Figs. 1, 3, 4, drawn as trunk and branches). A fork
+    past the trunk's last evaluation is joined to it by a dotted line at that last value.
     """
     done = completed(df)
     groups = sorted(done.groupby(["model", "data_fraction"]).groups) if not done.empty else []
@@ -75,6 +76,8 @@ def training_curves(df: pd.DataFrame, objective: str = "bbox_AP") -> Figure:
             for _, f in finals.iterrows():
                 fork = _fork(f)
                 y0 = float(np.interp(fork, tx, ty))
+                if fork > tx[-1]:  # the trunk was not evaluated up to this fork: dotted, not drawn as known
+                    ax.plot([tx[-1], fork], [ty[-1], y0], ":", color=COLOURS[init], alpha=0.6)
                 ax.plot([fork, f["iteration"]], [y0, f[objective]], "--", color=COLOURS[init], alpha=0.8)
                 ax.plot([fork], [y0], marker="v", color=COLOURS[init], markersize=7, alpha=0.7)
                 ax.plot([f["iteration"]], [f[objective]], marker="o", color=COLOURS[init], markersize=7)

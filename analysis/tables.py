@@ -96,8 +96,8 @@ def scratch_vs_pretrained(df: pd.DataFrame, objective: str = "bbox_AP", with_pap
         for c in ("paper_scratch_bbox_AP", "paper_pretrained_bbox_AP"):
             if c in wide:
                 wide[c] = wide[c] / 100.0
-    order = [*index, "scratch_bbox_AP", "pretrained_bbox_AP", "delta_bbox_AP", "scratch_segm_AP",
-             "pretrained_segm_AP", "delta_segm_AP"]
+    order = [*index, "scratch_bbox_AP", "pretrained_bbox_AP", "delta_bbox_AP", "recipe_scratch_bbox_AP",
+             "recipe_pretrained_bbox_AP", "scratch_segm_AP", "pretrained_segm_AP", "delta_segm_AP"]
     rest = [c for c in wide.columns if c not in order]
     return wide[[c for c in order if c in wide] + rest].sort_values(index).reset_index(drop=True)
 

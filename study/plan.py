@@ -21,8 +21,10 @@ class ArmPlan:
     # The recipe's trial: its trunk and every branch, and the same schedules run separately.
     recipe_iterations: int
     recipe_independent: int
-    # The recipe, then trials x the mean cost of a searched trunk, before early stopping.
+    # The recipe, then trials x the mean cost of a searched trunk, before early stopping;
+    # and the same trials with every schedule run separately.
     expected_iterations: int
+    expected_independent: int
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,10 @@ class Plan:
     @property
     def expected_iterations(self) -> int:
         return sum(a.expected_iterations for a in self.arms)
+
+    @property
+    def expected_independent(self) -> int:
+        return sum(a.expected_independent for a in self.arms)
 
     @property
     def longest_trial(self) -> int:
@@ -71,10 +77,13 @@ def make_plan(study: StudyConfig, num_samples: int, cluster_cpus: float, cluster
         recipe = float(default_point(study, {"init": arm.init, "data_fraction": arm.data_fraction,
                                              "model": arm.model})["schedule"])
         recipe_plan = branches(base, schedules, recipe)
-        mean = sum(trial_iterations(branches(base, schedules, s)) for s in schedules) / len(schedules)
+        plans_by_s = [branches(base, schedules, s) for s in schedules]
+        mean = sum(map(trial_iterations, plans_by_s)) / len(schedules)
+        mean_alone = sum(map(independent_iterations, plans_by_s)) / len(schedules)
         expected = trial_iterations(recipe_plan) + round((num_samples - 1) * mean)
+        alone = independent_iterations(recipe_plan) + round((num_samples - 1) * mean_alone)
         plans.append(ArmPlan(arm, num_samples, schedules, recipe, trial_iterations(recipe_plan),
-                             independent_iterations(recipe_plan), expected))
+                             independent_iterations(recipe_plan), expected, alone))
     return Plan(study, tuple(plans), study.num_workers, study.num_workers * study.cpus_per_worker,
                 study.num_workers if study.use_gpu else 0, max_concurrent_trials(study, cluster_cpus, cluster_gpus),
                 capacity)
@@ -118,9 +127,12 @@ def format_plan(plan: Plan) -> str:
                       f"{batch}-image step, cited in study/presets.py; override with --set seconds_per_iteration.GPU=S):"]
         for gpu, seconds in sorted(s.seconds_per_iteration.items()):
             hours = gpu_hours(plan, seconds)
+            alone = plan.expected_independent * seconds * plan.gpus_per_trial / 3600
             lines.append(f"    {gpu:<6} {seconds:.3f} s/iter -> {hours:,.0f} GPU-hours, "
                          f"{hours / plan.gpus_per_trial / plan.max_concurrent:,.0f} h wall clock at "
-                         f"{plan.max_concurrent} trial(s) at once")
+                         f"{plan.max_concurrent} trial(s) at once (every schedule run separately: "
+                         f"{alone:,.0f} GPU-hours); longest trial "
+                         f"{plan.longest_trial * seconds / 3600:,.0f} h")
     return "\n".join(lines)
 
 
