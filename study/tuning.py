@@ -75,19 +75,28 @@ def driver_resources() -> dict[str, float]:
     return {"CPU": 0.01}
 
 
+def ended_early(result: dict[str, Any] | None) -> bool:
+    """Whether a trial's last result is short of its own schedule's final (nor diverged)."""
+    result = result or {}
+    if result.get("status") == "diverged":
+        return False
+    return not (result.get("phase") == "final" and result.get("schedule") == result.get("trunk_schedule"))
+
+
 class FinalStatus(tune.Callback):
     """Writes "stopped"/"failed" into a trial's last row when Tune ends it early.
 
-    A trial that finishes reports "completed" (or "diverged") itself; one that Tune stops
-    (early stopping) or that errors never gets the chance, so its last row still says
-    "running" until this callback rewrites it.
+    A trial that finishes reports its own schedule's final row (or "diverged") itself; one
+    that Tune stops at a schedule rung or that errors never gets the chance, and its last
+    trunk row still says "running" until this callback rewrites it (a shorter schedule's
+    final row is a finished result and keeps "completed").
     """
 
     def __init__(self, results_uri: str) -> None:
         self.results_uri = results_uri
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
-        if (trial.last_result or {}).get("status") == "running":
+        if ended_early(trial.last_result):
             results.mark_status(self.results_uri, trial.trial_id, "stopped")
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info: Any) -> None:
@@ -207,10 +216,10 @@ def run_study(study: StudyConfig, arms: dict[str, dict[str, Any]], num_samples: 
 def reconcile_statuses(grid: tune.ResultGrid, results_uri: str) -> None:
     """Final statuses from Tune's own record, also for trials ended before a restart.
 
-    A trial whose last result says "running" was stopped early, and Optuna was told it was
-    pruned; its workers may have written one more row before they were stopped, even the
-    final one, which then says "stopped" too, so Parquet, Tune and Optuna agree. An errored
-    trial failed.
+    A trial whose last result is short of its own schedule's final was stopped early, and
+    Optuna was told it was pruned; its workers may have written one more row before they
+    were stopped (a trunk row, or even its own final), which then says "stopped" too, so
+    Parquet, Tune and Optuna agree. An errored trial failed.
     """
     for result in grid:
         trial_id = (result.metrics or {}).get("trial_id")
@@ -218,5 +227,5 @@ def reconcile_statuses(grid: tune.ResultGrid, results_uri: str) -> None:
             continue
         if result.error:
             results.mark_status(results_uri, trial_id, "failed", only_if=("running", "completed"))
-        elif result.metrics.get("status") == "running":
+        elif ended_early(result.metrics):
             results.mark_status(results_uri, trial_id, "stopped", only_if=("running", "completed"))

@@ -98,7 +98,9 @@ def test_driver_killed_inside_a_branch_resumes_there(tmp_path):
         finally:
             os.killpg(first.pid, signal.SIGKILL)
             first.wait()
-    resumed = subprocess.run([*cmd, "--resume"], cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    # --resume takes the trial and its --set overrides from study.json.
+    resumed = subprocess.run([sys.executable, "study/run.py", "--resume", "--results", str(tmp_path), "--name", "K"],
+                             cwd=root, env=env, capture_output=True, text=True, timeout=600)
     out = resumed.stdout + resumed.stderr
     assert resumed.returncode == 0, out[-3000:]
     assert re.search(r"resumed from the checkpoint at iteration (25|50) \(1x cooldown\)", out), out[-3000:]

@@ -185,3 +185,14 @@ def test_rungs_are_rebuilt_from_the_results_after_a_restore(tmp_path):
     # A resumed trial that reports its rung again keeps its first value there.
     assert restored.on_trial_result(None, _trial("t2"), _rung(1.0, 0.0)) == TrialScheduler.CONTINUE
     assert set(restored.rungs.scores) == {("a", 1.0)}
+
+
+def test_a_trial_ended_early_is_one_short_of_its_own_final():
+    from study.tuning import ended_early
+
+    config = {"arm": "a", "lr": 0.1, "weight_decay": 1e-4, "schedule": 2.0}
+    assert not ended_early(_final(config, 2.0, 0.3))  # its own schedule's final
+    assert not ended_early(_final(config, 1.0, 0.0, status="diverged"))
+    assert ended_early(_final(config, 1.0, 0.3))  # stopped at the 1x rung
+    assert ended_early({"phase": "trunk", "status": "running", "schedule": 2.0, "trunk_schedule": 2.0})
+    assert ended_early(None)

@@ -188,9 +188,10 @@ def run_trial(cfg: TrialConfig, session: Session) -> dict[str, Any]:
     reporter = _Reporter(cfg, session, training, plan, len(train_set), lambda: time.time() - t0)
     trainer = Trainer(plan, training, step, batches, evaluate, reporter, hooks=[
         FaultInjection(cfg.fail_at_iteration, rank, world, partial(_fired, cfg), InjectedFailure),
-        PeriodicEvaluation(cfg.eval_period),
+        # Before the periodic evaluation, which restarts the loss window it prints.
         ProgressLog(trial_iterations(plan) // 20, session.log if rank == 0 else _silent, f"[{cfg.trial_id}]",
                     lambda: time.time() - t0),
+        PeriodicEvaluation(cfg.eval_period),
     ])
     state = session.load_checkpoint()
     if state is not None:
