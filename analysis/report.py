@@ -23,8 +23,9 @@ from study.config import selector_matches
 STUDY_FILE = "study.json"
 
 
-def read_study(study_dir: Path) -> dict[str, Any]:
-    path = study_dir / STUDY_FILE
+def read_study(study_dir: str | os.PathLike) -> dict[str, Any]:
+    """The study folder's study.json as a dict ({} when there is none)."""
+    path = Path(study_dir) / STUDY_FILE
     return json.loads(path.read_text()) if path.exists() else {}
 
 

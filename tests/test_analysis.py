@@ -189,3 +189,12 @@ def test_trunk_and_branches_figure():
     assert [(l.get_xdata()[0], l.get_xdata()[-1]) for l in cooldowns] == [(167, 499), (667, 999), (1167, 1499)]
     assert all(min(l.get_ydata()) == pytest.approx(0.01) for l in cooldowns)  # both drops in every branch
     assert ax.get_xlabel() == "iteration" and ax.get_yscale() == "log"
+
+
+def test_recipes_come_from_study_json(tmp_path):
+    from analysis.report import read_study, recipes
+
+    (tmp_path / "study.json").write_text(json.dumps({"arms": {"scratch-tiny-f1": {"lr": 0.3, "weight_decay": 1e-4},
+                                                              "pretrained-tiny-f1": {"lr": 0.2, "weight_decay": 1e-5}}}))
+    assert recipes(read_study(str(tmp_path))) == {"scratch-tiny-f1": (0.3, 1e-4), "pretrained-tiny-f1": (0.2, 1e-5)}
+    assert recipes(read_study(tmp_path / "absent")) == {}
