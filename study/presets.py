@@ -10,8 +10,8 @@ from __future__ import annotations
 import dataclasses
 
 from study.config import Axes, EarlyStopping, SearchSpace, StudyConfig
-from trainables.config import DataConfig, ModelConfig, PretrainSpec, SolverConfig, SyntheticSpec
-from trainables.model import CAFFE2_PIXEL_MEAN, CAFFE2_PIXEL_STD
+from trainables.config import (CAFFE2_PIXEL_MEAN, CAFFE2_PIXEL_STD, DataConfig, ModelConfig, PretrainSpec,
+                               SolverConfig, SyntheticSpec)
 
 # --- Models -----------------------------------------------------------------------------
 # The paper's Mask R-CNN R50/R101-FPN with GN (32 groups, Detectron's G) in backbone, FPN,

@@ -1,7 +1,7 @@
 """Early stopping at schedules: a trial is compared only with its arm's trials at the same
 cooled-down schedule.
 
-Ray's ASHA (like Optuna's pruners, Determined, NNI, Syne Tune; hpo_systems.md) compares
+Ray's ASHA (like Optuna's pruners, Determined, NNI and Syne Tune) compares
 trials at global rungs of training time. In this study that is wrong: a trial judged before
 its LR drops looks worse than it ends up (the higher its LR, the more), and scratch and
 pretrained start from different places. Here a trial scores every schedule of its arm's set

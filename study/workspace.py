@@ -17,8 +17,6 @@ from typing import Any, Callable
 
 from study.config import StudyConfig
 from trainables import storage
-from trainables.pretrain import ensure_pretrained
-from trainables.synthetic import ensure_dataset
 
 STUDY_FILE = "study.json"
 
@@ -61,6 +59,11 @@ def prepare_inputs(study: StudyConfig, log: Callable[[str], None] = print) -> di
     Returns ``{model name: (weights path or URL, pretraining images seen or None)}`` for the
     models of arms with ``init=pretrained``.
     """
+    # Imported here: generating data and pretraining need torch and pycocotools, which
+    # --help and --dry-run (this module's other users) should not pay for.
+    from trainables.pretrain import ensure_pretrained
+    from trainables.synthetic import ensure_dataset
+
     if study.data.source == "synthetic":
         paths = ensure_dataset(study.data.synthetic)
         log(f"data: generated COCO-format dataset at {paths.root}")

@@ -149,3 +149,13 @@ def test_set_reaches_per_arm_overrides():
     assert study.default_overrides == (("init=scratch", {"schedule": 3}),)
     with pytest.raises(ConfigError, match="search.lr.*expected 2 values"):
         apply_overrides(TOY, ["search.lr=[0.1]"])
+
+
+@pytest.mark.parametrize("args", [["--help"], ["--dry-run"], ["--preset", "coco-r50-gn", "--dry-run"]])
+def test_help_and_dry_run_import_neither_torch_nor_ray(args):
+    code = ("import runpy, sys\nsys.argv = ['study/run.py', *%r]\ntry:\n    runpy.run_path('study/run.py', "
+            "run_name='__main__')\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in ('torch', 'torchvision', 'ray') if m in sys.modules), file=sys.stderr)" % (args,))
+    out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent,
+                         capture_output=True, text=True, check=True)
+    assert out.stderr.strip().splitlines()[-1] == "[]"

@@ -16,6 +16,11 @@ from typing import Any, Literal, TypeVar
 
 INITS = ("scratch", "pretrained")
 NORMS = ("gn", "syncbn", "frozenbn")
+# Detectron's Caffe2 convention (0-255 pixels minus the mean, no division; detectron2's
+# PIXEL_MEAN [103.53, 116.28, 123.675] BGR and PIXEL_STD [1, 1, 1]), written for RGB images
+# in [0, 1]. Used with Detectron's ImageNet GN weights, whose conv1 is flipped to RGB on load.
+CAFFE2_PIXEL_MEAN = (123.675 / 255, 116.28 / 255, 103.53 / 255)
+CAFFE2_PIXEL_STD = (1 / 255, 1 / 255, 1 / 255)
 
 
 class ConfigError(ValueError):
@@ -103,7 +108,7 @@ class ModelConfig:
     frozen_stages: int = 2
     # Input normalization, RGB, for images in [0, 1]: (x - mean) / std. The default is
     # torchvision's/timm's ImageNet statistics; Caffe2-trained Detectron weights expect
-    # 0-255 pixels minus a mean and no division (CAFFE2_PIXEL_* in trainables/model.py).
+    # 0-255 pixels minus a mean and no division (CAFFE2_PIXEL_* above).
     pixel_mean: tuple[float, ...] = (0.485, 0.456, 0.406)
     pixel_std: tuple[float, ...] = (0.229, 0.224, 0.225)
 

@@ -25,14 +25,9 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
-from trainables.config import ModelConfig
+from trainables.config import CAFFE2_PIXEL_MEAN, CAFFE2_PIXEL_STD, ModelConfig
 from trainables.roi_align import MultiScaleRoIAlign
 
-# Detectron's Caffe2 convention (0-255 pixels minus the mean, no division; detectron2's
-# PIXEL_MEAN [103.53, 116.28, 123.675] BGR and PIXEL_STD [1, 1, 1]), written for RGB images
-# in [0, 1]. Used with Detectron's ImageNet GN weights, whose conv1 is flipped to RGB on load.
-CAFFE2_PIXEL_MEAN = (123.675 / 255, 116.28 / 255, 103.53 / 255)
-CAFFE2_PIXEL_STD = (1 / 255, 1 / 255, 1 / 255)
 NORM_TYPES = (nn.BatchNorm2d, nn.SyncBatchNorm, nn.GroupNorm, FrozenBatchNorm2d)
 
 

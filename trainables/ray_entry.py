@@ -4,7 +4,7 @@ Shaped like Ray's own Train-in-Tune pattern (ray_notes.md section 1): a Tune tri
 ``train_driver_fn``, which builds a ``TorchTrainer`` named after the trial id (stable across
 restores, so Train resumes its own checkpoints) and forwards every report to Tune through
 ``TuneReportCallback``. ``train_fn_per_worker`` turns Ray Train's context into an engine
-``Session``; all training logic lives in trainables/engine.py.
+``Session``; all training logic lives in trainables/engine.py and trainables/loop.py.
 
 Start-up matters (every trial starts a Tune trial actor, a Train controller and its
 workers, each a fresh process on 2 cores in the default study): only the workers need
