@@ -73,23 +73,32 @@ def test_each_branch_equals_an_independent_run_of_its_schedule(tmp_path):
         assert finals.loc[s, columns].tolist() == alone[columns].tolist(), s
 
 
-def test_resume_inside_a_branch_continues_at_the_exact_iteration(tmp_path):
-    kwargs = dict(schedule=2.0, schedules=(1.0, 2.0), eval_period=2)
+def _straight_and_broken(tmp_path, fail_at, **kwargs):
+    """A trial run through, and the same trial stopped by an injected failure at ``fail_at``."""
     straight = MemoryCheckpoints()
     run_trial(_cfg(tmp_path / "a", **kwargs), straight.session())
     broken = MemoryCheckpoints()
-    # Iteration 7 comes first inside the 1x cooldown (3 -> 9), after its checkpoint at 6.
-    cfg = _cfg(tmp_path / "b", fail_at_iteration=7, **kwargs)
+    cfg = _cfg(tmp_path / "b", fail_at_iteration=fail_at, **kwargs)
     with pytest.raises(InjectedFailure):
         run_trial(cfg, broken.session())
+    return straight, broken, cfg
+
+
+def _same_weights(straight, broken):
+    # Same data order, flips, proposals and weights as a run that never stopped.
+    for key, value in straight.state["model"].items():
+        assert torch.equal(value, broken.state["model"][key]), key
+
+
+def test_resume_inside_a_branch_continues_at_the_exact_iteration(tmp_path):
+    # Iteration 7 comes first inside the 1x cooldown (3 -> 9), after its checkpoint at 6.
+    straight, broken, cfg = _straight_and_broken(tmp_path, 7, schedule=2.0, schedules=(1.0, 2.0), eval_period=2)
     assert broken.state["position"]["in_branch"] and broken.state["iteration"] == 6
     assert broken.state["fork"] is not None
     lines = []
     run_trial(cfg, broken.session(log=lines.append))
     assert any("resumed from the checkpoint at iteration 6 (1x cooldown)" in line for line in lines)
-    # Same data order, flips, proposals and weights as a run that never stopped.
-    for key, value in straight.state["model"].items():
-        assert torch.equal(value, broken.state["model"][key]), key
+    _same_weights(straight, broken)
     a, b = _rows(tmp_path / "a"), _rows(tmp_path / "b")
     columns = ["phase", "schedule", "iteration", "cost_iterations", "loss", *AP_KEYS, "status"]
     assert a[columns].equals(b[columns])
@@ -97,20 +106,13 @@ def test_resume_inside_a_branch_continues_at_the_exact_iteration(tmp_path):
 
 
 def test_resume_on_the_trunk_after_a_branch(tmp_path):
-    kwargs = dict(schedule=2.0, schedules=(1.0, 2.0), eval_period=0)
-    straight = MemoryCheckpoints()
-    run_trial(_cfg(tmp_path / "a", **kwargs), straight.session())
-    broken = MemoryCheckpoints()
     # Iteration 10 is on the trunk after the 1x branch (trunk 3 -> 12), whose final report
     # carried the trunk at its fork as the checkpoint.
-    cfg = _cfg(tmp_path / "b", fail_at_iteration=10, **kwargs)
-    with pytest.raises(InjectedFailure):
-        run_trial(cfg, broken.session())
+    straight, broken, cfg = _straight_and_broken(tmp_path, 10, schedule=2.0, schedules=(1.0, 2.0), eval_period=0)
     assert not broken.state["position"]["in_branch"] and broken.state["iteration"] == 3
     assert broken.state["position"]["branch"] == 1
     run_trial(cfg, broken.session())
-    for key, value in straight.state["model"].items():
-        assert torch.equal(value, broken.state["model"][key]), key
+    _same_weights(straight, broken)
     columns = ["phase", "schedule", "iteration", "cost_iterations", "loss", *AP_KEYS]
     assert _rows(tmp_path / "a")[columns].equals(_rows(tmp_path / "b")[columns])
 

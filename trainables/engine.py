@@ -274,7 +274,8 @@ class _Reporter:
         fork_rng = _gather(saved["rng"], world) if saved is not None else None
         if self.session.rank != 0:
             return None
-        state = self.training.snapshot()
+        # By reference: the runtime serialises it before training goes on.
+        state = self.training.state()
         state.update(rng=rng, position=dataclasses.asdict(trainer.position), iteration=trainer.position.iteration,
                      wall_time_s=self.elapsed(), world_size=world,
                      fork=None if saved is None else {**saved, "rng": fork_rng})

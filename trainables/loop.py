@@ -100,11 +100,16 @@ class Training:
     scaler: torch.amp.GradScaler
     window: LossWindow
 
+    def state(self) -> dict[str, Any]:
+        """The state as it is now, by reference (for a checkpoint written at once)."""
+        return {"model": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scaler": self.scaler.state_dict(), "window": self.window.state(), "rng": rng_state()}
+
     def snapshot(self) -> dict[str, Any]:
-        """A deep copy (the model and the optimizer's momentum change in place)."""
-        return {"model": {k: v.detach().clone() for k, v in self.net.state_dict().items()},
-                "optimizer": copy.deepcopy(self.optimizer.state_dict()),
-                "scaler": copy.deepcopy(self.scaler.state_dict()), "window": self.window.state(), "rng": rng_state()}
+        """A deep copy (the model and the optimizer's momentum change in place), for a fork."""
+        state = self.state()
+        return {**state, "model": {k: v.detach().clone() for k, v in state["model"].items()},
+                "optimizer": copy.deepcopy(state["optimizer"]), "scaler": copy.deepcopy(state["scaler"])}
 
     def restore(self, snap: dict[str, Any], rng: bool = True) -> None:
         self.net.load_state_dict(snap["model"])
@@ -225,8 +230,6 @@ class Trainer:
             self.forks.restore(self.training)
             pos.iteration, pos.branch, pos.in_branch = self.branch.fork, pos.branch + 1, False
         self.last = self._report(self, "final", {**metrics, "window": window, "at": done})
-        if pos.finished:
-            self.training.window.reset()
 
 
 class FaultInjection(HookBase):
