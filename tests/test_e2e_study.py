@@ -139,3 +139,44 @@ def test_two_node_cluster_frees_placement_groups_of_stopped_trials(tmp_path):
     finally:
         ray.shutdown()
         cluster.shutdown()
+
+
+def test_driver_killed_inside_a_branch_resumes_there(tmp_path):
+    """kill -9 of the driver during a cooldown: --resume continues in that branch."""
+    root = ROOT
+    # 1x = 60: the trunk forks at 20, the 1x cooldown runs to 60 with a checkpoint at 25
+    # and 50 (eval_period 25 brings no trunk row before the fork); then the trunk to 80
+    # (rows at 25, 50, 75) and the 2x cooldown to 120.
+    cmd = [sys.executable, "study/run.py", "--preset", "smoke", "--trial", "init=scratch,schedule=2",
+           "--set", "solver.base_iters=60", "--set", "eval_period=25", "--results", str(tmp_path), "--name", "K"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    folder = tmp_path / "K"
+    with open(tmp_path / "first.log", "w") as log:
+        first = subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            deadline = time.time() + 240
+            while time.time() < deadline and first.poll() is None:
+                checkpoints = list(folder.glob("train/train-*/checkpoint_*"))
+                rows = list(folder.glob("metrics/*.parquet"))
+                if rows:
+                    pytest.fail("the 1x final was written before the driver could be killed in its cooldown")
+                if checkpoints:
+                    break
+                time.sleep(0.2)
+            else:
+                pytest.fail(f"no checkpoint inside the 1x cooldown: {(tmp_path / 'first.log').read_text()[-2000:]}")
+        finally:
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait()
+    # --resume takes the trial and its --set overrides from study.json.
+    resumed = subprocess.run([sys.executable, "study/run.py", "--resume", "--results", str(tmp_path), "--name", "K"],
+                             cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    out = resumed.stdout + resumed.stderr
+    assert resumed.returncode == 0, out[-3000:]
+    df = pd.read_parquet(folder / "metrics").sort_values("cost_iterations")
+    assert list(zip(df["phase"], df["schedule"], df["iteration"])) == [
+        ("final", 1.0, 60), ("trunk", 2.0, 25), ("trunk", 2.0, 50), ("trunk", 2.0, 75), ("final", 2.0, 120)]
+    assert df["cost_iterations"].tolist() == [60, 65, 90, 115, 160]
+    # Resumed from a checkpoint inside the 1x cooldown (25 or 50): no row existed at the kill,
+    # and every row, the 1x final first, comes from the resumed run.
+    assert df["resumed_from"].isin([25, 50]).all() and df["status"].iloc[-1] == "completed"

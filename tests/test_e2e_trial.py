@@ -4,13 +4,6 @@ Marked e2e: each test starts Train workers (tens of seconds on 2 cores).
 """
 
 import math
-import os
-import re
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -70,42 +63,3 @@ def test_worker_failure_resumes_from_checkpoint(local_ray, tmp_path):
     assert (df["resumed_from"] == 6).all()
     assert len(list((tmp_path / "F" / "faults").iterdir())) == 1
 
-
-def test_driver_killed_inside_a_branch_resumes_there(tmp_path):
-    """kill -9 of the driver during a cooldown: --resume continues in that branch."""
-    root = Path(__file__).resolve().parent.parent
-    # 1x = 60: the trunk forks at 20, the 1x cooldown runs to 60 with a checkpoint at 25
-    # and 50 (eval_period 25 brings no trunk row before the fork); then the trunk to 80
-    # (rows at 25, 50, 75) and the 2x cooldown to 120.
-    cmd = [sys.executable, "study/run.py", "--preset", "smoke", "--trial", "init=scratch,schedule=2",
-           "--set", "solver.base_iters=60", "--set", "eval_period=25", "--results", str(tmp_path), "--name", "K"]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    folder = tmp_path / "K"
-    with open(tmp_path / "first.log", "w") as log:
-        first = subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            deadline = time.time() + 240
-            while time.time() < deadline and first.poll() is None:
-                checkpoints = list(folder.glob("train/train-*/checkpoint_*"))
-                rows = list(folder.glob("metrics/*.parquet"))
-                if rows:
-                    pytest.fail("the 1x final was written before the driver could be killed in its cooldown")
-                if checkpoints:
-                    break
-                time.sleep(0.2)
-            else:
-                pytest.fail(f"no checkpoint inside the 1x cooldown: {(tmp_path / 'first.log').read_text()[-2000:]}")
-        finally:
-            os.killpg(first.pid, signal.SIGKILL)
-            first.wait()
-    # --resume takes the trial and its --set overrides from study.json.
-    resumed = subprocess.run([sys.executable, "study/run.py", "--resume", "--results", str(tmp_path), "--name", "K"],
-                             cwd=root, env=env, capture_output=True, text=True, timeout=600)
-    out = resumed.stdout + resumed.stderr
-    assert resumed.returncode == 0, out[-3000:]
-    assert re.search(r"resumed from the checkpoint at iteration (25|50) \(1x cooldown\)", out), out[-3000:]
-    df = pd.read_parquet(folder / "metrics").sort_values("cost_iterations")
-    assert list(zip(df["phase"], df["schedule"], df["iteration"])) == [
-        ("final", 1.0, 60), ("trunk", 2.0, 25), ("trunk", 2.0, 50), ("trunk", 2.0, 75), ("final", 2.0, 120)]
-    assert df["cost_iterations"].tolist() == [60, 65, 90, 115, 160]
-    assert df["resumed_from"].isin([25, 50]).all() and df["status"].iloc[-1] == "completed"
