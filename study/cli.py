@@ -14,13 +14,17 @@ import os
 import sys
 from typing import Any
 
-from study.config import Arm, Axes, StudyConfig, arms as study_arms, base_trial, default_point
+from study import failures
+from study import preflight
+from study.config import Arm, Axes, StudyConfig, arms as study_arms, base_trial, default_point, search_space
 from study.plan import format_plan, make_plan
 from study.overrides import apply_overrides
 from study.presets import PRESETS, get_preset
 from study.workspace import (StudyExists, check_folder, code_version, prepare_inputs, read_study_file, study_uri,
                              write_study_file)
+from trainables.branches import branches
 from trainables.config import INITS, ConfigError
+from trainables.errors import InputError
 from trainables.storage import is_uri
 
 TRIAL_KEYS = ("init", "model", "data_fraction", "lr", "weight_decay", "schedule", "seed")
@@ -111,6 +115,9 @@ def resolve(args: argparse.Namespace) -> tuple[StudyConfig, str, dict[str, Any] 
     ``--resume`` takes everything from the folder's study.json: the preset, the --set
     overrides and trials per arm it was started with, and whether it was one --trial.
     """
+    if args.name is not None:
+        preflight.check_name(args.name)
+    preflight.check_results(args.results)
     uri = study_uri(args.results, args.name or args.preset or DEFAULT_PRESET)
     if args.resume:
         return _resolve_resume(args, uri)
@@ -142,13 +149,31 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         study, uri, values = resolve(args)
-    except (KeyError, ConfigError, StudyExists) as err:
-        parser.error(str(err.args[0] if isinstance(err, KeyError) else err))
+        check_before_ray(study, values, args)
+    except (KeyError, InputError, StudyExists) as err:
+        # One line, before Ray starts or anything is written (argparse's own errors add usage).
+        parser.exit(2, f"{parser.prog}: error: {err.args[0] if isinstance(err, KeyError) else err}\n")
     if args.dry_run:
         return dry_run(study, values)
     if values is not None:
         return run_trial_command(study, values, uri, args)
     return run_study_command(study, uri, args)
+
+
+def check_before_ray(study: StudyConfig, values: dict[str, Any] | None, args: argparse.Namespace) -> None:
+    """Every value, path and address the driver can check (study/preflight.py)."""
+    if values is not None:
+        study = _one_arm(study, values)
+        arm = Arm(values["init"], values["data_fraction"], values["model"])
+        try:
+            branches(study.solver.base_iters, search_space(study, arm).schedule, values["schedule"])
+        except ValueError as err:
+            raise ConfigError(f"--trial: {err}", "schedule") from None
+    preflight.check_study(study)
+    if not args.dry_run:
+        preflight.check_address(args.address)
+    address = args.address or os.environ.get("RAY_ADDRESS")
+    preflight.check_inputs(study, on_cluster=bool(address) and address != "local")
 
 
 def dry_run(study: StudyConfig, values: dict[str, Any] | None) -> int:
@@ -210,10 +235,11 @@ def run_trial_command(study: StudyConfig, values: dict[str, Any], uri: str, args
         return 2
     param_space = {"arm": arm.name, **{k: values[k] for k in ("lr", "weight_decay", "schedule", "seed")}}
     grid = tuning.run_single_trial(arms, param_space, uri, study.objective, args.resume)
-    result = grid[0]
-    if result.error:
-        print(f"trial failed: {result.error}", file=sys.stderr)
+    failed = tuning.failed_trials(grid, uri)
+    if failed:
+        print(f"\n{failures.format_failures(failed)}", file=sys.stderr)
         return 1
+    result = grid[0]
     m = result.metrics or {}
     print(f"\ntrial {m.get('trial_id')} {m.get('status')}: bbox AP {m.get('bbox_AP', float('nan')):.3f}, "
           f"segm AP {m.get('segm_AP', float('nan')):.3f} after {m.get('iteration')} iterations")
@@ -254,9 +280,11 @@ def run_study_command(study: StudyConfig, uri: str, args: argparse.Namespace) ->
     print(f"results: {uri}/metrics  (analysis.load_results('{uri}') or pandas.read_parquet)")
     print(f"optuna:  optuna-dashboard sqlite:///{tuning.local_optuna_db(uri)}")
     print(f"tune:    {uri}/tune  (tensorboard --logdir {uri}/tune)")
-    errors = [r for r in grid if r.error]
-    if errors:
-        print(f"{len(errors)} trial(s) failed; see their rows (status 'failed') and {uri}/tune", file=sys.stderr)
+    failed = tuning.failed_trials(grid, uri)
+    if failed:
+        print(f"\n{failures.format_failures(failed)}\n(their rows say 'failed'; fix the input and run the same "
+              f"command with --resume to continue)", file=sys.stderr)
+        return 1
     return 0
 
 

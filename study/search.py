@@ -25,6 +25,7 @@ import optuna
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from study import failures
 from study.config import RECIPE_KEYS, SearchSpace
 
 
@@ -67,11 +68,13 @@ def is_branch_result(result: dict[str, Any], metric: str) -> bool:
 
 
 def record_branch(study: optuna.Study, tune_trial_id: str, result: dict[str, Any], metric: str,
-                  distributions: dict[str, optuna.distributions.BaseDistribution]) -> bool:
-    """Add a branch's result to the arm's Optuna study as a finished trial, once.
+                  distributions: dict[str, optuna.distributions.BaseDistribution], branch: bool = True) -> bool:
+    """Add a schedule's final result to the arm's Optuna study as a finished trial, once.
 
-    Returns False when it is there already (a resumed trial reports its branches again).
-    The trial carries ``tune_trial`` and ``trunk_schedule`` as user attributes.
+    For a branch, and (``branch=False``) for the own result of a trial that Optuna was told
+    had failed and that ``--resume`` then finished. Returns False when it is there already
+    (a resumed trial reports its branches again). The trial carries ``tune_trial`` and
+    ``trunk_schedule`` as user attributes.
     """
     schedule = float(result["schedule"])
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
@@ -81,7 +84,7 @@ def record_branch(study: optuna.Study, tune_trial_id: str, result: dict[str, Any
     study.add_trial(optuna.trial.create_trial(
         params=params, distributions=distributions, value=float(result[metric]),
         user_attrs={"tune_trial": tune_trial_id, "trunk_schedule": float(result["trunk_schedule"]),
-                    "branch": True}))
+                    "branch": branch}))
     return True
 
 
@@ -89,7 +92,10 @@ class ArmSearch(Searcher):
     """Routes suggestions and results between Tune and one OptunaSearch per arm."""
 
     def __init__(self, searchers: dict[str, OptunaSearch], num_samples: int, metric: str,
-                 fixed: dict[str, Any] | None = None, spaces: dict[str, SearchSpace] | None = None) -> None:
+                 fixed: dict[str, Any] | None = None, spaces: dict[str, SearchSpace] | None = None,
+                 results_uri: str | None = None, arm_configs: dict[str, dict[str, Any]] | None = None) -> None:
+        """``results_uri`` and ``arm_configs`` let a trial that failed on bad input close the
+        arms that would fail the same way (study/failures.py)."""
         super().__init__(metric=metric, mode="max")
         self.searchers = searchers
         # Each arm's distributions, for the trials its branches add (record_branch).
@@ -98,12 +104,23 @@ class ArmSearch(Searcher):
         self.fixed = dict(fixed or {})
         self.suggested = {arm: 0 for arm in searchers}
         self.trial_arm: dict[str, str] = {}
+        # Trials Optuna was told had failed; --resume may still finish them.
+        self.failed: set[str] = set()
+        # Arms that get no more trials in this run (their input is bad); not saved, so a
+        # --resume after fixing the input opens them again.
+        self.closed: dict[str, str] = {}
+        self.results_uri = results_uri
+        self.arm_configs = dict(arm_configs or {})
+
+    def close_arm(self, arm: str, reason: str) -> None:
+        """Suggest no more trials for ``arm`` in this run."""
+        self.closed.setdefault(arm, reason)
 
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
         return True  # each arm's space and objective are fixed at construction
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
-        open_arms = [a for a in self.searchers if self.suggested[a] < self.num_samples]
+        open_arms = [a for a in self.searchers if self.suggested[a] < self.num_samples and a not in self.closed]
         if not open_arms:
             return Searcher.FINISHED
         arm = min(open_arms, key=lambda a: self.suggested[a])
@@ -118,7 +135,7 @@ class ArmSearch(Searcher):
         if trial_id not in self.trial_arm:
             return
         searcher = self.searchers[self.trial_arm[trial_id]]
-        if result.get("phase") == "trunk" and result.get(self.metric) is not None:
+        if result.get("phase") == "trunk" and result.get(self.metric) is not None and trial_id not in self.failed:
             searcher.on_trial_result(trial_id, result)
         elif is_branch_result(result, self.metric):
             arm = self.trial_arm[trial_id]
@@ -135,10 +152,34 @@ class ArmSearch(Searcher):
             # schedule has no final value. Told as PRUNED, TPE ranks it by its trunk
             # values, while the schedules it did finish are trials of their own.
             result = None
-        self.searchers[self.trial_arm[trial_id]].on_trial_complete(trial_id, result=result, error=error)
+        arm = self.trial_arm[trial_id]
+        if trial_id in self.failed:
+            # Told FAIL before --resume finished it: its own result joins as a trial of its own.
+            if result is not None and not error and result.get(self.metric) is not None:
+                record_branch(self.searchers[arm]._ot_study, trial_id, result, self.metric,
+                              optuna_space(self.spaces[arm]), branch=False)
+            return
+        if error:
+            self.failed.add(trial_id)
+            self._close_after(trial_id)
+        self.searchers[arm].on_trial_complete(trial_id, result=result, error=error)
+
+    def _close_after(self, trial_id: str) -> None:
+        record = failures.input_failure(self.results_uri, trial_id) if self.results_uri else None
+        if record is None:
+            return
+        arms, reason = failures.arms_to_close(record, self.arm_configs)
+        fresh = [a for a in arms if a in self.searchers and a not in self.closed]
+        for arm in fresh:
+            self.close_arm(arm, reason)
+        if fresh:
+            which = "no arm" if len(self.closed) == len(self.searchers) else ", ".join(fresh)
+            print(f"bad input: {reason}; {'no further trial starts' if which == 'no arm' else which + ' gets no further trials'} "
+                  f"in this run (running trials meet the same error; fix it and --resume)", flush=True)
 
     def save(self, checkpoint_path: str) -> None:
-        state = {"suggested": self.suggested, "trial_arm": self.trial_arm, "num_samples": self.num_samples,
+        state = {"suggested": self.suggested, "trial_arm": self.trial_arm, "failed": self.failed,
+                 "num_samples": self.num_samples,
                  "fixed": self.fixed, "spaces": self.spaces, "searchers": {a: s.__dict__.copy() for a, s in self.searchers.items()}}
         with open(checkpoint_path, "wb") as f:
             pickle.dump(state, f)
@@ -147,6 +188,7 @@ class ArmSearch(Searcher):
         with open(checkpoint_path, "rb") as f:
             state = pickle.load(f)
         self.suggested, self.trial_arm = state["suggested"], state["trial_arm"]
+        self.failed = set(state.get("failed", ()))
         self.num_samples, self.fixed, self.spaces = state["num_samples"], state["fixed"], state.get("spaces", self.spaces)
         for arm, blob in state["searchers"].items():
             self.searchers[arm].__dict__.update(blob)

@@ -17,6 +17,7 @@ import optuna
 import ray
 from ray import tune
 
+from study import failures
 from study.config import StudyConfig, arms as study_arms, default_point, search_space
 from study.scheduler import ScheduleRungs
 from study.search import ArmSearch, arm_searcher
@@ -114,8 +115,11 @@ def run_config(results_uri: str, callbacks: list | None = None) -> tune.RunConfi
         callbacks=[FinalStatus(results_uri), *(callbacks or [])],
         # Status table and trial starts/ends; each evaluation is one line from the workers.
         verbose=1,
-        # A trial whose driver actor dies is retried; Train resumes from its checkpoint.
-        failure_config=tune.FailureConfig(max_failures=2),
+        # No trial is rerun by Tune: Ray Train already restarts lost workers and nodes from
+        # the last checkpoint (the trial's max_failures), a rerun would repeat a bad input
+        # error (trainables/errors.py), and a trial whose own driver died is resumed by
+        # --resume, which resumes errored trials from their checkpoints.
+        failure_config=tune.FailureConfig(max_failures=0),
     )
 
 
@@ -167,7 +171,8 @@ def optuna_storage(results_uri: str) -> optuna.storages.RDBStorage:
     return optuna.storages.RDBStorage(f"sqlite:///{local_optuna_db(results_uri)}")
 
 
-def build_search(study: StudyConfig, num_samples: int, results_uri: str) -> ArmSearch:
+def build_search(study: StudyConfig, num_samples: int, results_uri: str,
+                 arm_configs: dict[str, dict[str, Any]] | None = None) -> ArmSearch:
     db = optuna_storage(results_uri)
     searchers, spaces = {}, {}
     for index, arm in enumerate(study_arms(study)):
@@ -175,7 +180,8 @@ def build_search(study: StudyConfig, num_samples: int, results_uri: str) -> ArmS
         searchers[arm.name] = arm_searcher(
             arm.name, search_space(study, arm), storage=db, seed=study.seed * 1000 + index, metric=study.objective,
             num_samples=num_samples, first_point=default_point(study, dataclasses.asdict(arm)))
-    return ArmSearch(searchers, num_samples, study.objective, fixed={"seed": study.seed}, spaces=spaces)
+    return ArmSearch(searchers, num_samples, study.objective, fixed={"seed": study.seed}, spaces=spaces,
+                     results_uri=results_uri, arm_configs=arm_configs)
 
 
 def build_scheduler(study: StudyConfig, results_uri: str):
@@ -190,14 +196,15 @@ def run_study(study: StudyConfig, arms: dict[str, dict[str, Any]], num_samples: 
               max_concurrent: int, resume: bool) -> tune.ResultGrid:
     """Every arm's search in one Tune experiment; ``resume`` continues an interrupted one.
 
-    Errored trials are not rerun on resume: Optuna has been told they failed.
+    Errored trials resume too, from their last checkpoint (after the input that failed them
+    was fixed); Optuna, told they failed, gets their results as trials of their own.
     """
     experiment = storage.join(results_uri, TUNE_DIR)
     fn = trainable(arms, driver_resources())
     if resume and tune.Tuner.can_restore(experiment):
-        tuner = tune.Tuner.restore(experiment, fn, resume_unfinished=True, resume_errored=False)
+        tuner = tune.Tuner.restore(experiment, fn, resume_unfinished=True, resume_errored=True)
     else:
-        search = build_search(study, num_samples, results_uri)
+        search = build_search(study, num_samples, results_uri, arms)
         if resume:  # killed before Tune first saved its state: nothing to restore
             search.fail_orphans()
         tuner = tune.Tuner(
@@ -211,6 +218,22 @@ def run_study(study: StudyConfig, arms: dict[str, dict[str, Any]], num_samples: 
     reconcile_statuses(grid, results_uri)
     publish_optuna_db(results_uri)
     return grid
+
+
+def failed_trials(grid: tune.ResultGrid, results_uri: str) -> list[failures.Failure]:
+    """One entry per trial that ended in error: its bad-input record, else Tune's error."""
+    found = []
+    for result in grid:
+        if not result.error:
+            continue
+        trial_id = (result.metrics or {}).get("trial_id") or os.path.basename(result.path)
+        arm = (result.config or {}).get("arm", "?")
+        record = failures.input_failure(results_uri, trial_id)
+        if record is not None:
+            found.append(failures.from_record(record))
+        else:
+            found.append(failures.from_exception(trial_id, arm, result.error, storage.join(result.path, "error.txt")))
+    return sorted(found, key=lambda f: (f.arm, f.trial_id))
 
 
 def reconcile_statuses(grid: tune.ResultGrid, results_uri: str) -> None:

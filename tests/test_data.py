@@ -4,6 +4,7 @@ import pytest
 import torch
 from pycocotools import mask as mask_utils
 
+from trainables.errors import InputError
 from trainables.data import (CocoDetection, ResumableDistributedSampler, coco_results, hflip, load_coco,
                              select_subset, trainable_image_ids)
 
@@ -44,14 +45,36 @@ def test_hflip_moves_boxes_and_masks():
     assert ftarget["masks"][0, 0].nonzero().flatten().tolist() == [7, 8]
 
 
-def test_missing_files_name_the_path(coco_fixture, tmp_path):
+def test_missing_annotation_file_names_the_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.json") as info:
+        load_coco(str(tmp_path / "nope.json"), "data.train_annotations")
+    assert isinstance(info.value, InputError) and info.value.field == "data.train_annotations"
+
+
+def test_unreadable_training_image_is_replaced_and_named(coco_fixture):
+    """detectron2's practice: the next readable image stands in, and the target says which failed."""
     root, ann_file, _ = coco_fixture
-    with pytest.raises(FileNotFoundError, match="nope.json"):
-        load_coco(str(tmp_path / "nope.json"))
-    (root / f"{1:012d}.jpg").unlink()
     ds = CocoDetection(str(root), load_coco(str(ann_file)), train=True)
-    with pytest.raises(FileNotFoundError, match="000000000001.jpg"):
+    good_image, good_target = ds[1]
+    (root / f"{1:012d}.jpg").write_bytes((root / f"{1:012d}.jpg").read_bytes()[:200])  # truncated JPEG
+    image, target = ds[0]
+    assert torch.equal(image, good_image) and target["image_id"] == 2
+    assert len(target["skipped"]) == 1 and "image 1 " in target["skipped"][0]
+    assert "000000000001.jpg" in target["skipped"][0] and "cannot be decoded" in target["skipped"][0]
+    (root / f"{1:012d}.jpg").unlink()
+    _, target = ds[0]
+    assert "missing" in target["skipped"][0]
+    (root / f"{2:012d}.jpg").unlink()
+    with pytest.raises(InputError, match="training images in a row cannot be read"):
         ds[0]
+
+
+def test_unreadable_val_image_is_reported_not_skipped(coco_fixture):
+    root, ann_file, _ = coco_fixture
+    ds = CocoDetection(str(root), load_coco(str(ann_file)), train=False)
+    (root / f"{3:012d}.jpg").write_bytes(b"not a jpeg")
+    image, info = ds[ds.image_ids.index(3)]
+    assert image is None and info["image_id"] == 3 and "000000000003.jpg" in info["error"]
 
 
 def test_subset_is_seeded_and_stable():

@@ -14,6 +14,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
+from trainables.errors import InputError
+
 INITS = ("scratch", "pretrained")
 NORMS = ("gn", "syncbn", "frozenbn")
 # Detectron's Caffe2 convention (0-255 pixels minus the mean, no division; detectron2's
@@ -23,7 +25,7 @@ CAFFE2_PIXEL_MEAN = (123.675 / 255, 116.28 / 255, 103.53 / 255)
 CAFFE2_PIXEL_STD = (1 / 255, 1 / 255, 1 / 255)
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A configuration value is unknown or out of range; the message names the field."""
 
 
@@ -237,7 +239,7 @@ class TrialConfig:
 
 def _check(ok: bool, name: str, value: Any, expected: str) -> None:
     if not ok:
-        raise ConfigError(f"{name}={value!r} is invalid: expected {expected}")
+        raise ConfigError(f"{name}={value!r} is invalid: expected {expected}", field=name)
 
 
 T = TypeVar("T")

@@ -22,16 +22,22 @@ from pycocotools.coco import COCO
 from torch.utils.data import DistributedSampler
 from torchvision.transforms.functional import pil_to_tensor
 
+from trainables.coco_check import read_coco_json
+from trainables.errors import InputError
 
-def load_coco(annotations: str) -> COCO:
-    """Load a COCO-format JSON, with an error naming the file when it is missing or broken."""
-    if not os.path.isfile(annotations):
-        raise FileNotFoundError(f"COCO annotation file not found: {annotations}")
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            return COCO(annotations)
-    except (ValueError, KeyError, TypeError) as err:
-        raise ValueError(f"{annotations} is not a COCO-format annotation file: {err}") from err
+# How far a training item looks for a readable image when its own cannot be decoded.
+MAX_SUBSTITUTES = 10
+
+
+def load_coco(annotations: str, field: str | None = None) -> COCO:
+    """Load a COCO-format JSON, with an error naming the file (and ``field``) when it is
+    missing, not JSON, or has records that refer to unknown images or categories."""
+    blob = read_coco_json(annotations, field)
+    coco = COCO()
+    coco.dataset = blob
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco
 
 
 def trainable_image_ids(coco: COCO) -> list[int]:
@@ -90,22 +96,45 @@ class CocoDetection(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.image_ids)
 
+    def image_path(self, image_id: int) -> str:
+        return os.path.join(self.images_dir, self.coco.imgs[image_id]["file_name"])
+
     def load_image(self, image_id: int) -> torch.Tensor:
-        info = self.coco.imgs[image_id]
-        path = os.path.join(self.images_dir, info["file_name"])
+        """The image as float RGB in [0, 1]; :class:`UnreadableImage` names file and id."""
+        path = self.image_path(image_id)
         try:
             with Image.open(path) as img:
                 return pil_to_tensor(img.convert("RGB")).float().div_(255)
         except FileNotFoundError:
-            raise FileNotFoundError(f"image {image_id} listed in the annotations is missing: {path}") from None
+            raise UnreadableImage(image_id, path, "listed in the annotations but missing") from None
+        except (OSError, SyntaxError, ValueError) as err:  # truncated or corrupt (PIL's errors)
+            raise UnreadableImage(image_id, path, f"cannot be decoded ({err})") from None
 
-    def __getitem__(self, item: int | tuple[int, bool]) -> tuple[torch.Tensor, dict[str, Any]]:
+    def __getitem__(self, item: int | tuple[int, bool]) -> tuple[torch.Tensor | None, dict[str, Any]]:
+        """A training item; one whose image cannot be read is replaced by the next readable
+        one (detectron2's practice), and the target says which it replaced (``skipped``).
+        An evaluation item whose image cannot be read has image None and an ``error``."""
         index, flip = item if isinstance(item, tuple) else (item, False)
         image_id = self.image_ids[index]
-        image = self.load_image(image_id)
         if not self.train:
-            return image, {"image_id": image_id}
+            try:
+                return self.load_image(image_id), {"image_id": image_id}
+            except UnreadableImage as err:
+                return None, {"image_id": image_id, "error": str(err)}
+        skipped: list[str] = []
+        for k in range(MAX_SUBSTITUTES + 1):
+            image_id = self.image_ids[(index + k) % len(self.image_ids)]
+            try:
+                image = self.load_image(image_id)
+                break
+            except UnreadableImage as err:
+                skipped.append(str(err))
+        else:
+            raise InputError(f"{MAX_SUBSTITUTES + 1} training images in a row cannot be read, from "
+                             f"{skipped[0]} to {skipped[-1]}", "data.train_images")
         target = self.target(image_id, image.shape[1], image.shape[2])
+        if skipped:
+            target["skipped"] = skipped
         if flip:
             image, target = hflip(image, target)
         return image, target
@@ -135,6 +164,17 @@ class CocoDetection(torch.utils.data.Dataset):
         else:
             rle = seg
         return mask_utils.decode(rle)
+
+
+class UnreadableImage(InputError):
+    """An image the annotations list that is missing or cannot be decoded."""
+
+    def __init__(self, image_id: int, path: str, reason: str) -> None:
+        super().__init__(f"image {image_id} ({path}) {reason}", "data.train_images")
+        self.image_id, self.path, self.reason = image_id, path, reason
+
+    def __reduce__(self):
+        return type(self), (self.image_id, self.path, self.reason)
 
 
 def hflip(image: torch.Tensor, target: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:

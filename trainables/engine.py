@@ -14,8 +14,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
+import pickle
 import random
+import socket
 import time
+import traceback
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Callable
@@ -27,8 +31,10 @@ from torch.utils.data import DataLoader
 
 from trainables import coco_eval, results, storage
 from trainables.branches import branches, trial_iterations
+from trainables.coco_check import check_images_present, check_same_categories
 from trainables.config import TrialConfig
 from trainables.data import CocoDetection, ResumableDistributedSampler, coco_results, collate, load_coco, select_subset
+from trainables.errors import InputError, MissingInputError
 from trainables.model import (assert_scratch_ready, build_model, convert_sync_batchnorm, freeze_stages,
                               param_groups)
 from trainables.loop import (FaultInjection, LossWindow, PeriodicEvaluation, Position, ProgressLog, Trainer,
@@ -76,15 +82,21 @@ def resolve_data(cfg: TrialConfig) -> DataPaths:
 
 
 def build_datasets(cfg: TrialConfig, paths: DataPaths) -> tuple[CocoDetection, CocoDetection]:
-    train_coco = load_coco(paths.train_annotations)
+    """Both datasets, checked: annotations parse, categories agree, listed images exist."""
+    train_coco = load_coco(paths.train_annotations, "data.train_annotations")
     train = CocoDetection(paths.train_images, train_coco, train=True)
     train.image_ids = select_subset(train.image_ids, cfg.data_fraction, cfg.data.subset_seed)
-    val = CocoDetection(paths.val_images, load_coco(paths.val_annotations), train=False)
-    if val.category_ids != train.category_ids:
-        raise ValueError(f"{paths.val_annotations} and {paths.train_annotations} have different categories")
+    val = CocoDetection(paths.val_images, load_coco(paths.val_annotations, "data.val_annotations"), train=False)
+    check_same_categories(train_coco.dataset, val.coco.dataset, paths.train_annotations, paths.val_annotations)
+    # One directory listing each: cheap even for COCO's 118k files, and a missing image is
+    # reported here with its id instead of when an epoch reaches it.
+    check_images_present(paths.train_images, [train_coco.imgs[i] for i in train.image_ids], paths.train_annotations,
+                         "data.train_images")
+    check_images_present(paths.val_images, [val.coco.imgs[i] for i in val.image_ids], paths.val_annotations,
+                         "data.val_images")
     if len(train) < cfg.num_workers * cfg.solver.ims_per_worker:
-        raise ValueError(f"data_fraction={cfg.data_fraction} leaves {len(train)} training images, fewer than one "
-                         f"global batch of {cfg.global_batch}")
+        raise InputError(f"data_fraction={cfg.data_fraction} leaves {len(train)} training images, fewer than one "
+                         f"global batch of {cfg.global_batch}", "data_fraction")
     return train, val
 
 
@@ -93,8 +105,13 @@ def build_trial_model(cfg: TrialConfig, num_classes: int, log: Callable[[str], N
     model = build_model(cfg.model, num_classes, min_size=d.min_size, max_size=d.max_size, test_min_size=d.test_min_size)
     if cfg.init == "pretrained":
         if not cfg.pretrained_weights:
-            raise ValueError("init=pretrained needs pretrained_weights (a path or URL)")
-        report = load_backbone_weights(model.backbone.body, cfg.pretrained_weights)
+            raise InputError("init=pretrained needs pretrained_weights (a path or URL)", "pretrained_weights")
+        try:
+            report = load_backbone_weights(model.backbone.body, cfg.pretrained_weights)
+        except FileNotFoundError as err:
+            raise MissingInputError(str(err), "pretrained_weights") from None
+        except (ValueError, EOFError, pickle.UnpicklingError) as err:  # wrong tensors, or not a checkpoint
+            raise InputError(f"{cfg.pretrained_weights}: {err}", "pretrained_weights") from None
         log(f"[{cfg.trial_id}] backbone: {report.summary()}")
         if cfg.model.norm == "frozenbn":
             freeze_stages(model, cfg.model.frozen_stages)
@@ -104,15 +121,31 @@ def build_trial_model(cfg: TrialConfig, num_classes: int, log: Callable[[str], N
 
 
 def run_trial(cfg: TrialConfig, session: Session) -> dict[str, Any]:
-    """Train one trial's trunk and branches, evaluate each schedule; returns the last report."""
+    """Train one trial's trunk and branches, evaluate each schedule; returns the last report.
+
+    Bad input (an :class:`InputError` on any rank: a missing or broken file, a value that
+    cannot work) ends the trial on every rank at once, with ``{"input_error": ...}`` as the
+    return value instead of an exception, so that no runtime retries it.
+    """
+    try:
+        return _train(cfg, session)
+    except AgreedInputError as err:
+        return {"input_error": _record_input_error(cfg, session, err.errors)}
+
+
+def _train(cfg: TrialConfig, session: Session) -> dict[str, Any]:
     rank, world = session.rank, session.world_size
     _seed_everything(cfg.seed * 1000 + rank)
-    paths = resolve_data(cfg)
-    train_set, val_set = build_datasets(cfg, paths)
+
+    def setup():  # no collective inside: a rank that fails here must not leave the others waiting
+        paths = resolve_data(cfg)
+        train_set, val_set = build_datasets(cfg, paths)
+        model = build_trial_model(cfg, train_set.num_classes, session.log if rank == 0 else _silent)
+        return paths, train_set, val_set, model
+
+    paths, train_set, val_set, model = agree(session, setup)
     if rank == 0:
         _record_subset(cfg, train_set.image_ids)
-
-    model = build_trial_model(cfg, train_set.num_classes, session.log if rank == 0 else _silent)
     if cfg.model.norm == "syncbn" and world > 1:
         model = convert_sync_batchnorm(model)
     model = session.prepare_model(model)
@@ -142,6 +175,7 @@ def run_trial(cfg: TrialConfig, session: Session) -> dict[str, Any]:
         val_set, batch_size=s.ims_per_worker, sampler=val_sampler, collate_fn=collate,
         num_workers=cfg.data.loader_workers, generator=torch.Generator().manual_seed(cfg.seed)))
     iters_per_epoch = len(train_sampler) // s.ims_per_worker
+    skips = SkippedImages(session.log, f"[{cfg.trial_id}]")
 
     def batches(start: int):
         epoch, offset = divmod(start, iters_per_epoch)
@@ -154,6 +188,7 @@ def run_trial(cfg: TrialConfig, session: Session) -> dict[str, Any]:
 
     def step(trainer: Trainer, batch) -> tuple[list[float], float]:
         images, targets = batch
+        skips.note(targets)
         it = trainer.position.iteration
         multiplier = lr_multiplier(it, base_iters=s.base_iters, schedule=trainer.schedule,
                                    warmup_iters=s.warmup_iters, warmup_factor=s.warmup_factor, gamma=s.gamma)
@@ -185,7 +220,7 @@ def run_trial(cfg: TrialConfig, session: Session) -> dict[str, Any]:
         return metrics
 
     t0 = time.time()
-    reporter = _Reporter(cfg, session, training, plan, len(train_set), lambda: time.time() - t0)
+    reporter = _Reporter(cfg, session, training, plan, len(train_set), lambda: time.time() - t0, skips)
     trainer = Trainer(plan, training, step, batches, evaluate, reporter, hooks=[
         FaultInjection(cfg.fail_at_iteration, rank, world, partial(_fired, cfg), InjectedFailure),
         # Before the periodic evaluation, which restarts the loss window it prints.
@@ -206,6 +241,62 @@ def run_trial(cfg: TrialConfig, session: Session) -> dict[str, Any]:
     return trainer.run()
 
 
+class AgreedInputError(Exception):
+    """Raised on every rank at once: bad input that one or more ranks found (``errors``)."""
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        super().__init__(errors[0]["message"])
+        self.errors = errors
+
+
+def describe_input_error(err: InputError, rank: int) -> dict[str, Any]:
+    return {"type": type(err).__name__, "message": str(err), "field": getattr(err, "field", None), "rank": rank,
+            "node": socket.gethostname(), "traceback": "".join(traceback.format_exception(err))}
+
+
+def agree(session: Session, fn: Callable[[], Any]) -> Any:
+    """``fn()`` on every rank; if it raised :class:`InputError` on any rank, every rank raises
+    :class:`AgreedInputError` with what each rank found (one gather, also on success)."""
+    mine, value = None, None
+    try:
+        value = fn()
+    except InputError as err:
+        mine = describe_input_error(err, session.rank)
+    found = [e for e in _gather(mine, session.world_size) if e is not None]
+    if found:
+        raise AgreedInputError(found)
+    return value
+
+
+def _record_input_error(cfg: TrialConfig, session: Session, errors: list[dict[str, Any]]) -> dict[str, Any]:
+    """One description of the trial's bad input, logged once and written beside the rows.
+
+    The same error from several ranks (every rank reads the same file) is told once, with
+    the ranks and nodes that hit it; the full tracebacks go to ``failures/<trial>.log``.
+    """
+    distinct: dict[tuple[str, str], dict[str, Any]] = {}
+    for e in errors:
+        d = distinct.setdefault((e["type"], e["message"]), {**e, "ranks": [], "nodes": []})
+        d["ranks"].append(e["rank"])
+        if e["node"] not in d["nodes"]:
+            d["nodes"].append(e["node"])
+    first = next(iter(distinct.values()))
+    log_path = storage.join(cfg.results_uri, "failures", f"{cfg.trial_id}.log")
+    summary = {"trial_id": cfg.trial_id, "arm": cfg.arm, "type": first["type"], "message": first["message"],
+               "field": first["field"], "ranks": first["ranks"], "nodes": first["nodes"], "log": log_path,
+               "distinct_errors": len(distinct)}
+    if session.rank == 0:
+        text = "\n".join(f"{d['type']} on rank(s) {', '.join(map(str, d['ranks']))} (node {', '.join(d['nodes'])}):\n"
+                         f"{d['traceback']}" for d in distinct.values())
+        storage.write_bytes_atomic(log_path, text.encode())
+        storage.write_bytes_atomic(storage.join(cfg.results_uri, "failures", f"{cfg.trial_id}.json"),
+                                   json.dumps(summary, indent=2).encode())
+        for d in distinct.values():
+            session.log(f"[{cfg.trial_id}] bad input on rank(s) {', '.join(map(str, d['ranks']))} (node "
+                        f"{', '.join(d['nodes'])}), the trial ends without a retry: {d['type']}: {d['message']}")
+    return summary
+
+
 class _Reporter:
     """Rows, checkpoints and reports of one trial (every rank calls it; rank 0 writes).
 
@@ -215,8 +306,9 @@ class _Reporter:
     """
 
     def __init__(self, cfg: TrialConfig, session: Session, training: Training, plan, train_images: int,
-                 elapsed: Callable[[], float]) -> None:
+                 elapsed: Callable[[], float], skips: "SkippedImages") -> None:
         self.cfg, self.session, self.training, self.plan, self.elapsed = cfg, session, training, plan, elapsed
+        self.skips = skips
         self.base = _row_base(cfg, train_images)
         self.resumed_from: int | None = None
 
@@ -260,7 +352,8 @@ class _Reporter:
         return {**self.base, **losses, **{k: metrics[k] for k in coco_eval.AP_KEYS}, "schedule": branch.schedule,
                 "max_iterations": branch.end, "phase": phase, "iteration": iteration, "images_seen": iteration * batch,
                 "cost_iterations": cost, "cost_images": cost * batch, "lr_now": lr_now,
-                "wall_time_s": self.elapsed(), "status": status, "resumed_from": self.resumed_from}
+                "wall_time_s": self.elapsed(), "skipped_images": self.skips.total(self.session.world_size),
+                "status": status, "resumed_from": self.resumed_from}
 
     def write(self, row: dict[str, Any]) -> None:
         if self.session.rank == 0:
@@ -277,7 +370,7 @@ class _Reporter:
         # By reference: the runtime serialises it before training goes on.
         state = self.training.state()
         state.update(rng=rng, position=dataclasses.asdict(trainer.position), iteration=trainer.position.iteration,
-                     wall_time_s=self.elapsed(), world_size=world,
+                     wall_time_s=self.elapsed(), world_size=world, skipped_images=self.skips.last_total,
                      fork=None if saved is None else {**saved, "rng": fork_rng})
         return state
 
@@ -291,6 +384,7 @@ class _Reporter:
             trainer.forks.saved = {**fork, "rng": fork["rng"][rank] if same_world else rng_state()}
         self.resumed_from = trainer.position.iteration
         if rank == 0:
+            self.skips.count = state.get("skipped_images") or 0
             where = f"{trainer.branch.schedule:g}x cooldown" if trainer.position.in_branch else "trunk"
             self.session.log(f"[{self.cfg.trial_id}] resumed from the checkpoint at iteration "
                              f"{trainer.position.iteration} ({where})")
@@ -299,27 +393,70 @@ class _Reporter:
 @torch.no_grad()
 def evaluate_model(net: torch.nn.Module, loader, dataset: CocoDetection, annotations: str, session: Session,
                    use_amp: bool) -> dict[str, float]:
-    """COCO AP over the whole val set: shard, predict, gather, dedupe, evaluate once, share."""
+    """COCO AP over the whole val set: shard, predict, gather, dedupe, evaluate once, share.
+
+    An unreadable val image cannot be skipped without changing the AP, so it fails the
+    trial, on every rank together (after the gather every rank takes part in anyway).
+    """
     net.eval()
     mine: list[dict] = []
+    unreadable: list[str] = []
     for images, infos in loader:
+        unreadable.extend(i["error"] for i in infos if "error" in i)
+        keep = [k for k, image in enumerate(images) if image is not None]
+        if not keep:
+            continue
         with torch.autocast(session.device.type, enabled=use_amp):
-            outputs = net(images)
+            outputs = net([images[k] for k in keep])
         outputs = [{k: v.float() for k, v in o.items()} for o in outputs]
-        mine.extend(coco_results(outputs, [i["image_id"] for i in infos], dataset.label_to_category))
-    gathered = [mine]
+        mine.extend(coco_results(outputs, [infos[k]["image_id"] for k in keep], dataset.label_to_category))
+    gathered = [(mine, unreadable)]
     if session.world_size > 1:
         # To rank 0 only: val2017's predictions need not travel to every rank.
         gathered = [None] * session.world_size if session.rank == 0 else None
-        dist.gather_object(mine, gathered, dst=0)
-    metrics = [None]
+        dist.gather_object((mine, unreadable), gathered, dst=0)
+    metrics: list[Any] = [None]
     if session.rank == 0:
-        metrics = [coco_eval.evaluate(annotations, coco_eval.dedupe_by_image(gathered))]
-        # Bbox-only output (no masks predicted at all) still reports every key.
-        metrics[0] = {k: metrics[0].get(k, 0.0) for k in coco_eval.AP_KEYS}
+        errors = [e for _, errs in gathered for e in errs]
+        if errors:
+            metrics = [{"unreadable": errors}]
+        else:
+            metrics = [coco_eval.evaluate(annotations, coco_eval.dedupe_by_image([p for p, _ in gathered]))]
+            # Bbox-only output (no masks predicted at all) still reports every key.
+            metrics[0] = {k: metrics[0].get(k, 0.0) for k in coco_eval.AP_KEYS}
     if session.world_size > 1:
         dist.broadcast_object_list(metrics, src=0)
+    if "unreadable" in metrics[0]:
+        errors = metrics[0]["unreadable"]
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        err = InputError(f"val image {errors[0]}{more}; evaluation needs every val image", "data.val_images")
+        raise AgreedInputError([describe_input_error(err, session.rank)])
     return metrics[0]
+
+
+class SkippedImages:
+    """Training images replaced because they could not be read: a warning for each image
+    the first time this rank meets it, and the count across ranks for the rows."""
+
+    def __init__(self, log: Callable[[str], None], prefix: str) -> None:
+        self.log, self.prefix = log, prefix
+        self.count = 0
+        self.last_total = 0
+        self.seen: set[str] = set()
+
+    def note(self, targets: list[dict[str, Any]]) -> None:
+        for t in targets:
+            for message in t.pop("skipped", ()):
+                self.count += 1
+                if message not in self.seen:
+                    self.seen.add(message)
+                    self.log(f"{self.prefix} warning: training image skipped (the next readable one is used "
+                             f"instead; counted in the rows' skipped_images): {message}")
+
+    def total(self, world: int) -> int:
+        """The count over every rank (a gather: every rank calls it at the same point)."""
+        self.last_total = sum(_gather(self.count, world))
+        return self.last_total
 
 
 def _losses(window: LossWindow) -> dict[str, float]:

@@ -27,6 +27,7 @@ import ray.tune
 
 from trainables import storage
 from trainables.config import TrialConfig, from_dict, to_dict
+from trainables.errors import InputError
 
 CHECKPOINT_FILE = "state.pt"
 # Tune trial actors ask for a sliver of this custom resource instead of a CPU, so they
@@ -36,8 +37,9 @@ DRIVER_RESOURCE = "study_driver"
 SEARCHED_KEYS = ("lr", "weight_decay", "schedule", "seed")
 
 
-def train_fn_per_worker(config: dict[str, Any]) -> None:
-    """Runs on every DDP rank."""
+def train_fn_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
+    """Runs on every DDP rank; returns the trial's bad input, if it had any (rank 0's
+    return value is the Train run's ``Result.return_value``)."""
     import ray.train.torch
     import torch
 
@@ -62,7 +64,10 @@ def train_fn_per_worker(config: dict[str, Any]) -> None:
         prepare_loader=lambda loader: ray.train.torch.prepare_data_loader(loader, add_dist_sampler=False),
         log=lambda msg: print(msg, flush=True),
     )
-    run_trial(cfg, session)
+    outcome = run_trial(cfg, session)
+    # Bad input ends the run normally: a raised error would make Ray Train restart the
+    # workers into the same error max_failures times.
+    return {"input_error": outcome["input_error"]} if "input_error" in outcome else None
 
 
 def _quiet_report_logging() -> None:
@@ -139,4 +144,23 @@ def train_driver_fn(config: dict[str, Any], arms: dict[str, dict[str, Any]]) -> 
     )
     # A failure after max_failures restarts propagates to Tune, whose callback marks the
     # trial's last row "failed" (study/tuning.py).
-    trainer.fit()
+    result = trainer.fit()
+    failure = (result.return_value or {}).get("input_error") if isinstance(result.return_value, dict) else None
+    if failure:
+        # The trial's error in Tune, raised once: Tune's FailureConfig does not retry trials
+        # (study/tuning.py), and the workers did not raise, so Train did not either.
+        raise TrialInputError(failure)
+
+
+class TrialInputError(InputError):
+    """A trial's bad input, as its workers agreed on it; the trial's error in Tune."""
+
+    def __init__(self, failure: dict[str, Any]) -> None:
+        ranks = ", ".join(map(str, failure.get("ranks", ())))
+        where = f" (rank {ranks} on {', '.join(failure.get('nodes', ()))})" if ranks else ""
+        super().__init__(f"{failure['type']}: {failure['message']}{where}; full log: {failure.get('log')}",
+                         failure.get("field"))
+        self.failure = failure
+
+    def __reduce__(self):
+        return type(self), (self.failure,)

@@ -61,6 +61,8 @@ SCHEMA = pa.schema(
         *[(k, pa.float64()) for k in LOSS_KEYS],
         *[(k, pa.float64()) for k in AP_KEYS],
         ("wall_time_s", pa.float64()),
+        # Training images replaced so far because they could not be read (trainables/data.py).
+        ("skipped_images", pa.int64()),
         ("status", pa.string()),
         # The iteration this attempt resumed from after a restart (null for a fresh start).
         ("resumed_from", pa.int64()),

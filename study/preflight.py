@@ -1,0 +1,157 @@
+"""Checks of everything the driver can see, before Ray starts or anything is written.
+
+A bad flag, preset value, path or dataset fails here in seconds with one line that names
+it, instead of inside every trial's workers (where Ray Train and Tune would retry it). The
+same checks run for ``--dry-run``, ``--trial``, a study and ``--resume``. Data that is not
+on this machine while the study runs on a cluster (``/data/coco`` staged on GPU nodes) is
+left to the trials, whose errors name the path and the node (trainables/engine.py).
+Imports neither torch nor Ray.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import tempfile
+from pathlib import Path
+from typing import Callable
+from urllib.parse import urlparse
+
+from study.config import StudyConfig, arms as study_arms, base_trial, default_point, search_space
+from trainables import storage
+from trainables.branches import branches
+from trainables.coco_check import check_images_present, check_same_categories, read_coco_json, trainable_images
+from trainables.config import ConfigError
+from trainables.errors import InputError, MissingInputError
+
+# Images per folder whose presence is checked here; the trials check every one they use.
+FIRST_IMAGES = 5
+ADDRESS_TIMEOUT_S = 3.0
+
+
+def check_name(name: str) -> None:
+    """The study name is one folder under --results."""
+    if name in ("", ".", "..") or "/" in name or "\\" in name or name != name.strip():
+        raise ConfigError(f"--name {name!r} must be one folder name (no '/', not '..', no surrounding spaces)",
+                          "--name")
+
+
+def check_results(results: str) -> None:
+    """--results is a folder, or one that can be created (never a file)."""
+    if storage.is_uri(results):
+        return
+    path = Path(results).expanduser()
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"--results {results} is a file, not a folder", "--results")
+    parent = path
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"--results {results}: {parent} is a file, so the folder cannot be created", "--results")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"--results {results}: {parent} is not writable", "--results")
+
+
+def check_address(address: str | None) -> None:
+    """A given Ray address answers on its port (``auto``: a Ray started on this machine)."""
+    address = address or os.environ.get("RAY_ADDRESS")
+    if not address or address == "local":
+        return
+    flag = "--address" if address != os.environ.get("RAY_ADDRESS") else "$RAY_ADDRESS"
+    if address == "auto":
+        # Where `ray start` records its cluster's address (Ray's own lookup for "auto").
+        marker = Path(os.environ.get("RAY_TMPDIR", tempfile.gettempdir())) / "ray" / "ray_current_cluster"
+        if not marker.is_file():
+            raise ConfigError(f"{flag} auto: no Ray cluster was started on this machine ({marker} not found); "
+                              f"start one with `ray start --head` or `ray up`, or leave {flag} out for a local Ray",
+                              "--address")
+        address = marker.read_text().strip()
+    parsed = urlparse(address if "://" in address else f"tcp://{address}")
+    try:
+        host, port = parsed.hostname, parsed.port
+    except ValueError:
+        host, port = None, None
+    if not host or not port:
+        raise ConfigError(f"{flag} {address!r} is not HOST:PORT (or ray://HOST:PORT, auto)", "--address")
+    try:
+        with socket.create_connection((host, port), timeout=ADDRESS_TIMEOUT_S):
+            pass
+    except OSError as err:
+        raise ConfigError(f"{flag} {address}: nothing answers at {host}:{port} ({err})", "--address") from None
+
+
+def check_study(study: StudyConfig) -> None:
+    """Every arm's trial config builds (all value checks), and its schedules can branch."""
+    placeholder = {m: ("<pretrained weights>", None) for m in study.axes.model}
+    for arm in study_arms(study):
+        base_trial(study, arm, results_uri="", code_version="", pretrained=placeholder)
+        space = search_space(study, arm)
+        recipe = default_point(study, dataclasses.asdict(arm))
+        for trunk in {*space.schedule, float(recipe["schedule"])}:
+            try:
+                branches(study.solver.base_iters, space.schedule, trunk)
+            except ValueError as err:
+                raise ConfigError(f"arm {arm.name}: {err}", "search.schedule") from None
+
+
+def check_inputs(study: StudyConfig, on_cluster: bool, log: Callable[[str], None] = print) -> None:
+    """The dataset (COCO source) and pretrained weight files, and that each arm's data
+    fraction leaves at least one global batch.
+
+    ``on_cluster``: a path missing here may exist on the cluster's nodes; it is then left
+    to the trials, with a note.
+    """
+    if study.data.source == "coco":
+        train_images = _check_coco(study, on_cluster, log)
+    else:
+        train_images = study.data.synthetic.num_train  # every generated image holds objects
+    if train_images is not None:
+        batch = study.num_workers * study.solver.ims_per_worker
+        for fraction in study.axes.data_fraction:
+            kept = max(1, round(fraction * train_images))
+            if kept < batch:
+                raise ConfigError(f"data fraction {fraction:g} leaves {kept} of {train_images} training images, "
+                                  f"fewer than one global batch of {batch} (num_workers x solver.ims_per_worker)",
+                                  "axes.data_fraction")
+    if "pretrained" in study.axes.init:
+        for model in study.axes.model:
+            source = study.pretrained_weights.get(model)
+            if source and not source.startswith(("http://", "https://")) and not storage.is_uri(source):
+                if not os.path.isfile(source):
+                    _missing(f"pretrained weights for model {model} not found: {source}",
+                             f"pretrained_weights.{model}", on_cluster, log)
+
+
+def _check_coco(study: StudyConfig, on_cluster: bool, log: Callable[[str], None]) -> int | None:
+    d = study.data
+    for field in ("train_images", "train_annotations", "val_images", "val_annotations"):
+        if not getattr(d, field):
+            raise ConfigError(f"data.source=coco needs data.{field} (--set data.{field}=PATH)", f"data.{field}")
+    blobs = {}
+    for split in ("train", "val"):
+        ann, field = getattr(d, f"{split}_annotations"), f"data.{split}_annotations"
+        if not os.path.exists(ann):
+            _missing(f"COCO annotation file {ann} not found", field, on_cluster, log)
+            continue
+        size = os.path.getsize(ann) / 2**20 if os.path.isfile(ann) else 0
+        if size > 50:
+            log(f"checking {ann} ({size:.0f} MB)...")
+        blobs[split] = read_coco_json(ann, field)
+        images = getattr(d, f"{split}_images")
+        if not os.path.exists(images):
+            _missing(f"image folder {images} not found", f"data.{split}_images", on_cluster, log)
+        else:
+            check_images_present(images, blobs[split]["images"], ann, f"data.{split}_images", first=FIRST_IMAGES)
+    if len(blobs) == 2:
+        check_same_categories(blobs["train"], blobs["val"], d.train_annotations, d.val_annotations)
+    return trainable_images(blobs["train"]) if "train" in blobs else None
+
+
+def _missing(message: str, field: str, on_cluster: bool, log: Callable[[str], None]) -> None:
+    if not on_cluster:
+        raise MissingInputError(f"{message} ({field})", field)
+    log(f"note: {message} on this machine; the trials check it on their nodes ({field})")
+
+
+__all__ = ["check_name", "check_results", "check_address", "check_study", "check_inputs", "InputError"]

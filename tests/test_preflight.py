@@ -1,0 +1,176 @@
+"""Bad input fails before Ray starts: one line naming the file, field or flag, exit status 2,
+nothing written. Each case runs the real command line in a subprocess under a 30 s limit."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from study import preflight
+from study.presets import SMOKE
+from tests.conftest import write_coco_fixture
+from trainables.coco_check import check_coco, read_coco_json
+from trainables.errors import InputError, MissingInputError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_cli(*args, env=None):
+    """``python study/run.py ARGS`` with the time limit the issue sets for failing on bad input."""
+    return subprocess.run([sys.executable, "study/run.py", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=30, env={**os.environ, **(env or {})})
+
+
+@pytest.fixture
+def coco_dirs(tmp_path):
+    """train/ and val/ COCO-format splits, and the --set flags that point a smoke study at them."""
+    for split in ("train", "val"):
+        write_coco_fixture(tmp_path / split)
+    flags = ["--set", "data.source=coco"]
+    for split in ("train", "val"):
+        flags += ["--set", f"data.{split}_images={tmp_path / split}",
+                  "--set", f"data.{split}_annotations={tmp_path / split / 'instances.json'}"]
+    # The fixture has 2 trainable images: one worker with one image is a global batch.
+    flags += ["--set", "num_workers=1", "--set", "solver.ims_per_worker=1"]
+    return tmp_path, flags
+
+
+def assert_refused(proc, *fragments, results=None):
+    assert proc.returncode == 2, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("python study/run.py: error: "), proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    assert "Traceback" not in proc.stderr and "ray" not in proc.stdout.lower()
+    if results is not None:
+        assert not results.exists() or not any(results.iterdir())
+
+
+def test_good_coco_paths_pass_the_dry_run(coco_dirs):
+    _, flags = coco_dirs
+    proc = run_cli("--preset", "smoke", *flags, "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_annotation_file_that_is_not_json(coco_dirs):
+    root, flags = coco_dirs
+    bad = root / "bad.json"
+    bad.write_text('{"images": [')
+    proc = run_cli("--preset", "smoke", *flags, "--set", f"data.train_annotations={bad}",
+                   "--results", str(root / "r"))
+    assert_refused(proc, str(bad), "not valid JSON", "data.train_annotations", results=root / "r")
+
+
+@pytest.mark.parametrize("change, fragments", [
+    (lambda c: c.pop("categories"), ["no list 'categories'"]),
+    (lambda c: c["annotations"][0].update(category_id=77), ["annotation 11 (image 1) has category_id 77"]),
+    (lambda c: c["annotations"][0].update(image_id=99), ["annotation 11 refers to image 99"]),
+])
+def test_annotation_file_with_bad_records(coco_dirs, change, fragments):
+    root, flags = coco_dirs
+    ann = root / "val" / "instances.json"
+    coco = json.loads(ann.read_text())
+    change(coco)
+    ann.write_text(json.dumps(coco))
+    proc = run_cli("--preset", "smoke", *flags, "--dry-run")
+    assert_refused(proc, str(ann), "data.val_annotations", *fragments)
+
+
+def test_train_and_val_with_different_categories(coco_dirs):
+    root, flags = coco_dirs
+    ann = root / "val" / "instances.json"
+    coco = json.loads(ann.read_text())
+    coco["categories"][2]["name"] = "cat"
+    ann.write_text(json.dumps(coco))
+    proc = run_cli("--preset", "smoke", *flags, "--dry-run")
+    assert_refused(proc, "different categories", "toothbrush", "cat")
+
+
+def test_image_folder_missing_or_without_the_listed_files(coco_dirs):
+    root, flags = coco_dirs
+    (root / "train" / "000000000002.jpg").unlink()
+    proc = run_cli("--preset", "smoke", *flags, "--dry-run")
+    assert_refused(proc, "image 2 listed in", "000000000002.jpg", "data.train_images")
+    write_coco_fixture(root / "train")
+    proc = run_cli("--preset", "smoke", *flags, "--set", f"data.val_images={root / 'nowhere'}", "--dry-run")
+    assert_refused(proc, "image folder", "nowhere", "not found", "data.val_images")
+
+
+def test_missing_annotation_file_on_a_cluster_is_left_to_the_trials(coco_dirs):
+    """With a cluster address a path missing here may exist on the GPU nodes: a note, no error."""
+    root, flags = coco_dirs
+    missing = "/data/coco/annotations/instances_train2017.json"
+    proc = run_cli("--preset", "smoke", *flags, "--set", f"data.train_annotations={missing}", "--dry-run")
+    assert_refused(proc, missing, "not found", "data.train_annotations")
+    proc = run_cli("--preset", "smoke", *flags, "--set", f"data.train_annotations={missing}", "--dry-run",
+                   "--address", "10.0.0.1:6379")
+    assert proc.returncode == 0, proc.stderr
+    assert f"note: COCO annotation file {missing} not found on this machine; the trials check it" in proc.stdout
+
+
+def test_results_that_is_a_file_and_names_that_are_not_one_folder(tmp_path):
+    (tmp_path / "file").write_text("x")
+    assert_refused(run_cli("--preset", "smoke", "--results", str(tmp_path / "file")), "--results", "is a file")
+    assert_refused(run_cli("--preset", "smoke", "--results", str(tmp_path / "file" / "sub")), "cannot be created")
+    for name in ("..", "a/b", ""):
+        assert_refused(run_cli("--preset", "smoke", "--results", str(tmp_path / "r"), "--name", name),
+                       "--name", results=tmp_path / "r")
+
+
+def test_unreachable_address(tmp_path):
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = run_cli("--preset", "smoke", "--results", str(tmp_path / "r"), "--address", f"127.0.0.1:{port}")
+    assert_refused(proc, f"--address 127.0.0.1:{port}: nothing answers", results=tmp_path / "r")
+    proc = run_cli("--preset", "smoke", "--results", str(tmp_path / "r"), "--address", "auto",
+                   env={"RAY_TMPDIR": str(tmp_path)})
+    assert_refused(proc, "--address auto: no Ray cluster was started on this machine")
+    assert_refused(run_cli("--preset", "smoke", "--address", "ray://nohost"), "not HOST:PORT")
+
+
+@pytest.mark.parametrize("flags, fragments", [
+    (["--set", "num_workers=0"], ["num_workers=0"]),
+    (["--set", "solver.base_iters=5"], ["solver.base_iters=5"]),
+    (["--set", "axes.data_fraction=[0.01]"], ["data fraction 0.01 leaves 1 of 24 training images",
+                                             "one global batch of 4"]),
+    (["--set", "search.schedule=[1, 1.01]"], ["fork at the same iteration"]),
+    (["--set", "models.tiny.norm=frozenbn"], ["model.norm='frozenbn'", "init=scratch"]),
+    (["--set", "pretrained_weights={\"tiny\": \"/nope/weights.pth\"}"], ["/nope/weights.pth", "not found"]),
+])
+@pytest.mark.parametrize("mode", ["--dry-run", "run"])
+def test_preset_values_are_checked_the_same_in_a_dry_run(tmp_path, flags, fragments, mode):
+    extra = ["--dry-run"] if mode == "--dry-run" else ["--results", str(tmp_path / "r")]
+    assert_refused(run_cli("--preset", "smoke", *flags, *extra), *fragments, results=tmp_path / "r")
+
+
+def test_trial_schedule_that_collides_with_a_branch(tmp_path):
+    proc = run_cli("--preset", "smoke", "--trial", "init=scratch,schedule=1.01", "--results", str(tmp_path))
+    assert_refused(proc, "--trial", "fork at the same iteration")
+
+
+def test_coco_checks_name_the_record(tmp_path, coco_fixture):
+    _, ann, coco = coco_fixture
+    assert read_coco_json(str(ann))["categories"] == coco["categories"]
+    with pytest.raises(MissingInputError, match="is a folder, not a file"):
+        read_coco_json(str(tmp_path))
+    with pytest.raises(InputError, match=r"top level is a list"):
+        check_coco([], "x.json")
+    with pytest.raises(InputError, match=r"a record of 'images' has no 'file_name'"):
+        check_coco({"images": [{"id": 1}], "annotations": [], "categories": []}, "x.json")
+    with pytest.raises(InputError, match="image ids are not unique"):
+        check_coco({"images": [{"id": 1, "file_name": "a"}] * 2, "annotations": [], "categories": []}, "x.json")
+
+
+def test_addresses_that_answer_and_a_good_preset_pass():
+    preflight.check_address("local")
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        preflight.check_address(f"127.0.0.1:{server.getsockname()[1]}")
+        preflight.check_address(f"ray://127.0.0.1:{server.getsockname()[1]}")
+    preflight.check_study(SMOKE)
