@@ -88,6 +88,11 @@ def record_branch(study: optuna.Study, tune_trial_id: str, result: dict[str, Any
     return True
 
 
+def _is_own_final(result: dict[str, Any], metric: str) -> bool:
+    return (result.get("phase") == "final" and result.get("status") == "completed"
+            and result.get(metric) is not None and result.get("schedule") == result.get("trunk_schedule"))
+
+
 class ArmSearch(Searcher):
     """Routes suggestions and results between Tune and one OptunaSearch per arm."""
 
@@ -137,11 +142,14 @@ class ArmSearch(Searcher):
         searcher = self.searchers[self.trial_arm[trial_id]]
         if result.get("phase") == "trunk" and result.get(self.metric) is not None and trial_id not in self.failed:
             searcher.on_trial_result(trial_id, result)
-        elif is_branch_result(result, self.metric):
+        elif is_branch_result(result, self.metric) or (trial_id in self.failed and _is_own_final(result, self.metric)):
             arm = self.trial_arm[trial_id]
             # OptunaSearch keeps its study private; add_trial is Optuna's public call for
-            # results computed outside a sampler's ask/tell.
-            record_branch(searcher._ot_study, trial_id, result, self.metric, optuna_space(self.spaces[arm]))
+            # results computed outside a sampler's ask/tell. A trial told FAIL that --resume
+            # finished joins the same way, here: after a restore Tune's ConcurrencyLimiter
+            # no longer passes its completion on.
+            record_branch(searcher._ot_study, trial_id, result, self.metric, optuna_space(self.spaces[arm]),
+                          branch=is_branch_result(result, self.metric))
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id not in self.trial_arm:
@@ -154,11 +162,7 @@ class ArmSearch(Searcher):
             result = None
         arm = self.trial_arm[trial_id]
         if trial_id in self.failed:
-            # Told FAIL before --resume finished it: its own result joins as a trial of its own.
-            if result is not None and not error and result.get(self.metric) is not None:
-                record_branch(self.searchers[arm]._ot_study, trial_id, result, self.metric,
-                              optuna_space(self.spaces[arm]), branch=False)
-            return
+            return  # told FAIL before --resume finished it; its result joined in on_trial_result
         if error:
             self.failed.add(trial_id)
             self._close_after(trial_id)

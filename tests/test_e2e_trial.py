@@ -3,17 +3,23 @@
 Marked e2e: each test starts Train workers (tens of seconds on 2 cores).
 """
 
+import dataclasses
 import math
+import shutil
 
+import optuna
 import pandas as pd
 import pytest
 import ray
 
+from analysis import final_rows, load_results
 from study import tuning
 from study.cli import main
-from study.config import Arm, base_trial
+from study.config import Arm, arms as study_arms, base_trial
 from study.presets import SMOKE
 from trainables.coco_eval import AP_KEYS
+from trainables.pretrain import ensure_pretrained
+from trainables.ray_entry import TrialInputError
 from trainables.results import COLUMNS
 
 pytestmark = pytest.mark.e2e
@@ -26,7 +32,7 @@ def local_ray():
     ray.shutdown()
 
 
-@pytest.mark.parametrize("init", ["scratch", "pretrained"])
+@pytest.mark.parametrize("init", ["scratch"])  # pretrained: test_one_arms_bad_input_fails_once_...
 def test_trial_command_writes_rows(local_ray, tmp_path, init):
     code = main(["--preset", "smoke", "--trial", f"init={init},lr=0.02,weight_decay=0.0001,schedule=2",
                  "--results", str(tmp_path), "--name", "S"])
@@ -63,3 +69,60 @@ def test_worker_failure_resumes_from_checkpoint(local_ray, tmp_path):
     assert (df["resumed_from"] == 6).all()
     assert len(list((tmp_path / "F" / "faults").iterdir())) == 1
 
+
+
+def test_one_arms_bad_input_fails_once_the_others_complete_and_resume_continues(local_ray, tmp_path, capsys):
+    """The pretrained arm's weights are missing on the workers (the driver could not check
+    them): that trial fails once, without a retry, the arm gets no further trial, scratch
+    completes, the summary names the failure; after the file appears, --resume finishes it."""
+    uri = str(tmp_path / "S")
+    study = dataclasses.replace(SMOKE, num_samples=1)
+    weights = tmp_path / "weights" / "tiny.pth"
+    arms = {arm.name: base_trial(study, arm, results_uri=uri, code_version="test",
+                                 pretrained={"tiny": (str(weights), 96)}) for arm in study_arms(study)}
+    grid = tuning.run_study(study, arms, 1, uri, max_concurrent=1, resume=False)
+    failed = tuning.failed_trials(grid, uri)
+    assert len(failed) == 1 and failed[0].arm == "pretrained-tiny-f1"
+    assert failed[0].error_type == "MissingInputError" and str(weights) in failed[0].message
+    line = failed[0].line()
+    assert line.startswith(f"trial {failed[0].trial_id} (pretrained-tiny-f1) failed: MissingInputError: ")
+    log = (tmp_path / "S" / "failures" / f"{failed[0].trial_id}.log").read_text()
+    # Both ranks hit it, told once; one Train run, no restart (no checkpoint, no rows).
+    assert log.count("Traceback") == 1 and "rank(s) 0, 1" in log
+    assert not (tmp_path / "S" / "train" / f"train-{failed[0].trial_id}").exists() or not list(
+        (tmp_path / "S" / "train" / f"train-{failed[0].trial_id}").glob("checkpoint_*"))
+    df = load_results(uri)
+    assert set(df["arm"]) == {"scratch-tiny-f1"} and (final_rows(df)["status"] == "completed").all()
+    errors = [r for r in grid if r.error]
+    assert len(errors) == 1 and isinstance(errors[0].error, TrialInputError)
+    out = capsys.readouterr().out
+    assert "pretrained-tiny-f1 gets no further trials in this run" in out
+
+    # Fixed: the weights appear where the arm's config says, and --resume finishes the trial.
+    weights.parent.mkdir()
+    shutil.copy(ensure_pretrained(study.models["tiny"], study.pretrain).path, weights)
+    grid = tuning.run_study(study, arms, 1, uri, max_concurrent=1, resume=True)
+    assert not tuning.failed_trials(grid, uri)
+    df = load_results(uri)
+    pretrained = final_rows(df).query("arm == 'pretrained-tiny-f1'")
+    assert pretrained["schedule"].tolist() == sorted(SMOKE.search.schedule)[:len(pretrained)] and len(pretrained)
+    assert (pretrained["trial_id"] == failed[0].trial_id).all() and (pretrained["pretrain_images_seen"] == 96).all()
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'S' / 'optuna.db'}")
+    trials = optuna.load_study(study_name="pretrained-tiny-f1", storage=storage).get_trials(deepcopy=False)
+    states = sorted(t.state.name for t in trials if t.state.is_finished())
+    assert states.count("FAIL") == 1 and states.count("COMPLETE") == len(pretrained)
+
+
+def test_trial_command_with_bad_input_on_the_workers_exits_non_zero(local_ray, tmp_path, capsys):
+    """On a cluster the driver leaves a path it cannot see to the trial: the trial fails once
+    and --trial exits 1 with the summary line."""
+    address = ray.get_runtime_context().gcs_address
+    code = main(["--preset", "smoke", "--trial", "init=pretrained", "--results", str(tmp_path), "--name", "T",
+                 "--address", address, "--set", 'pretrained_weights={"tiny": "/cluster/only/tiny.pth"}'])
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert "note: pretrained weights for model tiny not found: /cluster/only/tiny.pth on this machine" in out
+    lines = err.strip().splitlines()
+    assert lines[0] == "1 trial(s) failed:"
+    assert "(pretrained-tiny-f1) failed: MissingInputError: pretrained weights not found: /cluster/only/tiny.pth" \
+        in lines[1] and f"[log: {tmp_path / 'T' / 'failures'}" in lines[1]

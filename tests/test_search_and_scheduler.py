@@ -2,6 +2,7 @@
 rungs, with real Optuna and Ray Tune classes."""
 
 import dataclasses
+import json
 import functools
 import types
 
@@ -196,3 +197,82 @@ def test_a_trial_ended_early_is_one_short_of_its_own_final():
     assert ended_early(_final(config, 1.0, 0.3))  # stopped at the 1x rung
     assert ended_early({"phase": "trunk", "status": "running", "schedule": 2.0, "trunk_schedule": 2.0})
     assert ended_early(None)
+
+
+def _input_failure(results, trial_id, arm, field):
+    folder = results / "failures"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{trial_id}.json").write_text(json.dumps(
+        {"trial_id": trial_id, "arm": arm, "type": "MissingInputError", "message": f"{field} not found",
+         "field": field, "ranks": [0], "nodes": ["n"], "log": str(folder / f"{trial_id}.log")}))
+
+
+ARM_CONFIGS = {"scratch-tiny-f1": {"pretrained_weights": "", "data": {"train_annotations": "/d/train.json"}},
+               "pretrained-tiny-f1": {"pretrained_weights": "/w.pth", "data": {"train_annotations": "/d/train.json"}}}
+
+
+def test_bad_input_closes_the_arms_that_would_meet_it_again(tmp_path, capsys):
+    """An arm's own bad value closes that arm; a value every arm shares closes them all."""
+    search, storage = _search(tmp_path, num_samples=3)
+    search.results_uri, search.arm_configs = str(tmp_path), ARM_CONFIGS
+    assert search.suggest("s0")["arm"] == "scratch-tiny-f1" and search.suggest("p0")["arm"] == "pretrained-tiny-f1"
+    _input_failure(tmp_path, "p0", "pretrained-tiny-f1", "pretrained_weights")
+    search.on_trial_complete("p0", error=True)
+    assert "pretrained-tiny-f1 gets no further trials in this run" in capsys.readouterr().out
+    assert [search.suggest(f"s{i}")["arm"] for i in (1, 2)] == ["scratch-tiny-f1"] * 2
+    pretrained = optuna.load_study(study_name="pretrained-tiny-f1", storage=storage)
+    assert [t.state for t in pretrained.trials] == [optuna.trial.TrialState.FAIL]
+
+    (tmp_path / "b").mkdir()
+    search, _ = _search(tmp_path / "b", num_samples=3)
+    search.results_uri, search.arm_configs = str(tmp_path / "b"), ARM_CONFIGS
+    search.suggest("s0")
+    _input_failure(tmp_path / "b", "s0", "scratch-tiny-f1", "data.train_annotations")
+    search.on_trial_complete("s0", error=True)
+    assert "every arm reads data.train_annotations" in capsys.readouterr().out
+    assert search.suggest("x") == Searcher.FINISHED
+    # An error without a record (a lost node after Train's retries) closes nothing.
+    (tmp_path / "c").mkdir()
+    search, _ = _search(tmp_path / "c", num_samples=3)
+    search.results_uri, search.arm_configs = str(tmp_path / "c"), ARM_CONFIGS
+    search.suggest("s0")
+    search.on_trial_complete("s0", error=True)
+    assert search.suggest("x")["arm"] == "pretrained-tiny-f1" and not search.closed
+
+
+def test_a_failed_trial_finished_by_resume_joins_optuna(tmp_path):
+    """Told FAIL, resumed after the input was fixed: its result is added as a trial of its own."""
+    search, storage = _search(tmp_path, num_samples=1)
+    config = search.suggest("t0")
+    search.on_trial_complete("t0", error=True)
+    search.save(str(tmp_path / "state.pkl"))
+    restored, _ = _search(tmp_path, num_samples=1)
+    restored.restore(str(tmp_path / "state.pkl"))
+    assert restored.failed == {"t0"} and not restored.closed
+    restored.on_trial_result("t0", {"phase": "trunk", "bbox_AP": 0.05, "status": "running", "training_iteration": 1})
+    restored.on_trial_result("t0", _final(config, 1.0, 0.25))
+    restored.on_trial_complete("t0", _final(config, 1.0, 0.25))
+    study = optuna.load_study(study_name="scratch-tiny-f1", storage=storage)
+    states = sorted((t.state.name, t.value, t.user_attrs.get("branch")) for t in study.trials if t.state.is_finished())
+    assert states == [("COMPLETE", 0.25, False), ("FAIL", None, None)]
+
+
+def test_failures_summary_and_scope():
+    from study import failures
+
+    record = {"trial_id": "t1", "arm": "pretrained-tiny-f1", "type": "MissingInputError",
+              "message": "pretrained weights not found: /w.pth\n(second line)", "field": "pretrained_weights",
+              "log": "/r/failures/t1.log"}
+    line = failures.from_record(record).line()
+    assert line == ("trial t1 (pretrained-tiny-f1) failed: MissingInputError: pretrained weights not found: /w.pth "
+                    "(second line) [log: /r/failures/t1.log]")
+    assert failures.arms_to_close(record, ARM_CONFIGS)[0] == ["pretrained-tiny-f1"]
+    assert failures.arms_to_close({**record, "field": "data.train_annotations"}, ARM_CONFIGS)[0] == list(ARM_CONFIGS)
+    assert failures.arms_to_close({**record, "field": None}, ARM_CONFIGS)[0] == []
+    try:
+        raise RuntimeError("Training failed\nworker 1 lost")
+    except RuntimeError as err:
+        lost = failures.from_exception("t2", "a", err, "/r/tune/t2/error.txt")
+    assert lost.line() == "trial t2 (a) failed: RuntimeError: worker 1 lost [log: /r/tune/t2/error.txt]"
+    assert failures.format_failures([]) == ""
+    assert failures.format_failures([lost]).splitlines()[0] == "1 trial(s) failed:"

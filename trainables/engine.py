@@ -429,7 +429,7 @@ def evaluate_model(net: torch.nn.Module, loader, dataset: CocoDetection, annotat
     if "unreadable" in metrics[0]:
         errors = metrics[0]["unreadable"]
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        err = InputError(f"val image {errors[0]}{more}; evaluation needs every val image", "data.val_images")
+        err = InputError(f"{errors[0]}{more}; the evaluation needs every val image", "data.val_images")
         raise AgreedInputError([describe_input_error(err, session.rank)])
     return metrics[0]
 

@@ -1,0 +1,130 @@
+"""Bad input inside a trial: every rank agrees, the trial ends once with a record that names
+the file and the ranks, and a corrupt training image is skipped with a warning and a count."""
+
+import dataclasses
+import json
+import os
+import tempfile
+
+import pandas as pd
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from study.config import Arm, base_trial
+from study.presets import SMOKE
+from tests.conftest import MemoryCheckpoints, write_coco_fixture
+from trainables.config import TrialConfig, from_dict
+from trainables.engine import AgreedInputError, Session, agree, run_trial
+from trainables.errors import InputError
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    torch.set_num_threads(1)
+
+
+def _cfg(tmp_path, init="scratch", **changes):
+    d = base_trial(SMOKE, Arm(init, 1.0, "tiny"), results_uri=str(tmp_path / "results"), code_version="test",
+                   pretrained={"tiny": (str(tmp_path / "nope.pth"), None)})
+    return from_dict(TrialConfig, {**d, "trial_id": "t1", **changes})
+
+
+def _coco_cfg(tmp_path, **changes):
+    """A smoke trial on the 4-image COCO fixture (2 trainable images: one worker, one image each)."""
+    for split in ("train", "val"):
+        write_coco_fixture(tmp_path / split)
+    data = {**dataclasses.asdict(SMOKE.data), "source": "coco"}
+    for split in ("train", "val"):
+        data[f"{split}_images"] = str(tmp_path / split)
+        data[f"{split}_annotations"] = str(tmp_path / split / "instances.json")
+    solver = {**dataclasses.asdict(SMOKE.solver), "ims_per_worker": 1}
+    return _cfg(tmp_path, data=data, solver=solver, num_workers=1, **changes)
+
+
+def _record(tmp_path):
+    failures = tmp_path / "results" / "failures"
+    return json.loads((failures / "t1.json").read_text()), (failures / "t1.log").read_text()
+
+
+def test_missing_pretrained_weights_end_the_trial_with_a_record(tmp_path):
+    logs = []
+    out = run_trial(_cfg(tmp_path, init="pretrained"), MemoryCheckpoints().session(log=logs.append))
+    error = out["input_error"]
+    assert error["type"] == "MissingInputError" and error["field"] == "pretrained_weights"
+    assert str(tmp_path / "nope.pth") in error["message"] and error["ranks"] == [0]
+    record, log = _record(tmp_path)
+    assert record == error and "Traceback" in log and "nope.pth" in log
+    assert [m for m in logs if "bad input" in m] == [
+        f"[t1] bad input on rank(s) 0 (node {error['nodes'][0]}), the trial ends without a retry: "
+        f"MissingInputError: {error['message']}"]
+    assert not (tmp_path / "results" / "metrics").exists()
+
+
+def test_image_listed_but_missing_is_found_before_training(tmp_path):
+    cfg = _coco_cfg(tmp_path)
+    os.remove(tmp_path / "train" / "000000000002.jpg")
+    out = run_trial(cfg, MemoryCheckpoints().session())
+    assert out["input_error"]["field"] == "data.train_images"
+    assert "image 2 listed in" in out["input_error"]["message"] and "000000000002.jpg" in out["input_error"]["message"]
+
+
+def test_unreadable_val_image_fails_the_trial_at_its_evaluation(tmp_path):
+    cfg = _coco_cfg(tmp_path, schedule=1.0, schedules=())
+    (tmp_path / "val" / "000000000003.jpg").write_bytes(b"\xff\xd8 truncated")
+    out = run_trial(cfg, MemoryCheckpoints().session())
+    error = out["input_error"]
+    assert error["field"] == "data.val_images"
+    assert error["message"].startswith("image 3 (") and "000000000003.jpg" in error["message"]
+    assert "cannot be decoded" in error["message"] and error["message"].endswith("the evaluation needs every val image")
+
+
+def test_truncated_training_image_is_skipped_counted_and_warned_once(tmp_path):
+    cfg = _coco_cfg(tmp_path, schedule=1.0, schedules=())
+    path = tmp_path / "train" / "000000000001.jpg"
+    path.write_bytes(path.read_bytes()[:300])
+    logs = []
+    out = run_trial(cfg, MemoryCheckpoints().session(log=logs.append))
+    assert "input_error" not in out and out["status"] == "completed"
+    # 9 iterations of 1 image over 2 images: image 1 comes up about half the time.
+    rows = pd.read_parquet(tmp_path / "results" / "metrics")
+    assert rows["skipped_images"].iloc[-1] >= 2
+    warnings = [m for m in logs if "training image skipped" in m]
+    assert len(warnings) == 1 and "image 1 (" in warnings[0] and "cannot be decoded" in warnings[0]
+
+
+def _agree_worker(rank, init_file, failing_rank, queue):
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    session = Session(rank=rank, world_size=2, device=torch.device("cpu"), report=None, load_checkpoint=None)
+
+    def setup():
+        if rank == failing_rank:
+            raise InputError(f"rank {rank} cannot read /data/x.json", "data.train_annotations")
+        return rank
+
+    try:
+        queue.put((rank, "value", agree(session, setup)))
+    except AgreedInputError as err:
+        queue.put((rank, "error", [(e["rank"], e["message"], e["field"]) for e in err.errors]))
+    dist.destroy_process_group()
+
+
+def test_ranks_agree_on_bad_input_that_one_rank_found():
+    """A rank that finds bad input never leaves the others waiting in a collective."""
+    ctx = mp.get_context("spawn")
+    for failing_rank, expected in ((1, "error"), (None, "value")):
+        queue = ctx.Queue()
+        with tempfile.TemporaryDirectory() as tmp:
+            procs = [ctx.Process(target=_agree_worker, args=(r, os.path.join(tmp, "init"), failing_rank, queue))
+                     for r in range(2)]
+            for p in procs:
+                p.start()
+            got = sorted(queue.get(timeout=60) for _ in procs)
+            for p in procs:
+                p.join(timeout=30)
+        assert [kind for _, kind, _ in got] == [expected, expected]
+        if expected == "error":
+            assert got[0][2] == got[1][2] == [(1, "rank 1 cannot read /data/x.json", "data.train_annotations")]
+        else:
+            assert [value for _, _, value in got] == [0, 1]
