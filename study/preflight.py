@@ -95,15 +95,15 @@ def check_study(study: StudyConfig) -> None:
                 raise ConfigError(f"arm {arm.name}: {err}", "search.schedule") from None
 
 
-def check_inputs(study: StudyConfig, on_cluster: bool, log: Callable[[str], None] = print) -> None:
+def check_inputs(study: StudyConfig, missing_ok: str | None = None, log: Callable[[str], None] = print) -> None:
     """The dataset (COCO source) and pretrained weight files, and that each arm's data
     fraction leaves at least one global batch.
 
-    ``on_cluster``: a path missing here may exist on the cluster's nodes; it is then left
-    to the trials, with a note.
+    ``missing_ok``: a path missing here is not an error but a note ending with this text
+    (for a cluster, whose nodes may hold it; for a dry run, which may be planned anywhere).
     """
     if study.data.source == "coco":
-        train_images = _check_coco(study, on_cluster, log)
+        train_images = _check_coco(study, missing_ok, log)
     else:
         train_images = study.data.synthetic.num_train  # every generated image holds objects
     if train_images is not None:
@@ -120,10 +120,10 @@ def check_inputs(study: StudyConfig, on_cluster: bool, log: Callable[[str], None
             if source and not source.startswith(("http://", "https://")) and not storage.is_uri(source):
                 if not os.path.isfile(source):
                     _missing(f"pretrained weights for model {model} not found: {source}",
-                             f"pretrained_weights.{model}", on_cluster, log)
+                             f"pretrained_weights.{model}", missing_ok, log)
 
 
-def _check_coco(study: StudyConfig, on_cluster: bool, log: Callable[[str], None]) -> int | None:
+def _check_coco(study: StudyConfig, missing_ok: str | None, log: Callable[[str], None]) -> int | None:
     d = study.data
     for field in ("train_images", "train_annotations", "val_images", "val_annotations"):
         if not getattr(d, field):
@@ -132,7 +132,7 @@ def _check_coco(study: StudyConfig, on_cluster: bool, log: Callable[[str], None]
     for split in ("train", "val"):
         ann, field = getattr(d, f"{split}_annotations"), f"data.{split}_annotations"
         if not os.path.exists(ann):
-            _missing(f"COCO annotation file {ann} not found", field, on_cluster, log)
+            _missing(f"COCO annotation file {ann} not found", field, missing_ok, log)
             continue
         size = os.path.getsize(ann) / 2**20 if os.path.isfile(ann) else 0
         if size > 50:
@@ -140,7 +140,7 @@ def _check_coco(study: StudyConfig, on_cluster: bool, log: Callable[[str], None]
         blobs[split] = read_coco_json(ann, field)
         images = getattr(d, f"{split}_images")
         if not os.path.exists(images):
-            _missing(f"image folder {images} not found", f"data.{split}_images", on_cluster, log)
+            _missing(f"image folder {images} not found", f"data.{split}_images", missing_ok, log)
         else:
             check_images_present(images, blobs[split]["images"], ann, f"data.{split}_images", first=FIRST_IMAGES)
     if len(blobs) == 2:
@@ -148,10 +148,10 @@ def _check_coco(study: StudyConfig, on_cluster: bool, log: Callable[[str], None]
     return trainable_images(blobs["train"]) if "train" in blobs else None
 
 
-def _missing(message: str, field: str, on_cluster: bool, log: Callable[[str], None]) -> None:
-    if not on_cluster:
+def _missing(message: str, field: str, missing_ok: str | None, log: Callable[[str], None]) -> None:
+    if missing_ok is None:
         raise MissingInputError(f"{message} ({field})", field)
-    log(f"note: {message} on this machine; the trials check it on their nodes ({field})")
+    log(f"note: {message} on this machine ({field}); {missing_ok}")
 
 
 __all__ = ["check_name", "check_results", "check_address", "check_study", "check_inputs", "InputError"]

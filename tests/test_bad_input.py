@@ -12,6 +12,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from analysis import load_results
 from study.config import Arm, base_trial
 from study.presets import SMOKE
 from tests.conftest import MemoryCheckpoints, write_coco_fixture
@@ -70,14 +71,21 @@ def test_image_listed_but_missing_is_found_before_training(tmp_path):
     assert "image 2 listed in" in out["input_error"]["message"] and "000000000002.jpg" in out["input_error"]["message"]
 
 
-def test_unreadable_val_image_fails_the_trial_at_its_evaluation(tmp_path):
-    cfg = _coco_cfg(tmp_path, schedule=1.0, schedules=())
-    (tmp_path / "val" / "000000000003.jpg").write_bytes(b"\xff\xd8 truncated")
-    out = run_trial(cfg, MemoryCheckpoints().session())
+def test_unreadable_val_image_fails_the_trial_at_its_evaluation_keeping_earlier_rows(tmp_path):
+    cfg = _coco_cfg(tmp_path, schedule=2.0, schedules=(1.0, 2.0), eval_period=6)
+    val_image = tmp_path / "val" / "000000000003.jpg"
+
+    def log(message):  # the image breaks right after the trial's first result (the 1x final)
+        if "1x final" in message:
+            val_image.write_bytes(b"\xff\xd8 truncated")
+
+    out = run_trial(cfg, MemoryCheckpoints().session(log=log))
     error = out["input_error"]
     assert error["field"] == "data.val_images"
     assert error["message"].startswith("image 3 (") and "000000000003.jpg" in error["message"]
     assert "cannot be decoded" in error["message"] and error["message"].endswith("the evaluation needs every val image")
+    rows = load_results(tmp_path / "results")  # what was written before stays readable
+    assert rows[["phase", "schedule", "iteration"]].values.tolist() == [["final", 1.0, 9]]
 
 
 def test_truncated_training_image_is_skipped_counted_and_warned_once(tmp_path):

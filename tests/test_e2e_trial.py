@@ -122,6 +122,7 @@ def test_trial_command_with_bad_input_on_the_workers_exits_non_zero(local_ray, t
     out, err = capsys.readouterr()
     assert code == 1
     assert "note: pretrained weights for model tiny not found: /cluster/only/tiny.pth on this machine" in out
+    assert "the trials check it on the cluster's nodes" in out
     lines = err.strip().splitlines()
     assert lines[0] == "1 trial(s) failed:"
     assert "(pretrained-tiny-f1) failed: MissingInputError: pretrained weights not found: /cluster/only/tiny.pth" \

@@ -96,20 +96,27 @@ def test_image_folder_missing_or_without_the_listed_files(coco_dirs):
     proc = run_cli("--preset", "smoke", *flags, "--dry-run")
     assert_refused(proc, "image 2 listed in", "000000000002.jpg", "data.train_images")
     write_coco_fixture(root / "train")
-    proc = run_cli("--preset", "smoke", *flags, "--set", f"data.val_images={root / 'nowhere'}", "--dry-run")
-    assert_refused(proc, "image folder", "nowhere", "not found", "data.val_images")
+    proc = run_cli("--preset", "smoke", *flags, "--set", f"data.val_images={root / 'nowhere'}",
+                   "--results", str(root / "r"))
+    assert_refused(proc, "image folder", "nowhere", "not found", "data.val_images", results=root / "r")
 
 
-def test_missing_annotation_file_on_a_cluster_is_left_to_the_trials(coco_dirs):
-    """With a cluster address a path missing here may exist on the GPU nodes: a note, no error."""
+def test_missing_annotation_file_is_an_error_here_and_a_note_for_a_cluster_or_a_dry_run(coco_dirs):
+    """A path missing here may exist on the cluster's GPU nodes (and a dry run may be
+    planned anywhere): a note then, and the trials check it."""
     root, flags = coco_dirs
     missing = "/data/coco/annotations/instances_train2017.json"
-    proc = run_cli("--preset", "smoke", *flags, "--set", f"data.train_annotations={missing}", "--dry-run")
-    assert_refused(proc, missing, "not found", "data.train_annotations")
-    proc = run_cli("--preset", "smoke", *flags, "--set", f"data.train_annotations={missing}", "--dry-run",
-                   "--address", "10.0.0.1:6379")
+    flags = [*flags, "--set", f"data.train_annotations={missing}"]
+    proc = run_cli("--preset", "smoke", *flags, "--results", str(root / "r"))
+    assert_refused(proc, missing, "not found", "data.train_annotations", results=root / "r")
+    proc = run_cli("--preset", "smoke", *flags, "--dry-run")
     assert proc.returncode == 0, proc.stderr
-    assert f"note: COCO annotation file {missing} not found on this machine; the trials check it" in proc.stdout
+    assert (f"note: COCO annotation file {missing} not found on this machine (data.train_annotations); "
+            f"a run here would stop on it") in proc.stdout
+    proc = run_cli("--preset", "smoke", *flags, "--dry-run", "--address", "10.0.0.1:6379")
+    assert proc.returncode == 0, proc.stderr
+    assert (f"note: COCO annotation file {missing} not found on this machine (data.train_annotations); "
+            f"the trials check it") in proc.stdout
 
 
 def test_results_that_is_a_file_and_names_that_are_not_one_folder(tmp_path):
@@ -140,7 +147,6 @@ def test_unreachable_address(tmp_path):
                                              "one global batch of 4"]),
     (["--set", "search.schedule=[1, 1.01]"], ["fork at the same iteration"]),
     (["--set", "models.tiny.norm=frozenbn"], ["model.norm='frozenbn'", "init=scratch"]),
-    (["--set", "pretrained_weights={\"tiny\": \"/nope/weights.pth\"}"], ["/nope/weights.pth", "not found"]),
 ])
 @pytest.mark.parametrize("mode", ["--dry-run", "run"])
 def test_preset_values_are_checked_the_same_in_a_dry_run(tmp_path, flags, fragments, mode):
@@ -174,3 +180,11 @@ def test_addresses_that_answer_and_a_good_preset_pass():
         preflight.check_address(f"127.0.0.1:{server.getsockname()[1]}")
         preflight.check_address(f"ray://127.0.0.1:{server.getsockname()[1]}")
     preflight.check_study(SMOKE)
+
+
+def test_missing_pretrained_weights(tmp_path):
+    flags = ["--preset", "smoke", "--set", 'pretrained_weights={"tiny": "/nope/weights.pth"}']
+    assert_refused(run_cli(*flags, "--results", str(tmp_path / "r")), "/nope/weights.pth", "not found",
+                   "pretrained_weights.tiny", results=tmp_path / "r")
+    proc = run_cli(*flags, "--dry-run")
+    assert proc.returncode == 0 and "note: pretrained weights for model tiny not found" in proc.stdout
