@@ -136,3 +136,9 @@ def test_ranks_agree_on_bad_input_that_one_rank_found():
             assert got[0][2] == got[1][2] == [(1, "rank 1 cannot read /data/x.json", "data.train_annotations")]
         else:
             assert [value for _, _, value in got] == [0, 1]
+
+
+def test_a_value_error_while_setting_up_is_not_retried_either(tmp_path):
+    """Schedules whose branches collide raise ValueError before anything trains: bad input."""
+    out = run_trial(_cfg(tmp_path, schedule=1.01, schedules=(1.0, 1.01)), MemoryCheckpoints().session())
+    assert out["input_error"]["type"] == "ValueError" and "fork at the same iteration" in out["input_error"]["message"]

@@ -71,7 +71,7 @@ def test_worker_failure_resumes_from_checkpoint(local_ray, tmp_path):
 
 
 
-def test_one_arms_bad_input_fails_once_the_others_complete_and_resume_continues(local_ray, tmp_path, capsys):
+def test_one_arms_bad_input_fails_once_the_others_complete_and_resume_continues(local_ray, tmp_path, capfd):
     """The pretrained arm's weights are missing on the workers (the driver could not check
     them): that trial fails once, without a retry, the arm gets no further trial, scratch
     completes, the summary names the failure; after the file appears, --resume finishes it."""
@@ -95,8 +95,10 @@ def test_one_arms_bad_input_fails_once_the_others_complete_and_resume_continues(
     assert set(df["arm"]) == {"scratch-tiny-f1"} and (final_rows(df)["status"] == "completed").all()
     errors = [r for r in grid if r.error]
     assert len(errors) == 1 and isinstance(errors[0].error, TrialInputError)
-    out = capsys.readouterr().out
+    out, err = capfd.readouterr()
     assert "pretrained-tiny-f1 gets no further trials in this run" in out
+    # Told once by the workers (both ranks, one line, no traceback; Tune's log has the one).
+    assert (out + err).count("bad input on rank(s) 0, 1") == 1 and (out + err).count("Traceback") <= 1
 
     # Fixed: the weights appear where the arm's config says, and --resume finishes the trial.
     weights.parent.mkdir()

@@ -138,12 +138,13 @@ def _train(cfg: TrialConfig, session: Session) -> dict[str, Any]:
     _seed_everything(cfg.seed * 1000 + rank)
 
     def setup():  # no collective inside: a rank that fails here must not leave the others waiting
+        plan = branches(cfg.solver.base_iters, cfg.schedules, cfg.schedule)
         paths = resolve_data(cfg)
         train_set, val_set = build_datasets(cfg, paths)
         model = build_trial_model(cfg, train_set.num_classes, session.log if rank == 0 else _silent)
-        return paths, train_set, val_set, model
+        return plan, paths, train_set, val_set, model
 
-    paths, train_set, val_set, model = agree(session, setup)
+    plan, paths, train_set, val_set, model = agree(session, setup)
     if rank == 0:
         _record_subset(cfg, train_set.image_ids)
     if cfg.model.norm == "syncbn" and world > 1:
@@ -160,7 +161,6 @@ def _train(cfg: TrialConfig, session: Session) -> dict[str, Any]:
         group["initial_lr"] = group["lr"]
     use_amp = s.amp and session.device.type == "cuda"
     training = Training(net, optimizer, torch.amp.GradScaler("cuda", enabled=use_amp), LossWindow(1 + len(LOSS_KEYS)))
-    plan = branches(s.base_iters, cfg.schedules, cfg.schedule)
 
     train_sampler = ResumableDistributedSampler(train_set, world, rank, shuffle=True, seed=cfg.seed,
                                                 hflip_prob=cfg.data.hflip_prob)
@@ -249,18 +249,23 @@ class AgreedInputError(Exception):
         self.errors = errors
 
 
-def describe_input_error(err: InputError, rank: int) -> dict[str, Any]:
+def describe_input_error(err: BaseException, rank: int) -> dict[str, Any]:
     return {"type": type(err).__name__, "message": str(err), "field": getattr(err, "field", None), "rank": rank,
             "node": socket.gethostname(), "traceback": "".join(traceback.format_exception(err))}
 
 
-def agree(session: Session, fn: Callable[[], Any]) -> Any:
-    """``fn()`` on every rank; if it raised :class:`InputError` on any rank, every rank raises
+# What a trial's set-up (config, files, model, weights; nothing trained yet) can raise that
+# a retry would raise again: bad values and missing or malformed files.
+SETUP_INPUT_ERRORS = (InputError, ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError)
+
+
+def agree(session: Session, fn: Callable[[], Any], errors: tuple[type[BaseException], ...] = SETUP_INPUT_ERRORS) -> Any:
+    """``fn()`` on every rank; if it raised one of ``errors`` on any rank, every rank raises
     :class:`AgreedInputError` with what each rank found (one gather, also on success)."""
     mine, value = None, None
     try:
         value = fn()
-    except InputError as err:
+    except errors as err:
         mine = describe_input_error(err, session.rank)
     found = [e for e in _gather(mine, session.world_size) if e is not None]
     if found:
