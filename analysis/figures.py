@@ -11,14 +11,14 @@ import matplotlib
 matplotlib.use("Agg")  # files only; never needs a display
 
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker as mticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from analysis.results import final_rows  # noqa: E402
+from analysis.schema import COMPLETED, FINAL  # noqa: E402
 from analysis.tables import completed, scaling  # noqa: E402
-from trainables.branches import branches  # noqa: E402  (pure Python, no torch)
-from trainables.schedule import drop_iterations, lr_at  # noqa: E402
 
 COLOURS = {"scratch": "#d62728", "pretrained": "#1f77b4"}
 SCHEDULE_STYLES = ["-", "--", ":", "-."]
@@ -40,8 +40,9 @@ def _showcase(done: pd.DataFrame, init: str, objective: str) -> pd.Series | None
 
 
 def _fork(row: pd.Series) -> int:
-    """Where a final row's branch left the trunk: its schedule's first LR drop."""
-    return drop_iterations(round(row["max_iterations"] / row["schedule"]), row["schedule"])[0]
+    """Where a final row's branch left the trunk: its schedule's first LR drop (a column of
+    final rows)."""
+    return int(row["fork_iteration"])
 
 
 def training_curves(df: pd.DataFrame, objective: str = "bbox_AP") -> Figure:
@@ -70,9 +71,16 @@ def training_curves(df: pd.DataFrame, objective: str = "bbox_AP") -> Figure:
             # Before training the detector's heads are random: AP 0 at iteration 0.
             tx = np.concatenate([[0], trunk["iteration"].to_numpy(float)])
             ty = np.concatenate([[0.0], trunk[objective].to_numpy(float)])
-            ax.plot(tx, ty, "-", color=COLOURS[init], marker=".", markersize=5,
-                    label=f"{init} trunk (lr {pick['lr']:.3g}, wd {pick['weight_decay']:.2g})")
-            finals = rows[(rows["phase"] == "final") & (rows["status"] == "completed")].sort_values("schedule")
+            ax.plot(
+                tx,
+                ty,
+                "-",
+                color=COLOURS[init],
+                marker=".",
+                markersize=5,
+                label=f"{init} trunk (lr {pick['lr']:.3g}, wd {pick['weight_decay']:.2g})",
+            )
+            finals = rows[(rows["phase"] == FINAL) & (rows["status"] == COMPLETED)].sort_values("schedule")
             for _, f in finals.iterrows():
                 fork = _fork(f)
                 y0 = float(np.interp(fork, tx, ty))
@@ -81,8 +89,14 @@ def training_curves(df: pd.DataFrame, objective: str = "bbox_AP") -> Figure:
                 ax.plot([fork, f["iteration"]], [y0, f[objective]], "--", color=COLOURS[init], alpha=0.8)
                 ax.plot([fork], [y0], marker="v", color=COLOURS[init], markersize=7, alpha=0.7)
                 ax.plot([f["iteration"]], [f[objective]], marker="o", color=COLOURS[init], markersize=7)
-                ax.annotate(f"{f['schedule']:g}x", (f["iteration"], f[objective]), textcoords="offset points",
-                            xytext=(4, 4), fontsize=8, color=COLOURS[init])
+                ax.annotate(
+                    f"{f['schedule']:g}x",
+                    (f["iteration"], f[objective]),
+                    textcoords="offset points",
+                    xytext=(4, 4),
+                    fontsize=8,
+                    color=COLOURS[init],
+                )
         ax.set_title(f"{model}, data fraction {fraction:g}")
         ax.set_xlabel("iteration")
         ax.set_ylabel(objective)
@@ -95,13 +109,16 @@ def training_curves(df: pd.DataFrame, objective: str = "bbox_AP") -> Figure:
 
 def ap_vs_images(df: pd.DataFrame, objective: str = "bbox_AP") -> Figure:
     """Each schedule's final AP against the images behind it, counting pretraining (the
-    argument of paper Fig. 2).
+    argument of paper Fig. 2), on a log axis so that detection training stays visible.
 
-    For each init, the trial of :func:`training_curves`: a pretrained point sits at the
-    images its backbone saw in pretraining plus its detection training.
+    For each init, the trial of :func:`training_curves`. A pretrained result is drawn at its
+    detection images plus the images its backbone saw in pretraining (filled), with a band
+    back to its detection images alone (hollow); where the pretraining images are not
+    known, only the hollow point is drawn and the legend says "unknown".
     """
     done = completed(df)
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    ax.set_title(f"final {objective} of each schedule against all images seen")
     if done.empty:
         _empty(ax, "no schedule result yet")
         return fig
@@ -110,36 +127,59 @@ def ap_vs_images(df: pd.DataFrame, objective: str = "bbox_AP") -> Figure:
         if pick is None:
             continue
         curve = done[done["trial_id"] == pick["trial_id"]].sort_values("schedule")
-        offset = curve["pretrain_images_seen"].fillna(0).astype(float) if init == "pretrained" else 0.0
-        x = curve["images_seen"].astype(float) + offset
-        ax.plot(x, curve[objective], marker="o", markersize=5, color=COLOURS[init],
-                label=f"{init} ({pick['arm']}, lr {pick['lr']:.3g})")
+        detection = curve["images_seen"].astype(float).to_numpy()
+        ap = curve[objective].to_numpy(float)
+        label = f"{init} ({pick['arm']}, lr {pick['lr']:.3g})"
+        pretrain = curve["pretrain_images_seen"].astype(float).to_numpy() if init == "pretrained" else None
+        if pretrain is not None and np.isnan(pretrain).any():
+            ax.plot(
+                detection, ap, marker="o", mfc="none", color=COLOURS[init], label=f"{label}; pretraining images unknown"
+            )
+            x = detection
+        elif pretrain is not None:
+            x = detection + pretrain
+            for d, t, y in zip(detection, x, ap):  # the pretraining behind each result
+                ax.plot([d, t], [y, y], "-", color=COLOURS[init], alpha=0.25, lw=5, solid_capstyle="butt")
+            ax.plot(detection, ap, "o", mfc="none", color=COLOURS[init], alpha=0.6)
+            ax.plot(
+                x, ap, marker="o", color=COLOURS[init], label=f"{label}; band: {pretrain[0]:,.0f} pretraining images"
+            )
+        else:
+            x = detection
+            ax.plot(x, ap, marker="o", color=COLOURS[init], label=label)
         for xi, (_, r) in zip(x, curve.iterrows()):
-            ax.annotate(f"{r['schedule']:g}x", (xi, r[objective]), textcoords="offset points", xytext=(4, -10),
-                        fontsize=8, color=COLOURS[init])
-        if init == "pretrained" and float(np.max(offset)) > 0:
-            start = float(curve["pretrain_images_seen"].iloc[0])
-            ax.axvspan(0, start, color=COLOURS[init], alpha=0.08)
-            ax.text(start / 2, 0.97, "pretraining", transform=ax.get_xaxis_transform(), ha="center", va="top",
-                    color=COLOURS[init], fontsize=9)
-    ax.set_xlabel("images seen (pretraining + detection training)")
+            ax.annotate(
+                f"{r['schedule']:g}x",
+                (xi, r[objective]),
+                textcoords="offset points",
+                xytext=(4, -10),
+                fontsize=8,
+                color=COLOURS[init],
+            )
+    ax.set_xscale("log")
+    _readable_log_ticks(ax.xaxis)
+    ax.set_xlabel("images seen (pretraining + detection training), log scale")
     ax.set_ylabel(f"final {objective}")
-    ax.set_title(f"{objective} of each schedule against all images seen")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=9)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
 
 
-def landscape(df: pd.DataFrame, objective: str = "bbox_AP") -> Figure:
+def landscape(
+    df: pd.DataFrame, objective: str = "bbox_AP", ranges: dict[str, dict[str, tuple[float, float]]] | None = None
+) -> Figure:
     """Each schedule's final AP against lr and against weight decay per arm, coloured by
     schedule (every trial gives one point per schedule it scored); best marked.
 
-    Diverged results are drawn hollow at AP 0.
+    ``ranges`` (arm -> searched (low, high) of lr and weight_decay; analysis.report's
+    search_ranges reads them from study.json): each x axis spans the arm's searched range,
+    shaded, so where the points sit in it is visible. Diverged results are hollow at AP 0.
     """
     final = final_rows(df)
     arms = sorted(final["arm"].unique()) if not final.empty else []
     fig, axes = plt.subplots(max(1, len(arms)), 2, figsize=(11, 3.6 * max(1, len(arms))), squeeze=False)
+    fig.suptitle(f"final {objective} against the searched hyperparameters, per arm")
     if not arms:
         _empty(axes[0, 0], "no trial yet")
         _empty(axes[0, 1], "no trial yet")
@@ -155,21 +195,44 @@ def landscape(df: pd.DataFrame, objective: str = "bbox_AP") -> Figure:
                 pts = sub[sub["schedule"] == sched]
                 if pts.empty:
                     continue
-                full = pts[pts["status"] == "completed"]
-                other = pts[pts["status"] != "completed"]
+                full = pts[pts["status"] == COMPLETED]
+                other = pts[pts["status"] != COMPLETED]
                 ax.scatter(full[param], full[objective], color=cmap(k), s=36, label=f"{sched:g}x")
                 ax.scatter(other[param], other[objective], facecolors="none", edgecolors=cmap(k), s=36)
             if best is not None:
-                ax.scatter([best[param]], [best[objective]], marker="*", s=260, color=COLOURS[init],
-                           edgecolors="k", zorder=5, label="best")
+                ax.scatter(
+                    [best[param]],
+                    [best[objective]],
+                    marker="*",
+                    s=260,
+                    color=COLOURS[init],
+                    edgecolors="k",
+                    zorder=5,
+                    label="best",
+                )
             ax.set_xscale("log")
-            ax.set_xlabel(param + (" (at 16 images)" if param == "lr" else ""))
+            searched = (ranges or {}).get(arm, {}).get(param)
+            values = sub[param].astype(float)
+            lo, hi = searched if searched else (values.min(), values.max())
+            ax.set_xlim(lo / 1.25, hi * 1.25)
+            if searched:
+                ax.axvspan(lo, hi, color="0.85", alpha=0.35, zorder=0, label="searched range")
+            _readable_log_ticks(ax.xaxis)
+            ax.set_xlabel(param.replace("_", " ") + (" (at 16 images), log scale" if param == "lr" else ", log scale"))
             ax.set_ylabel(f"final {objective}")
             ax.set_title(f"{arm}", color=COLOURS[init])
             ax.grid(alpha=0.3)
         row[0].legend(fontsize=8, title="schedule (hollow: diverged)", title_fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def _readable_log_ticks(axis) -> None:
+    """Log-axis labels at 1, 2 and 5 times powers of ten, written plainly (0.02, 1e-4),
+    and unlabelled minor ticks, so that labels never overlap, also on narrow ranges."""
+    axis.set_major_locator(mticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0), numticks=12))
+    axis.set_major_formatter(mticker.FuncFormatter(lambda v, _pos: f"{v:.3g}" if 1e-3 <= v < 1e5 else f"{v:.0e}"))
+    axis.set_minor_formatter(mticker.NullFormatter())
 
 
 def scaling_plot(df: pd.DataFrame, objective: str = "bbox_AP") -> Figure:
@@ -187,37 +250,5 @@ def scaling_plot(df: pd.DataFrame, objective: str = "bbox_AP") -> Figure:
     ax.set_title("where pre-training starts to matter")
     ax.grid(alpha=0.3, which="both")
     ax.legend()
-    fig.tight_layout()
-    return fig
-
-
-def trunk_and_branches(base_iters: int, schedules: tuple[float, ...], warmup_iters: int = 0,
-                       warmup_factor: float = 1 / 3) -> Figure:
-    """LR against iteration for one trial: a peak-LR trunk and each schedule's cooldown branch.
-
-    What every trial of the study runs (trainables/branches.py), for the README and reports.
-    """
-    plan = branches(base_iters, tuple(schedules), max(schedules))
-    fig, ax = plt.subplots(figsize=(9, 3.4))
-    kw = dict(peak_lr=1.0, base_iters=base_iters, warmup_iters=warmup_iters, warmup_factor=warmup_factor)
-    trunk_x = np.arange(0, plan[-1].fork)
-    ax.plot(trunk_x, [lr_at(int(i), schedule=plan[-1].schedule, **kw) for i in trunk_x], color="0.2", lw=2.2,
-            label="trunk (peak LR)")
-    colours = ["#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#bcbd22"]
-    for k, b in enumerate(plan):
-        colour = colours[k % len(colours)]
-        x = np.arange(b.fork, b.end)
-        y = [lr_at(int(i), schedule=b.schedule, **kw) for i in x]
-        ax.plot([b.fork, b.fork], [1.0, y[0]], ":", color=colour, lw=1.2)
-        ax.plot(x, y, color=colour, lw=1.8, label=f"{b.schedule:g}x: branch {b.fork:,} -> {b.end:,}")
-        ax.plot([b.fork], [1.0], marker="v", color=colour, markersize=8)
-        ax.plot([b.end], [y[-1]], marker="o", color=colour, markersize=6)
-    ax.set_yscale("log")
-    ax.set_xlabel("iteration")
-    ax.set_ylabel("LR / peak LR")
-    ax.set_title("one trial: a trunk, and at each schedule's first LR drop (v) a branch evaluated at its end (o)",
-                 fontsize=9)
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     return fig

@@ -1,4 +1,4 @@
-"""The paper's published numbers, as data (He, Girshick, Dollár 2019; paper_protocol.md §1-2).
+"""The paper's published numbers, as data (He, Girshick, Dollár 2019; Tables 1-2, Figs. 1-5).
 
 Table 1: bbox AP on COCO val2017 of Mask R-CNN with GroupNorm, by schedule (N x 90k
 iterations at 16 images). Table 2: the multi-metric rows (Table 1's 6x entries, except R101
@@ -38,6 +38,9 @@ DATA_FRACTION_BBOX_AP: dict[int, tuple[float, float]] = {
 
 def table1_frame() -> pd.DataFrame:
     """Table 1 as a long frame: model, init, schedule, paper_bbox_AP (percent)."""
-    rows = [{"model": m, "init": i, "schedule": s, "paper_bbox_AP": ap}
-            for (m, i), by_schedule in TABLE1_BBOX_AP.items() for s, ap in by_schedule.items()]
+    rows = [
+        {"model": m, "init": i, "schedule": s, "paper_bbox_AP": ap}
+        for (m, i), by_schedule in TABLE1_BBOX_AP.items()
+        for s, ap in by_schedule.items()
+    ]
     return pd.DataFrame(rows)

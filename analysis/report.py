@@ -18,9 +18,7 @@ import pandas as pd
 
 from analysis import figures, tables
 from analysis.results import final_rows, load_results, trial_rows
-from study.config import selector_matches
-
-STUDY_FILE = "study.json"
+from analysis.schema import COLUMNS, COMPLETED, DIVERGED, STUDY_FILE
 
 
 def read_study(study_dir: str | os.PathLike) -> dict[str, Any]:
@@ -30,18 +28,12 @@ def read_study(study_dir: str | os.PathLike) -> dict[str, Any]:
 
 
 def search_ranges(study: dict[str, Any]) -> dict[str, dict[str, tuple[float, float]]]:
-    """arm -> searched lr and weight-decay ranges, from study.json (overrides applied)."""
-    preset = study.get("preset") or {}
-    out = {}
-    for arm, trial in (study.get("arms") or {}).items():
-        space = preset.get("search") or {}
-        values = {"init": trial["init"], "model": trial["model_name"], "data_fraction": trial["data_fraction"]}
-        for selector, override in preset.get("search_overrides") or []:
-            if selector_matches(selector, values):
-                space = override
-        if space:
-            out[arm] = {"lr": tuple(space["lr"]), "weight_decay": tuple(space["weight_decay"])}
-    return out
+    """arm -> its searched lr and weight-decay ranges, from study.json's ``search_spaces``
+    (each arm's ranges with the preset's per-arm overrides applied)."""
+    spaces = study.get("search_spaces") or {}
+    return {
+        arm: {"lr": tuple(space["lr"]), "weight_decay": tuple(space["weight_decay"])} for arm, space in spaces.items()
+    }
 
 
 def recipes(study: dict[str, Any]) -> dict[str, tuple[float, float]]:
@@ -74,6 +66,7 @@ def write_report(study_dir: str | os.PathLike, out: str | os.PathLike | None = N
     out_dir.mkdir(parents=True, exist_ok=True)
     study = read_study(study_dir)
     objective = (study.get("preset") or {}).get("objective", "bbox_AP")
+    ranges = search_ranges(study)
     notes: list[str] = []
     try:
         df = load_results(study_dir)
@@ -87,9 +80,9 @@ def write_report(study_dir: str | os.PathLike, out: str | os.PathLike | None = N
     trials = trial_rows(df) if not df.empty else df
     if not df.empty:
         status = final["status"].value_counts()
-        if not status.get("completed", 0):
+        if not status.get(COMPLETED, 0):
             notes.append("No schedule has a final result yet: the tables of best results are empty.")
-        if (trials["trial_status"] == "diverged").all():
+        if (trials["trial_status"] == DIVERGED).all():
             notes.append("Every trial diverged (NaN/inf loss): lower the learning-rate range.")
         for init in ("scratch", "pretrained"):
             if init not in set(trials["init"]):
@@ -98,8 +91,11 @@ def write_report(study_dir: str | os.PathLike, out: str | os.PathLike | None = N
             notes.append(f"No trial reported {objective}.")
 
     is_coco = any((a.get("data") or {}).get("source") == "coco" for a in (study.get("arms") or {}).values())
-    figs = {"training_curves.png": figures.training_curves, "ap_vs_images.png": figures.ap_vs_images,
-            "landscape.png": figures.landscape}
+    figs = {
+        "training_curves.png": figures.training_curves,
+        "ap_vs_images.png": figures.ap_vs_images,
+        "landscape.png": lambda data, objective: figures.landscape(data, objective, ranges),
+    }
     if not df.empty and df["data_fraction"].nunique() > 1:
         figs["scaling.png"] = figures.scaling_plot
     written = []
@@ -122,37 +118,63 @@ def write_report(study_dir: str | os.PathLike, out: str | os.PathLike | None = N
     ]
     if notes:
         sections += ["", "## What is missing", "", *[f"- {n}" for n in notes]]
-    warnings = tables.boundary_warnings(data, search_ranges(study), objective)
+    warnings = tables.boundary_warnings(data, ranges, objective)
     if warnings:
-        sections += ["", "## Warnings: best values at the edge of the searched range", "",
-                     *[f"- {w}" for w in warnings]]
+        sections += [
+            "",
+            "## Warnings: best values at the edge of the searched range",
+            "",
+            *[f"- {w}" for w in warnings],
+        ]
     sections += [
-        "", "## Scratch vs. pretrained per schedule (paper Table 1)", "",
+        "",
+        "## Scratch vs. pretrained per schedule (paper Table 1)",
+        "",
         markdown_table(tables.scratch_vs_pretrained(data, objective, with_paper=is_coco, recipes=recipes(study))),
-        "", "`scratch_*`/`pretrained_*`: the best searched result at that schedule; `delta` = scratch − pretrained; "
+        "",
+        "`scratch_*`/`pretrained_*`: the best searched result at that schedule; `delta` = scratch − pretrained; "
         "`recipe_*`: each arm's recipe (its first trial) at every schedule, the paper's design."
         + (" `paper_*` = the paper's Table 1 (GN, COCO val2017)." if is_coco else ""),
-        "", "## Best result per arm and schedule", "", markdown_table(tables.best_by_schedule(data, objective)),
-        "", "## Training curves (paper Figs. 1, 3, 4)", "", "![training curves](training_curves.png)",
-        "", "## AP against all images seen, pretraining included (paper Fig. 2)", "", "![AP vs images](ap_vs_images.png)",
-        "", "## Hyperparameter landscape per arm", "", "![landscape](landscape.png)",
+        "",
+        "## Best result per arm and schedule",
+        "",
+        markdown_table(tables.best_by_schedule(data, objective)),
+        "",
+        "## Training curves (paper Figs. 1, 3, 4)",
+        "",
+        "![training curves](training_curves.png)",
+        "",
+        "## AP against all images seen, pretraining included (paper Fig. 2)",
+        "",
+        "![AP vs images](ap_vs_images.png)",
+        "",
+        "## Hyperparameter landscape per arm",
+        "",
+        "![landscape](landscape.png)",
     ]
     if "scaling.png" in written:
-        sections += ["", "## Scaling with training-set size (paper Sec. 5.2)", "",
-                     markdown_table(tables.scaling(data, objective)), "", "![scaling](scaling.png)"]
+        sections += [
+            "",
+            "## Scaling with training-set size (paper Sec. 5.2)",
+            "",
+            markdown_table(tables.scaling(data, objective)),
+            "",
+            "![scaling](scaling.png)",
+        ]
     sections += ["", "## Budget", "", markdown_table(tables.budget(data))]
     seed_table = tables.seeds(data, objective)
     sections += ["", "## Seeds", ""]
-    sections.append(markdown_table(seed_table) if not seed_table.empty
-                    else "_No two trials share all hyperparameters but the seed._")
+    sections.append(
+        markdown_table(seed_table)
+        if not seed_table.empty
+        else "_No two trials share all hyperparameters but the seed._"
+    )
     report = out_dir / "report.md"
     report.write_text("\n".join(sections) + "\n")
     return report
 
 
 def _empty_frame() -> pd.DataFrame:
-    from trainables.results import COLUMNS
-
     return pd.DataFrame(columns=list(COLUMNS))
 
 

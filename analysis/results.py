@@ -11,21 +11,17 @@ import pandas as pd
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from trainables.results import SCHEMA
+from analysis.schema import COMPLETED, METRICS_DIR, ROW_KEY, SCHEMA, STOPPED
 
-# A row is one evaluation of one trial; within a trial, rows are ordered (and named) by
-# the iterations computed so far, trunk plus branches (a branch's final and a trunk row may
-# share an ``iteration``).
-KEY = ["trial_id", "cost_iterations"]
-TRIAL_STATUSES = ("completed", "stopped", "diverged", "failed", "running")
+KEY = list(ROW_KEY)
 
 
 def metrics_path(path: str | os.PathLike) -> str:
     """``DIR/NAME`` or ``DIR/NAME/metrics`` (local or s3://) -> the metrics folder."""
     path = os.fspath(path).rstrip("/")
-    if os.path.basename(path) == "metrics":
+    if os.path.basename(path) == METRICS_DIR:
         return path
-    return f"{path}/metrics"
+    return f"{path}/{METRICS_DIR}"
 
 
 def load_results(path: str | os.PathLike) -> pd.DataFrame:
@@ -36,7 +32,9 @@ def load_results(path: str | os.PathLike) -> pd.DataFrame:
     Should a (trial_id, cost_iterations) appear twice, the row written last wins.
     """
     folder = metrics_path(path)
-    fs, inner = pafs.FileSystem.from_uri(folder) if "://" in folder else (pafs.LocalFileSystem(), os.path.abspath(folder))
+    fs, inner = (
+        pafs.FileSystem.from_uri(folder) if "://" in folder else (pafs.LocalFileSystem(), os.path.abspath(folder))
+    )
     info = fs.get_file_info(inner)
     if info.type == pafs.FileType.NotFound:
         raise FileNotFoundError(f"no results at {folder} (expected DIR/NAME or DIR/NAME/metrics)")
@@ -44,9 +42,13 @@ def load_results(path: str | os.PathLike) -> pd.DataFrame:
     df = table.to_pandas()
     if df.empty:
         return df
-    df = (df.sort_values("written_at").drop_duplicates(KEY, keep="last")
-            .sort_values(["arm", "trial_id", "cost_iterations"]).reset_index(drop=True))
-    for col in ("pretrain_images_seen", "resumed_from"):
+    df = (
+        df.sort_values("written_at")
+        .drop_duplicates(KEY, keep="last")
+        .sort_values(["arm", "trial_id", "cost_iterations"])
+        .reset_index(drop=True)
+    )
+    for col in ("pretrain_images_seen", "resumed_from", "fork_iteration", "skipped_images"):
         df[col] = df[col].astype("Int64")
     for col in ("study", "arm", "trial_id", "init", "model", "norm", "phase", "status", "code_version"):
         df[col] = df[col].astype("string")
@@ -72,5 +74,5 @@ def trial_rows(df: pd.DataFrame) -> pd.DataFrame:
     last = df.sort_values("cost_iterations").groupby("trial_id", sort=False).tail(1).sort_values(["arm", "trial_id"])
     reached = (last["phase"] == "final") & (last["schedule"] == last["trunk_schedule"])
     status = last["status"].astype(object).copy()
-    status[(status == "completed") & ~reached] = "stopped"
+    status[(status == COMPLETED) & ~reached] = STOPPED
     return last.assign(trial_status=status.astype("string"))

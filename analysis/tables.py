@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 
 from analysis.paper import table1_frame
-from analysis.results import TRIAL_STATUSES, final_rows, trial_rows
+from analysis.results import final_rows, trial_rows
+from analysis.schema import COMPLETED, TRIAL_STATUSES
 
 ARM_KEYS = ["model", "data_fraction", "init"]
 HYPER = ["lr", "weight_decay", "schedule"]
@@ -19,7 +20,7 @@ HYPER = ["lr", "weight_decay", "schedule"]
 def completed(df: pd.DataFrame) -> pd.DataFrame:
     """Every schedule's final result that ended its cooldown (one per trial and schedule)."""
     final = final_rows(df)
-    return final[final["status"] == "completed"] if not final.empty else final
+    return final[final["status"] == COMPLETED] if not final.empty else final
 
 
 def best_by_schedule(df: pd.DataFrame, objective: str = "bbox_AP") -> pd.DataFrame:
@@ -35,9 +36,17 @@ def best_by_schedule(df: pd.DataFrame, objective: str = "bbox_AP") -> pd.DataFra
     rows = []
     for key, group in done.groupby([*ARM_KEYS, "schedule"], sort=True):
         best = group.sort_values(objective, ascending=False).iloc[0]
-        rows.append({**dict(zip([*ARM_KEYS, "schedule"], key)), "bbox_AP": best["bbox_AP"],
-                     "segm_AP": best["segm_AP"], "lr": best["lr"], "weight_decay": best["weight_decay"],
-                     "trial_id": best["trial_id"], "trials": len(group)})
+        rows.append(
+            {
+                **dict(zip([*ARM_KEYS, "schedule"], key)),
+                "bbox_AP": best["bbox_AP"],
+                "segm_AP": best["segm_AP"],
+                "lr": best["lr"],
+                "weight_decay": best["weight_decay"],
+                "trial_id": best["trial_id"],
+                "trials": len(group),
+            }
+        )
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -61,8 +70,12 @@ def recipe_by_schedule(df: pd.DataFrame, recipes: dict[str, tuple[float, float]]
     return picked.groupby([*ARM_KEYS, "schedule"], as_index=False)[["bbox_AP", "segm_AP"]].mean()[cols]
 
 
-def scratch_vs_pretrained(df: pd.DataFrame, objective: str = "bbox_AP", with_paper: bool = False,
-                          recipes: dict[str, tuple[float, float]] | None = None) -> pd.DataFrame:
+def scratch_vs_pretrained(
+    df: pd.DataFrame,
+    objective: str = "bbox_AP",
+    with_paper: bool = False,
+    recipes: dict[str, tuple[float, float]] | None = None,
+) -> pd.DataFrame:
     """Scratch and pretrained side by side per (model, data fraction, schedule), with the gap.
 
     The best searched result per schedule, and with ``recipes`` (arm -> its recipe's lr and
@@ -75,8 +88,9 @@ def scratch_vs_pretrained(df: pd.DataFrame, objective: str = "bbox_AP", with_pap
     index = ["model", "data_fraction", "schedule"]
     if best.empty:
         return pd.DataFrame(columns=[*index, "scratch_bbox_AP", "pretrained_bbox_AP", "delta_bbox_AP"])
-    wide = best.pivot_table(index=index, columns="init", values=["bbox_AP", "segm_AP", "lr", "weight_decay"],
-                            aggfunc="first")
+    wide = best.pivot_table(
+        index=index, columns="init", values=["bbox_AP", "segm_AP", "lr", "weight_decay"], aggfunc="first"
+    )
     wide.columns = [f"{init}_{metric}" for metric, init in wide.columns]
     wide = wide.reset_index()
     for metric in ("bbox_AP", "segm_AP"):
@@ -96,8 +110,17 @@ def scratch_vs_pretrained(df: pd.DataFrame, objective: str = "bbox_AP", with_pap
         for c in ("paper_scratch_bbox_AP", "paper_pretrained_bbox_AP"):
             if c in wide:
                 wide[c] = wide[c] / 100.0
-    order = [*index, "scratch_bbox_AP", "pretrained_bbox_AP", "delta_bbox_AP", "recipe_scratch_bbox_AP",
-             "recipe_pretrained_bbox_AP", "scratch_segm_AP", "pretrained_segm_AP", "delta_segm_AP"]
+    order = [
+        *index,
+        "scratch_bbox_AP",
+        "pretrained_bbox_AP",
+        "delta_bbox_AP",
+        "recipe_scratch_bbox_AP",
+        "recipe_pretrained_bbox_AP",
+        "scratch_segm_AP",
+        "pretrained_segm_AP",
+        "delta_segm_AP",
+    ]
     rest = [c for c in wide.columns if c not in order]
     return wide[[c for c in order if c in wide] + rest].sort_values(index).reset_index(drop=True)
 
@@ -123,10 +146,17 @@ def budget(df: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for arm, group in last.groupby("arm", sort=True):
         status = group["trial_status"].value_counts()
-        rows.append({"arm": arm, "trials": len(group), **{s: int(status.get(s, 0)) for s in TRIAL_STATUSES},
-                     "schedule_results": int(scored.get(arm, 0)),
-                     "iterations": int(group["cost_iterations"].sum()), "images": int(group["cost_images"].sum()),
-                     "worker_hours": float((group["wall_time_s"].fillna(0) * group["num_workers"]).sum() / 3600)})
+        rows.append(
+            {
+                "arm": arm,
+                "trials": len(group),
+                **{s: int(status.get(s, 0)) for s in TRIAL_STATUSES},
+                "schedule_results": int(scored.get(arm, 0)),
+                "iterations": int(group["cost_iterations"].sum()),
+                "images": int(group["cost_images"].sum()),
+                "worker_hours": float((group["wall_time_s"].fillna(0) * group["num_workers"]).sum() / 3600),
+            }
+        )
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -142,8 +172,12 @@ def seeds(df: pd.DataFrame, objective: str = "bbox_AP") -> pd.DataFrame:
     return stats.rename(columns={"mean": f"{objective}_mean", "std": f"{objective}_std"})[cols]
 
 
-def boundary_warnings(df: pd.DataFrame, ranges: dict[str, dict[str, tuple[float, float]]],
-                      objective: str = "bbox_AP", tolerance: float = 0.1) -> list[str]:
+def boundary_warnings(
+    df: pd.DataFrame,
+    ranges: dict[str, dict[str, tuple[float, float]]],
+    objective: str = "bbox_AP",
+    tolerance: float = 0.1,
+) -> list[str]:
     """Warnings where an arm's best trial sits at the edge of a searched (log) range.
 
     ``ranges``: arm -> {"lr": (low, high), "weight_decay": (low, high)}. "At the edge" means
@@ -166,6 +200,8 @@ def boundary_warnings(df: pd.DataFrame, ranges: dict[str, dict[str, tuple[float,
             pos = (np.log(value) - np.log(low)) / span
             if pos <= tolerance or pos >= 1 - tolerance:
                 side = "low" if pos <= tolerance else "high"
-                warnings.append(f"{arm}: the best trial's {name}={value:.3g} is at the {side} edge of the searched "
-                                f"range [{low:.3g}, {high:.3g}]; widen the range on that side")
+                warnings.append(
+                    f"{arm}: the best trial's {name}={value:.3g} is at the {side} edge of the searched "
+                    f"range [{low:.3g}, {high:.3g}]; widen the range on that side"
+                )
     return warnings

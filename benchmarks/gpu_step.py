@@ -21,9 +21,9 @@ import time
 import numpy as np
 import torch
 
-from study.presets import R50_GN
 from trainables import shapes
 from trainables.model import build_backbone_body, build_model, param_groups
+from trainables.zoo import R50_GN
 
 
 def generated_batch(n: int, seed: int, num_classes: int = 80) -> tuple[list[torch.Tensor], list[dict]]:
@@ -45,14 +45,26 @@ def generated_batch(n: int, seed: int, num_classes: int = 80) -> tuple[list[torc
             boxes.append([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
             masks.append(m)
         images.append(torch.from_numpy(shapes.to_uint8(img)).permute(2, 0, 1).float() / 255)
-        targets.append({"boxes": torch.tensor(boxes, dtype=torch.float32),
-                        "labels": torch.from_numpy(rng.integers(1, num_classes + 1, len(boxes))),
-                        "masks": torch.from_numpy(np.stack(masks).astype(np.uint8))})
+        targets.append(
+            {
+                "boxes": torch.tensor(boxes, dtype=torch.float32),
+                "labels": torch.from_numpy(rng.integers(1, num_classes + 1, len(boxes))),
+                "masks": torch.from_numpy(np.stack(masks).astype(np.uint8)),
+            }
+        )
     return images, targets
 
 
-def train_speed(model: torch.nn.Module, data, iterations: int, batch: int, amp: bool, lr: float,
-                device: str = "cuda", warmup: int = 10) -> tuple[float, float]:
+def train_speed(
+    model: torch.nn.Module,
+    data,
+    iterations: int,
+    batch: int,
+    amp: bool,
+    lr: float,
+    device: str = "cuda",
+    warmup: int = 10,
+) -> tuple[float, float]:
     """(images/s, peak GiB) over ``iterations`` SGD steps after ``warmup`` steps."""
     cuda = device == "cuda"
     model.to(device).train()
@@ -95,7 +107,8 @@ def timm_layout_check() -> str:
     same = ref == ours
     diff = sorted(set(ref) ^ set(ours))[:5]
     return f"timm {timm.__version__} resnet50_gn key layout {'identical to' if same else 'DIFFERS from'} ours" + (
-        "" if same else f" (e.g. {diff})")
+        "" if same else f" (e.g. {diff})"
+    )
 
 
 def main() -> None:
@@ -106,8 +119,11 @@ def main() -> None:
     args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("no CUDA GPU: this benchmark measures a GPU training step")
-    print(f"{torch.cuda.get_device_name()} | torch {torch.__version__} | {args.iterations} iterations x "
-          f"{args.batch} images, AMP {'on' if args.amp else 'off'}, 800 x 1066-1333 px", flush=True)
+    print(
+        f"{torch.cuda.get_device_name()} | torch {torch.__version__} | {args.iterations} iterations x "
+        f"{args.batch} images, AMP {'on' if args.amp else 'off'}, 800 x 1066-1333 px",
+        flush=True,
+    )
     torch.manual_seed(0)
     data = generated_batch(8, seed=0)
     # Linear scaling: 0.02 at 16 images -> 0.0025 at 2.

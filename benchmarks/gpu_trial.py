@@ -53,9 +53,25 @@ class Scale:
     images: SyntheticSpec
 
 
-GPU = Scale("cuda", COCO_R50_GN.models["r50"], 800, 1333,
-            SyntheticSpec(num_train=48, num_val=8, min_side=800, max_side=1066, max_objects=8, min_radius=16,
-                          max_radius_frac=0.3, clutter=4, max_occlusion=0.3, textures=2, seed=0))
+GPU = Scale(
+    "cuda",
+    COCO_R50_GN.models["r50"],
+    800,
+    1333,
+    SyntheticSpec(
+        num_train=48,
+        num_val=8,
+        min_side=800,
+        max_side=1066,
+        max_objects=8,
+        min_radius=16,
+        max_radius_frac=0.3,
+        clutter=4,
+        max_occlusion=0.3,
+        textures=2,
+        seed=0,
+    ),
+)
 CPU_CHECK = Scale("cpu", TINY_GN, 128, 192, dataclasses.replace(TOY.data.synthetic, num_train=16, num_val=4))
 
 
@@ -63,9 +79,13 @@ def step_variants(scale: Scale, iterations: int, amp: bool) -> list[tuple[str, f
     """(name, images/s, peak GiB) of the bare step, as today and with each knob."""
     data = gpu_step.generated_batch(8, seed=0) if scale.device == "cuda" else _small_batch(scale)
     lr = 0.02 * 2 / 16
-    variants = [("as today", {}), ("channels-last", {"channels_last": True}),
-                ("cuDNN benchmark", {"cudnn_benchmark": True}), ("compiled backbone", {"compile": True}),
-                ("all three", {"channels_last": True, "cudnn_benchmark": True, "compile": True})]
+    variants = [
+        ("as today", {}),
+        ("channels-last", {"channels_last": True}),
+        ("cuDNN benchmark", {"cudnn_benchmark": True}),
+        ("compiled backbone", {"compile": True}),
+        ("all three", {"channels_last": True, "cudnn_benchmark": True, "compile": True}),
+    ]
     out = []
     for name, knobs in variants:
         if knobs.get("compile") and scale.device == "cpu":
@@ -80,8 +100,11 @@ def step_variants(scale: Scale, iterations: int, amp: bool) -> list[tuple[str, f
             model.backbone = torch.compile(model.backbone, dynamic=True)
         start = time.perf_counter()
         speed, peak = gpu_step.train_speed(model, data, iterations, 2, amp, lr, device=scale.device)
-        print(f"  step, {name:<18} {speed:7.2f} images/s, peak {peak:5.2f} GiB "
-              f"({time.perf_counter() - start:.0f} s with warm-up)", flush=True)
+        print(
+            f"  step, {name:<18} {speed:7.2f} images/s, peak {peak:5.2f} GiB "
+            f"({time.perf_counter() - start:.0f} s with warm-up)",
+            flush=True,
+        )
         out.append((name, speed, peak))
         del model
         if scale.device == "cuda":
@@ -106,11 +129,21 @@ def trial(scale: Scale, iterations: int) -> dict[str, float]:
 
     study = dataclasses.replace(
         COCO_R50_GN if scale.device == "cuda" else TOY,
-        models={"m": scale.model}, axes=dataclasses.replace(COCO_R50_GN.axes, init=("scratch",), model=("m",)),
-        data=dataclasses.replace(TOY.data, synthetic=scale.images, min_size=(scale.min_size,),
-                                 max_size=scale.max_size, test_min_size=scale.min_size, loader_workers=2),
-        num_workers=1, cpus_per_worker=min(8, os.cpu_count() or 1) if scale.device == "cuda" else 1,
-        use_gpu=scale.device == "cuda", eval_period=0)
+        models={"m": scale.model},
+        axes=dataclasses.replace(COCO_R50_GN.axes, init=("scratch",), model=("m",)),
+        data=dataclasses.replace(
+            TOY.data,
+            synthetic=scale.images,
+            min_size=(scale.min_size,),
+            max_size=scale.max_size,
+            test_min_size=scale.min_size,
+            loader_workers=2,
+        ),
+        num_workers=1,
+        cpus_per_worker=min(8, os.cpu_count() or 1) if scale.device == "cuda" else 1,
+        use_gpu=scale.device == "cuda",
+        eval_period=0,
+    )
     ensure_dataset(scale.images)
     base = base_trial(study, Arm("scratch", 1.0, "m"), results_uri="", code_version="bench", pretrained={})
     base = {**base, "solver": {**base["solver"], "base_iters": iterations, "ims_per_worker": 2}}
@@ -133,9 +166,11 @@ def main() -> None:
     steps = step_variants(scale, args.step_iterations if scale.device == "cuda" else 3, amp=True)
     result = trial(scale, args.iterations if scale.device == "cuda" else 12)
     bare = steps[0][1]
-    print(f"  trial (Ray Tune + Ray Train, 1 worker, AMP): loop {result['loop_images_per_s']:.2f} images/s "
-          f"= {result['loop_images_per_s'] / bare:.2f} x the bare step; start-up {result['startup_s']:.1f} s; "
-          f"evaluation {result['eval_s']:.1f} s")
+    print(
+        f"  trial (Ray Tune + Ray Train, 1 worker, AMP): loop {result['loop_images_per_s']:.2f} images/s "
+        f"= {result['loop_images_per_s'] / bare:.2f} x the bare step; start-up {result['startup_s']:.1f} s; "
+        f"evaluation {result['eval_s']:.1f} s"
+    )
 
 
 if __name__ == "__main__":

@@ -24,9 +24,9 @@ from torch.utils.data import DataLoader
 from study import tuning
 from study.config import Arm, base_trial
 from study.presets import get_preset
+from trainables.config import TrialConfig, from_dict
 from trainables.data import CocoDetection, collate, load_coco
 from trainables.engine import resolve_data
-from trainables.config import TrialConfig, from_dict
 from trainables.model import build_model, param_groups
 
 
@@ -60,8 +60,13 @@ def ray_trial(base: dict, iterations: int, results: str) -> tuple[float, float]:
     solver = {**base["solver"], "base_iters": iterations}
     arms = {base["arm"]: {**base, "solver": solver, "eval_period": 0, "results_uri": results}}
     start = time.perf_counter()
-    tuning.run_single_trial(arms, {"arm": base["arm"], "lr": base["lr"], "weight_decay": base["weight_decay"],
-                                   "schedule": 1.0, "seed": 0}, results, "bbox_AP", resume=False)
+    tuning.run_single_trial(
+        arms,
+        {"arm": base["arm"], "lr": base["lr"], "weight_decay": base["weight_decay"], "schedule": 1.0, "seed": 0},
+        results,
+        "bbox_AP",
+        resume=False,
+    )
     total = time.perf_counter() - start
     row = pd.read_parquet(os.path.join(results, "metrics")).iloc[-1]
     return row["images_seen"] / row["wall_time_s"], row["images_seen"] / total
@@ -77,8 +82,10 @@ def main() -> None:
     base = base_trial(study, arm, results_uri="", code_version="bench", pretrained={})
     cfg = from_dict(TrialConfig, base)
     cores = os.cpu_count() or 1
-    print(f"preset {study.name}: model {arm.model}, {cfg.solver.ims_per_worker} images per worker, "
-          f"{args.iterations} iterations, {cores} cores")
+    print(
+        f"preset {study.name}: model {arm.model}, {cfg.solver.ims_per_worker} images per worker, "
+        f"{args.iterations} iterations, {cores} cores"
+    )
     # (a) one process using every core, the same images per iteration as one worker.
     bare = bare_loop(cfg, args.iterations, threads=cores)
     print(f"(a) bare torchvision loop, 1 process x {cores} threads: {bare:7.2f} images/s")
@@ -87,8 +94,10 @@ def main() -> None:
     tuning.start_ray(None, num_cpus=cores)
     with tempfile.TemporaryDirectory() as tmp:
         loop, end_to_end = ray_trial(base, args.iterations, tmp)
-    print(f"(b) Ray Train trial, {study.num_workers} workers x {study.cpus_per_worker} thread: "
-          f"{loop:7.2f} images/s in the loop, {end_to_end:7.2f} images/s end to end")
+    print(
+        f"(b) Ray Train trial, {study.num_workers} workers x {study.cpus_per_worker} thread: "
+        f"{loop:7.2f} images/s in the loop, {end_to_end:7.2f} images/s end to end"
+    )
     print(f"ratio (b)/(a): {loop / bare:.2f} in the loop, {end_to_end / bare:.2f} end to end")
     torch.set_num_threads(cores)
 

@@ -98,9 +98,12 @@ def run_probed_trial(base: dict[str, Any], params: dict[str, Any]) -> dict[str, 
         run_config = tuning.run_config(results, callbacks=[TrialStart()])
         run_config.failure_config = tune.FailureConfig(max_failures=0)  # a benchmark never retries
         fn = tune.with_resources(tune.with_parameters(timed_driver_fn, arms=arms), tuning.driver_resources())
-        tuner = tune.Tuner(fn, param_space={"arm": base["arm"], **params},
-                           tune_config=tune.TuneConfig(num_samples=1, metric="bbox_AP", mode="max"),
-                           run_config=run_config)
+        tuner = tune.Tuner(
+            fn,
+            param_space={"arm": base["arm"], **params},
+            tune_config=tune.TuneConfig(num_samples=1, metric="bbox_AP", mode="max"),
+            run_config=run_config,
+        )
         grid = tuner.fit()
         if grid[0].error:
             raise RuntimeError(f"the benchmark trial failed: {grid[0].error}")
@@ -109,16 +112,21 @@ def run_probed_trial(base: dict[str, Any], params: dict[str, Any]) -> dict[str, 
     return {**summarise(timing["steps"], timing["evals"], started[0], batch), "engine": timing["engine"]}
 
 
-def summarise(steps: list[float], evals: list[tuple[float, float]], trial_start: float, batch: int,
-              warmup: int = 5) -> dict[str, float]:
+def summarise(
+    steps: list[float], evals: list[tuple[float, float]], trial_start: float, batch: int, warmup: int = 5
+) -> dict[str, float]:
     """Loop images/s, start-up and evaluation seconds from step and evaluation timestamps.
 
     The loop leaves out the first ``warmup`` steps and every step interval that holds an
     evaluation; start-up runs from Tune starting the trial to the end of its first step.
     """
-    spans = [(a, b) for a, b in zip(steps[warmup:], steps[warmup + 1:]) if not any(a <= s < b for s, _ in evals)]
+    spans = [(a, b) for a, b in zip(steps[warmup:], steps[warmup + 1 :]) if not any(a <= s < b for s, _ in evals)]
     if not spans:
         raise ValueError(f"{len(steps)} steps leave no interval to time after {warmup} warm-up steps")
     loop = sum(b - a for a, b in spans)
-    return {"loop_images_per_s": len(spans) * batch / loop, "startup_s": steps[0] - trial_start,
-            "eval_s": statistics.mean(e - s for s, e in evals) if evals else float("nan"), "steps": len(steps)}
+    return {
+        "loop_images_per_s": len(spans) * batch / loop,
+        "startup_s": steps[0] - trial_start,
+        "eval_s": statistics.mean(e - s for s, e in evals) if evals else float("nan"),
+        "steps": len(steps),
+    }

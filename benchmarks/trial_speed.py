@@ -48,12 +48,17 @@ def probe(iterations: int, eval_period: int, out: str) -> None:
     ensure_dataset(study.data.synthetic)  # generated once, outside the timed trial
     base = base_trial(study, arm, results_uri="", code_version="bench", pretrained={})
     # The trial issue 9 is measured on: 2 DDP workers x 1 image, whatever the tree's toy uses.
-    base = {**base, "num_workers": 2, "solver": {**base["solver"], "base_iters": iterations, "ims_per_worker": 1},
-            "eval_period": eval_period}
+    base = {
+        **base,
+        "num_workers": 2,
+        "solver": {**base["solver"], "base_iters": iterations, "ims_per_worker": 1},
+        "eval_period": eval_period,
+    }
     trial_probe.add_to_worker_path()
     tuning.start_ray(None, num_cpus=os.cpu_count() or 1)
     result = trial_probe.run_probed_trial(
-        base, {"lr": base["lr"], "weight_decay": base["weight_decay"], "schedule": 1.0, "seed": 0})
+        base, {"lr": base["lr"], "weight_decay": base["weight_decay"], "schedule": 1.0, "seed": 0}
+    )
     Path(out).write_text(json.dumps(result))
 
 
@@ -62,8 +67,17 @@ def run_tree(tree: Path, iterations: int, eval_period: int) -> dict[str, float]:
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
         # The tree's code comes first; the probe adds its own folder (trial_probe.py).
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(tree), os.environ.get("PYTHONPATH")) if p)}
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--probe", "--iterations", str(iterations),
-               "--eval-period", str(eval_period), "--out", out.name]
+        cmd = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--probe",
+            "--iterations",
+            str(iterations),
+            "--eval-period",
+            str(eval_period),
+            "--out",
+            out.name,
+        ]
         proc = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True)
         if proc.returncode != 0:
             sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-4000:])
@@ -75,8 +89,9 @@ def run_tree(tree: Path, iterations: int, eval_period: int) -> dict[str, float]:
 
 
 def describe(tree: Path) -> str:
-    out = subprocess.run(["git", "-C", str(tree), "describe", "--always", "--dirty", "--abbrev=9"],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        ["git", "-C", str(tree), "describe", "--always", "--dirty", "--abbrev=9"], capture_output=True, text=True
+    )
     return out.stdout.strip() or str(tree)
 
 
@@ -96,24 +111,34 @@ def main() -> None:
     worktree = None
     if args.against:
         worktree = Path(tempfile.mkdtemp(prefix="trial-speed-"))
-        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(worktree), args.against],
-                       check=True, capture_output=True)
+        subprocess.run(
+            ["git", "-C", str(REPO), "worktree", "add", "--detach", str(worktree), args.against],
+            check=True,
+            capture_output=True,
+        )
         trees[args.against] = worktree
     labels = {name: describe(tree) for name, tree in trees.items()}
-    print(f"toy scratch trial, {args.iterations} iterations, evaluation every {args.eval_period}, "
-          f"{args.repeats} rounds, {os.cpu_count()} cores", flush=True)
+    print(
+        f"toy scratch trial, {args.iterations} iterations, evaluation every {args.eval_period}, "
+        f"{args.repeats} rounds, {os.cpu_count()} cores",
+        flush=True,
+    )
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in trees}
     try:
         for r in range(args.repeats):
             for name, tree in trees.items():
                 result = run_tree(tree, args.iterations, args.eval_period)
                 runs[name].append(result)
-                print(f"  round {r + 1} {name:<10} ({labels[name]}): loop {result['loop_images_per_s']:6.2f} images/s, "
-                      f"start-up {result['startup_s']:5.1f} s, eval {result['eval_s']:5.2f} s", flush=True)
+                print(
+                    f"  round {r + 1} {name:<10} ({labels[name]}): loop {result['loop_images_per_s']:6.2f} images/s, "
+                    f"start-up {result['startup_s']:5.1f} s, eval {result['eval_s']:5.2f} s",
+                    flush=True,
+                )
     finally:
         if worktree is not None:
-            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(worktree)],
-                           capture_output=True)
+            subprocess.run(
+                ["git", "-C", str(REPO), "worktree", "remove", "--force", str(worktree)], capture_output=True
+            )
     keys = (("loop_images_per_s", "loop images/s"), ("startup_s", "start-up s"), ("eval_s", "eval s"))
     medians = {name: {k: statistics.median(r[k] for r in rs) for k, _ in keys} for name, rs in runs.items()}
     print(f"\nmedian of {args.repeats}:")
@@ -123,9 +148,11 @@ def main() -> None:
     if args.against:
         new, old = medians["this tree"], medians[args.against]
         print(f"  {'ratio (this / ' + args.against + ')':<24}" + "".join(f"{new[k] / old[k]:16.2f}" for k, _ in keys))
-        print(f"\nloop speed-up {new['loop_images_per_s'] / old['loop_images_per_s']:.2f}x; start-up "
-              f"{old['startup_s']:.1f} s -> {new['startup_s']:.1f} s; evaluation {old['eval_s']:.2f} s -> "
-              f"{new['eval_s']:.2f} s")
+        print(
+            f"\nloop speed-up {new['loop_images_per_s'] / old['loop_images_per_s']:.2f}x; start-up "
+            f"{old['startup_s']:.1f} s -> {new['startup_s']:.1f} s; evaluation {old['eval_s']:.2f} s -> "
+            f"{new['eval_s']:.2f} s"
+        )
 
 
 if __name__ == "__main__":

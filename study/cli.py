@@ -14,14 +14,21 @@ import os
 import sys
 from typing import Any
 
-from study import failures
-from study import preflight
-from study.config import Arm, Axes, StudyConfig, arms as study_arms, base_trial, default_point, search_space
-from study.plan import format_plan, make_plan
+from study import failures, preflight
+from study.config import Arm, Axes, StudyConfig, base_trial, default_point, search_space
+from study.config import arms as study_arms
 from study.overrides import apply_overrides
+from study.plan import format_plan, make_plan
 from study.presets import PRESETS, get_preset
-from study.workspace import (StudyExists, check_folder, code_version, prepare_inputs, read_study_file, study_uri,
-                             write_study_file)
+from study.workspace import (
+    StudyExists,
+    check_folder,
+    code_version,
+    prepare_inputs,
+    read_study_file,
+    study_uri,
+    write_study_file,
+)
 from trainables.branches import branches
 from trainables.config import INITS, ConfigError
 from trainables.errors import InputError
@@ -36,22 +43,30 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python study/run.py",
         description="Scratch vs. ImageNet-pretrained Mask R-CNN: a Ray Tune + Ray Train + Optuna study. "
-                    "Without --trial it runs one Optuna search per arm (init x data fraction x model).",
+        "Without --trial it runs one Optuna search per arm (init x data fraction x model).",
         epilog=f"presets:\n{presets}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--preset", help=f"study preset (default: {DEFAULT_PRESET}, or the resumed study's)")
-    parser.add_argument("--trial", metavar="KEY=VALUE,...",
-                        help=f"run exactly one trial with these values instead of a search; keys: {', '.join(TRIAL_KEYS)}")
+    parser.add_argument(
+        "--trial",
+        metavar="KEY=VALUE,...",
+        help=f"run exactly one trial with these values instead of a search; keys: {', '.join(TRIAL_KEYS)}",
+    )
     parser.add_argument("--results", default="results", help="results folder or s3:// URI (default: results/)")
     parser.add_argument("--name", help="study name, the folder under --results (default: the preset's name)")
     parser.add_argument("--num-samples", type=_positive_int, metavar="N", help="trials per arm (default: the preset's)")
     parser.add_argument("--resume", action="store_true", help="continue the study in an existing folder")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and exit without training")
     parser.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a new local Ray)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a field of the preset, e.g. --set num_workers=4 --set data.train_images=/d/x "
-                             "--set search.lr=[0.01,0.05] (repeatable)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a field of the preset, e.g. --set num_workers=4 --set data.train_images=/d/x "
+        "--set search.lr=[0.01,0.05] (repeatable)",
+    )
     return parser
 
 
@@ -67,8 +82,12 @@ def _positive_int(text: str) -> int:
 
 def parse_trial(text: str, study: StudyConfig) -> dict[str, Any]:
     """``init=scratch,lr=0.02,...`` -> validated values; the arm's recipe fills the rest."""
-    values: dict[str, Any] = {"init": study.axes.init[0], "model": study.axes.model[0],
-                              "data_fraction": study.axes.data_fraction[0], "seed": study.seed}
+    values: dict[str, Any] = {
+        "init": study.axes.init[0],
+        "model": study.axes.model[0],
+        "data_fraction": study.axes.data_fraction[0],
+        "seed": study.seed,
+    }
     given: dict[str, Any] = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
         key, sep, raw = part.partition("=")
@@ -89,8 +108,9 @@ def _parse_value(key: str, raw: str, study: StudyConfig) -> Any:
         return raw
     if key == "model":
         if raw not in study.models:
-            raise ConfigError(f"--trial: model='{raw}' is not a model of preset {study.name} "
-                              f"({', '.join(study.models)})")
+            raise ConfigError(
+                f"--trial: model='{raw}' is not a model of preset {study.name} ({', '.join(study.models)})"
+            )
         return raw
     if key == "seed":
         try:
@@ -101,8 +121,12 @@ def _parse_value(key: str, raw: str, study: StudyConfig) -> Any:
         number = float(raw)
     except ValueError:
         raise ConfigError(f"--trial: {key}='{raw}' is not a number") from None
-    rules = {"data_fraction": ("in (0, 1]", 0 < number <= 1), "lr": ("> 0", number > 0),
-             "weight_decay": (">= 0", number >= 0), "schedule": ("> 0", number > 0)}
+    rules = {
+        "data_fraction": ("in (0, 1]", 0 < number <= 1),
+        "lr": ("> 0", number > 0),
+        "weight_decay": (">= 0", number >= 0),
+        "schedule": ("> 0", number > 0),
+    }
     rule, ok = rules[key]
     if not (ok and math.isfinite(number)):
         raise ConfigError(f"--trial: {key}={raw} must be {rule}")
@@ -133,8 +157,9 @@ def resolve(args: argparse.Namespace) -> tuple[StudyConfig, str, dict[str, Any] 
 
 def _resolve_resume(args: argparse.Namespace, uri: str) -> tuple[StudyConfig, str, dict[str, Any] | None]:
     if args.set or args.num_samples:
-        raise ConfigError("--set and --num-samples cannot change a study on --resume (its configuration is in "
-                          "study.json)")
+        raise ConfigError(
+            "--set and --num-samples cannot change a study on --resume (its configuration is in study.json)"
+        )
     check_folder(uri, resume=True)
     stored = read_study_file(uri)
     name = stored["preset"]["name"]
@@ -144,6 +169,8 @@ def _resolve_resume(args: argparse.Namespace, uri: str) -> tuple[StudyConfig, st
     study = dataclasses.replace(study, num_samples=stored.get("num_samples", study.num_samples))
     values = stored.get("trial") if stored.get("mode") == "trial" else None
     return study, uri, values
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -225,8 +252,10 @@ def _arms(study: StudyConfig, uri: str, resume: bool) -> dict[str, dict[str, Any
         return read_study_file(uri)["arms"]
     version = code_version()
     pretrained = prepare_inputs(study)
-    return {arm.name: base_trial(study, arm, results_uri=uri, code_version=version, pretrained=pretrained)
-            for arm in study_arms(study)}
+    return {
+        arm.name: base_trial(study, arm, results_uri=uri, code_version=version, pretrained=pretrained)
+        for arm in study_arms(study)
+    }
 
 
 def run_trial_command(study: StudyConfig, values: dict[str, Any], uri: str, args: argparse.Namespace) -> int:
@@ -234,8 +263,11 @@ def run_trial_command(study: StudyConfig, values: dict[str, Any], uri: str, args
 
     study = _one_arm(study, values)
     arm = Arm(values["init"], values["data_fraction"], values["model"])
-    print(f"study {study.name}: one trial, arm {arm.name}, lr {values['lr']:g}, weight decay "
-          f"{values['weight_decay']:g}, schedule {values['schedule']:g}x -> {uri}", flush=True)
+    print(
+        f"study {study.name}: one trial, arm {arm.name}, lr {values['lr']:g}, weight decay "
+        f"{values['weight_decay']:g}, schedule {values['schedule']:g}x -> {uri}",
+        flush=True,
+    )
     arms = _prepare(study, uri, args, {"mode": "trial", "trial": values, "overrides": args.set})
     if arms is None:
         return 2
@@ -247,8 +279,10 @@ def run_trial_command(study: StudyConfig, values: dict[str, Any], uri: str, args
         return 1
     result = grid[0]
     m = result.metrics or {}
-    print(f"\ntrial {m.get('trial_id')} {m.get('status')}: bbox AP {m.get('bbox_AP', float('nan')):.3f}, "
-          f"segm AP {m.get('segm_AP', float('nan')):.3f} after {m.get('iteration')} iterations")
+    print(
+        f"\ntrial {m.get('trial_id')} {m.get('status')}: bbox AP {m.get('bbox_AP', float('nan')):.3f}, "
+        f"segm AP {m.get('segm_AP', float('nan')):.3f} after {m.get('iteration')} iterations"
+    )
     print(f"results: {uri}/metrics (pandas.read_parquet), config: {uri}/study.json")
     return 0
 
@@ -267,8 +301,13 @@ def run_study_command(study: StudyConfig, uri: str, args: argparse.Namespace) ->
         return 2
     cluster = ray.cluster_resources()
     concurrent = max_concurrent_trials(study, cluster.get("CPU", 0), cluster.get("GPU", 0))
-    plan = make_plan(study, study.num_samples, cluster.get("CPU", 0), cluster.get("GPU", 0),
-                     f"cluster: {cluster.get('CPU', 0):g} CPUs, {cluster.get('GPU', 0):g} GPUs")
+    plan = make_plan(
+        study,
+        study.num_samples,
+        cluster.get("CPU", 0),
+        cluster.get("GPU", 0),
+        f"cluster: {cluster.get('CPU', 0):g} CPUs, {cluster.get('GPU', 0):g} GPUs",
+    )
     print(format_plan(plan), flush=True)
     print(f"\n{'resuming' if args.resume else 'starting'} study in {uri}\n", flush=True)
     grid = tuning.run_study(study, arms, study.num_samples, uri, concurrent, args.resume)
@@ -288,8 +327,11 @@ def run_study_command(study: StudyConfig, uri: str, args: argparse.Namespace) ->
     print(f"tune:    {uri}/tune  (tensorboard --logdir {uri}/tune)")
     failed = tuning.failed_trials(grid, uri)
     if failed:
-        print(f"\n{failures.format_failures(failed)}\n(their rows say 'failed'; fix the input and run the same "
-              f"command with --resume to continue)", file=sys.stderr)
+        print(
+            f"\n{failures.format_failures(failed)}\n(their rows say 'failed'; fix the input and run the same "
+            f"command with --resume to continue)",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

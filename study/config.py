@@ -1,6 +1,7 @@
 """A study: scientific axes, nuisance search ranges and fixed settings, as frozen dataclasses.
 
-In the tuning playbook's terms (style.md section 6): the *scientific* values are the
+In the terms of Google's Deep Learning Tuning Playbook ("scientific, nuisance and fixed
+hyperparameters"): the *scientific* values are the
 comparison the study is about (init = scratch | pretrained, data fraction, model), and each
 combination of them is an *arm*; the *nuisance* values (learning rate, weight decay,
 schedule length) are searched separately for every arm so the comparison is fair; all
@@ -15,8 +16,16 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from trainables.config import (INITS, ConfigError, DataConfig, ModelConfig, PretrainSpec, SolverConfig, TrialConfig,
-                               _check)
+from trainables.config import (
+    INITS,
+    ConfigError,
+    DataConfig,
+    ModelConfig,
+    PretrainSpec,
+    SolverConfig,
+    TrialConfig,
+    _check,
+)
 
 ARM_KEYS = ("init", "data_fraction", "model")  # the scientific axes; selectors name one
 RECIPE_KEYS = ("lr", "weight_decay", "schedule")  # the searched nuisance hyperparameters
@@ -34,8 +43,12 @@ class SearchSpace:
         for name in ("lr", "weight_decay"):
             lo, hi = getattr(self, name)
             _check(0 < lo <= hi, f"search.{name}", getattr(self, name), "a (low, high) range with 0 < low <= high")
-        _check(len(self.schedule) >= 1 and all(s > 0 for s in self.schedule), "search.schedule", self.schedule,
-               "one or more positive schedule multipliers")
+        _check(
+            len(self.schedule) >= 1 and all(s > 0 for s in self.schedule),
+            "search.schedule",
+            self.schedule,
+            "one or more positive schedule multipliers",
+        )
 
 
 @dataclass(frozen=True)
@@ -48,8 +61,12 @@ class Axes:
 
     def __post_init__(self) -> None:
         _check(bool(self.init) and set(self.init) <= set(INITS), "axes.init", self.init, f"a subset of {INITS}")
-        _check(bool(self.data_fraction) and all(0 < f <= 1 for f in self.data_fraction), "axes.data_fraction",
-               self.data_fraction, "fractions in (0, 1]")
+        _check(
+            bool(self.data_fraction) and all(0 < f <= 1 for f in self.data_fraction),
+            "axes.data_fraction",
+            self.data_fraction,
+            "fractions in (0, 1]",
+        )
         _check(bool(self.model), "axes.model", self.model, "at least one model name")
 
 
@@ -111,13 +128,22 @@ class StudyConfig:
         _check(self.num_samples >= 1, "num_samples", self.num_samples, ">= 1")
         _check(self.num_workers >= 1, "num_workers", self.num_workers, ">= 1")
         for selector, point in self.default_overrides:
-            _check(selector.partition("=")[0] in ARM_KEYS, "default_overrides", selector,
-                   f"a selector KEY=VALUE with KEY in {ARM_KEYS}")
+            _check(
+                selector.partition("=")[0] in ARM_KEYS,
+                "default_overrides",
+                selector,
+                f"a selector KEY=VALUE with KEY in {ARM_KEYS}",
+            )
             _check(set(point) <= set(RECIPE_KEYS), "default_overrides", point, f"keys from {RECIPE_KEYS}")
         _check(self.objective in ("bbox_AP", "segm_AP"), "objective", self.objective, "bbox_AP or segm_AP")
-        _check(self.pretrain is not None or "pretrained" not in self.axes.init
-               or all(m in self.pretrained_weights for m in self.axes.model),
-               "pretrained_weights", self.pretrained_weights, "a weights path/URL for every model (or a pretrain spec)")
+        _check(
+            self.pretrain is not None
+            or "pretrained" not in self.axes.init
+            or all(m in self.pretrained_weights for m in self.axes.model),
+            "pretrained_weights",
+            self.pretrained_weights,
+            "a weights path/URL for every model (or a pretrain spec)",
+        )
 
 
 @dataclass(frozen=True)
@@ -168,20 +194,44 @@ def default_point(study: StudyConfig, arm: dict[str, Any]) -> dict[str, Any]:
     return point
 
 
-def base_trial(study: StudyConfig, arm: Arm, *, results_uri: str, code_version: str,
-               pretrained: dict[str, tuple[str, int | None]]) -> dict[str, Any]:
+def base_trial(
+    study: StudyConfig, arm: Arm, *, results_uri: str, code_version: str, pretrained: dict[str, tuple[str, int | None]]
+) -> dict[str, Any]:
     """The arm's fixed part of a TrialConfig, as a dict (the searcher adds the rest)."""
     weights, images_seen = pretrained.get(arm.model, ("", None)) if arm.init == "pretrained" else ("", None)
     base = TrialConfig(
-        study=study.name, arm=arm.name, init=arm.init, data_fraction=arm.data_fraction, model_name=arm.model,
-        **default_point(study, dataclasses.asdict(arm)), seed=study.seed, model=study.models[arm.model], data=study.data,
-        solver=study.solver, schedules=search_space(study, arm).schedule, num_workers=study.num_workers, use_gpu=study.use_gpu,
-        cpus_per_worker=study.cpus_per_worker, max_failures=study.max_failures, eval_period=study.eval_period,
-        pretrained_weights=weights, pretrain_images_seen=images_seen, results_uri=results_uri,
+        study=study.name,
+        arm=arm.name,
+        init=arm.init,
+        data_fraction=arm.data_fraction,
+        model_name=arm.model,
+        **default_point(study, dataclasses.asdict(arm)),
+        seed=study.seed,
+        model=study.models[arm.model],
+        data=study.data,
+        solver=study.solver,
+        schedules=search_space(study, arm).schedule,
+        num_workers=study.num_workers,
+        use_gpu=study.use_gpu,
+        cpus_per_worker=study.cpus_per_worker,
+        max_failures=study.max_failures,
+        eval_period=study.eval_period,
+        pretrained_weights=weights,
+        pretrain_images_seen=images_seen,
+        results_uri=results_uri,
         code_version=code_version,
     )
     return dataclasses.asdict(base)
 
 
-__all__ = ["SearchSpace", "Axes", "EarlyStopping", "StudyConfig", "Arm", "arms", "search_space", "base_trial",
-           "ConfigError"]
+__all__ = [
+    "SearchSpace",
+    "Axes",
+    "EarlyStopping",
+    "StudyConfig",
+    "Arm",
+    "arms",
+    "search_space",
+    "base_trial",
+    "ConfigError",
+]

@@ -74,19 +74,36 @@ def make_plan(study: StudyConfig, num_samples: int, cluster_cpus: float, cluster
     base = study.solver.base_iters
     for arm in arms(study):
         schedules = search_space(study, arm).schedule
-        recipe = float(default_point(study, {"init": arm.init, "data_fraction": arm.data_fraction,
-                                             "model": arm.model})["schedule"])
+        recipe = float(
+            default_point(study, {"init": arm.init, "data_fraction": arm.data_fraction, "model": arm.model})["schedule"]
+        )
         recipe_plan = branches(base, schedules, recipe)
         plans_by_s = [branches(base, schedules, s) for s in schedules]
         mean = sum(map(trial_iterations, plans_by_s)) / len(schedules)
         mean_alone = sum(map(independent_iterations, plans_by_s)) / len(schedules)
         expected = trial_iterations(recipe_plan) + round((num_samples - 1) * mean)
         alone = independent_iterations(recipe_plan) + round((num_samples - 1) * mean_alone)
-        plans.append(ArmPlan(arm, num_samples, schedules, recipe, trial_iterations(recipe_plan),
-                             independent_iterations(recipe_plan), expected, alone))
-    return Plan(study, tuple(plans), study.num_workers, study.num_workers * study.cpus_per_worker,
-                study.num_workers if study.use_gpu else 0, max_concurrent_trials(study, cluster_cpus, cluster_gpus),
-                capacity)
+        plans.append(
+            ArmPlan(
+                arm,
+                num_samples,
+                schedules,
+                recipe,
+                trial_iterations(recipe_plan),
+                independent_iterations(recipe_plan),
+                expected,
+                alone,
+            )
+        )
+    return Plan(
+        study,
+        tuple(plans),
+        study.num_workers,
+        study.num_workers * study.cpus_per_worker,
+        study.num_workers if study.use_gpu else 0,
+        max_concurrent_trials(study, cluster_cpus, cluster_gpus),
+        capacity,
+    )
 
 
 def format_plan(plan: Plan) -> str:
@@ -94,15 +111,21 @@ def format_plan(plan: Plan) -> str:
     batch = s.num_workers * s.solver.ims_per_worker
     lines = [
         f"study preset {s.name}: {s.description}",
-        f"  arms: {len(plan.arms)}, trials: {plan.total_trials} ({plan.arms[0].trials} per arm), objective {s.objective}",
-        f"  per trial: {plan.workers_per_trial} Ray Train worker{'s' if plan.workers_per_trial > 1 else ''} x ({s.cpus_per_worker} CPU"
-        f"{', 1 GPU' if s.use_gpu else ''}), {s.solver.ims_per_worker} images/worker = batch {batch}"
-        + (f"; {plan.gpus_per_trial} GPUs per trial" if s.use_gpu else ""),
+        f"  arms: {len(plan.arms)}, trials: {plan.total_trials} ({plan.arms[0].trials} per arm), "
+        f"objective {s.objective}",
+        f"  per trial: {plan.workers_per_trial} Ray Train worker{'s' if plan.workers_per_trial > 1 else ''} "
+        f"x ({s.cpus_per_worker} CPU{', 1 GPU' if s.use_gpu else ''}), {s.solver.ims_per_worker} images/worker "
+        f"= batch {batch}" + (f"; {plan.gpus_per_trial} GPUs per trial" if s.use_gpu else ""),
         f"  concurrency: {plan.max_concurrent} trial(s) at once ({plan.capacity})",
         f"  1x = {s.solver.base_iters} iterations; "
         + (f"the trunk is evaluated every {s.eval_period} iterations, " if s.eval_period else "")
         + "each schedule at its end",
-        f"  early stopping: {'rungs at the schedules of each arm, reduction ' + str(s.early_stopping.reduction_factor) if s.early_stopping.enabled else 'off'}",
+        "  early stopping: "
+        + (
+            f"rungs at the schedules of each arm, reduction {s.early_stopping.reduction_factor}"
+            if s.early_stopping.enabled
+            else "off"
+        ),
         "",
         f"  {'arm':<26} {'trials':>6} {'schedules':<14} {'lr range':<17} {'wd range':<17} {'iterations':>11}",
     ]
@@ -111,28 +134,38 @@ def format_plan(plan: Plan) -> str:
         lines.append(
             f"  {a.arm.name:<26} {a.trials:>6} {','.join(f'{x:.3g}x' for x in a.schedules):<14} "
             f"{space.lr[0]:.3g}-{space.lr[1]:<11.3g} {space.weight_decay[0]:.2g}-{space.weight_decay[1]:<11.2g} "
-            f"{a.expected_iterations:>11,}")
+            f"{a.expected_iterations:>11,}"
+        )
     lines.append(f"  expected iterations (no early stopping): {plan.expected_iterations:,}")
     lines.append("")
     lines.append("  every trial trains one peak-LR trunk and scores each schedule of its arm up to its own on a")
     lines.append("  cooled-down branch (the first LR drop onwards); the recipe's trial runs the whole set:")
     for a in plan.arms:
-        lines.append(f"    {a.arm.name:<26} recipe {a.recipe_schedule:g}x: {_k(a.recipe_iterations)} iterations with "
-                     f"branches, {_k(a.recipe_independent)} as separate runs of "
-                     f"{', '.join(f'{x:.3g}x' for x in a.schedules if x <= a.recipe_schedule)}")
-    lines.append(f"  longest trial: {_k(plan.longest_trial)} iterations; branches make a trial longer than its "
-                 f"longest schedule (one\n  worker group runs them one after another) and the study cheaper")
+        lines.append(
+            f"    {a.arm.name:<26} recipe {a.recipe_schedule:g}x: {_k(a.recipe_iterations)} iterations with "
+            f"branches, {_k(a.recipe_independent)} as separate runs of "
+            f"{', '.join(f'{x:.3g}x' for x in a.schedules if x <= a.recipe_schedule)}"
+        )
+    lines.append(
+        f"  longest trial: {_k(plan.longest_trial)} iterations; branches make a trial longer than its "
+        f"longest schedule (one\n  worker group runs them one after another) and the study cheaper"
+    )
     if s.use_gpu and s.seconds_per_iteration:
-        lines += ["", f"  cost estimate ({plan.gpus_per_trial} GPUs per trial; seconds per iteration of the whole "
-                      f"{batch}-image step, cited in study/presets.py; override with --set seconds_per_iteration.GPU=S):"]
+        lines += [
+            "",
+            f"  cost estimate ({plan.gpus_per_trial} GPUs per trial; seconds per iteration of the whole "
+            f"{batch}-image step, cited in study/presets.py; override with --set seconds_per_iteration.GPU=S):",
+        ]
         for gpu, seconds in sorted(s.seconds_per_iteration.items()):
             hours = gpu_hours(plan, seconds)
             alone = plan.expected_independent * seconds * plan.gpus_per_trial / 3600
-            lines.append(f"    {gpu:<6} {seconds:.3f} s/iter -> {hours:,.0f} GPU-hours, "
-                         f"{hours / plan.gpus_per_trial / plan.max_concurrent:,.0f} h wall clock at "
-                         f"{plan.max_concurrent} trial(s) at once (every schedule run separately: "
-                         f"{alone:,.0f} GPU-hours); longest trial "
-                         f"{plan.longest_trial * seconds / 3600:,.0f} h")
+            lines.append(
+                f"    {gpu:<6} {seconds:.3f} s/iter -> {hours:,.0f} GPU-hours, "
+                f"{hours / plan.gpus_per_trial / plan.max_concurrent:,.0f} h wall clock at "
+                f"{plan.max_concurrent} trial(s) at once (every schedule run separately: "
+                f"{alone:,.0f} GPU-hours); longest trial "
+                f"{plan.longest_trial * seconds / 3600:,.0f} h"
+            )
     return "\n".join(lines)
 
 

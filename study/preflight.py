@@ -14,11 +14,12 @@ import dataclasses
 import os
 import socket
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 from urllib.parse import urlparse
 
-from study.config import StudyConfig, arms as study_arms, base_trial, default_point, search_space
+from study.config import StudyConfig, base_trial, default_point, search_space
+from study.config import arms as study_arms
 from trainables import storage
 from trainables.branches import branches
 from trainables.coco_check import check_images_present, check_same_categories, read_coco_json, trainable_images
@@ -33,8 +34,9 @@ ADDRESS_TIMEOUT_S = 3.0
 def check_name(name: str) -> None:
     """The study name is one folder under --results."""
     if name in ("", ".", "..") or "/" in name or "\\" in name or name != name.strip():
-        raise ConfigError(f"--name {name!r} must be one folder name (no '/', not '..', no surrounding spaces)",
-                          "--name")
+        raise ConfigError(
+            f"--name {name!r} must be one folder name (no '/', not '..', no surrounding spaces)", "--name"
+        )
 
 
 def check_results(results: str) -> None:
@@ -63,9 +65,11 @@ def check_address(address: str | None) -> None:
         # Where `ray start` records its cluster's address (Ray's own lookup for "auto").
         marker = Path(os.environ.get("RAY_TMPDIR", tempfile.gettempdir())) / "ray" / "ray_current_cluster"
         if not marker.is_file():
-            raise ConfigError(f"{flag} auto: no Ray cluster was started on this machine ({marker} not found); "
-                              f"start one with `ray start --head` or `ray up`, or leave {flag} out for a local Ray",
-                              "--address")
+            raise ConfigError(
+                f"{flag} auto: no Ray cluster was started on this machine ({marker} not found); "
+                f"start one with `ray start --head` or `ray up`, or leave {flag} out for a local Ray",
+                "--address",
+            )
         address = marker.read_text().strip()
     parsed = urlparse(address if "://" in address else f"tcp://{address}")
     try:
@@ -111,16 +115,22 @@ def check_inputs(study: StudyConfig, missing_ok: str | None = None, log: Callabl
         for fraction in study.axes.data_fraction:
             kept = max(1, round(fraction * train_images))
             if kept < batch:
-                raise ConfigError(f"data fraction {fraction:g} leaves {kept} of {train_images} training images, "
-                                  f"fewer than one global batch of {batch} (num_workers x solver.ims_per_worker)",
-                                  "axes.data_fraction")
+                raise ConfigError(
+                    f"data fraction {fraction:g} leaves {kept} of {train_images} training images, "
+                    f"fewer than one global batch of {batch} (num_workers x solver.ims_per_worker)",
+                    "axes.data_fraction",
+                )
     if "pretrained" in study.axes.init:
         for model in study.axes.model:
             source = study.pretrained_weights.get(model)
             if source and not source.startswith(("http://", "https://")) and not storage.is_uri(source):
                 if not os.path.isfile(source):
-                    _missing(f"pretrained weights for model {model} not found: {source}",
-                             f"pretrained_weights.{model}", missing_ok, log)
+                    _missing(
+                        f"pretrained weights for model {model} not found: {source}",
+                        f"pretrained_weights.{model}",
+                        missing_ok,
+                        log,
+                    )
 
 
 def _check_coco(study: StudyConfig, missing_ok: str | None, log: Callable[[str], None]) -> int | None:

@@ -1,7 +1,7 @@
 """Named study presets, each a small delta on one base.
 
 ``smoke`` and ``toy`` run on a laptop CPU with the generated data and the embedded
-pretraining; the COCO presets follow the paper's protocol (paper_protocol.md). Derived
+pretraining; the COCO presets follow the paper's protocol (He et al. 2019, Secs. 3-5). Derived
 numbers are computed, never typed twice.
 """
 
@@ -10,37 +10,11 @@ from __future__ import annotations
 import dataclasses
 
 from study.config import Axes, EarlyStopping, SearchSpace, StudyConfig
-from trainables.config import (CAFFE2_PIXEL_MEAN, CAFFE2_PIXEL_STD, DataConfig, ModelConfig, PretrainSpec,
-                               SolverConfig, SyntheticSpec)
+from trainables.config import DataConfig, PretrainSpec, SolverConfig, SyntheticSpec
 
-# --- Models -----------------------------------------------------------------------------
-# The paper's Mask R-CNN R50/R101-FPN with GN (32 groups, Detectron's G) in backbone, FPN,
-# 4conv1fc box head and 4-conv mask head (paper_protocol.md sections 1 and 3a).
-R50_GN = ModelConfig(depth=50, width=64, norm="gn", gn_groups=32, fpn_channels=256, box_head_convs=4,
-                     box_head_fc=1024, mask_head_convs=4)
-R101_GN = dataclasses.replace(R50_GN, depth=101)
-# SyncBN variant (paper Fig. 4): BN everywhere, synchronized across GPUs (detectron2's
-# Misc/mask_rcnn_R_50_FPN_3x_syncbn), 4conv1fc head.
-R50_SYNCBN = dataclasses.replace(R50_GN, norm="syncbn")
-# The R101 pretrained init is Detectron's own R-101-GN.pkl (no torchvision-layout GN R101
-# exists), trained in Caffe2 on 0-255 BGR pixels: both arms use that normalization.
-R101_GN_CAFFE2 = dataclasses.replace(R101_GN, pixel_mean=CAFFE2_PIXEL_MEAN, pixel_std=CAFFE2_PIXEL_STD)
+# The model configurations (plain dataclasses; no torch).
+from trainables.zoo import R50_GN, R50_SYNCBN, R101_GN_CAFFE2, TINY_GN
 
-# A ResNet-18-class backbone at half width with a 48-channel FPN and light heads: about
-# 3M parameters and ~0.12 s per DDP iteration of 2 workers x 1 image of 128 px on 2 CPU
-# cores. On a CPU the RoI heads, not the backbone, dominate the cost, hence 64 sampled RoIs
-# per image (detectron2: 512; 32 made each iteration 17% cheaper but learning ~25% slower)
-# and 150 proposals after NMS. 8 GN groups because 32 groups of a 32-channel stem would be
-# single channels.
-TINY_GN = ModelConfig(
-    depth=18, width=32, norm="gn", gn_groups=8, fpn_channels=48, box_head_convs=2, box_head_fc=256,
-    mask_head_convs=2,
-    # Objects are 28-90 px in 128-px images, so anchors start 4x smaller than COCO's 32.
-    anchor_sizes=(8, 16, 32, 64, 128),
-    rpn_pre_nms_top_n_train=600, rpn_post_nms_top_n_train=150,
-    rpn_pre_nms_top_n_test=300, rpn_post_nms_top_n_test=100,
-    box_batch_size_per_image=64, detections_per_img=50,
-)
 LOCAL_MODELS = {"tiny": TINY_GN}
 
 # --- Local presets ----------------------------------------------------------------------
@@ -51,9 +25,23 @@ TOY_DATA = DataConfig(
     # and heavier occlusion (SyntheticSpec's defaults) make the task harder than a 2-core
     # study can learn from scratch in 15 minutes: with them, scratch stayed below AP 0.3
     # after 1,200 iterations.
-    synthetic=SyntheticSpec(num_train=600, num_val=100, min_side=112, max_side=160, max_objects=8,
-                            min_radius=14, max_radius_frac=0.35, clutter=0, max_occlusion=0.1, textures=1, seed=0),
-    min_size=(128,), max_size=192, test_min_size=128, hflip_prob=0.5,
+    synthetic=SyntheticSpec(
+        num_train=600,
+        num_val=100,
+        min_side=112,
+        max_side=160,
+        max_objects=8,
+        min_radius=14,
+        max_radius_frac=0.35,
+        clutter=0,
+        max_occlusion=0.1,
+        textures=1,
+        seed=0,
+    ),
+    min_size=(128,),
+    max_size=192,
+    test_min_size=128,
+    hflip_prob=0.5,
 )
 TOY_SEARCH = SearchSpace(lr=(0.08, 1.0), weight_decay=(1e-5, 1e-3), schedule=(1.0, 2.0, 3.0))
 
@@ -70,8 +58,9 @@ TOY = StudyConfig(
     # 1x learns far more: README). On a CPU an image costs the same in any batch, and at
     # this budget 2 images per step reach a higher AP than 4 (more, smaller SGD steps).
     # Clipping guards the high-LR corner of the search.
-    solver=SolverConfig(base_iters=200, ims_per_worker=1, reference_batch=16, warmup_iters=40,
-                        warmup_factor=1 / 3, clip_grad_norm=10.0),
+    solver=SolverConfig(
+        base_iters=200, ims_per_worker=1, reference_batch=16, warmup_iters=40, warmup_factor=1 / 3, clip_grad_norm=10.0
+    ),
     # LR is quoted at 16 images (x2/16 at the real batch of 2); 0.3 works well for both inits
     # on this data, so the range spans ~4x either side of it. Both inits search the same
     # schedules, 1x-3x; every trial scores each one up to its own on a branch.
@@ -95,8 +84,12 @@ SMOKE = dataclasses.replace(
     name="smoke",
     description="seconds-scale check of the whole stack: tiny data, a few iterations, 2 trials per arm",
     data=dataclasses.replace(
-        TOY_DATA, synthetic=SyntheticSpec(num_train=24, num_val=8, min_side=96, max_side=112, max_objects=4, seed=0),
-        min_size=(96,), max_size=128, test_min_size=96),
+        TOY_DATA,
+        synthetic=SyntheticSpec(num_train=24, num_val=8, min_side=96, max_side=112, max_objects=4, seed=0),
+        min_size=(96,),
+        max_size=128,
+        test_min_size=96,
+    ),
     # 1x = 9 iterations of 4 images (2 DDP workers x 2): drops at iterations 3 and 7 (the
     # last 6 and 2).
     solver=dataclasses.replace(TOY.solver, base_iters=9, warmup_iters=2, ims_per_worker=2),
@@ -117,7 +110,7 @@ TOY_SCALING = dataclasses.replace(
     num_samples=2,
 )
 
-# --- COCO presets (the paper's protocol, paper_protocol.md) ----------------------------
+# --- COCO presets (the paper's protocol, Sec. 4.1) --------------------------------------
 COCO_ROOT = "/data/coco"  # where the cluster's staging step puts COCO on every GPU node
 COCO_DATA = DataConfig(
     source="coco",
@@ -126,7 +119,10 @@ COCO_DATA = DataConfig(
     val_images=f"{COCO_ROOT}/val2017",
     val_annotations=f"{COCO_ROOT}/annotations/instances_val2017.json",
     # Shorter side 800 [P], max 1333 (Detectron's MAX_SIZE [C]), horizontal flip only [P].
-    min_size=(800,), max_size=1333, test_min_size=800, hflip_prob=0.5,
+    min_size=(800,),
+    max_size=1333,
+    test_min_size=800,
+    hflip_prob=0.5,
     loader_workers=4,
 )
 B = 90_000  # "1x" = 90k iterations at 16 images (Detectron) [P]
@@ -139,12 +135,25 @@ COCO_R50_GN = StudyConfig(
     # 8 GPUs x 2 images = 16 [P]; LR 0.02 at 16 with linear warm-up (Detectron: 500 iterations
     # from 1/3) [P][C]; momentum 0.9, weight decay 1e-4 [P]; no decay on GN (Detectron's
     # WEIGHT_DECAY_GN 0) [C]; LR x0.1 at the last 60k and 20k iterations [P]. AMP on GPU.
-    solver=SolverConfig(base_iters=B, ims_per_worker=2, reference_batch=16, momentum=0.9, weight_decay_norm=0.0,
-                        warmup_iters=500, warmup_factor=1 / 3, gamma=0.1, clip_grad_norm=None, amp=True),
+    solver=SolverConfig(
+        base_iters=B,
+        ims_per_worker=2,
+        reference_batch=16,
+        momentum=0.9,
+        weight_decay_norm=0.0,
+        warmup_iters=500,
+        warmup_factor=1 / 3,
+        gamma=0.1,
+        clip_grad_norm=None,
+        amp=True,
+    ),
     # Centred on the paper's values, each spanning 10x: lr 0.02 / sqrt(10) .. 0.02 * sqrt(10),
     # wd 1e-4 likewise; the schedules of Table 1 (2x = 180k ... 6x = 540k iterations).
-    search=SearchSpace(lr=(0.02 / 10**0.5, 0.02 * 10**0.5), weight_decay=(1e-4 / 10**0.5, 1e-4 * 10**0.5),
-                       schedule=(2.0, 3.0, 4.0, 5.0, 6.0)),
+    search=SearchSpace(
+        lr=(0.02 / 10**0.5, 0.02 * 10**0.5),
+        weight_decay=(1e-4 / 10**0.5, 1e-4 * 10**0.5),
+        schedule=(2.0, 3.0, 4.0, 5.0, 6.0),
+    ),
     num_samples=6,
     num_workers=8,
     cpus_per_worker=8,
@@ -196,27 +205,42 @@ COCO_R50_GN_SUBSETS = dataclasses.replace(
     description="paper Sec. 5.2: R50-FPN GN on 35k/10k/3.5k/1k-image subsets of train2017, scratch vs. ImageNet",
     # round(f * 118,287) gives exactly 35,000 / 10,000 / 3,500 / 1,000 images; the subset
     # seed (data.subset_seed) picks the same images for both inits and records their ids.
-    axes=Axes(init=("scratch", "pretrained"), model=("r50",),
-              data_fraction=tuple(n / TRAIN2017_IMAGES for n in (35_000, 10_000, 3_500, 1_000))),
+    axes=Axes(
+        init=("scratch", "pretrained"),
+        model=("r50",),
+        data_fraction=tuple(n / TRAIN2017_IMAGES for n in (35_000, 10_000, 3_500, 1_000)),
+    ),
     # The paper found shorter schedules best on less data: 10k images peaked at 60k
     # iterations pretrained and 220k scratch; 35k at 6x (pretrained). In units of 1x = 90k:
-    search=SearchSpace(lr=(0.02 / 10**0.5, 0.04 * 10**0.5), weight_decay=(1e-4 / 10**0.5, 1e-4 * 10**0.5),
-                       schedule=(2.0, 4.0, 6.0)),
+    search=SearchSpace(
+        lr=(0.02 / 10**0.5, 0.04 * 10**0.5), weight_decay=(1e-4 / 10**0.5, 1e-4 * 10**0.5), schedule=(2.0, 4.0, 6.0)
+    ),
     search_overrides=tuple(
-        (f"data_fraction={n / TRAIN2017_IMAGES}", SearchSpace(
-            lr=(0.02 / 10**0.5, 0.02 * 10**0.5), weight_decay=(1e-4 / 10**0.5, 1e-4 * 10**0.5), schedule=schedules))
-        for n, schedules in ((10_000, (2 / 3, 4 / 3, 2.0, 2.5)), (3_500, (1 / 3, 2 / 3, 4 / 3)),
-                             (1_000, (1 / 6, 1 / 3, 2 / 3)))),
+        (
+            f"data_fraction={n / TRAIN2017_IMAGES}",
+            SearchSpace(
+                lr=(0.02 / 10**0.5, 0.02 * 10**0.5), weight_decay=(1e-4 / 10**0.5, 1e-4 * 10**0.5), schedule=schedules
+            ),
+        )
+        for n, schedules in (
+            (10_000, (2 / 3, 4 / 3, 2.0, 2.5)),
+            (3_500, (1 / 3, 2 / 3, 4 / 3)),
+            (1_000, (1 / 6, 1 / 3, 2 / 3)),
+        )
+    ),
     # Each subset's first trial uses the paper's lr and weight decay and runs its whole set.
     default_trial={**COCO_R50_GN.default_trial, "schedule": 6.0},
-    default_overrides=((f"data_fraction={10_000 / TRAIN2017_IMAGES}", {"schedule": 2.5}),
-                       (f"data_fraction={3_500 / TRAIN2017_IMAGES}", {"schedule": 4 / 3}),
-                       (f"data_fraction={1_000 / TRAIN2017_IMAGES}", {"schedule": 2 / 3})),
+    default_overrides=(
+        (f"data_fraction={10_000 / TRAIN2017_IMAGES}", {"schedule": 2.5}),
+        (f"data_fraction={3_500 / TRAIN2017_IMAGES}", {"schedule": 4 / 3}),
+        (f"data_fraction={1_000 / TRAIN2017_IMAGES}", {"schedule": 2 / 3}),
+    ),
     num_samples=4,
 )
 
-PRESETS: dict[str, StudyConfig] = {p.name: p for p in (SMOKE, TOY, TOY_SCALING, COCO_R50_GN, COCO_R101_GN,
-                                                       COCO_R50_SYNCBN, COCO_R50_GN_SUBSETS)}
+PRESETS: dict[str, StudyConfig] = {
+    p.name: p for p in (SMOKE, TOY, TOY_SCALING, COCO_R50_GN, COCO_R101_GN, COCO_R50_SYNCBN, COCO_R50_GN_SUBSETS)
+}
 
 
 def get_preset(name: str) -> StudyConfig:

@@ -22,10 +22,13 @@ stops the same trials an uninterrupted one would.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import numpy as np
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+
+from analysis.schema import COMPLETED
 
 # Tie-break weight: the loss (capped at 10) moves the score by at most 0.001, a tenth of
 # one AP point, so it only decides between trials whose AP is (nearly) equal.
@@ -76,8 +79,9 @@ class ScheduleRungs(FIFOScheduler):
         history: the study's rows so far (to rebuild the rungs after ``--resume``).
     """
 
-    def __init__(self, metric: str, reduction_factor: int,
-                 history: Callable[[], Iterable[dict[str, Any]]] | None = None) -> None:
+    def __init__(
+        self, metric: str, reduction_factor: int, history: Callable[[], Iterable[dict[str, Any]]] | None = None
+    ) -> None:
         super().__init__()
         self.history = history  # picklable (Tune pickles the scheduler with the experiment)
         self.rebuilt = history is None
@@ -112,7 +116,7 @@ class ScheduleRungs(FIFOScheduler):
             return TrialScheduler.CONTINUE
         arm, schedule = result["arm"], float(result["schedule"])
         self.rungs.record(arm, schedule, trial.trial_id, rung_score(result, self._metric))
-        more_trunk = schedule < float(result["trunk_schedule"]) and result.get("status") == "completed"
+        more_trunk = schedule < float(result["trunk_schedule"]) and result.get("status") == COMPLETED
         if more_trunk and self.rungs.should_stop(arm, schedule, trial.trial_id):
             self.num_stopped += 1
             return TrialScheduler.STOP

@@ -18,6 +18,7 @@ trial as intermediate values.
 
 from __future__ import annotations
 
+import logging
 import pickle
 from typing import Any
 
@@ -25,8 +26,11 @@ import optuna
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from analysis.schema import COMPLETED, DIVERGED, FINAL, TRUNK
 from study import failures
 from study.config import RECIPE_KEYS, SearchSpace
+
+logger = logging.getLogger(__name__)
 
 
 def optuna_space(space: SearchSpace) -> dict[str, optuna.distributions.BaseDistribution]:
@@ -37,8 +41,16 @@ def optuna_space(space: SearchSpace) -> dict[str, optuna.distributions.BaseDistr
     }
 
 
-def arm_searcher(arm: str, space: SearchSpace, *, storage: optuna.storages.BaseStorage, seed: int, metric: str,
-                 num_samples: int, first_point: dict[str, Any] | None) -> OptunaSearch:
+def arm_searcher(
+    arm: str,
+    space: SearchSpace,
+    *,
+    storage: optuna.storages.BaseStorage,
+    seed: int,
+    metric: str,
+    num_samples: int,
+    first_point: dict[str, Any] | None,
+) -> OptunaSearch:
     """An OptunaSearch for one arm; ``first_point`` (the paper's recipe) is tried first."""
     sampler = optuna.samplers.TPESampler(
         seed=seed,
@@ -52,23 +64,43 @@ def arm_searcher(arm: str, space: SearchSpace, *, storage: optuna.storages.BaseS
         if point["schedule"] in space.schedule and _inside(point, space):
             points = [point]
         else:
-            print(f"note: {arm}'s recipe {point} lies outside its search ranges; its search starts without it")
-    return OptunaSearch(space=optuna_space(space), metric=metric, mode="max", sampler=sampler, study_name=arm,
-                        storage=storage, points_to_evaluate=points)
+            logger.warning("%s's recipe %s lies outside its search ranges; its search starts without it", arm, point)
+    return OptunaSearch(
+        space=optuna_space(space),
+        metric=metric,
+        mode="max",
+        sampler=sampler,
+        study_name=arm,
+        storage=storage,
+        points_to_evaluate=points,
+    )
 
 
 def _inside(point: dict[str, Any], space: SearchSpace) -> bool:
-    return space.lr[0] <= point["lr"] <= space.lr[1] and space.weight_decay[0] <= point["weight_decay"] <= space.weight_decay[1]
+    return (
+        space.lr[0] <= point["lr"] <= space.lr[1]
+        and space.weight_decay[0] <= point["weight_decay"] <= space.weight_decay[1]
+    )
 
 
 def is_branch_result(result: dict[str, Any], metric: str) -> bool:
     """A completed final result of a schedule shorter than the trial's own."""
-    return (result.get("phase") == "final" and result.get("status") == "completed"
-            and result.get(metric) is not None and result.get("schedule") != result.get("trunk_schedule"))
+    return (
+        result.get("phase") == FINAL
+        and result.get("status") == COMPLETED
+        and result.get(metric) is not None
+        and result.get("schedule") != result.get("trunk_schedule")
+    )
 
 
-def record_branch(study: optuna.Study, tune_trial_id: str, result: dict[str, Any], metric: str,
-                  distributions: dict[str, optuna.distributions.BaseDistribution], branch: bool = True) -> bool:
+def record_branch(
+    study: optuna.Study,
+    tune_trial_id: str,
+    result: dict[str, Any],
+    metric: str,
+    distributions: dict[str, optuna.distributions.BaseDistribution],
+    branch: bool = True,
+) -> bool:
     """Add a schedule's final result to the arm's Optuna study as a finished trial, once.
 
     For a branch, and (``branch=False``) for the own result of a trial that Optuna was told
@@ -81,24 +113,43 @@ def record_branch(study: optuna.Study, tune_trial_id: str, result: dict[str, Any
         if t.user_attrs.get("tune_trial") == tune_trial_id and t.params.get("schedule") == schedule:
             return False
     params = {"lr": float(result["lr"]), "weight_decay": float(result["weight_decay"]), "schedule": schedule}
-    study.add_trial(optuna.trial.create_trial(
-        params=params, distributions=distributions, value=float(result[metric]),
-        user_attrs={"tune_trial": tune_trial_id, "trunk_schedule": float(result["trunk_schedule"]),
-                    "branch": branch}))
+    study.add_trial(
+        optuna.trial.create_trial(
+            params=params,
+            distributions=distributions,
+            value=float(result[metric]),
+            user_attrs={
+                "tune_trial": tune_trial_id,
+                "trunk_schedule": float(result["trunk_schedule"]),
+                "branch": branch,
+            },
+        )
+    )
     return True
 
 
 def _is_own_final(result: dict[str, Any], metric: str) -> bool:
-    return (result.get("phase") == "final" and result.get("status") == "completed"
-            and result.get(metric) is not None and result.get("schedule") == result.get("trunk_schedule"))
+    return (
+        result.get("phase") == FINAL
+        and result.get("status") == COMPLETED
+        and result.get(metric) is not None
+        and result.get("schedule") == result.get("trunk_schedule")
+    )
 
 
 class ArmSearch(Searcher):
     """Routes suggestions and results between Tune and one OptunaSearch per arm."""
 
-    def __init__(self, searchers: dict[str, OptunaSearch], num_samples: int, metric: str,
-                 fixed: dict[str, Any] | None = None, spaces: dict[str, SearchSpace] | None = None,
-                 results_uri: str | None = None, arm_configs: dict[str, dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self,
+        searchers: dict[str, OptunaSearch],
+        num_samples: int,
+        metric: str,
+        fixed: dict[str, Any] | None = None,
+        spaces: dict[str, SearchSpace] | None = None,
+        results_uri: str | None = None,
+        arm_configs: dict[str, dict[str, Any]] | None = None,
+    ) -> None:
         """``results_uri`` and ``arm_configs`` let a trial that failed on bad input close the
         arms that would fail the same way (study/failures.py)."""
         super().__init__(metric=metric, mode="max")
@@ -140,7 +191,7 @@ class ArmSearch(Searcher):
         if trial_id not in self.trial_arm:
             return
         searcher = self.searchers[self.trial_arm[trial_id]]
-        if result.get("phase") == "trunk" and result.get(self.metric) is not None and trial_id not in self.failed:
+        if result.get("phase") == TRUNK and result.get(self.metric) is not None and trial_id not in self.failed:
             searcher.on_trial_result(trial_id, result)
         elif is_branch_result(result, self.metric) or (trial_id in self.failed and _is_own_final(result, self.metric)):
             arm = self.trial_arm[trial_id]
@@ -148,14 +199,23 @@ class ArmSearch(Searcher):
             # results computed outside a sampler's ask/tell. A trial told FAIL that --resume
             # finished joins the same way, here: after a restore Tune's ConcurrencyLimiter
             # no longer passes its completion on.
-            record_branch(searcher._ot_study, trial_id, result, self.metric, optuna_space(self.spaces[arm]),
-                          branch=is_branch_result(result, self.metric))
+            record_branch(
+                searcher._ot_study,
+                trial_id,
+                result,
+                self.metric,
+                optuna_space(self.spaces[arm]),
+                branch=is_branch_result(result, self.metric),
+            )
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id not in self.trial_arm:
             return
-        if result is not None and not (result.get("phase") == "final" and result.get("status") == "diverged") and not (
-                result.get("phase") == "final" and result.get("schedule") == result.get("trunk_schedule")):
+        if (
+            result is not None
+            and not (result.get("phase") == FINAL and result.get("status") == DIVERGED)
+            and not (result.get("phase") == FINAL and result.get("schedule") == result.get("trunk_schedule"))
+        ):
             # Stopped early, after a shorter schedule's result or on the trunk: its own
             # schedule has no final value. Told as PRUNED, TPE ranks it by its trunk
             # values, while the schedules it did finish are trials of their own.
@@ -178,13 +238,22 @@ class ArmSearch(Searcher):
             self.close_arm(arm, reason)
         if fresh:
             which = "no arm" if len(self.closed) == len(self.searchers) else ", ".join(fresh)
-            print(f"bad input: {reason}; {'no further trial starts' if which == 'no arm' else which + ' gets no further trials'} "
-                  f"in this run (running trials meet the same error; fix it and --resume)", flush=True)
+            logger.warning(
+                "bad input: %s; %s in this run (running trials meet the same error; fix it and --resume)",
+                reason,
+                "no further trial starts" if which == "no arm" else f"{which} gets no further trials",
+            )
 
     def save(self, checkpoint_path: str) -> None:
-        state = {"suggested": self.suggested, "trial_arm": self.trial_arm, "failed": self.failed,
-                 "num_samples": self.num_samples,
-                 "fixed": self.fixed, "spaces": self.spaces, "searchers": {a: s.__dict__.copy() for a, s in self.searchers.items()}}
+        state = {
+            "suggested": self.suggested,
+            "trial_arm": self.trial_arm,
+            "failed": self.failed,
+            "num_samples": self.num_samples,
+            "fixed": self.fixed,
+            "spaces": self.spaces,
+            "searchers": {a: s.__dict__.copy() for a, s in self.searchers.items()},
+        }
         with open(checkpoint_path, "wb") as f:
             pickle.dump(state, f)
 
@@ -193,7 +262,11 @@ class ArmSearch(Searcher):
             state = pickle.load(f)
         self.suggested, self.trial_arm = state["suggested"], state["trial_arm"]
         self.failed = set(state.get("failed", ()))
-        self.num_samples, self.fixed, self.spaces = state["num_samples"], state["fixed"], state.get("spaces", self.spaces)
+        self.num_samples, self.fixed, self.spaces = (
+            state["num_samples"],
+            state["fixed"],
+            state.get("spaces", self.spaces),
+        )
         for arm, blob in state["searchers"].items():
             self.searchers[arm].__dict__.update(blob)
         self.fail_orphans()
@@ -205,12 +278,16 @@ class ArmSearch(Searcher):
         RUNNING trials in the database that the restored experiment does not know.
         """
         count = 0
-        for searcher in self.searchers.values():
-            known = {t._trial_id for t in searcher._ot_trials.values()}
+        for arm, searcher in self.searchers.items():
+            known = {t.number for t in searcher._ot_trials.values()}
             study = searcher._ot_study
             for frozen in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-                if frozen._trial_id not in known:
-                    study._storage.set_trial_user_attr(frozen._trial_id, "failed_because", "driver interrupted")
-                    study._storage.set_trial_state_values(frozen._trial_id, optuna.trial.TrialState.FAIL)
+                if frozen.number not in known:
+                    study.tell(frozen.number, state=optuna.trial.TrialState.FAIL)
+                    logger.warning(
+                        "Optuna trial %d of %s was asked for before the driver stopped and never started: marked FAIL",
+                        frozen.number,
+                        arm,
+                    )
                     count += 1
         return count

@@ -32,8 +32,9 @@ def check_source(source: str) -> None:
     fs, root = storage.filesystem(source)
     missing = [p for p in REQUIRED if fs.get_file_info(f"{root}/{p}").type == pafs.FileType.NotFound]
     if missing:
-        raise FileNotFoundError(f"{source} is not a COCO folder: missing {', '.join(missing)} "
-                                f"(expected {', '.join(REQUIRED)})")
+        raise FileNotFoundError(
+            f"{source} is not a COCO folder: missing {', '.join(missing)} (expected {', '.join(REQUIRED)})"
+        )
 
 
 def is_staged(source: str, dest: str) -> bool:
@@ -67,11 +68,20 @@ def stage(source: str, dest: str, log=print) -> bool:
     log(f"staging {source} -> {dest} ...")
     src_fs, src_root = storage.filesystem(source)
     os.makedirs(dest, exist_ok=True)
-    pafs.copy_files(src_root, os.path.abspath(dest), source_filesystem=src_fs,
-                    destination_filesystem=pafs.LocalFileSystem(), use_threads=True)
+    pafs.copy_files(
+        src_root,
+        os.path.abspath(dest),
+        source_filesystem=src_fs,
+        destination_filesystem=pafs.LocalFileSystem(),
+        use_threads=True,
+    )
     images = verify(dest)
-    storage.write_bytes_atomic(os.path.join(dest, MARKER), json.dumps(
-        {"source": source, "images": images, "seconds": round(time.time() - start, 1), "at": time.time()}).encode())
+    storage.write_bytes_atomic(
+        os.path.join(dest, MARKER),
+        json.dumps(
+            {"source": source, "images": images, "seconds": round(time.time() - start, 1), "at": time.time()}
+        ).encode(),
+    )
     log(f"staged {images} images in {time.time() - start:.0f}s")
     return True
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from analysis.results import final_rows, trial_rows
+from analysis.schema import COMPLETED, DIVERGED, FAILED, STOPPED
 
 
 def best_per_arm(df: pd.DataFrame, objective: str = "bbox_AP") -> pd.DataFrame:
@@ -16,26 +17,42 @@ def best_per_arm(df: pd.DataFrame, objective: str = "bbox_AP") -> pd.DataFrame:
     rows = []
     for arm, trials in last.groupby("arm", sort=True):
         group = final[final["arm"] == arm]
-        done = group[group["status"] == "completed"]
+        done = group[group["status"] == COMPLETED]
         pool = done if not done.empty else group if not group.empty else trials
         best = pool.sort_values(objective, ascending=False).iloc[0]
         counts = trials["trial_status"].value_counts()
-        rows.append({"arm": arm, "trial_id": best["trial_id"], "status": best["status"],
-                     "bbox_AP": best["bbox_AP"], "segm_AP": best["segm_AP"], "lr": best["lr"],
-                     "weight_decay": best["weight_decay"], "schedule": best["schedule"],
-                     "iterations": best["iteration"], "trials": len(trials), "schedule_results": len(done),
-                     "stopped": int(counts.get("stopped", 0)), "diverged": int(counts.get("diverged", 0)),
-                     "failed": int(counts.get("failed", 0))})
+        rows.append(
+            {
+                "arm": arm,
+                "trial_id": best["trial_id"],
+                "status": best["status"],
+                "bbox_AP": best["bbox_AP"],
+                "segm_AP": best["segm_AP"],
+                "lr": best["lr"],
+                "weight_decay": best["weight_decay"],
+                "schedule": best["schedule"],
+                "iterations": best["iteration"],
+                "trials": len(trials),
+                "schedule_results": len(done),
+                "stopped": int(counts.get(STOPPED, 0)),
+                "diverged": int(counts.get(DIVERGED, 0)),
+                "failed": int(counts.get(FAILED, 0)),
+            }
+        )
     return pd.DataFrame(rows)
 
 
 def format_summary(table: pd.DataFrame) -> str:
     if table.empty:
         return "no evaluation rows yet"
-    lines = [f"{'arm':<26} {'bbox AP':>8} {'segm AP':>8} {'lr':>9} {'wd':>9} {'sched':>6} {'trials':>6} "
-             f"{'results':>7} {'stopped':>7} {'diverged':>8}  best trial"]
+    lines = [
+        f"{'arm':<26} {'bbox AP':>8} {'segm AP':>8} {'lr':>9} {'wd':>9} {'sched':>6} {'trials':>6} "
+        f"{'results':>7} {'stopped':>7} {'diverged':>8}  best trial"
+    ]
     for r in table.itertuples():
-        lines.append(f"{r.arm:<26} {r.bbox_AP:>8.3f} {r.segm_AP:>8.3f} {r.lr:>9.4g} {r.weight_decay:>9.2g} "
-                     f"{r.schedule:>5g}x {r.trials:>6} {r.schedule_results:>7} {r.stopped:>7} {r.diverged:>8}  "
-                     f"{r.trial_id} ({r.status})")
+        lines.append(
+            f"{r.arm:<26} {r.bbox_AP:>8.3f} {r.segm_AP:>8.3f} {r.lr:>9.4g} {r.weight_decay:>9.2g} "
+            f"{r.schedule:>5g}x {r.trials:>6} {r.schedule_results:>7} {r.stopped:>7} {r.diverged:>8}  "
+            f"{r.trial_id} ({r.status})"
+        )
     return "\n".join(lines)

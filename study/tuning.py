@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import os
 from typing import Any
 
@@ -17,13 +18,16 @@ import optuna
 import ray
 from ray import tune
 
+from analysis.schema import COMPLETED, DIVERGED, FAILED, FINAL, RUNNING, STOPPED
 from study import failures
-from study.config import StudyConfig, arms as study_arms, default_point, search_space
+from study.config import StudyConfig, default_point, search_space
+from study.config import arms as study_arms
 from study.scheduler import ScheduleRungs
 from study.search import ArmSearch, arm_searcher
 from trainables import results, storage
 from trainables.ray_entry import DRIVER_RESOURCE, train_driver_fn
 
+logger = logging.getLogger(__name__)
 TUNE_DIR = "tune"
 # Environment every Ray worker process gets (local runs and clusters alike).
 WORKER_ENV = {
@@ -52,6 +56,10 @@ def start_ray(address: str | None, num_cpus: int) -> None:
     # Save Tune's experiment state (trials, searcher) every 10 s rather than "auto", so a
     # killed driver loses as little as possible of what it had started.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "10")
+    # Tune's newer console output picks its table columns itself (the first few numbers of
+    # a result) and ignores a progress reporter; the classic output shows the columns of
+    # status_table() (Ray docs, "Tune Console Output": RAY_AIR_NEW_OUTPUT=0).
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=True)
@@ -62,26 +70,32 @@ def start_ray(address: str | None, num_cpus: int) -> None:
     os.environ.update(local_env)
     env.update(local_env)
     # address="local" always starts a new Ray, never one another process left behind
-    # (ray_notes.md section 8); the dashboard brings the State API that frees the
-    # placement group of a stopped trial (ray_notes.md section 9).
-    ray.init(address="local", num_cpus=num_cpus, resources={DRIVER_RESOURCE: 1000}, include_dashboard=True,
-             object_store_memory=512 * 2**20, runtime_env={"env_vars": env})
+    # (Ray docs, ray.init: address="local"); the dashboard brings the State API that
+    # frees the placement group of a stopped trial (ray-project/ray#54305).
+    ray.init(
+        address="local",
+        num_cpus=num_cpus,
+        resources={DRIVER_RESOURCE: 1000},
+        include_dashboard=True,
+        object_store_memory=512 * 2**20,
+        runtime_env={"env_vars": env},
+    )
 
 
 def driver_resources() -> dict[str, float]:
     """What one trial actor asks for: the driver resource if the cluster has it, else a CPU sliver."""
     if ray.cluster_resources().get(DRIVER_RESOURCE):
         return {DRIVER_RESOURCE: 0.01}
-    print(f"warning: the cluster advertises no '{DRIVER_RESOURCE}' resource; trial actors take 0.01 CPU each")
+    logger.warning("the cluster advertises no '%s' resource; trial actors take 0.01 CPU each", DRIVER_RESOURCE)
     return {"CPU": 0.01}
 
 
 def ended_early(result: dict[str, Any] | None) -> bool:
     """Whether a trial's last result is short of its own schedule's final (nor diverged)."""
     result = result or {}
-    if result.get("status") == "diverged":
+    if result.get("status") == DIVERGED:
         return False
-    return not (result.get("phase") == "final" and result.get("schedule") == result.get("trunk_schedule"))
+    return not (result.get("phase") == FINAL and result.get("schedule") == result.get("trunk_schedule"))
 
 
 class FinalStatus(tune.Callback):
@@ -98,14 +112,32 @@ class FinalStatus(tune.Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
         if ended_early(trial.last_result):
-            results.mark_status(self.results_uri, trial.trial_id, "stopped")
+            results.mark_status(self.results_uri, trial.trial_id, STOPPED)
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info: Any) -> None:
-        results.mark_status(self.results_uri, trial.trial_id, "failed", only_if=("running", "completed"))
+        results.mark_status(self.results_uri, trial.trial_id, FAILED, only_if=(RUNNING, COMPLETED))
 
 
 def trainable(arms: dict[str, dict[str, Any]], resources: dict[str, float]):
     return tune.with_resources(tune.with_parameters(train_driver_fn, arms=arms), resources)
+
+
+# What one watches in Tune's status table: the trial's arm and searched values (from its
+# config) and where its last result is (schedule, iteration, AP).
+TABLE_PARAMETERS = {"arm": "arm", "lr": "lr", "weight_decay": "weight decay", "schedule": "trunk"}
+TABLE_METRICS = {
+    "phase": "phase",
+    "schedule": "schedule",
+    "iteration": "iteration",
+    "bbox_AP": "bbox AP",
+    "segm_AP": "segm AP",
+}
+
+
+def status_table() -> tune.CLIReporter:
+    return tune.CLIReporter(
+        parameter_columns=TABLE_PARAMETERS, metric_columns=TABLE_METRICS, max_report_frequency=30, max_column_length=24
+    )
 
 
 def run_config(results_uri: str, callbacks: list | None = None) -> tune.RunConfig:
@@ -115,6 +147,7 @@ def run_config(results_uri: str, callbacks: list | None = None) -> tune.RunConfi
         callbacks=[FinalStatus(results_uri), *(callbacks or [])],
         # Status table and trial starts/ends; each evaluation is one line from the workers.
         verbose=1,
+        progress_reporter=status_table(),
         # No trial is rerun by Tune: Ray Train already restarts lost workers and nodes from
         # the last checkpoint (the trial's max_failures), a rerun would repeat a bad input
         # error (trainables/errors.py), and a trial whose own driver died is resumed by
@@ -123,17 +156,21 @@ def run_config(results_uri: str, callbacks: list | None = None) -> tune.RunConfi
     )
 
 
-def run_single_trial(arms: dict[str, dict[str, Any]], values: dict[str, Any], results_uri: str, metric: str,
-                     resume: bool) -> tune.ResultGrid:
+def run_single_trial(
+    arms: dict[str, dict[str, Any]], values: dict[str, Any], results_uri: str, metric: str, resume: bool
+) -> tune.ResultGrid:
     """One trial with fixed values, through the same Tune + Train path as a study."""
     experiment = storage.join(results_uri, TUNE_DIR)
     fn = trainable(arms, driver_resources())
     if resume and tune.Tuner.can_restore(experiment):
         tuner = tune.Tuner.restore(experiment, fn, resume_unfinished=True, resume_errored=True)
     else:
-        tuner = tune.Tuner(fn, param_space=values,
-                           tune_config=tune.TuneConfig(num_samples=1, metric=metric, mode="max"),
-                           run_config=run_config(results_uri))
+        tuner = tune.Tuner(
+            fn,
+            param_space=values,
+            tune_config=tune.TuneConfig(num_samples=1, metric=metric, mode="max"),
+            run_config=run_config(results_uri),
+        )
     return tuner.fit()
 
 
@@ -171,29 +208,52 @@ def optuna_storage(results_uri: str) -> optuna.storages.RDBStorage:
     return optuna.storages.RDBStorage(f"sqlite:///{local_optuna_db(results_uri)}")
 
 
-def build_search(study: StudyConfig, num_samples: int, results_uri: str,
-                 arm_configs: dict[str, dict[str, Any]] | None = None) -> ArmSearch:
+def build_search(
+    study: StudyConfig, num_samples: int, results_uri: str, arm_configs: dict[str, dict[str, Any]] | None = None
+) -> ArmSearch:
     db = optuna_storage(results_uri)
     searchers, spaces = {}, {}
     for index, arm in enumerate(study_arms(study)):
         spaces[arm.name] = search_space(study, arm)
         searchers[arm.name] = arm_searcher(
-            arm.name, search_space(study, arm), storage=db, seed=study.seed * 1000 + index, metric=study.objective,
-            num_samples=num_samples, first_point=default_point(study, dataclasses.asdict(arm)))
-    return ArmSearch(searchers, num_samples, study.objective, fixed={"seed": study.seed}, spaces=spaces,
-                     results_uri=results_uri, arm_configs=arm_configs)
+            arm.name,
+            search_space(study, arm),
+            storage=db,
+            seed=study.seed * 1000 + index,
+            metric=study.objective,
+            num_samples=num_samples,
+            first_point=default_point(study, dataclasses.asdict(arm)),
+        )
+    return ArmSearch(
+        searchers,
+        num_samples,
+        study.objective,
+        fixed={"seed": study.seed},
+        spaces=spaces,
+        results_uri=results_uri,
+        arm_configs=arm_configs,
+    )
 
 
 def build_scheduler(study: StudyConfig, results_uri: str):
     if not study.early_stopping.enabled:
         return None
     # After --resume the rungs are rebuilt from the rows already written (scheduler.py).
-    return ScheduleRungs(study.objective, study.early_stopping.reduction_factor,
-                         history=functools.partial(results.read_rows, results_uri))
+    return ScheduleRungs(
+        study.objective,
+        study.early_stopping.reduction_factor,
+        history=functools.partial(results.read_rows, results_uri),
+    )
 
 
-def run_study(study: StudyConfig, arms: dict[str, dict[str, Any]], num_samples: int, results_uri: str,
-              max_concurrent: int, resume: bool) -> tune.ResultGrid:
+def run_study(
+    study: StudyConfig,
+    arms: dict[str, dict[str, Any]],
+    num_samples: int,
+    results_uri: str,
+    max_concurrent: int,
+    resume: bool,
+) -> tune.ResultGrid:
     """Every arm's search in one Tune experiment; ``resume`` continues an interrupted one.
 
     Errored trials resume too, from their last checkpoint (after the input that failed them
@@ -210,8 +270,13 @@ def run_study(study: StudyConfig, arms: dict[str, dict[str, Any]], num_samples: 
         tuner = tune.Tuner(
             fn,
             tune_config=tune.TuneConfig(
-                search_alg=search, scheduler=build_scheduler(study, results_uri), num_samples=num_samples * len(arms),
-                max_concurrent_trials=max_concurrent, metric=study.objective, mode="max"),
+                search_alg=search,
+                scheduler=build_scheduler(study, results_uri),
+                num_samples=num_samples * len(arms),
+                max_concurrent_trials=max_concurrent,
+                metric=study.objective,
+                mode="max",
+            ),
             run_config=run_config(results_uri),
         )
     grid = tuner.fit()
@@ -249,6 +314,6 @@ def reconcile_statuses(grid: tune.ResultGrid, results_uri: str) -> None:
         if not trial_id:
             continue
         if result.error:
-            results.mark_status(results_uri, trial_id, "failed", only_if=("running", "completed"))
+            results.mark_status(results_uri, trial_id, FAILED, only_if=(RUNNING, COMPLETED))
         elif ended_early(result.metrics):
-            results.mark_status(results_uri, trial_id, "stopped", only_if=("running", "completed"))
+            results.mark_status(results_uri, trial_id, STOPPED, only_if=(RUNNING, COMPLETED))

@@ -11,14 +11,15 @@ import dataclasses
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from study.config import StudyConfig
+from analysis.schema import STUDY_FILE
+from study.config import StudyConfig, search_space
+from study.config import arms as study_arms
 from trainables import storage
-
-STUDY_FILE = "study.json"
 
 
 class StudyExists(RuntimeError):
@@ -33,8 +34,10 @@ def check_folder(uri: str, resume: bool) -> None:
     """A new study needs a fresh folder; ``--resume`` needs an existing one."""
     has_study = storage.exists(storage.join(uri, STUDY_FILE))
     if has_study and not resume:
-        raise StudyExists(f"{uri} already holds a study; pass --resume to continue it, or choose another "
-                          f"--name/--results (nothing was changed)")
+        raise StudyExists(
+            f"{uri} already holds a study; pass --resume to continue it, or choose another "
+            f"--name/--results (nothing was changed)"
+        )
     if resume and not has_study:
         raise StudyExists(f"--resume: {uri} holds no study ({STUDY_FILE} not found)")
 
@@ -43,8 +46,13 @@ def code_version() -> str:
     """``git describe`` of the project checkout (with -dirty), else the package version."""
     repo = Path(__file__).resolve().parent.parent
     try:
-        out = subprocess.run(["git", "-C", str(repo), "describe", "--always", "--dirty", "--abbrev=12"],
-                             capture_output=True, text=True, timeout=10, check=True)
+        out = subprocess.run(
+            ["git", "-C", str(repo), "describe", "--always", "--dirty", "--abbrev=12"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
         return out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
         try:
@@ -75,8 +83,10 @@ def prepare_inputs(study: StudyConfig, log: Callable[[str], None] = print) -> di
             weights[model] = (study.pretrained_weights[model], None)
         elif study.pretrain is not None:
             result = ensure_pretrained(study.models[model], study.pretrain, log=log)
-            log(f"pretrained backbone for {model}: {result.path} ({result.images_seen} images, "
-                f"{result.wall_time_s:.0f}s, held-out accuracy {result.accuracy:.2f})")
+            log(
+                f"pretrained backbone for {model}: {result.path} ({result.images_seen} images, "
+                f"{result.wall_time_s:.0f}s, held-out accuracy {result.accuracy:.2f})"
+            )
             weights[model] = (str(result.path), result.images_seen)
     return weights
 
@@ -85,6 +95,8 @@ def write_study_file(uri: str, study: StudyConfig, arms: dict[str, dict[str, Any
     blob = {
         "preset": dataclasses.asdict(study),
         "arms": arms,
+        # Each arm's searched ranges, overrides applied (analysis reads them from here).
+        "search_spaces": {arm.name: dataclasses.asdict(search_space(study, arm)) for arm in study_arms(study)},
         "python": sys.version.split()[0],
         "packages": {p: _version(p) for p in ("ray", "torch", "torchvision", "optuna", "pycocotools")},
         **extra,

@@ -57,21 +57,66 @@ def write_coco_fixture(root: Path) -> dict:
     crowd = np.zeros((h, w), bool)
     crowd[30:40, 2:20] = True
     anns = [
-        {"id": 11, "image_id": 1, "category_id": 1, "iscrowd": 0, "area": 200.0, "bbox": [5.0, 5.0, 10.0, 20.0],
-         "segmentation": [[5, 5, 15, 5, 15, 25, 5, 25]]},
-        {"id": 12, "image_id": 1, "category_id": 18, "iscrowd": 0, "area": 200.0, "bbox": [30.0, 10.0, 30.0, 20.0],
-         "segmentation": [[30, 10, 40, 10, 40, 30, 30, 30], [50, 10, 60, 10, 60, 30, 50, 30]]},
-        {"id": 21, "image_id": 2, "category_id": 90, "iscrowd": 0, "area": float(blob.sum()),
-         "bbox": [20.0, 10.0, 24.0, 20.0], "segmentation": {"size": [h, w], "counts": _rle_counts(blob)}},
-        {"id": 22, "image_id": 2, "category_id": 1, "iscrowd": 1, "area": float(crowd.sum()),
-         "bbox": [2.0, 30.0, 18.0, 10.0], "segmentation": {"size": [h, w], "counts": _uncompressed(crowd)}},
-        {"id": 41, "image_id": 4, "category_id": 1, "iscrowd": 1, "area": float(crowd.sum()),
-         "bbox": [2.0, 30.0, 18.0, 10.0], "segmentation": {"size": [h, w], "counts": _uncompressed(crowd)}},
-        {"id": 42, "image_id": 4, "category_id": 18, "iscrowd": 0, "area": 0.0, "bbox": [10.0, 10.0, 0.0, 5.0],
-         "segmentation": [[10, 10, 10, 10, 10, 15]]},
+        {
+            "id": 11,
+            "image_id": 1,
+            "category_id": 1,
+            "iscrowd": 0,
+            "area": 200.0,
+            "bbox": [5.0, 5.0, 10.0, 20.0],
+            "segmentation": [[5, 5, 15, 5, 15, 25, 5, 25]],
+        },
+        {
+            "id": 12,
+            "image_id": 1,
+            "category_id": 18,
+            "iscrowd": 0,
+            "area": 200.0,
+            "bbox": [30.0, 10.0, 30.0, 20.0],
+            "segmentation": [[30, 10, 40, 10, 40, 30, 30, 30], [50, 10, 60, 10, 60, 30, 50, 30]],
+        },
+        {
+            "id": 21,
+            "image_id": 2,
+            "category_id": 90,
+            "iscrowd": 0,
+            "area": float(blob.sum()),
+            "bbox": [20.0, 10.0, 24.0, 20.0],
+            "segmentation": {"size": [h, w], "counts": _rle_counts(blob)},
+        },
+        {
+            "id": 22,
+            "image_id": 2,
+            "category_id": 1,
+            "iscrowd": 1,
+            "area": float(crowd.sum()),
+            "bbox": [2.0, 30.0, 18.0, 10.0],
+            "segmentation": {"size": [h, w], "counts": _uncompressed(crowd)},
+        },
+        {
+            "id": 41,
+            "image_id": 4,
+            "category_id": 1,
+            "iscrowd": 1,
+            "area": float(crowd.sum()),
+            "bbox": [2.0, 30.0, 18.0, 10.0],
+            "segmentation": {"size": [h, w], "counts": _uncompressed(crowd)},
+        },
+        {
+            "id": 42,
+            "image_id": 4,
+            "category_id": 18,
+            "iscrowd": 0,
+            "area": 0.0,
+            "bbox": [10.0, 10.0, 0.0, 5.0],
+            "segmentation": [[10, 10, 10, 10, 10, 15]],
+        },
     ]
-    coco = {"images": images, "annotations": anns,
-            "categories": [{"id": 1, "name": "person"}, {"id": 18, "name": "dog"}, {"id": 90, "name": "toothbrush"}]}
+    coco = {
+        "images": images,
+        "annotations": anns,
+        "categories": [{"id": 1, "name": "person"}, {"id": 18, "name": "dog"}, {"id": 90, "name": "toothbrush"}],
+    }
     (root / "instances.json").write_text(json.dumps(coco))
     return coco
 
@@ -91,8 +136,14 @@ class MemoryCheckpoints:
         self.reports: list[dict] = []
 
     def session(self, log=lambda _m: None) -> Session:
-        return Session(rank=0, world_size=1, device=torch.device("cpu"), report=self.report,
-                       load_checkpoint=lambda: copy.deepcopy(self.state), log=log)
+        return Session(
+            rank=0,
+            world_size=1,
+            device=torch.device("cpu"),
+            report=self.report,
+            load_checkpoint=lambda: copy.deepcopy(self.state),
+            log=log,
+        )
 
     def report(self, metrics: dict, state: dict | None) -> None:
         self.reports.append(metrics)

@@ -1,18 +1,33 @@
 """The paper's tables and figures from hand-built result rows with known answers."""
 
+import dataclasses
 import json
 
 import pandas as pd
 import pytest
 
 from analysis import figures, tables
-from analysis.report import search_ranges, write_report
+from analysis.report import read_study, search_ranges, write_report
 from trainables import results
 from trainables.branches import branches
 
 
-def _rows(trial, arm_init, lr, wd, trunk, finals, trunk_aps=(), status="completed", seed=0, fraction=1.0,
-          model="tiny", pretrain=None, period=100, base=200):
+def _rows(
+    trial,
+    arm_init,
+    lr,
+    wd,
+    trunk,
+    finals,
+    trunk_aps=(),
+    status="completed",
+    seed=0,
+    fraction=1.0,
+    model="tiny",
+    pretrain=None,
+    period=100,
+    base=200,
+):
     """Rows of one trial with trunk schedule ``trunk``, written in the order a run computes them.
 
     ``finals``: schedule -> final AP, for the schedules it finished (a trial stopped early
@@ -22,12 +37,30 @@ def _rows(trial, arm_init, lr, wd, trunk, finals, trunk_aps=(), status="complete
     out, cost, it, aps = [], 0, 0, list(trunk_aps)
 
     def row(**kw):
-        return {"study": "t", "arm": f"{arm_init}-{model}-f{fraction:g}", "trial_id": trial, "init": arm_init,
-                "data_fraction": fraction, "train_images": int(600 * fraction), "model": model, "norm": "gn",
-                "lr": lr, "weight_decay": wd, "trunk_schedule": trunk, "batch_size": 4, "seed": seed,
-                "num_workers": 2, "lr_now": lr, "code_version": "t", "pretrain_images_seen": pretrain,
-                "cost_iterations": cost, "cost_images": 4 * cost, "wall_time_s": 36.0 * (len(out) + 1),
-                "images_seen": 4 * kw["iteration"], **kw}
+        return {
+            "study": "t",
+            "arm": f"{arm_init}-{model}-f{fraction:g}",
+            "trial_id": trial,
+            "init": arm_init,
+            "data_fraction": fraction,
+            "train_images": int(600 * fraction),
+            "model": model,
+            "norm": "gn",
+            "lr": lr,
+            "weight_decay": wd,
+            "trunk_schedule": trunk,
+            "batch_size": 4,
+            "seed": seed,
+            "num_workers": 2,
+            "lr_now": lr,
+            "code_version": "t",
+            "pretrain_images_seen": pretrain,
+            "cost_iterations": cost,
+            "cost_images": 4 * cost,
+            "wall_time_s": 36.0 * (len(out) + 1),
+            "images_seen": 4 * kw["iteration"],
+            **kw,
+        }
 
     for b in branches(base, tuple(finals), trunk):
         if b.schedule not in finals:
@@ -36,14 +69,35 @@ def _rows(trial, arm_init, lr, wd, trunk, finals, trunk_aps=(), status="complete
             cost += 1
             if t % period == 0 and aps:
                 ap = aps.pop(0)
-                out.append(row(phase="trunk", schedule=trunk, iteration=t, max_iterations=int(base * trunk),
-                               loss=1.0, bbox_AP=ap, segm_AP=ap * 0.9, status="running"))
+                out.append(
+                    row(
+                        phase="trunk",
+                        schedule=trunk,
+                        iteration=t,
+                        max_iterations=int(base * trunk),
+                        loss=1.0,
+                        bbox_AP=ap,
+                        segm_AP=ap * 0.9,
+                        status="running",
+                    )
+                )
         it = b.fork
         cost += b.end - b.fork
         ap = finals[b.schedule]
         last = b.schedule == max(finals)
-        out.append(row(phase="final", schedule=b.schedule, iteration=b.end, max_iterations=b.end, loss=0.5,
-                       bbox_AP=ap, segm_AP=ap * 0.9, status=status if last else "completed"))
+        out.append(
+            row(
+                phase="final",
+                schedule=b.schedule,
+                iteration=b.end,
+                max_iterations=b.end,
+                fork_iteration=b.fork,
+                loss=0.5,
+                bbox_AP=ap,
+                segm_AP=ap * 0.9,
+                status=status if last else "completed",
+            )
+        )
     return out
 
 
@@ -115,15 +169,18 @@ def test_seeds_mean_and_std(study_rows):
 
 
 def test_boundary_warning(study_rows):
-    ranges = {"scratch-tiny-f1": {"lr": (0.03, 0.3), "weight_decay": (1e-5, 1e-3)},
-              "pretrained-tiny-f1": {"lr": (0.03, 3.0), "weight_decay": (1e-5, 1e-3)}}
+    ranges = {
+        "scratch-tiny-f1": {"lr": (0.03, 0.3), "weight_decay": (1e-5, 1e-3)},
+        "pretrained-tiny-f1": {"lr": (0.03, 3.0), "weight_decay": (1e-5, 1e-3)},
+    }
     warnings = tables.boundary_warnings(study_rows, ranges)
     assert len(warnings) == 1 and "scratch-tiny-f1" in warnings[0] and "lr=0.3" in warnings[0] and "high" in warnings[0]
 
 
 def test_scaling_table():
-    rows = _rows("a", "scratch", 0.3, 1e-4, 1.0, {1.0: 0.5}) + _rows("b", "scratch", 0.3, 1e-4, 1.0, {1.0: 0.2},
-                                                                    fraction=0.1)
+    rows = _rows("a", "scratch", 0.3, 1e-4, 1.0, {1.0: 0.5}) + _rows(
+        "b", "scratch", 0.3, 1e-4, 1.0, {1.0: 0.2}, fraction=0.1
+    )
     rows += _rows("c", "pretrained", 0.3, 1e-4, 1.0, {1.0: 0.4}, fraction=0.1)
     t = tables.scaling(_frame(rows))
     assert t[t["init"] == "scratch"]["train_images"].tolist() == [60, 600]
@@ -138,16 +195,66 @@ def test_figures_have_labels_and_both_colours(study_rows):
     assert {figures.COLOURS["scratch"], figures.COLOURS["pretrained"]} <= colours
     # Scratch's recipe (s2): its trunk from (0, 0), then a dashed branch per schedule from
     # its fork (1x at 67, 2x at 267) to its final result.
-    scratch = [l for l in ax.lines if l.get_color() == figures.COLOURS["scratch"]]
+    scratch = [line for line in ax.lines if line.get_color() == figures.COLOURS["scratch"]]
     assert list(scratch[0].get_xdata()) == [0, 100, 200] and list(scratch[0].get_ydata()) == [0.0, 0.1, 0.2]
-    branches_drawn = [l for l in scratch if l.get_linestyle() == "--"]
-    assert [list(l.get_xdata()) for l in branches_drawn] == [[67, 200], [267, 400]]
-    assert [l.get_ydata()[1] for l in branches_drawn] == [0.25, 0.55]
-    fig = figures.ap_vs_images(study_rows)
-    pretrained = [l for l in fig.axes[0].lines if l.get_color() == figures.COLOURS["pretrained"]][0]
-    # p2 (the best 2x): its 1x result at 200 iterations x 4 images, after its pretraining images.
-    assert list(pretrained.get_xdata()) == [57600 + 800, 57600 + 1600]
-    assert len(figures.landscape(study_rows).axes) == 4  # 2 arms x (lr, weight decay)
+    branches_drawn = [line for line in scratch if line.get_linestyle() == "--"]
+    assert [list(line.get_xdata()) for line in branches_drawn] == [[67, 200], [267, 400]]
+    assert [line.get_ydata()[1] for line in branches_drawn] == [0.25, 0.55]
+    assert fig._suptitle.get_text().startswith("bbox_AP during training")
+
+
+def test_ap_vs_images_on_a_log_axis_with_the_pretraining_band(study_rows):
+    ax = figures.ap_vs_images(study_rows).axes[0]
+    assert ax.get_xscale() == "log" and ax.get_xlabel().startswith("images seen (pretraining + detection")
+    assert ax.get_ylabel() == "final bbox_AP" and ax.get_title()
+    pretrained = [line for line in ax.lines if line.get_color() == figures.COLOURS["pretrained"]]
+    # p2 (the best 2x): its 1x and 2x results (200 and 400 iterations x 4 images), after its
+    # 57,600 pretraining images; a band from the detection images alone to that total.
+    drawn = [line for line in pretrained if line.get_label().startswith("pretrained (")][0]
+    assert list(drawn.get_xdata()) == [57600 + 800, 57600 + 1600] and "57,600 pretraining images" in drawn.get_label()
+    bands = [list(line.get_xdata()) for line in pretrained if line.get_linewidth() == 5]
+    assert bands == [[800, 57600 + 800], [1600, 57600 + 1600]]
+    lo, hi = ax.get_xlim()
+    assert lo < 800 and hi > 57600 + 1600  # detection-only results stay on the axis
+    scratch = [line for line in ax.lines if line.get_color() == figures.COLOURS["scratch"]][0]
+    assert list(scratch.get_xdata()) == [800, 1600]
+    # Pretraining images unknown (real weights without the figure): said, never drawn at 0.
+    unknown = study_rows.assign(
+        pretrain_images_seen=study_rows["pretrain_images_seen"].where(study_rows["init"] != "pretrained")
+    )
+    ax = figures.ap_vs_images(unknown).axes[0]
+    drawn = [line for line in ax.lines if line.get_label().startswith("pretrained (")][0]
+    assert "pretraining images unknown" in drawn.get_label() and list(drawn.get_xdata()) == [800, 1600]
+
+
+def test_landscape_spans_each_searched_range_with_readable_ticks(study_rows):
+    ranges = {
+        "scratch-tiny-f1": {"lr": (0.05, 1.0), "weight_decay": (1e-5, 1e-3)},
+        "pretrained-tiny-f1": {"lr": (0.1, 0.6), "weight_decay": (3e-5, 3e-4)},
+    }
+    fig = figures.landscape(study_rows, ranges=ranges)
+    assert len(fig.axes) == 4 and fig._suptitle.get_text()  # 2 arms x (lr, weight decay)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles == ["pretrained-tiny-f1"] * 2 + ["scratch-tiny-f1"] * 2
+    assert fig.axes[0].title.get_color() == figures.COLOURS["pretrained"]
+    for ax, (arm, param) in zip(fig.axes, [(a, p) for a in sorted(ranges) for p in ("lr", "weight_decay")]):
+        lo, hi = ranges[arm][param]
+        assert ax.get_xscale() == "log" and ax.get_xlim() == pytest.approx((lo / 1.25, hi * 1.25))
+        assert ax.get_xlabel().startswith(param.replace("_", " ")) and ax.get_ylabel() == "final bbox_AP"
+        fig.canvas.draw()
+        labels = [
+            t.get_text() for t in ax.get_xticklabels() if t.get_text() and lo / 1.25 <= t.get_position()[0] <= hi * 1.25
+        ]
+        assert 2 <= len(labels) <= 8, labels  # a few plain labels (0.1, 0.2, 0.5), never a crowd
+        assert not [t for t in ax.get_xticklabels(minor=True) if t.get_text()]
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels() if 0.08 <= t.get_position()[0] <= 0.75] == [
+        "0.1",
+        "0.2",
+        "0.5",
+    ]
+    # Without ranges the axes span the points.
+    ax = figures.landscape(study_rows).axes[0]
+    assert ax.get_xlim() == pytest.approx((0.3 / 1.25, 0.5 * 1.25))
 
 
 def test_report_on_partial_data(tmp_path):
@@ -159,8 +266,11 @@ def test_report_on_partial_data(tmp_path):
     text = report.read_text()
     assert "No schedule has a final result" in text and "Every trial diverged" in text
     assert "no pretrained arm" in text and "study.json" in text
-    assert sorted(p.name for p in report.parent.glob("*.png")) == ["ap_vs_images.png", "landscape.png",
-                                                                 "training_curves.png"]
+    assert sorted(p.name for p in report.parent.glob("*.png")) == [
+        "ap_vs_images.png",
+        "landscape.png",
+        "training_curves.png",
+    ]
 
 
 def test_report_without_any_rows(tmp_path):
@@ -170,31 +280,45 @@ def test_report_without_any_rows(tmp_path):
 
 
 def test_search_ranges_from_study_json(tmp_path):
-    study = {"preset": {"search": {"lr": [0.01, 0.1], "weight_decay": [1e-5, 1e-3], "schedule": [1.0]},
-                        "search_overrides": [["init=scratch", {"lr": [0.02, 0.2], "weight_decay": [1e-5, 1e-3],
-                                                               "schedule": [2.0]}]]},
-             "arms": {"scratch-tiny-f1": {"init": "scratch", "model_name": "tiny", "data_fraction": 1.0},
-                      "pretrained-tiny-f1": {"init": "pretrained", "model_name": "tiny", "data_fraction": 1.0}}}
-    ranges = search_ranges(json.loads(json.dumps(study)))
-    assert ranges["scratch-tiny-f1"]["lr"] == (0.02, 0.2) and ranges["pretrained-tiny-f1"]["lr"] == (0.01, 0.1)
+    """study.json carries every arm's ranges with the per-arm overrides applied."""
+    from study.presets import TOY
+    from study.workspace import write_study_file
+
+    study = dataclasses.replace(
+        TOY, search_overrides=(("init=scratch", dataclasses.replace(TOY.search, lr=(0.02, 0.2))),)
+    )
+    write_study_file(str(tmp_path), study, {}, {})
+    ranges = search_ranges(read_study(tmp_path))
+    assert ranges["scratch-tiny-f1"]["lr"] == (0.02, 0.2) and ranges["pretrained-tiny-f1"]["lr"] == TOY.search.lr
+    assert ranges["pretrained-tiny-f1"]["weight_decay"] == TOY.search.weight_decay
 
 
 def test_trunk_and_branches_figure():
-    fig = figures.trunk_and_branches(500, (1.0, 2.0, 3.0), warmup_iters=100)
+    from trainables.plan_figure import trunk_and_branches
+
+    fig = trunk_and_branches(500, (1.0, 2.0, 3.0), warmup_iters=100)
     ax = fig.axes[0]
-    lines = {l.get_label(): l for l in ax.lines}
+    lines = {line.get_label(): line for line in ax.lines}
     trunk = lines["trunk (peak LR)"]
     assert trunk.get_xdata()[-1] == 1166 and min(trunk.get_ydata()[100:]) == 1.0  # the peak until the 3x fork
     cooldowns = [lines[f"{s}x: branch {a:,} -> {b:,}"] for s, a, b in ((1, 167, 500), (2, 667, 1000), (3, 1167, 1500))]
-    assert [(l.get_xdata()[0], l.get_xdata()[-1]) for l in cooldowns] == [(167, 499), (667, 999), (1167, 1499)]
-    assert all(min(l.get_ydata()) == pytest.approx(0.01) for l in cooldowns)  # both drops in every branch
+    assert [(line.get_xdata()[0], line.get_xdata()[-1]) for line in cooldowns] == [(167, 499), (667, 999), (1167, 1499)]
+    assert all(min(line.get_ydata()) == pytest.approx(0.01) for line in cooldowns)  # both drops in every branch
     assert ax.get_xlabel() == "iteration" and ax.get_yscale() == "log"
 
 
 def test_recipes_come_from_study_json(tmp_path):
     from analysis.report import read_study, recipes
 
-    (tmp_path / "study.json").write_text(json.dumps({"arms": {"scratch-tiny-f1": {"lr": 0.3, "weight_decay": 1e-4},
-                                                              "pretrained-tiny-f1": {"lr": 0.2, "weight_decay": 1e-5}}}))
+    (tmp_path / "study.json").write_text(
+        json.dumps(
+            {
+                "arms": {
+                    "scratch-tiny-f1": {"lr": 0.3, "weight_decay": 1e-4},
+                    "pretrained-tiny-f1": {"lr": 0.2, "weight_decay": 1e-5},
+                }
+            }
+        )
+    )
     assert recipes(read_study(str(tmp_path))) == {"scratch-tiny-f1": (0.3, 1e-4), "pretrained-tiny-f1": (0.2, 1e-5)}
     assert recipes(read_study(tmp_path / "absent")) == {}

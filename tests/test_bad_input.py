@@ -27,8 +27,13 @@ def one_thread():
 
 
 def _cfg(tmp_path, init="scratch", **changes):
-    d = base_trial(SMOKE, Arm(init, 1.0, "tiny"), results_uri=str(tmp_path / "results"), code_version="test",
-                   pretrained={"tiny": (str(tmp_path / "nope.pth"), None)})
+    d = base_trial(
+        SMOKE,
+        Arm(init, 1.0, "tiny"),
+        results_uri=str(tmp_path / "results"),
+        code_version="test",
+        pretrained={"tiny": (str(tmp_path / "nope.pth"), None)},
+    )
     return from_dict(TrialConfig, {**d, "trial_id": "t1", **changes})
 
 
@@ -59,7 +64,8 @@ def test_missing_pretrained_weights_end_the_trial_with_a_record(tmp_path):
     assert record == error and "Traceback" in log and "nope.pth" in log
     assert [m for m in logs if "bad input" in m] == [
         f"[t1] bad input on rank(s) 0 (node {error['nodes'][0]}), the trial ends without a retry: "
-        f"MissingInputError: {error['message']}"]
+        f"MissingInputError: {error['message']}"
+    ]
     assert not (tmp_path / "results" / "metrics").exists()
 
 
@@ -124,8 +130,10 @@ def test_ranks_agree_on_bad_input_that_one_rank_found():
     for failing_rank, expected in ((1, "error"), (None, "value")):
         queue = ctx.Queue()
         with tempfile.TemporaryDirectory() as tmp:
-            procs = [ctx.Process(target=_agree_worker, args=(r, os.path.join(tmp, "init"), failing_rank, queue))
-                     for r in range(2)]
+            procs = [
+                ctx.Process(target=_agree_worker, args=(r, os.path.join(tmp, "init"), failing_rank, queue))
+                for r in range(2)
+            ]
             for p in procs:
                 p.start()
             got = sorted(queue.get(timeout=60) for _ in procs)

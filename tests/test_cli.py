@@ -23,8 +23,9 @@ def _fails(argv, capsys):
 
 
 def test_help_lists_presets():
-    out = subprocess.run([sys.executable, "study/run.py", "--help"], cwd=ROOT, capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "study/run.py", "--help"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
     assert "--trial" in out and "smoke" in out and "toy" in out
 
 
@@ -33,17 +34,20 @@ def test_unknown_preset(capsys, tmp_path):
     assert "unknown preset 'nope'" in err and "smoke" in err
 
 
-@pytest.mark.parametrize("trial, message", [
-    ("lrr=0.1", "unknown key 'lrr'"),
-    ("init=imagenet", "init='imagenet' must be one of scratch, pretrained"),
-    ("lr=fast", "lr='fast' is not a number"),
-    ("lr=-1", "lr=-1 must be > 0"),
-    ("weight_decay=-0.1", "weight_decay=-0.1 must be >= 0"),
-    ("data_fraction=2", "data_fraction=2 must be in (0, 1]"),
-    ("schedule=0", "schedule=0 must be > 0"),
-    ("model=r50", "model='r50' is not a model of preset smoke"),
-    ("init", "'init' is not KEY=VALUE"),
-])
+@pytest.mark.parametrize(
+    "trial, message",
+    [
+        ("lrr=0.1", "unknown key 'lrr'"),
+        ("init=imagenet", "init='imagenet' must be one of scratch, pretrained"),
+        ("lr=fast", "lr='fast' is not a number"),
+        ("lr=-1", "lr=-1 must be > 0"),
+        ("weight_decay=-0.1", "weight_decay=-0.1 must be >= 0"),
+        ("data_fraction=2", "data_fraction=2 must be in (0, 1]"),
+        ("schedule=0", "schedule=0 must be > 0"),
+        ("model=r50", "model='r50' is not a model of preset smoke"),
+        ("init", "'init' is not KEY=VALUE"),
+    ],
+)
 def test_bad_trial_values(trial, message, capsys, tmp_path):
     err = _fails(["--preset", "smoke", "--trial", trial, "--results", str(tmp_path)], capsys)
     assert message in err
@@ -55,15 +59,23 @@ def test_existing_study_folder_is_refused(capsys, tmp_path):
     (tmp_path / "S" / "study.json").write_text("{}")
     err = _fails(["--preset", "smoke", "--trial", "init=scratch", "--results", str(tmp_path), "--name", "S"], capsys)
     assert "already holds a study" in err and "--resume" in err
-    err = _fails(["--preset", "smoke", "--trial", "init=scratch", "--results", str(tmp_path), "--name", "T",
-                  "--resume"], capsys)
+    err = _fails(
+        ["--preset", "smoke", "--trial", "init=scratch", "--results", str(tmp_path), "--name", "T", "--resume"], capsys
+    )
     assert "holds no study" in err
 
 
 def test_trial_defaults_come_from_the_preset():
     values = parse_trial("init=pretrained,lr=0.05", TOY)
-    assert values == {"init": "pretrained", "model": "tiny", "data_fraction": 1.0, "seed": 0, "lr": 0.05,
-                      "weight_decay": TOY.default_trial["weight_decay"], "schedule": TOY.default_trial["schedule"]}
+    assert values == {
+        "init": "pretrained",
+        "model": "tiny",
+        "data_fraction": 1.0,
+        "seed": 0,
+        "lr": 0.05,
+        "weight_decay": TOY.default_trial["weight_decay"],
+        "schedule": TOY.default_trial["schedule"],
+    }
     with pytest.raises(ConfigError):
         parse_trial("seed=1.5", SMOKE)
 
@@ -119,10 +131,19 @@ def test_resume_takes_the_configuration_from_study_json(capsys, tmp_path):
 
     folder = tmp_path / "R"
     folder.mkdir()
-    (folder / "study.json").write_text(json.dumps({"preset": {"name": "smoke"}, "mode": "search", "num_samples": 5,
-                                                   "overrides": ["solver.base_iters=12", "eval_period=4"]}))
-    args = argparse.Namespace(results=str(tmp_path), name="R", preset=None, resume=True, set=[], num_samples=None,
-                              trial=None, dry_run=False)
+    (folder / "study.json").write_text(
+        json.dumps(
+            {
+                "preset": {"name": "smoke"},
+                "mode": "search",
+                "num_samples": 5,
+                "overrides": ["solver.base_iters=12", "eval_period=4"],
+            }
+        )
+    )
+    args = argparse.Namespace(
+        results=str(tmp_path), name="R", preset=None, resume=True, set=[], num_samples=None, trial=None, dry_run=False
+    )
     study, uri, values = resolve(args)
     assert study.name == "smoke" and study.num_samples == 5 and study.solver.base_iters == 12 and study.eval_period == 4
     assert values is None and uri.endswith("/R")
@@ -142,9 +163,14 @@ def test_trial_defaults_follow_the_arms_recipe():
 def test_set_reaches_per_arm_overrides():
     from study.overrides import apply_overrides
 
-    study = apply_overrides(TOY, ['search_overrides=[["init=scratch", {"lr": [0.1, 0.2], "weight_decay": [1e-5, 1e-4], '
-                                  '"schedule": [2, 3]}]]', 'default_overrides=[["init=scratch", {"schedule": 3}]]'])
-    (selector, space), = study.search_overrides
+    study = apply_overrides(
+        TOY,
+        [
+            'search_overrides=[["init=scratch", {"lr": [0.1, 0.2], "weight_decay": [1e-5, 1e-4], "schedule": [2, 3]}]]',
+            'default_overrides=[["init=scratch", {"schedule": 3}]]',
+        ],
+    )
+    ((selector, space),) = study.search_overrides
     assert selector == "init=scratch" and space.lr == (0.1, 0.2) and space.schedule == (2.0, 3.0)
     assert study.default_overrides == (("init=scratch", {"schedule": 3}),)
     with pytest.raises(ConfigError, match="search.lr.*expected 2 values"):
@@ -153,9 +179,40 @@ def test_set_reaches_per_arm_overrides():
 
 @pytest.mark.parametrize("args", [["--help"], ["--dry-run"], ["--preset", "coco-r50-gn", "--dry-run"]])
 def test_help_and_dry_run_import_neither_torch_nor_ray(args):
-    code = ("import runpy, sys\nsys.argv = ['study/run.py', *%r]\ntry:\n    runpy.run_path('study/run.py', "
-            "run_name='__main__')\nexcept SystemExit:\n    pass\n"
-            "print(sorted(m for m in ('torch', 'torchvision', 'ray') if m in sys.modules), file=sys.stderr)" % (args,))
-    out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent,
-                         capture_output=True, text=True, check=True)
+    code = (
+        f"import runpy, sys\nsys.argv = ['study/run.py', *{args!r}]\ntry:\n    runpy.run_path('study/run.py', "
+        "run_name='__main__')\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in ('torch', 'torchvision', 'ray') if m in sys.modules), file=sys.stderr)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert out.stderr.strip().splitlines()[-1] == "[]"
+
+
+def _modules_after(code: str) -> set[str]:
+    out = subprocess.run(
+        [sys.executable, "-c", f"{code}\nimport sys\nprint(' '.join(sys.modules))"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return {name.split(".")[0] for name in out.split()}
+
+
+def test_layers_import_only_what_they_need():
+    """analysis needs neither study nor trainables (nor torch, Ray); the rows' contract
+    (analysis.schema) loads neither pandas nor the rest of analysis; presets load no torch."""
+    loaded = _modules_after(
+        "import analysis, analysis.report, analysis.figures, analysis.tables\nanalysis.load_results"
+    )
+    assert not loaded & {"study", "trainables", "torch", "ray"}
+    loaded = _modules_after("import trainables.results")
+    assert "pandas" not in loaded and "torch" not in loaded
+    loaded = _modules_after("import study.presets")
+    assert not loaded & {"torch", "ray"}

@@ -8,7 +8,8 @@ import torch
 
 from study.config import Arm, base_trial, default_point, search_space
 from study.presets import PRESETS
-from study.stage_data import MARKER, main as stage_main, stage
+from study.stage_data import MARKER, stage
+from study.stage_data import main as stage_main
 from tests.conftest import MemoryCheckpoints, write_coco_fixture
 from trainables.branches import branches, trial_iterations
 from trainables.config import DataConfig, TrialConfig, from_dict
@@ -49,13 +50,30 @@ def test_staging_names_what_is_missing(tmp_path, capsys):
 def test_a_trial_on_coco_layout(tmp_path):
     root = _coco_tree(tmp_path / "coco")
     study = PRESETS["smoke"]
-    data = DataConfig(source="coco", train_images=str(root / "train2017"),
-                      train_annotations=str(root / "annotations" / "instances_train2017.json"),
-                      val_images=str(root / "val2017"), val_annotations=str(root / "annotations" / "instances_val2017.json"),
-                      min_size=(48,), max_size=64, test_min_size=48)
-    d = base_trial(study, Arm("scratch", 1.0, "tiny"), results_uri=str(tmp_path / "res"), code_version="t", pretrained={})
-    cfg = from_dict(TrialConfig, {**d, "data": data, "trial_id": "coco", "num_workers": 1, "schedule": 1.0,
-                                   "solver": {**d["solver"], "ims_per_worker": 2}})
+    data = DataConfig(
+        source="coco",
+        train_images=str(root / "train2017"),
+        train_annotations=str(root / "annotations" / "instances_train2017.json"),
+        val_images=str(root / "val2017"),
+        val_annotations=str(root / "annotations" / "instances_val2017.json"),
+        min_size=(48,),
+        max_size=64,
+        test_min_size=48,
+    )
+    d = base_trial(
+        study, Arm("scratch", 1.0, "tiny"), results_uri=str(tmp_path / "res"), code_version="t", pretrained={}
+    )
+    cfg = from_dict(
+        TrialConfig,
+        {
+            **d,
+            "data": data,
+            "trial_id": "coco",
+            "num_workers": 1,
+            "schedule": 1.0,
+            "solver": {**d["solver"], "ims_per_worker": 2},
+        },
+    )
     torch.set_num_threads(1)
     store = MemoryCheckpoints()
     run_trial(cfg, store.session())
@@ -98,7 +116,9 @@ def test_subset_preset_uses_the_paper_sizes():
     p = PRESETS["coco-r50-gn-subsets"]
     sizes = sorted(round(f * 118_287) for f in p.axes.data_fraction)
     assert sizes == [1_000, 3_500, 10_000, 35_000]
-    small = next(a for a in [Arm("scratch", f, "r50") for f in p.axes.data_fraction] if round(a.data_fraction * 118_287) == 1_000)
+    small = next(
+        a for a in [Arm("scratch", f, "r50") for f in p.axes.data_fraction] if round(a.data_fraction * 118_287) == 1_000
+    )
     assert max(search_space(p, small).schedule) < max(p.search.schedule)  # shorter schedules on less data
     ten_k = Arm("pretrained", 10_000 / 118_287, "r50")
     assert 2 / 3 in search_space(p, ten_k).schedule  # 60k iterations: the paper's best pretrained 10k run
@@ -106,5 +126,3 @@ def test_subset_preset_uses_the_paper_sizes():
         for init in ("scratch", "pretrained"):
             arm = {"init": init, "model": "r50", "data_fraction": fraction}
             assert default_point(p, arm)["schedule"] == max(search_space(p, Arm(init, fraction, "r50")).schedule)
-
-

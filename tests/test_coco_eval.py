@@ -19,8 +19,9 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from analysis.schema import AP_KEYS, BBOX_KEYS, SEGM_KEYS
 from trainables import coco_eval
-from trainables.coco_eval import AP_KEYS, BBOX_KEYS, SEGM_KEYS, dedupe_by_image, evaluate
+from trainables.coco_eval import dedupe_by_image, evaluate
 
 W, H = 64, 48
 EMPTY_IMAGE = 42
@@ -52,8 +53,17 @@ def _gt_dict() -> dict:
     anns = []
 
     def add(image_id, cat, seg, bbox, area, crowd=0):
-        anns.append({"id": 100 + len(anns), "image_id": image_id, "category_id": cat,
-                     "segmentation": seg, "bbox": bbox, "area": area, "iscrowd": crowd})
+        anns.append(
+            {
+                "id": 100 + len(anns),
+                "image_id": image_id,
+                "category_id": cat,
+                "segmentation": seg,
+                "bbox": bbox,
+                "area": area,
+                "iscrowd": crowd,
+            }
+        )
 
     add(11, 3, [[2, 2, 22, 2, 22, 22, 2, 22]], [2, 2, 20, 20], 400.0)  # small
     add(11, 7, [[30, 5, 62, 5, 62, 45, 30, 45]], [30, 5, 32, 40], 1280.0)  # medium
@@ -70,8 +80,13 @@ def _gt_dict() -> dict:
 
 
 def _pred(image_id, cat, x, y, w, h, score) -> dict:
-    return {"image_id": image_id, "category_id": cat, "bbox": [float(x), float(y), float(w), float(h)],
-            "score": score, "segmentation": _rle(_rect(x, y, w, h))}
+    return {
+        "image_id": image_id,
+        "category_id": cat,
+        "bbox": [float(x), float(y), float(w), float(h)],
+        "score": score,
+        "segmentation": _rle(_rect(x, y, w, h)),
+    }
 
 
 def _predictions() -> list[dict]:
@@ -131,8 +146,15 @@ def test_perfect_predictions(gt_path, backend):
             continue
         rle = coco_gt.annToRLE(ann)  # polygons come back with bytes counts, the stored RLE with str
         counts = rle["counts"].decode("ascii") if isinstance(rle["counts"], bytes) else rle["counts"]
-        preds.append({"image_id": ann["image_id"], "category_id": ann["category_id"], "bbox": ann["bbox"],
-                      "score": 1.0, "segmentation": {"size": list(rle["size"]), "counts": counts}})
+        preds.append(
+            {
+                "image_id": ann["image_id"],
+                "category_id": ann["category_id"],
+                "bbox": ann["bbox"],
+                "score": 1.0,
+                "segmentation": {"size": list(rle["size"]), "counts": counts},
+            }
+        )
     got = evaluate(gt_path, preds, backend=backend)
     for prefix in ("bbox", "segm"):
         assert got[f"{prefix}_AP"] == 1.0

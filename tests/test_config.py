@@ -32,15 +32,18 @@ def test_unknown_keys_are_named():
         from_dict(TrialConfig, {**_trial(), "lrr": 0.1})
 
 
-@pytest.mark.parametrize("changes, field", [
-    ({"lr": -0.1}, "lr"),
-    ({"lr": float("nan")}, "lr"),
-    ({"weight_decay": -1.0}, "weight_decay"),
-    ({"schedule": 0}, "schedule"),
-    ({"data_fraction": 1.5}, "data_fraction"),
-    ({"init": "imagenet"}, "init"),
-    ({"lr": "fast"}, "lr"),
-])
+@pytest.mark.parametrize(
+    "changes, field",
+    [
+        ({"lr": -0.1}, "lr"),
+        ({"lr": float("nan")}, "lr"),
+        ({"weight_decay": -1.0}, "weight_decay"),
+        ({"schedule": 0}, "schedule"),
+        ({"data_fraction": 1.5}, "data_fraction"),
+        ({"init": "imagenet"}, "init"),
+        ({"lr": "fast"}, "lr"),
+    ],
+)
 def test_bad_values_name_the_field(changes, field):
     with pytest.raises(ConfigError, match=field):
         from_dict(TrialConfig, _trial(**changes))
@@ -79,7 +82,10 @@ def test_every_arm_starts_from_a_recipe_inside_its_ranges(name):
     for arm in arms(preset):
         point, space = default_point(preset, dataclasses.asdict(arm)), search_space(preset, arm)
         assert point["schedule"] in space.schedule, (arm, point, space)
-        assert space.lr[0] <= point["lr"] <= space.lr[1] and space.weight_decay[0] <= point["weight_decay"] <= space.weight_decay[1]
+        assert (
+            space.lr[0] <= point["lr"] <= space.lr[1]
+            and space.weight_decay[0] <= point["weight_decay"] <= space.weight_decay[1]
+        )
 
 
 def test_syncbn_needs_gpus_with_several_workers():

@@ -4,9 +4,16 @@ import pytest
 import torch
 from pycocotools import mask as mask_utils
 
+from trainables.data import (
+    CocoDetection,
+    ResumableDistributedSampler,
+    coco_results,
+    hflip,
+    load_coco,
+    select_subset,
+    trainable_image_ids,
+)
 from trainables.errors import InputError
-from trainables.data import (CocoDetection, ResumableDistributedSampler, coco_results, hflip, load_coco,
-                             select_subset, trainable_image_ids)
 
 
 def test_training_targets(coco_fixture):
@@ -107,8 +114,12 @@ def test_coco_results_round_trip():
     masks = torch.zeros(2, 1, 6, 8)
     masks[0, 0, 1:3, 2:5] = 0.9
     masks[1, 0, 4:6, 0:2] = 0.7
-    out = {"boxes": torch.tensor([[2.0, 1.0, 5.0, 3.0], [0.0, 4.0, 2.0, 6.0]]), "scores": torch.tensor([0.9, 0.4]),
-           "labels": torch.tensor([3, 1]), "masks": masks}
+    out = {
+        "boxes": torch.tensor([[2.0, 1.0, 5.0, 3.0], [0.0, 4.0, 2.0, 6.0]]),
+        "scores": torch.tensor([0.9, 0.4]),
+        "labels": torch.tensor([3, 1]),
+        "masks": masks,
+    }
     res = coco_results([out, {k: v[:0] for k, v in out.items()}], [7, 8], {1: 1, 2: 18, 3: 90})
     assert [r["image_id"] for r in res] == [7, 7]
     assert [r["category_id"] for r in res] == [90, 1]

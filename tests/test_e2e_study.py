@@ -4,11 +4,14 @@ Marked e2e: these run several Train runs each (a few minutes on 2 cores).
 """
 
 import dataclasses
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import optuna
@@ -18,7 +21,8 @@ import ray
 
 from analysis import load_results, trial_rows
 from study import tuning
-from study.config import EarlyStopping, SearchSpace, arms as study_arms, base_trial
+from study.config import EarlyStopping, SearchSpace, base_trial
+from study.config import arms as study_arms
 from study.presets import SMOKE
 from trainables.branches import branches
 
@@ -73,8 +77,9 @@ def test_killed_study_resumes_without_lost_or_duplicated_rows(tmp_path):
     assert set(trials["trial_status"]) <= {"completed", "stopped", "diverged"}
     for trial_id, rows in df.groupby("trial_id"):
         rows = rows.sort_values("cost_iterations")
-        expected = _expected_rows(SMOKE.solver.base_iters, SMOKE.search.schedule, rows["trunk_schedule"].iloc[0],
-                                  SMOKE.eval_period)
+        expected = _expected_rows(
+            SMOKE.solver.base_iters, SMOKE.search.schedule, rows["trunk_schedule"].iloc[0], SMOKE.eval_period
+        )
         done = list(zip(rows["phase"], rows["schedule"], rows["iteration"]))
         assert done == expected[: len(done)], (trial_id, done)  # no evaluation lost, none doubled
         if trials.set_index("trial_id").loc[trial_id, "trial_status"] == "completed":
@@ -90,17 +95,53 @@ def test_killed_study_resumes_without_lost_or_duplicated_rows(tmp_path):
                 told[t.state] += 1
     # Completed (and diverged) trials are COMPLETE in Optuna, early-stopped ones PRUNED, and
     # every shorter schedule a trial finished on a branch is a COMPLETE trial of its own.
-    branch_results = ((df["phase"] == "final") & (df["status"] == "completed")
-                      & (df["schedule"] < df["trunk_schedule"])).sum()
+    branch_results = (
+        (df["phase"] == "final") & (df["status"] == "completed") & (df["schedule"] < df["trunk_schedule"])
+    ).sum()
     assert told[optuna.trial.TrialState.PRUNED] == (trials["trial_status"] == "stopped").sum()
     assert sum(told.values()) == len(trials) + branch_results
+    assert sorted(_dashboard_studies(tmp_path / "S" / "optuna.db")) == names
+
+
+def _dashboard_studies(db: Path) -> list[str]:
+    """Start optuna-dashboard (the monitor extra) on a study's database and read its studies over HTTP."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "optuna-dashboard"),
+            f"sqlite:///{db}",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=5) as response:
+                    return [s["study_name"] for s in json.load(response)["study_summaries"]]
+            except OSError:
+                if time.time() > deadline or server.poll() is not None:
+                    raise
+                time.sleep(0.5)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 def test_two_node_cluster_frees_placement_groups_of_stopped_trials(tmp_path):
     from ray.cluster_utils import Cluster
 
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "resources": {"study_driver": 10},
-                                                           "object_store_memory": 100 * 2**20})
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 0, "resources": {"study_driver": 10}, "object_store_memory": 100 * 2**20},
+    )
     for _ in range(2):
         cluster.add_node(num_cpus=1, resources={"worker_node": 1}, object_store_memory=100 * 2**20)
     cluster.wait_for_nodes()
@@ -111,10 +152,15 @@ def test_two_node_cluster_frees_placement_groups_of_stopped_trials(tmp_path):
         # Optuna's two picks are 2x trunks (lr 0.036 and 0.0012 against the recipe's 0.02)
         # whose 1x results fall below the rung's cutoff.
         study = dataclasses.replace(
-            SMOKE, axes=dataclasses.replace(SMOKE.axes, init=("scratch",)), num_samples=3, seed=11,
-            solver=dataclasses.replace(SMOKE.solver, base_iters=24), eval_period=6,
+            SMOKE,
+            axes=dataclasses.replace(SMOKE.axes, init=("scratch",)),
+            num_samples=3,
+            seed=11,
+            solver=dataclasses.replace(SMOKE.solver, base_iters=24),
+            eval_period=6,
             search=SearchSpace(lr=(0.001, 0.05), weight_decay=(1e-5, 1e-3), schedule=(1.0, 2.0)),
-            early_stopping=EarlyStopping(enabled=True, reduction_factor=2))
+            early_stopping=EarlyStopping(enabled=True, reduction_factor=2),
+        )
         uri = str(tmp_path / "C")
         arms = {}
         for arm in study_arms(study):
@@ -128,7 +174,9 @@ def test_two_node_cluster_frees_placement_groups_of_stopped_trials(tmp_path):
         stopped = trials[trials["trial_status"] == "stopped"]
         assert len(stopped) >= 1, df[["trial_id", "phase", "schedule", "iteration", "bbox_AP", "loss", "status"]]
         # Stopped at the 1x rung: no 2x result.
-        assert not ((df["trial_id"].isin(stopped["trial_id"])) & (df["schedule"] == 2.0) & (df["phase"] == "final")).any()
+        assert not (
+            (df["trial_id"].isin(stopped["trial_id"])) & (df["schedule"] == 2.0) & (df["phase"] == "final")
+        ).any()
         deadline = time.time() + 30
         while time.time() < deadline:
             live = [pg for pg in ray.util.placement_group_table().values() if pg["state"] != "REMOVED"]
@@ -147,8 +195,22 @@ def test_driver_killed_inside_a_branch_resumes_there(tmp_path):
     # 1x = 60: the trunk forks at 20, the 1x cooldown runs to 60 with a checkpoint at 25
     # and 50 (eval_period 25 brings no trunk row before the fork); then the trunk to 80
     # (rows at 25, 50, 75) and the 2x cooldown to 120.
-    cmd = [sys.executable, "study/run.py", "--preset", "smoke", "--trial", "init=scratch,schedule=2",
-           "--set", "solver.base_iters=60", "--set", "eval_period=25", "--results", str(tmp_path), "--name", "K"]
+    cmd = [
+        sys.executable,
+        "study/run.py",
+        "--preset",
+        "smoke",
+        "--trial",
+        "init=scratch,schedule=2",
+        "--set",
+        "solver.base_iters=60",
+        "--set",
+        "eval_period=25",
+        "--results",
+        str(tmp_path),
+        "--name",
+        "K",
+    ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     folder = tmp_path / "K"
     with open(tmp_path / "first.log", "w") as log:
@@ -169,13 +231,24 @@ def test_driver_killed_inside_a_branch_resumes_there(tmp_path):
             os.killpg(first.pid, signal.SIGKILL)
             first.wait()
     # --resume takes the trial and its --set overrides from study.json.
-    resumed = subprocess.run([sys.executable, "study/run.py", "--resume", "--results", str(tmp_path), "--name", "K"],
-                             cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run(
+        [sys.executable, "study/run.py", "--resume", "--results", str(tmp_path), "--name", "K"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     out = resumed.stdout + resumed.stderr
     assert resumed.returncode == 0, out[-3000:]
     df = pd.read_parquet(folder / "metrics").sort_values("cost_iterations")
     assert list(zip(df["phase"], df["schedule"], df["iteration"])) == [
-        ("final", 1.0, 60), ("trunk", 2.0, 25), ("trunk", 2.0, 50), ("trunk", 2.0, 75), ("final", 2.0, 120)]
+        ("final", 1.0, 60),
+        ("trunk", 2.0, 25),
+        ("trunk", 2.0, 50),
+        ("trunk", 2.0, 75),
+        ("final", 2.0, 120),
+    ]
     assert df["cost_iterations"].tolist() == [60, 65, 90, 115, 160]
     # Resumed from a checkpoint inside the 1x cooldown (25 or 50): no row existed at the kill,
     # and every row, the 1x final first, comes from the resumed run.

@@ -13,14 +13,14 @@ import pytest
 import ray
 
 from analysis import final_rows, load_results
+from analysis.schema import AP_KEYS, COLUMNS
 from study import tuning
 from study.cli import main
-from study.config import Arm, arms as study_arms, base_trial
+from study.config import Arm, base_trial
+from study.config import arms as study_arms
 from study.presets import SMOKE
-from trainables.coco_eval import AP_KEYS
 from trainables.pretrain import ensure_pretrained
 from trainables.ray_entry import TrialInputError
-from trainables.results import COLUMNS
 
 pytestmark = pytest.mark.e2e
 
@@ -33,9 +33,19 @@ def local_ray():
 
 
 @pytest.mark.parametrize("init", ["scratch"])  # pretrained: test_one_arms_bad_input_fails_once_...
-def test_trial_command_writes_rows(local_ray, tmp_path, init):
-    code = main(["--preset", "smoke", "--trial", f"init={init},lr=0.02,weight_decay=0.0001,schedule=2",
-                 "--results", str(tmp_path), "--name", "S"])
+def test_trial_command_writes_rows(local_ray, tmp_path, init, capsys):
+    code = main(
+        [
+            "--preset",
+            "smoke",
+            "--trial",
+            f"init={init},lr=0.02,weight_decay=0.0001,schedule=2",
+            "--results",
+            str(tmp_path),
+            "--name",
+            "S",
+        ]
+    )
     assert code == 0
     df = pd.read_parquet(tmp_path / "S" / "metrics").sort_values("cost_iterations")
     assert set(COLUMNS) <= set(df.columns)
@@ -49,6 +59,10 @@ def test_trial_command_writes_rows(local_ray, tmp_path, init):
     if init == "pretrained":
         assert (df["pretrain_images_seen"] > 0).all()
     assert (tmp_path / "S" / "study.json").exists()
+    # Tune's status table shows what one watches: arm, searched values, schedule, iteration, AP.
+    header = [line for line in capsys.readouterr().out.splitlines() if "Trial name" in line][-1]
+    for column in ("arm", "lr", "weight decay", "trunk", "schedule", "iteration", "bbox AP", "segm AP"):
+        assert column in header, header
 
 
 def test_worker_failure_resumes_from_checkpoint(local_ray, tmp_path):
@@ -59,8 +73,9 @@ def test_worker_failure_resumes_from_checkpoint(local_ray, tmp_path):
     # checkpoint at 6; Train restarts the worker group (FailureConfig(max_failures=2)) and
     # resumes in the branch, with the trunk saved at the fork in the checkpoint.
     arms = {arm.name: {**base, "fail_at_iteration": 7}}
-    grid = tuning.run_single_trial(arms, {"arm": arm.name, "lr": 0.02, "weight_decay": 1e-4, "schedule": 2.0},
-                                   uri, "bbox_AP", resume=False)
+    grid = tuning.run_single_trial(
+        arms, {"arm": arm.name, "lr": 0.02, "weight_decay": 1e-4, "schedule": 2.0}, uri, "bbox_AP", resume=False
+    )
     assert grid[0].error is None
     df = pd.read_parquet(f"{uri}/metrics").sort_values("cost_iterations")
     assert df["phase"].tolist() == ["final", "trunk", "trunk", "final"]
@@ -70,7 +85,6 @@ def test_worker_failure_resumes_from_checkpoint(local_ray, tmp_path):
     assert len(list((tmp_path / "F" / "faults").iterdir())) == 1
 
 
-
 def test_one_arms_bad_input_fails_once_the_others_complete_and_resume_continues(local_ray, tmp_path, capfd):
     """The pretrained arm's weights are missing on the workers (the driver could not check
     them): that trial fails once, without a retry, the arm gets no further trial, scratch
@@ -78,8 +92,10 @@ def test_one_arms_bad_input_fails_once_the_others_complete_and_resume_continues(
     uri = str(tmp_path / "S")
     study = dataclasses.replace(SMOKE, num_samples=1)
     weights = tmp_path / "weights" / "tiny.pth"
-    arms = {arm.name: base_trial(study, arm, results_uri=uri, code_version="test",
-                                 pretrained={"tiny": (str(weights), 96)}) for arm in study_arms(study)}
+    arms = {
+        arm.name: base_trial(study, arm, results_uri=uri, code_version="test", pretrained={"tiny": (str(weights), 96)})
+        for arm in study_arms(study)
+    }
     grid = tuning.run_study(study, arms, 1, uri, max_concurrent=1, resume=False)
     failed = tuning.failed_trials(grid, uri)
     assert len(failed) == 1 and failed[0].arm == "pretrained-tiny-f1"
@@ -90,13 +106,14 @@ def test_one_arms_bad_input_fails_once_the_others_complete_and_resume_continues(
     # Both ranks hit it, told once; one Train run, no restart (no checkpoint, no rows).
     assert log.count("Traceback") == 1 and "rank(s) 0, 1" in log
     assert not (tmp_path / "S" / "train" / f"train-{failed[0].trial_id}").exists() or not list(
-        (tmp_path / "S" / "train" / f"train-{failed[0].trial_id}").glob("checkpoint_*"))
+        (tmp_path / "S" / "train" / f"train-{failed[0].trial_id}").glob("checkpoint_*")
+    )
     df = load_results(uri)
     assert set(df["arm"]) == {"scratch-tiny-f1"} and (final_rows(df)["status"] == "completed").all()
     errors = [r for r in grid if r.error]
     assert len(errors) == 1 and isinstance(errors[0].error, TrialInputError)
     out, err = capfd.readouterr()
-    assert "pretrained-tiny-f1 gets no further trials in this run" in out
+    assert "pretrained-tiny-f1 gets no further trials in this run" in out + err
     # Told once by the workers (both ranks, one line, no traceback; Tune's log has the one).
     assert (out + err).count("bad input on rank(s) 0, 1") == 1 and (out + err).count("Traceback") <= 1
 
@@ -107,7 +124,7 @@ def test_one_arms_bad_input_fails_once_the_others_complete_and_resume_continues(
     assert not tuning.failed_trials(grid, uri)
     df = load_results(uri)
     pretrained = final_rows(df).query("arm == 'pretrained-tiny-f1'")
-    assert pretrained["schedule"].tolist() == sorted(SMOKE.search.schedule)[:len(pretrained)] and len(pretrained)
+    assert pretrained["schedule"].tolist() == sorted(SMOKE.search.schedule)[: len(pretrained)] and len(pretrained)
     assert (pretrained["trial_id"] == failed[0].trial_id).all() and (pretrained["pretrain_images_seen"] == 96).all()
     storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'S' / 'optuna.db'}")
     trials = optuna.load_study(study_name="pretrained-tiny-f1", storage=storage).get_trials(deepcopy=False)
@@ -119,13 +136,30 @@ def test_trial_command_with_bad_input_on_the_workers_exits_non_zero(local_ray, t
     """On a cluster the driver leaves a path it cannot see to the trial: the trial fails once
     and --trial exits 1 with the summary line."""
     address = ray.get_runtime_context().gcs_address
-    code = main(["--preset", "smoke", "--trial", "init=pretrained", "--results", str(tmp_path), "--name", "T",
-                 "--address", address, "--set", 'pretrained_weights={"tiny": "/cluster/only/tiny.pth"}'])
+    code = main(
+        [
+            "--preset",
+            "smoke",
+            "--trial",
+            "init=pretrained",
+            "--results",
+            str(tmp_path),
+            "--name",
+            "T",
+            "--address",
+            address,
+            "--set",
+            'pretrained_weights={"tiny": "/cluster/only/tiny.pth"}',
+        ]
+    )
     out, err = capsys.readouterr()
     assert code == 1
     assert "note: pretrained weights for model tiny not found: /cluster/only/tiny.pth on this machine" in out
     assert "the trials check it on the cluster's nodes" in out
     lines = err.strip().splitlines()
     assert lines[0] == "1 trial(s) failed:"
-    assert "(pretrained-tiny-f1) failed: MissingInputError: pretrained weights not found: /cluster/only/tiny.pth" \
-        in lines[1] and f"[log: {tmp_path / 'T' / 'failures'}" in lines[1]
+    assert (
+        "(pretrained-tiny-f1) failed: MissingInputError: pretrained weights not found: /cluster/only/tiny.pth"
+        in lines[1]
+        and f"[log: {tmp_path / 'T' / 'failures'}" in lines[1]
+    )

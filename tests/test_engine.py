@@ -8,14 +8,13 @@ import pandas as pd
 import pytest
 import torch
 
+from analysis.schema import AP_KEYS, LOSS_KEYS
 from study.config import Arm, base_trial
 from study.presets import SMOKE
-from trainables.coco_eval import AP_KEYS
+from tests.conftest import MemoryCheckpoints
 from trainables.config import PretrainSpec, TrialConfig, from_dict
 from trainables.engine import InjectedFailure, run_trial
-from trainables.results import LOSS_KEYS
 from trainables.pretrain import ensure_pretrained
-from tests.conftest import MemoryCheckpoints
 
 
 @pytest.fixture(autouse=True)
@@ -28,8 +27,7 @@ def _cfg(tmp_path, init="scratch", **changes):
     if init == "pretrained":
         p = ensure_pretrained(SMOKE.models["tiny"], PretrainSpec(iterations=3, batch_size=8))
         pretrained = {"tiny": (str(p.path), p.images_seen)}
-    d = base_trial(SMOKE, Arm(init, 1.0, "tiny"), results_uri=str(tmp_path), code_version="test",
-                   pretrained=pretrained)
+    d = base_trial(SMOKE, Arm(init, 1.0, "tiny"), results_uri=str(tmp_path), code_version="test", pretrained=pretrained)
     return from_dict(TrialConfig, {**d, "trial_id": f"trial-{init}", **changes})
 
 
@@ -54,7 +52,12 @@ def test_rows_of_a_trunk_and_its_branches(tmp_path):
     assert df["pretrain_images_seen"].isna().all() and df["resumed_from"].isna().all()
     # Reports: a checkpoint inside the 1x cooldown at 6, the 1x final, the trunk rows, the 2x final.
     assert [(r["phase"], r["iteration"]) for r in store.reports] == [
-        ("checkpoint", 6), ("final", 9), ("trunk", 6), ("trunk", 12), ("final", 18)]
+        ("checkpoint", 6),
+        ("final", 9),
+        ("trunk", 6),
+        ("trunk", 12),
+        ("final", 18),
+    ]
     assert store.state["position"]["finished"] and store.state["iteration"] == 18
     subset = json.loads(next((tmp_path / "subsets").iterdir()).read_text())
     assert subset["train_images"] == 24 and len(subset["image_ids"]) == 24
@@ -102,7 +105,9 @@ def test_resume_inside_a_branch_continues_at_the_exact_iteration(tmp_path):
     a, b = _rows(tmp_path / "a"), _rows(tmp_path / "b")
     columns = ["phase", "schedule", "iteration", "cost_iterations", "loss", *AP_KEYS, "status"]
     assert a[columns].equals(b[columns])
-    assert b["resumed_from"].isna().tolist() == [True] + [False] * (len(b) - 1) and (b["resumed_from"].dropna() == 6).all()
+    assert (
+        b["resumed_from"].isna().tolist() == [True] + [False] * (len(b) - 1) and (b["resumed_from"].dropna() == 6).all()
+    )
 
 
 def test_resume_on_the_trunk_after_a_branch(tmp_path):

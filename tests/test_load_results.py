@@ -13,10 +13,23 @@ from trainables import results
 
 
 def _write(uri, trial, iteration, status="running", ap=0.1, schedule=2.0, cost=None):
-    results.write_row(uri, {"study": "s", "arm": "scratch-tiny-f1", "trial_id": trial, "init": "scratch",
-                            "iteration": iteration, "cost_iterations": cost or iteration, "max_iterations": 20,
-                            "schedule": schedule, "trunk_schedule": 2.0, "bbox_AP": ap, "status": status,
-                            "phase": "final" if status in ("completed", "diverged") else "trunk"})
+    results.write_row(
+        uri,
+        {
+            "study": "s",
+            "arm": "scratch-tiny-f1",
+            "trial_id": trial,
+            "init": "scratch",
+            "iteration": iteration,
+            "cost_iterations": cost or iteration,
+            "max_iterations": 20,
+            "schedule": schedule,
+            "trunk_schedule": 2.0,
+            "bbox_AP": ap,
+            "status": status,
+            "phase": "final" if status in ("completed", "diverged") else "trunk",
+        },
+    )
 
 
 def test_typed_and_deduplicated(tmp_path):
@@ -27,8 +40,7 @@ def test_typed_and_deduplicated(tmp_path):
     _write(uri, "t3", 5, status="stopped")
     # A copy of an evaluation under another file name (e.g. synced twice): the newer wins.
     row = {**results.read_row(results.shard_path(uri, "t1", 20)), "bbox_AP": 0.35, "written_at": 4e9}
-    pq.write_table(pa.Table.from_pylist([row], schema=results.SCHEMA),
-                   tmp_path / "S" / "metrics" / "copy.parquet")
+    pq.write_table(pa.Table.from_pylist([row], schema=results.SCHEMA), tmp_path / "S" / "metrics" / "copy.parquet")
     df = load_results(uri)
     assert len(df) == 4 and not df.duplicated(["trial_id", "cost_iterations"]).any()
     assert df.loc[(df.trial_id == "t1") & (df.iteration == 20), "bbox_AP"].item() == 0.35

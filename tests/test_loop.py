@@ -4,8 +4,17 @@ import pytest
 import torch
 
 from trainables.branches import branches, independent_iterations, trial_iterations
-from trainables.loop import (Diverged, FaultInjection, ForkStore, LossWindow, PeriodicEvaluation, ProgressLog, Trainer,
-                             Training, check_finite)
+from trainables.loop import (
+    Diverged,
+    FaultInjection,
+    ForkStore,
+    LossWindow,
+    PeriodicEvaluation,
+    ProgressLog,
+    Trainer,
+    Training,
+    check_finite,
+)
 from trainables.schedule import lr_at
 
 
@@ -29,8 +38,9 @@ def test_the_trunk_follows_every_schedules_lr_until_its_fork(schedules):
     plan = branches(base, schedules, max(schedules))
     kw = dict(peak_lr=1.0, base_iters=base, warmup_iters=50, warmup_factor=1 / 3)
     for b in plan:
-        assert all(lr_at(i, schedule=b.schedule, **kw) == lr_at(i, schedule=plan[-1].schedule, **kw)
-                   for i in range(b.fork))
+        assert all(
+            lr_at(i, schedule=b.schedule, **kw) == lr_at(i, schedule=plan[-1].schedule, **kw) for i in range(b.fork)
+        )
         assert lr_at(b.fork, schedule=b.schedule, **kw) == pytest.approx(0.1)  # the first drop
 
 
@@ -66,7 +76,7 @@ def _toy_trainer(plan, period=0, hooks=(), fail=None):
         return [loss.item()], lr
 
     def batches(start):
-        return iter(data[i:i + 1] for i in range(start, 1000))
+        return iter(data[i : i + 1] for i in range(start, 1000))
 
     def evaluate(trainer):
         return {"w": training.net.weight.sum().item()}
@@ -97,8 +107,16 @@ def test_periodic_hook_evaluates_the_trunk_and_checkpoints_cooldowns():
     trainer, calls = _toy_trainer(branches(9, (1.0, 2.0), 2.0), period=4)
     trainer.run()
     # Trunk 0 -> 3, 1x cooldown 3 -> 9 (checkpoint at 4, 8), trunk 3 -> 12 (rows at 4, 8, 12), 2x 12 -> 18 (16).
-    assert [(k, i) for k, i, *_ in calls] == [("checkpoint", 4), ("checkpoint", 8), ("final", 3), ("trunk", 4),
-                                              ("trunk", 8), ("trunk", 12), ("checkpoint", 16), ("final", 18)]
+    assert [(k, i) for k, i, *_ in calls] == [
+        ("checkpoint", 4),
+        ("checkpoint", 8),
+        ("final", 3),
+        ("trunk", 4),
+        ("trunk", 8),
+        ("trunk", 12),
+        ("checkpoint", 16),
+        ("final", 18),
+    ]
 
 
 def test_fork_store_restores_weights_momentum_window_and_rng():
@@ -158,8 +176,9 @@ def test_fault_injection_fires_once_on_the_last_rank():
         trainer.run()
     trainer2, _ = _toy_trainer(plan, hooks=[hook])
     trainer2.run()  # iteration 5 again (and again on the trunk): no second failure
-    other_rank, _ = _toy_trainer(plan, hooks=[FaultInjection(5, rank=0, world=2, once=lambda i: False,
-                                                             error=RuntimeError)])
+    other_rank, _ = _toy_trainer(
+        plan, hooks=[FaultInjection(5, rank=0, world=2, once=lambda i: False, error=RuntimeError)]
+    )
     other_rank.run()
 
 

@@ -5,8 +5,8 @@ import torch
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
-from study.presets import R50_GN, TINY_GN
-from trainables.model import (assert_scratch_ready, build_model, count_parameters, freeze_stages, param_groups)
+from trainables.model import assert_scratch_ready, build_model, count_parameters, freeze_stages, param_groups
+from trainables.zoo import R50_GN, TINY_GN
 
 
 def _norm_types(model):
@@ -32,8 +32,11 @@ def test_r50_matches_torchvision_layout():
 
     model = build_model(R50_GN, 80, min_size=(800,), max_size=1333)
     ours = {k: v.shape for k, v in model.backbone.body.state_dict().items()}
-    ref = {k: v.shape for k, v in resnet50().state_dict().items()
-           if not k.startswith("fc.") and "running" not in k and "num_batches" not in k}
+    ref = {
+        k: v.shape
+        for k, v in resnet50().state_dict().items()
+        if not k.startswith("fc.") and "running" not in k and "num_batches" not in k
+    }
     assert ours == ref
 
 
@@ -75,9 +78,14 @@ def test_one_training_step_on_cpu():
     images = [torch.rand(3, 96, 112), torch.rand(3, 100, 96)]
     masks = torch.zeros(1, 96, 112, dtype=torch.uint8)
     masks[0, 20:50, 30:70] = 1
-    targets = [{"boxes": torch.tensor([[30.0, 20.0, 70.0, 50.0]]), "labels": torch.tensor([2]), "masks": masks},
-               {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64),
-                "masks": torch.zeros(0, 100, 96, dtype=torch.uint8)}]
+    targets = [
+        {"boxes": torch.tensor([[30.0, 20.0, 70.0, 50.0]]), "labels": torch.tensor([2]), "masks": masks},
+        {
+            "boxes": torch.zeros(0, 4),
+            "labels": torch.zeros(0, dtype=torch.int64),
+            "masks": torch.zeros(0, 100, 96, dtype=torch.uint8),
+        },
+    ]
     opt = torch.optim.SGD(param_groups(model, 1e-4, 0.0), lr=0.01, momentum=0.9)
     before = model.roi_heads.box_predictor.cls_score.weight.clone()
     losses = model(images, targets)

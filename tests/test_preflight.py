@@ -21,8 +21,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def run_cli(*args, env=None):
     """``python study/run.py ARGS`` with the time limit the issue sets for failing on bad input."""
-    return subprocess.run([sys.executable, "study/run.py", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=30, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "study/run.py", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, **(env or {})},
+    )
 
 
 @pytest.fixture
@@ -32,8 +38,12 @@ def coco_dirs(tmp_path):
         write_coco_fixture(tmp_path / split)
     flags = ["--set", "data.source=coco"]
     for split in ("train", "val"):
-        flags += ["--set", f"data.{split}_images={tmp_path / split}",
-                  "--set", f"data.{split}_annotations={tmp_path / split / 'instances.json'}"]
+        flags += [
+            "--set",
+            f"data.{split}_images={tmp_path / split}",
+            "--set",
+            f"data.{split}_annotations={tmp_path / split / 'instances.json'}",
+        ]
     # The fixture has 2 trainable images: one worker with one image is a global batch.
     flags += ["--set", "num_workers=1", "--set", "solver.ims_per_worker=1"]
     return tmp_path, flags
@@ -60,16 +70,18 @@ def test_annotation_file_that_is_not_json(coco_dirs):
     root, flags = coco_dirs
     bad = root / "bad.json"
     bad.write_text('{"images": [')
-    proc = run_cli("--preset", "smoke", *flags, "--set", f"data.train_annotations={bad}",
-                   "--results", str(root / "r"))
+    proc = run_cli("--preset", "smoke", *flags, "--set", f"data.train_annotations={bad}", "--results", str(root / "r"))
     assert_refused(proc, str(bad), "not valid JSON", "data.train_annotations", results=root / "r")
 
 
-@pytest.mark.parametrize("change, fragments", [
-    (lambda c: c.pop("categories"), ["no list 'categories'"]),
-    (lambda c: c["annotations"][0].update(category_id=77), ["annotation 11 (image 1) has category_id 77"]),
-    (lambda c: c["annotations"][0].update(image_id=99), ["annotation 11 refers to image 99"]),
-])
+@pytest.mark.parametrize(
+    "change, fragments",
+    [
+        (lambda c: c.pop("categories"), ["no list 'categories'"]),
+        (lambda c: c["annotations"][0].update(category_id=77), ["annotation 11 (image 1) has category_id 77"]),
+        (lambda c: c["annotations"][0].update(image_id=99), ["annotation 11 refers to image 99"]),
+    ],
+)
 def test_annotation_file_with_bad_records(coco_dirs, change, fragments):
     root, flags = coco_dirs
     ann = root / "val" / "instances.json"
@@ -96,8 +108,9 @@ def test_image_folder_missing_or_without_the_listed_files(coco_dirs):
     proc = run_cli("--preset", "smoke", *flags, "--dry-run")
     assert_refused(proc, "image 2 listed in", "000000000002.jpg", "data.train_images")
     write_coco_fixture(root / "train")
-    proc = run_cli("--preset", "smoke", *flags, "--set", f"data.val_images={root / 'nowhere'}",
-                   "--results", str(root / "r"))
+    proc = run_cli(
+        "--preset", "smoke", *flags, "--set", f"data.val_images={root / 'nowhere'}", "--results", str(root / "r")
+    )
     assert_refused(proc, "image folder", "nowhere", "not found", "data.val_images", results=root / "r")
 
 
@@ -111,12 +124,15 @@ def test_missing_annotation_file_is_an_error_here_and_a_note_for_a_cluster_or_a_
     assert_refused(proc, missing, "not found", "data.train_annotations", results=root / "r")
     proc = run_cli("--preset", "smoke", *flags, "--dry-run")
     assert proc.returncode == 0, proc.stderr
-    assert (f"note: COCO annotation file {missing} not found on this machine (data.train_annotations); "
-            f"a run here would stop on it") in proc.stdout
+    assert (
+        f"note: COCO annotation file {missing} not found on this machine (data.train_annotations); "
+        f"a run here would stop on it"
+    ) in proc.stdout
     proc = run_cli("--preset", "smoke", *flags, "--dry-run", "--address", "10.0.0.1:6379")
     assert proc.returncode == 0, proc.stderr
-    assert (f"note: COCO annotation file {missing} not found on this machine (data.train_annotations); "
-            f"the trials check it") in proc.stdout
+    assert (
+        f"note: COCO annotation file {missing} not found on this machine (data.train_annotations); the trials check it"
+    ) in proc.stdout
 
 
 def test_results_that_is_a_file_and_names_that_are_not_one_folder(tmp_path):
@@ -124,8 +140,11 @@ def test_results_that_is_a_file_and_names_that_are_not_one_folder(tmp_path):
     assert_refused(run_cli("--preset", "smoke", "--results", str(tmp_path / "file")), "--results", "is a file")
     assert_refused(run_cli("--preset", "smoke", "--results", str(tmp_path / "file" / "sub")), "cannot be created")
     for name in ("..", "a/b", ""):
-        assert_refused(run_cli("--preset", "smoke", "--results", str(tmp_path / "r"), "--name", name),
-                       "--name", results=tmp_path / "r")
+        assert_refused(
+            run_cli("--preset", "smoke", "--results", str(tmp_path / "r"), "--name", name),
+            "--name",
+            results=tmp_path / "r",
+        )
 
 
 def test_unreachable_address(tmp_path):
@@ -134,20 +153,26 @@ def test_unreachable_address(tmp_path):
         port = s.getsockname()[1]
     proc = run_cli("--preset", "smoke", "--results", str(tmp_path / "r"), "--address", f"127.0.0.1:{port}")
     assert_refused(proc, f"--address 127.0.0.1:{port}: nothing answers", results=tmp_path / "r")
-    proc = run_cli("--preset", "smoke", "--results", str(tmp_path / "r"), "--address", "auto",
-                   env={"RAY_TMPDIR": str(tmp_path)})
+    proc = run_cli(
+        "--preset", "smoke", "--results", str(tmp_path / "r"), "--address", "auto", env={"RAY_TMPDIR": str(tmp_path)}
+    )
     assert_refused(proc, "--address auto: no Ray cluster was started on this machine")
     assert_refused(run_cli("--preset", "smoke", "--address", "ray://nohost"), "not HOST:PORT")
 
 
-@pytest.mark.parametrize("flags, fragments", [
-    (["--set", "num_workers=0"], ["num_workers=0"]),
-    (["--set", "solver.base_iters=5"], ["solver.base_iters=5"]),
-    (["--set", "axes.data_fraction=[0.01]"], ["data fraction 0.01 leaves 1 of 24 training images",
-                                             "one global batch of 4"]),
-    (["--set", "search.schedule=[1, 1.01]"], ["fork at the same iteration"]),
-    (["--set", "models.tiny.norm=frozenbn"], ["model.norm='frozenbn'", "init=scratch"]),
-])
+@pytest.mark.parametrize(
+    "flags, fragments",
+    [
+        (["--set", "num_workers=0"], ["num_workers=0"]),
+        (["--set", "solver.base_iters=5"], ["solver.base_iters=5"]),
+        (
+            ["--set", "axes.data_fraction=[0.01]"],
+            ["data fraction 0.01 leaves 1 of 24 training images", "one global batch of 4"],
+        ),
+        (["--set", "search.schedule=[1, 1.01]"], ["fork at the same iteration"]),
+        (["--set", "models.tiny.norm=frozenbn"], ["model.norm='frozenbn'", "init=scratch"]),
+    ],
+)
 @pytest.mark.parametrize("mode", ["--dry-run", "run"])
 def test_preset_values_are_checked_the_same_in_a_dry_run(tmp_path, flags, fragments, mode):
     extra = ["--dry-run"] if mode == "--dry-run" else ["--results", str(tmp_path / "r")]
@@ -184,7 +209,12 @@ def test_addresses_that_answer_and_a_good_preset_pass():
 
 def test_missing_pretrained_weights(tmp_path):
     flags = ["--preset", "smoke", "--set", 'pretrained_weights={"tiny": "/nope/weights.pth"}']
-    assert_refused(run_cli(*flags, "--results", str(tmp_path / "r")), "/nope/weights.pth", "not found",
-                   "pretrained_weights.tiny", results=tmp_path / "r")
+    assert_refused(
+        run_cli(*flags, "--results", str(tmp_path / "r")),
+        "/nope/weights.pth",
+        "not found",
+        "pretrained_weights.tiny",
+        results=tmp_path / "r",
+    )
     proc = run_cli(*flags, "--dry-run")
     assert proc.returncode == 0 and "note: pretrained weights for model tiny not found" in proc.stdout

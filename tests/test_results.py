@@ -9,10 +9,21 @@ from trainables import results
 
 
 def _row(trial="t1", iteration=10, status="running", cost=None, **kw):
-    return {"study": "s", "arm": "scratch-tiny-f1", "trial_id": trial, "init": "scratch", "iteration": iteration,
-            "cost_iterations": iteration if cost is None else cost, "max_iterations": 20, "bbox_AP": 0.25,
-            "schedule": 2.0, "trunk_schedule": 2.0, "phase": "trunk" if status == "running" else "final",
-            "status": status, **kw}
+    return {
+        "study": "s",
+        "arm": "scratch-tiny-f1",
+        "trial_id": trial,
+        "init": "scratch",
+        "iteration": iteration,
+        "cost_iterations": iteration if cost is None else cost,
+        "max_iterations": 20,
+        "bbox_AP": 0.25,
+        "schedule": 2.0,
+        "trunk_schedule": 2.0,
+        "phase": "trunk" if status == "running" else "final",
+        "status": status,
+        **kw,
+    }
 
 
 def test_rows_read_back_typed(tmp_path):

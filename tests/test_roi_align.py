@@ -17,8 +17,9 @@ def _rois(n_images: int, count: int, height: int, width: int, scale: float, seed
     return torch.cat([batch, xy, xy + wh], dim=1)
 
 
-@pytest.mark.parametrize("n_images,height,width,count,size", [(1, 32, 40, 64, 7), (1, 32, 40, 16, 14),
-                                                               (1, 5, 3, 20, 7), (3, 16, 20, 40, 14)])
+@pytest.mark.parametrize(
+    "n_images,height,width,count,size", [(1, 32, 40, 64, 7), (1, 32, 40, 16, 14), (1, 5, 3, 20, 7), (3, 16, 20, 40, 14)]
+)
 def test_values_and_gradients_match_torchvision(n_images, height, width, count, size):
     torch.manual_seed(0)
     x = torch.randn(n_images, 8, height, width, dtype=torch.float64, requires_grad=True)

@@ -7,13 +7,16 @@ from trainables.schedule import drop_iterations, lr_at, scaled_lr, total_iterati
 B = 90_000
 
 
-@pytest.mark.parametrize("n, total, drops", [
-    (1, 90_000, (30_000, 70_000)),      # the rule applied to 1x (the paper studies 2x and longer)
-    (2, 180_000, (120_000, 160_000)),   # paper: 2x drops at 120k / 160k
-    (3, 270_000, (210_000, 250_000)),   # Detectron GN 3x: STEPS [0, 210000, 250000]
-    (6, 540_000, (480_000, 520_000)),   # paper: 6x drops at 480k / 520k
-    (9, 810_000, (750_000, 790_000)),
-])
+@pytest.mark.parametrize(
+    "n, total, drops",
+    [
+        (1, 90_000, (30_000, 70_000)),  # the rule applied to 1x (the paper studies 2x and longer)
+        (2, 180_000, (120_000, 160_000)),  # paper: 2x drops at 120k / 160k
+        (3, 270_000, (210_000, 250_000)),  # Detectron GN 3x: STEPS [0, 210000, 250000]
+        (6, 540_000, (480_000, 520_000)),  # paper: 6x drops at 480k / 520k
+        (9, 810_000, (750_000, 790_000)),
+    ],
+)
 def test_paper_schedules(n, total, drops):
     assert total_iterations(B, n) == total
     assert drop_iterations(B, n) == drops

@@ -2,8 +2,8 @@
 rungs, with real Optuna and Ray Tune classes."""
 
 import dataclasses
-import json
 import functools
+import json
 import types
 
 import optuna
@@ -21,9 +21,18 @@ SPACE = SearchSpace(lr=(0.01, 0.1), weight_decay=(1e-5, 1e-3), schedule=(1.0, 2.
 
 def _search(tmp_path, num_samples=3):
     storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'optuna.db'}")
-    searchers = {arm: arm_searcher(arm, SPACE, storage=storage, seed=i, metric="bbox_AP", num_samples=num_samples,
-                                   first_point={"lr": 0.02, "weight_decay": 1e-4, "schedule": 1.0})
-                 for i, arm in enumerate(["scratch-tiny-f1", "pretrained-tiny-f1"])}
+    searchers = {
+        arm: arm_searcher(
+            arm,
+            SPACE,
+            storage=storage,
+            seed=i,
+            metric="bbox_AP",
+            num_samples=num_samples,
+            first_point={"lr": 0.02, "weight_decay": 1e-4, "schedule": 1.0},
+        )
+        for i, arm in enumerate(["scratch-tiny-f1", "pretrained-tiny-f1"])
+    }
     spaces = dict.fromkeys(searchers, SPACE)
     return ArmSearch(searchers, num_samples, "bbox_AP", fixed={"seed": 0}, spaces=spaces), storage
 
@@ -63,9 +72,17 @@ def test_save_restore_and_orphans(tmp_path):
 
 
 def _final(config, schedule, ap, status="completed", loss=1.0, arm=None):
-    return {"phase": "final", "status": status, "arm": arm or config["arm"], "schedule": schedule,
-            "trunk_schedule": config["schedule"], "lr": config["lr"], "weight_decay": config["weight_decay"],
-            "bbox_AP": ap, "loss": loss}
+    return {
+        "phase": "final",
+        "status": status,
+        "arm": arm or config["arm"],
+        "schedule": schedule,
+        "trunk_schedule": config["schedule"],
+        "lr": config["lr"],
+        "weight_decay": config["weight_decay"],
+        "bbox_AP": ap,
+        "loss": loss,
+    }
 
 
 def test_branch_results_become_optuna_trials_of_their_own(tmp_path):
@@ -81,8 +98,11 @@ def test_branch_results_become_optuna_trials_of_their_own(tmp_path):
     search.on_trial_complete("t9", _final(config, 2.0, 0.4))
     study = optuna.load_study(study_name="scratch-tiny-f1", storage=storage)
     branch = [t for t in study.trials if t.user_attrs.get("branch")]
-    assert len(branch) == 1 and branch[0].params == {"lr": config["lr"], "weight_decay": config["weight_decay"],
-                                                     "schedule": 1.0}
+    assert len(branch) == 1 and branch[0].params == {
+        "lr": config["lr"],
+        "weight_decay": config["weight_decay"],
+        "schedule": 1.0,
+    }
     assert branch[0].value == 0.3 and branch[0].user_attrs["tune_trial"] == "t9"
 
 
@@ -100,8 +120,15 @@ def _trial(trial_id):
 
 
 def _rung(schedule, ap, trunk=3.0, arm="a", loss=1.0, status="completed"):
-    return {"phase": "final", "arm": arm, "schedule": schedule, "trunk_schedule": trunk, "bbox_AP": ap,
-            "loss": loss, "status": status}
+    return {
+        "phase": "final",
+        "arm": arm,
+        "schedule": schedule,
+        "trunk_schedule": trunk,
+        "bbox_AP": ap,
+        "loss": loss,
+        "status": status,
+    }
 
 
 def test_rungs_compare_only_within_arm_and_schedule():
@@ -141,10 +168,12 @@ def test_each_arm_starts_from_its_own_recipe(tmp_path):
     from study.tuning import build_search
 
     study = dataclasses.replace(
-        TOY, default_trial={"lr": 0.3, "weight_decay": 1e-4, "schedule": 1.0},
+        TOY,
+        default_trial={"lr": 0.3, "weight_decay": 1e-4, "schedule": 1.0},
         search=dataclasses.replace(TOY.search, schedule=(1.0, 2.0)),
         search_overrides=(("init=scratch", dataclasses.replace(TOY.search, schedule=(2.0, 3.0))),),
-        default_overrides=(("init=scratch", {"schedule": 3.0}),))
+        default_overrides=(("init=scratch", {"schedule": 3.0}),),
+    )
     search = build_search(study, 2, str(tmp_path))
     first = {c["arm"]: c for c in (search.suggest("a"), search.suggest("b"))}
     assert first["scratch-tiny-f1"]["schedule"] == 3.0 and first["pretrained-tiny-f1"]["schedule"] == 1.0
@@ -156,11 +185,18 @@ def test_each_arm_starts_from_its_own_recipe(tmp_path):
         dataclasses.replace(study, default_overrides=(("init=scratch", {"momentum": 0.8}),))
 
 
-def test_a_recipe_outside_the_ranges_is_left_out_and_said(tmp_path, capsys):
+def test_a_recipe_outside_the_ranges_is_left_out_and_said(tmp_path, caplog):
     storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'optuna.db'}")
-    search = arm_searcher("scratch-tiny-f1", SPACE, storage=storage, seed=0, metric="bbox_AP", num_samples=2,
-                          first_point={"lr": 0.02, "weight_decay": 1e-4, "schedule": 3.0})
-    assert "lies outside its search ranges" in capsys.readouterr().out
+    search = arm_searcher(
+        "scratch-tiny-f1",
+        SPACE,
+        storage=storage,
+        seed=0,
+        metric="bbox_AP",
+        num_samples=2,
+        first_point={"lr": 0.02, "weight_decay": 1e-4, "schedule": 3.0},
+    )
+    assert "lies outside its search ranges" in caplog.text
     search.set_search_properties("bbox_AP", "max", {})
     assert search.suggest("a")["schedule"] in SPACE.schedule
 
@@ -170,11 +206,14 @@ def test_rungs_are_rebuilt_from_the_results_after_a_restore(tmp_path):
 
     # What a killed study had written (Tune restores its scheduler unpickled, rungs empty):
     # two trials of arm "a" scored 1x; trunk rows never enter a rung.
-    for cost, (trial_id, ap) in enumerate((("t1", 0.5), ("t2", 0.4))):
-        results.write_row(str(tmp_path), {**_rung(1.0, ap), "trial_id": trial_id, "iteration": 250,
-                                          "cost_iterations": 250})
-        results.write_row(str(tmp_path), {**_rung(1.0, 0.0), "phase": "trunk", "trial_id": trial_id,
-                                          "iteration": 125, "cost_iterations": 500})
+    for trial_id, ap in (("t1", 0.5), ("t2", 0.4)):
+        results.write_row(
+            str(tmp_path), {**_rung(1.0, ap), "trial_id": trial_id, "iteration": 250, "cost_iterations": 250}
+        )
+        results.write_row(
+            str(tmp_path),
+            {**_rung(1.0, 0.0), "phase": "trunk", "trial_id": trial_id, "iteration": 125, "cost_iterations": 500},
+        )
     history = functools.partial(results.read_rows, str(tmp_path))
     fresh = ScheduleRungs("bbox_AP", 2)
     restored = cloudpickle.loads(cloudpickle.dumps(ScheduleRungs("bbox_AP", 2, history=history)))
@@ -202,23 +241,36 @@ def test_a_trial_ended_early_is_one_short_of_its_own_final():
 def _input_failure(results, trial_id, arm, field):
     folder = results / "failures"
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{trial_id}.json").write_text(json.dumps(
-        {"trial_id": trial_id, "arm": arm, "type": "MissingInputError", "message": f"{field} not found",
-         "field": field, "ranks": [0], "nodes": ["n"], "log": str(folder / f"{trial_id}.log")}))
+    (folder / f"{trial_id}.json").write_text(
+        json.dumps(
+            {
+                "trial_id": trial_id,
+                "arm": arm,
+                "type": "MissingInputError",
+                "message": f"{field} not found",
+                "field": field,
+                "ranks": [0],
+                "nodes": ["n"],
+                "log": str(folder / f"{trial_id}.log"),
+            }
+        )
+    )
 
 
-ARM_CONFIGS = {"scratch-tiny-f1": {"pretrained_weights": "", "data": {"train_annotations": "/d/train.json"}},
-               "pretrained-tiny-f1": {"pretrained_weights": "/w.pth", "data": {"train_annotations": "/d/train.json"}}}
+ARM_CONFIGS = {
+    "scratch-tiny-f1": {"pretrained_weights": "", "data": {"train_annotations": "/d/train.json"}},
+    "pretrained-tiny-f1": {"pretrained_weights": "/w.pth", "data": {"train_annotations": "/d/train.json"}},
+}
 
 
-def test_bad_input_closes_the_arms_that_would_meet_it_again(tmp_path, capsys):
+def test_bad_input_closes_the_arms_that_would_meet_it_again(tmp_path, caplog):
     """An arm's own bad value closes that arm; a value every arm shares closes them all."""
     search, storage = _search(tmp_path, num_samples=3)
     search.results_uri, search.arm_configs = str(tmp_path), ARM_CONFIGS
     assert search.suggest("s0")["arm"] == "scratch-tiny-f1" and search.suggest("p0")["arm"] == "pretrained-tiny-f1"
     _input_failure(tmp_path, "p0", "pretrained-tiny-f1", "pretrained_weights")
     search.on_trial_complete("p0", error=True)
-    assert "pretrained-tiny-f1 gets no further trials in this run" in capsys.readouterr().out
+    assert "pretrained-tiny-f1 gets no further trials in this run" in caplog.text
     assert [search.suggest(f"s{i}")["arm"] for i in (1, 2)] == ["scratch-tiny-f1"] * 2
     pretrained = optuna.load_study(study_name="pretrained-tiny-f1", storage=storage)
     assert [t.state for t in pretrained.trials] == [optuna.trial.TrialState.FAIL]
@@ -229,7 +281,7 @@ def test_bad_input_closes_the_arms_that_would_meet_it_again(tmp_path, capsys):
     search.suggest("s0")
     _input_failure(tmp_path / "b", "s0", "scratch-tiny-f1", "data.train_annotations")
     search.on_trial_complete("s0", error=True)
-    assert "every arm reads data.train_annotations" in capsys.readouterr().out
+    assert "every arm reads data.train_annotations" in caplog.text
     assert search.suggest("x") == Searcher.FINISHED
     # An error without a record (a lost node after Train's retries) closes nothing.
     (tmp_path / "c").mkdir()
@@ -260,12 +312,19 @@ def test_a_failed_trial_finished_by_resume_joins_optuna(tmp_path):
 def test_failures_summary_and_scope():
     from study import failures
 
-    record = {"trial_id": "t1", "arm": "pretrained-tiny-f1", "type": "MissingInputError",
-              "message": "pretrained weights not found: /w.pth\n(second line)", "field": "pretrained_weights",
-              "log": "/r/failures/t1.log"}
+    record = {
+        "trial_id": "t1",
+        "arm": "pretrained-tiny-f1",
+        "type": "MissingInputError",
+        "message": "pretrained weights not found: /w.pth\n(second line)",
+        "field": "pretrained_weights",
+        "log": "/r/failures/t1.log",
+    }
     line = failures.from_record(record).line()
-    assert line == ("trial t1 (pretrained-tiny-f1) failed: MissingInputError: pretrained weights not found: /w.pth "
-                    "(second line) [log: /r/failures/t1.log]")
+    assert line == (
+        "trial t1 (pretrained-tiny-f1) failed: MissingInputError: pretrained weights not found: /w.pth "
+        "(second line) [log: /r/failures/t1.log]"
+    )
     assert failures.arms_to_close(record, ARM_CONFIGS)[0] == ["pretrained-tiny-f1"]
     assert failures.arms_to_close({**record, "field": "data.train_annotations"}, ARM_CONFIGS)[0] == list(ARM_CONFIGS)
     assert failures.arms_to_close({**record, "field": None}, ARM_CONFIGS)[0] == []
@@ -276,3 +335,17 @@ def test_failures_summary_and_scope():
     assert lost.line() == "trial t2 (a) failed: RuntimeError: worker 1 lost [log: /r/tune/t2/error.txt]"
     assert failures.format_failures([]) == ""
     assert failures.format_failures([lost]).splitlines()[0] == "1 trial(s) failed:"
+
+
+def test_private_optuna_search_attributes_exist_in_the_pinned_ray(tmp_path):
+    """OptunaSearch has no public accessor for its Optuna study and trials: ArmSearch reads
+    ``_ot_study`` (add_trial for branch results) and ``_ot_trials`` (orphans after a restore).
+    This pins them to the Ray version pyproject.toml pins."""
+    import ray
+
+    assert ray.__version__ == "2.60.0"
+    search, _ = _search(tmp_path)
+    search.suggest("t0")
+    searcher = search.searchers["scratch-tiny-f1"]
+    assert isinstance(searcher._ot_study, optuna.Study)
+    assert isinstance(searcher._ot_trials["t0"], optuna.trial.Trial)

@@ -6,9 +6,9 @@ import pytest
 import torch
 from torchvision.models import resnet18
 
-from study.presets import R50_GN, TINY_GN
 from trainables.model import build_backbone_body
 from trainables.weights import load_backbone_weights
+from trainables.zoo import R50_GN, TINY_GN
 
 
 def test_torchvision_bn_state_dict_into_frozenbn(tmp_path):
@@ -53,7 +53,9 @@ def test_shape_mismatch_is_an_error(tmp_path):
     path = tmp_path / "wide.pth"
     torch.save(build_backbone_body(dataclasses.replace(TINY_GN, width=64)).state_dict(), path)
     body = build_backbone_body(TINY_GN)  # width 32
-    with pytest.raises(ValueError, match=r"shape mismatches.*conv1.weight: checkpoint \(64, 3, 7, 7\) vs model \(32, 3, 7, 7\)"):
+    with pytest.raises(
+        ValueError, match=r"shape mismatches.*conv1.weight: checkpoint \(64, 3, 7, 7\) vs model \(32, 3, 7, 7\)"
+    ):
         load_backbone_weights(body, str(path))
 
 
@@ -95,7 +97,9 @@ def _to_detectron(state):
             suffix = "1_w" if module.endswith("0") else ("1_gn_s" if param == "weight" else "1_gn_b")
         else:
             letter = "abc"[int(module[-1]) - 1]
-            suffix = f"2{letter}_w" if module.startswith("conv") else f"2{letter}_gn_{'s' if param == 'weight' else 'b'}"
+            suffix = (
+                f"2{letter}_w" if module.startswith("conv") else f"2{letter}_gn_{'s' if param == 'weight' else 'b'}"
+            )
         blobs[prefix + suffix] = value.numpy()
     return blobs
 
@@ -103,15 +107,16 @@ def _to_detectron(state):
 def test_detectron_gn_pickle_loads_every_tensor(tmp_path):
     import pickle
 
-    from study.presets import R101_GN
+    from trainables.zoo import R101_GN
 
     src = build_backbone_body(R101_GN)
     torch.nn.init.normal_(src.conv1.weight)
     blobs = _to_detectron(src.state_dict())
     assert "res4_22_branch2c_gn_b" in blobs and "res2_0_branch1_w" in blobs
     path = tmp_path / "R-101-GN.pkl"
-    path.write_bytes(pickle.dumps({"blobs": {**blobs, "res2_0_branch2a_w_momentum": blobs["res2_0_branch2a_w"]}},
-                                  protocol=2))
+    path.write_bytes(
+        pickle.dumps({"blobs": {**blobs, "res2_0_branch2a_w_momentum": blobs["res2_0_branch2a_w"]}}, protocol=2)
+    )
     body = build_backbone_body(R101_GN)
     report = load_backbone_weights(body, str(path))
     assert not report.missing and not report.unexpected

@@ -35,8 +35,10 @@ def branches(base_iters: int, schedules: tuple[float, ...], trunk_schedule: floa
     plan = tuple(Branch(s, drop_iterations(base_iters, s)[0], total_iterations(base_iters, s)) for s in chosen)
     for a, b in zip(plan, plan[1:]):
         if b.fork <= a.fork:  # only schedules rounding to the same iterations can collide
-            raise ValueError(f"schedules {a.schedule:g}x and {b.schedule:g}x fork at the same iteration "
-                             f"{a.fork} with 1x = {base_iters}; drop one of them")
+            raise ValueError(
+                f"schedules {a.schedule:g}x and {b.schedule:g}x fork at the same iteration "
+                f"{a.fork} with 1x = {base_iters}; drop one of them"
+            )
     return plan
 
 

@@ -34,31 +34,48 @@ def read_coco_json(path: str, field: str | None = None) -> dict[str, Any]:
 def check_coco(blob: Any, path: str, field: str | None = None) -> None:
     """The three lists exist, ids are unique, and every annotation names a known image and category."""
     if not isinstance(blob, dict):
-        raise InputError(f"{path} is not a COCO-format annotation file: the top level is a "
-                         f"{type(blob).__name__}, not an object{_named(field)}", field)
+        raise InputError(
+            f"{path} is not a COCO-format annotation file: the top level is a "
+            f"{type(blob).__name__}, not an object{_named(field)}",
+            field,
+        )
     absent = [k for k in REQUIRED if not isinstance(blob.get(k), list)]
     if absent:
-        raise InputError(f"{path} is not a COCO-format annotation file: no list '{absent[0]}' (it needs "
-                         f"{', '.join(REQUIRED)}){_named(field)}", field)
-    for key, needs in (("images", ("id", "file_name")), ("categories", ("id",)), ("annotations", ("id", "image_id", "category_id", "bbox"))):
+        raise InputError(
+            f"{path} is not a COCO-format annotation file: no list '{absent[0]}' (it needs "
+            f"{', '.join(REQUIRED)}){_named(field)}",
+            field,
+        )
+    for key, needs in (
+        ("images", ("id", "file_name")),
+        ("categories", ("id",)),
+        ("annotations", ("id", "image_id", "category_id", "bbox")),
+    ):
         for record in blob[key]:
             lacking = [n for n in needs if not isinstance(record, dict) or n not in record]
             if lacking:
-                raise InputError(f"{path}: a record of '{key}' has no '{lacking[0]}': {str(record)[:200]}"
-                                 f"{_named(field)}", field)
+                raise InputError(
+                    f"{path}: a record of '{key}' has no '{lacking[0]}': {str(record)[:200]}{_named(field)}", field
+                )
     images = {img["id"] for img in blob["images"]}
     categories = {c["id"] for c in blob["categories"]}
     if len(images) != len(blob["images"]):
         raise InputError(f"{path}: image ids are not unique{_named(field)}", field)
     for ann in blob["annotations"]:
         if ann["image_id"] not in images:
-            raise InputError(f"{path}: annotation {ann['id']} refers to image {ann['image_id']}, which is not in "
-                             f"its images{_named(field)}", field)
+            raise InputError(
+                f"{path}: annotation {ann['id']} refers to image {ann['image_id']}, which is not in "
+                f"its images{_named(field)}",
+                field,
+            )
         if ann["category_id"] not in categories:
-            raise InputError(f"{path}: annotation {ann['id']} (image {ann['image_id']}) has category_id "
-                             f"{ann['category_id']}, which is not in its categories "
-                             f"({', '.join(map(str, sorted(categories)[:10]))}{', ...' if len(categories) > 10 else ''})"
-                             f"{_named(field)}", field)
+            raise InputError(
+                f"{path}: annotation {ann['id']} (image {ann['image_id']}) has category_id "
+                f"{ann['category_id']}, which is not in its categories "
+                f"({', '.join(map(str, sorted(categories)[:10]))}{', ...' if len(categories) > 10 else ''})"
+                f"{_named(field)}",
+                field,
+            )
 
 
 def check_same_categories(train: dict[str, Any], val: dict[str, Any], train_path: str, val_path: str) -> None:
@@ -66,12 +83,16 @@ def check_same_categories(train: dict[str, Any], val: dict[str, Any], train_path
     other = {c["id"]: c.get("name") for c in val["categories"]}
     if ids != other:
         diff = sorted(set(ids.items()) ^ set(other.items()), key=str)[:3]
-        raise InputError(f"{train_path} and {val_path} have different categories (first differences: {diff}); "
-                         f"a model trained on one cannot be scored on the other", "data.val_annotations")
+        raise InputError(
+            f"{train_path} and {val_path} have different categories (first differences: {diff}); "
+            f"a model trained on one cannot be scored on the other",
+            "data.val_annotations",
+        )
 
 
-def check_images_present(images_dir: str, images: list[dict[str, Any]], annotations: str,
-                         field: str | None = None, first: int | None = None) -> None:
+def check_images_present(
+    images_dir: str, images: list[dict[str, Any]], annotations: str, field: str | None = None, first: int | None = None
+) -> None:
     """The folder exists and holds the listed files (all of them, or the ``first`` few)."""
     if not os.path.isdir(images_dir):
         raise MissingInputError(f"image folder {images_dir} not found{_named(field)}", field)
@@ -80,20 +101,34 @@ def check_images_present(images_dir: str, images: list[dict[str, Any]], annotati
         present = set(os.listdir(images_dir))
     except OSError as err:
         raise InputError(f"image folder {images_dir} cannot be read: {err}{_named(field)}", field) from None
-    missing = [img for img in listed
-               if not (img["file_name"] in present if "/" not in img["file_name"]
-                       else os.path.isfile(os.path.join(images_dir, img["file_name"])))]
+    missing = [
+        img
+        for img in listed
+        if not (
+            img["file_name"] in present
+            if "/" not in img["file_name"]
+            else os.path.isfile(os.path.join(images_dir, img["file_name"]))
+        )
+    ]
     if missing:
         img = missing[0]
         more = f" and {len(missing) - 1} more of the {len(listed)} checked" if len(missing) > 1 else ""
-        raise MissingInputError(f"image {img['id']} listed in {annotations} is missing: "
-                                f"{os.path.join(images_dir, img['file_name'])}{more}{_named(field)}", field)
+        raise MissingInputError(
+            f"image {img['id']} listed in {annotations} is missing: "
+            f"{os.path.join(images_dir, img['file_name'])}{more}{_named(field)}",
+            field,
+        )
 
 
 def trainable_images(blob: dict[str, Any]) -> int:
     """Images with at least one non-crowd annotation whose box has positive size (trainables/data.py)."""
-    return len({a["image_id"] for a in blob["annotations"]
-                if not a.get("iscrowd", 0) and a["bbox"][2] >= 1 and a["bbox"][3] >= 1})
+    return len(
+        {
+            a["image_id"]
+            for a in blob["annotations"]
+            if not a.get("iscrowd", 0) and a["bbox"][2] >= 1 and a["bbox"][3] >= 1
+        }
+    )
 
 
 def _named(field: str | None) -> str:

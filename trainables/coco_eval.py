@@ -34,10 +34,7 @@ import faster_coco_eval
 import pycocotools.coco
 import pycocotools.cocoeval
 
-_SUFFIXES = ("AP", "AP50", "AP75", "APs", "APm", "APl")  # order of COCOeval.stats[0:6]
-BBOX_KEYS: tuple[str, ...] = tuple(f"bbox_{s}" for s in _SUFFIXES)
-SEGM_KEYS: tuple[str, ...] = tuple(f"segm_{s}" for s in _SUFFIXES)
-AP_KEYS: tuple[str, ...] = BBOX_KEYS + SEGM_KEYS
+from analysis.schema import AP_KEYS, BBOX_KEYS, SEGM_KEYS  # in COCOeval.stats[0:6] order
 
 Backend = Literal["faster", "pycocotools"]
 #: Backend used when ``evaluate`` is called without one (see the module docstring).
@@ -88,9 +85,7 @@ def _stats(coco_gt: Any, results: list[dict], iou_type: str, backend: Backend) -
     return stats
 
 
-def evaluate(
-    gt: GroundTruth, predictions: list[dict], backend: Backend = DEFAULT_BACKEND
-) -> dict[str, float]:
+def evaluate(gt: GroundTruth, predictions: list[dict], backend: Backend = DEFAULT_BACKEND) -> dict[str, float]:
     """Compute COCO bbox (and segm) AP for a list of COCO result dicts.
 
     Args:
@@ -122,9 +117,7 @@ def evaluate(
     coco_gt = _load_gt(gt, backend)
     unknown = sorted({p["image_id"] for p in predictions} - set(coco_gt.getImgIds()))
     if unknown:
-        raise ValueError(
-            f"{len(unknown)} prediction image_id(s) not in the ground truth, e.g. {unknown[:5]}"
-        )
+        raise ValueError(f"{len(unknown)} prediction image_id(s) not in the ground truth, e.g. {unknown[:5]}")
     n_segm = sum("segmentation" in p for p in predictions)
     if 0 < n_segm < len(predictions):
         raise ValueError(f"{n_segm} of {len(predictions)} predictions carry a segmentation; all or none must")

@@ -80,7 +80,12 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         _check(self.source in ("synthetic", "coco"), "data.source", self.source, "'synthetic' or 'coco'")
-        _check(len(self.min_size) >= 1 and all(s > 0 for s in self.min_size), "data.min_size", self.min_size, "positive sizes")
+        _check(
+            len(self.min_size) >= 1 and all(s > 0 for s in self.min_size),
+            "data.min_size",
+            self.min_size,
+            "positive sizes",
+        )
         _check(self.max_size >= max(self.min_size), "data.max_size", self.max_size, ">= every data.min_size")
         _check(0.0 <= self.hflip_prob <= 1.0, "data.hflip_prob", self.hflip_prob, "in [0, 1]")
         _check(self.loader_workers >= 0, "data.loader_workers", self.loader_workers, ">= 0")
@@ -117,14 +122,26 @@ class ModelConfig:
     def __post_init__(self) -> None:
         _check(self.depth in (18, 50, 101), "model.depth", self.depth, "18, 50 or 101")
         _check(self.norm in NORMS, "model.norm", self.norm, f"one of {NORMS}")
-        _check(self.width > 0 and (self.width % self.gn_groups == 0 or self.norm != "gn"),
-               "model.width", self.width, f"a multiple of model.gn_groups={self.gn_groups}")
-        _check(self.fpn_channels % self.gn_groups == 0 or self.norm != "gn",
-               "model.fpn_channels", self.fpn_channels, f"a multiple of model.gn_groups={self.gn_groups}")
+        _check(
+            self.width > 0 and (self.width % self.gn_groups == 0 or self.norm != "gn"),
+            "model.width",
+            self.width,
+            f"a multiple of model.gn_groups={self.gn_groups}",
+        )
+        _check(
+            self.fpn_channels % self.gn_groups == 0 or self.norm != "gn",
+            "model.fpn_channels",
+            self.fpn_channels,
+            f"a multiple of model.gn_groups={self.gn_groups}",
+        )
         _check(len(self.anchor_sizes) == 5, "model.anchor_sizes", self.anchor_sizes, "5 sizes, one per FPN level")
         _check(0 <= self.frozen_stages <= 5, "model.frozen_stages", self.frozen_stages, "in [0, 5]")
-        _check(len(self.pixel_mean) == 3 and len(self.pixel_std) == 3 and all(v > 0 for v in self.pixel_std),
-               "model.pixel_mean/pixel_std", (self.pixel_mean, self.pixel_std), "3 values each, std > 0")
+        _check(
+            len(self.pixel_mean) == 3 and len(self.pixel_std) == 3 and all(v > 0 for v in self.pixel_std),
+            "model.pixel_mean/pixel_std",
+            (self.pixel_mean, self.pixel_std),
+            "3 values each, std > 0",
+        )
 
 
 @dataclass(frozen=True)
@@ -154,8 +171,12 @@ class SolverConfig:
         _check(self.warmup_iters >= 0, "solver.warmup_iters", self.warmup_iters, ">= 0")
         _check(0.0 < self.warmup_factor <= 1.0, "solver.warmup_factor", self.warmup_factor, "in (0, 1]")
         _check(0.0 < self.gamma <= 1.0, "solver.gamma", self.gamma, "in (0, 1]")
-        _check(self.clip_grad_norm is None or self.clip_grad_norm > 0, "solver.clip_grad_norm",
-               self.clip_grad_norm, "None or > 0")
+        _check(
+            self.clip_grad_norm is None or self.clip_grad_norm > 0,
+            "solver.clip_grad_norm",
+            self.clip_grad_norm,
+            "None or > 0",
+        )
 
 
 @dataclass(frozen=True)
@@ -220,17 +241,31 @@ class TrialConfig:
         _check(0.0 < self.data_fraction <= 1.0, "data_fraction", self.data_fraction, "in (0, 1]")
         _check(math.isfinite(self.lr) and self.lr > 0, "lr", self.lr, "a positive number")
         _check(math.isfinite(self.weight_decay) and self.weight_decay >= 0, "weight_decay", self.weight_decay, ">= 0")
-        _check(math.isfinite(self.schedule) and self.schedule > 0, "schedule", self.schedule, "a positive multiple of 1x")
-        _check(all(math.isfinite(x) and x > 0 for x in self.schedules), "schedules", self.schedules,
-               "positive multiples of 1x")
+        _check(
+            math.isfinite(self.schedule) and self.schedule > 0, "schedule", self.schedule, "a positive multiple of 1x"
+        )
+        _check(
+            all(math.isfinite(x) and x > 0 for x in self.schedules),
+            "schedules",
+            self.schedules,
+            "positive multiples of 1x",
+        )
         _check(self.num_workers >= 1, "num_workers", self.num_workers, ">= 1")
         _check(self.eval_period >= 0, "eval_period", self.eval_period, ">= 0")
         _check(self.cpus_per_worker >= 1, "cpus_per_worker", self.cpus_per_worker, ">= 1")
         _check(self.max_failures >= -1, "max_failures", self.max_failures, ">= -1 (-1: unlimited)")
-        _check(not (self.init == "scratch" and self.model.norm == "frozenbn"), "model.norm", self.model.norm,
-               "gn or syncbn for init=scratch (frozen BN has no statistics to freeze without pre-training)")
-        _check(not (self.model.norm == "syncbn" and self.num_workers > 1 and not self.use_gpu), "model.norm",
-               self.model.norm, "gn or frozenbn for several CPU workers (torch's SyncBatchNorm runs on GPUs only)")
+        _check(
+            not (self.init == "scratch" and self.model.norm == "frozenbn"),
+            "model.norm",
+            self.model.norm,
+            "gn or syncbn for init=scratch (frozen BN has no statistics to freeze without pre-training)",
+        )
+        _check(
+            not (self.model.norm == "syncbn" and self.num_workers > 1 and not self.use_gpu),
+            "model.norm",
+            self.model.norm,
+            "gn or frozenbn for several CPU workers (torch's SyncBatchNorm runs on GPUs only)",
+        )
 
     @property
     def global_batch(self) -> int:
@@ -256,7 +291,9 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise ConfigError(f"unknown field {where + '.' if where else ''}{unknown[0]} (known: {', '.join(sorted(names))})")
+        raise ConfigError(
+            f"unknown field {where + '.' if where else ''}{unknown[0]} (known: {', '.join(sorted(names))})"
+        )
     kwargs = {k: coerce(hints[k], v, f"{where + '.' if where else ''}{k}") for k, v in data.items()}
     return cls(**kwargs)
 

@@ -42,10 +42,7 @@ def load_coco(annotations: str, field: str | None = None) -> COCO:
 
 def trainable_image_ids(coco: COCO) -> list[int]:
     """Images with at least one non-crowd annotation whose box has positive size."""
-    return sorted(
-        img_id for img_id in coco.getImgIds()
-        if any(_valid(a) for a in coco.imgToAnns.get(img_id, []))
-    )
+    return sorted(img_id for img_id in coco.getImgIds() if any(_valid(a) for a in coco.imgToAnns.get(img_id, [])))
 
 
 def _valid(ann: dict) -> bool:
@@ -130,8 +127,10 @@ class CocoDetection(torch.utils.data.Dataset):
             except UnreadableImage as err:
                 skipped.append(str(err))
         else:
-            raise InputError(f"{MAX_SUBSTITUTES + 1} training images in a row cannot be read, from "
-                             f"{skipped[0]} to {skipped[-1]}", "data.train_images")
+            raise InputError(
+                f"{MAX_SUBSTITUTES + 1} training images in a row cannot be read, from {skipped[0]} to {skipped[-1]}",
+                "data.train_images",
+            )
         target = self.target(image_id, image.shape[1], image.shape[2])
         if skipped:
             target["skipped"] = skipped
@@ -145,7 +144,11 @@ class CocoDetection(torch.utils.data.Dataset):
         boxes[:, 2:] += boxes[:, :2]
         boxes[:, 0::2].clamp_(0, width)
         boxes[:, 1::2].clamp_(0, height)
-        masks = np.stack([self.ann_to_mask(a, height, width) for a in anns]) if anns else np.zeros((0, height, width), np.uint8)
+        masks = (
+            np.stack([self.ann_to_mask(a, height, width) for a in anns])
+            if anns
+            else np.zeros((0, height, width), np.uint8)
+        )
         return {
             "boxes": boxes,
             "labels": torch.tensor([self.category_to_label[a["category_id"]] for a in anns], dtype=torch.int64),
@@ -200,8 +203,9 @@ class ResumableDistributedSampler(DistributedSampler):
     they repeat after a restart whatever the number of loader processes.
     """
 
-    def __init__(self, dataset, num_replicas: int, rank: int, *, shuffle: bool, seed: int,
-                 hflip_prob: float = 0.0) -> None:
+    def __init__(
+        self, dataset, num_replicas: int, rank: int, *, shuffle: bool, seed: int, hflip_prob: float = 0.0
+    ) -> None:
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=False)
         self.start = 0
         self.hflip_prob = hflip_prob
@@ -215,14 +219,18 @@ class ResumableDistributedSampler(DistributedSampler):
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch * 1_009 + self.rank)
             flips = (torch.rand(len(indices), generator=g) < self.hflip_prob).tolist()
             indices = list(zip(indices, flips))
-        return iter(indices[self.start:])
+        return iter(indices[self.start :])
 
     def __len__(self) -> int:
         return self.num_samples - self.start
 
 
-def coco_results(outputs: list[dict[str, torch.Tensor]], image_ids: list[int], label_to_category: dict[int, int],
-                 mask_threshold: float = 0.5) -> list[dict]:
+def coco_results(
+    outputs: list[dict[str, torch.Tensor]],
+    image_ids: list[int],
+    label_to_category: dict[int, int],
+    mask_threshold: float = 0.5,
+) -> list[dict]:
     """torchvision detections -> COCO result dicts (xywh boxes, RLE masks with str counts)."""
     results = []
     for out, image_id in zip(outputs, image_ids):
@@ -237,8 +245,12 @@ def coco_results(outputs: list[dict[str, torch.Tensor]], image_ids: list[int], l
             binary = (out["masks"][:, 0] > mask_threshold).cpu().numpy().astype(np.uint8)
             masks = mask_utils.encode(np.asfortranarray(binary.transpose(1, 2, 0)))
         for i, (box, score, label) in enumerate(zip(xywh, scores, labels)):
-            res = {"image_id": int(image_id), "category_id": label_to_category[int(label)],
-                   "bbox": [round(v, 2) for v in box], "score": round(float(score), 5)}
+            res = {
+                "image_id": int(image_id),
+                "category_id": label_to_category[int(label)],
+                "bbox": [round(v, 2) for v in box],
+                "score": round(float(score), 5),
+            }
             if masks is not None:
                 rle = masks[i]
                 res["segmentation"] = {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}

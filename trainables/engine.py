@@ -14,32 +14,40 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import pickle
 import random
 import socket
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 
+from analysis.schema import CHECKPOINT, COMPLETED, DIVERGED, FINAL, LOSS_KEYS, RUNNING, TRUNK
 from trainables import coco_eval, results, storage
 from trainables.branches import branches, trial_iterations
 from trainables.coco_check import check_images_present, check_same_categories
 from trainables.config import TrialConfig
 from trainables.data import CocoDetection, ResumableDistributedSampler, coco_results, collate, load_coco, select_subset
 from trainables.errors import InputError, MissingInputError
-from trainables.model import (assert_scratch_ready, build_model, convert_sync_batchnorm, freeze_stages,
-                              param_groups)
-from trainables.loop import (FaultInjection, LossWindow, PeriodicEvaluation, Position, ProgressLog, Trainer,
-                             Training, check_finite, rng_state)
-from trainables.results import LOSS_KEYS
+from trainables.loop import (
+    FaultInjection,
+    LossWindow,
+    PeriodicEvaluation,
+    Position,
+    ProgressLog,
+    Trainer,
+    Training,
+    check_finite,
+    rng_state,
+)
+from trainables.model import assert_scratch_ready, build_model, convert_sync_batchnorm, freeze_stages, param_groups
 from trainables.schedule import lr_multiplier, scaled_lr
 from trainables.synthetic import ensure_dataset
 from trainables.weights import load_backbone_weights
@@ -90,13 +98,18 @@ def build_datasets(cfg: TrialConfig, paths: DataPaths) -> tuple[CocoDetection, C
     check_same_categories(train_coco.dataset, val.coco.dataset, paths.train_annotations, paths.val_annotations)
     # One directory listing each: cheap even for COCO's 118k files, and a missing image is
     # reported here with its id instead of when an epoch reaches it.
-    check_images_present(paths.train_images, [train_coco.imgs[i] for i in train.image_ids], paths.train_annotations,
-                         "data.train_images")
-    check_images_present(paths.val_images, [val.coco.imgs[i] for i in val.image_ids], paths.val_annotations,
-                         "data.val_images")
+    check_images_present(
+        paths.train_images, [train_coco.imgs[i] for i in train.image_ids], paths.train_annotations, "data.train_images"
+    )
+    check_images_present(
+        paths.val_images, [val.coco.imgs[i] for i in val.image_ids], paths.val_annotations, "data.val_images"
+    )
     if len(train) < cfg.num_workers * cfg.solver.ims_per_worker:
-        raise InputError(f"data_fraction={cfg.data_fraction} leaves {len(train)} training images, fewer than one "
-                         f"global batch of {cfg.global_batch}", "data_fraction")
+        raise InputError(
+            f"data_fraction={cfg.data_fraction} leaves {len(train)} training images, fewer than one "
+            f"global batch of {cfg.global_batch}",
+            "data_fraction",
+        )
     return train, val
 
 
@@ -154,26 +167,45 @@ def _train(cfg: TrialConfig, session: Session) -> dict[str, Any]:
     s = cfg.solver
     # fused=True: one kernel for all parameters instead of a loop of small ops per tensor
     # (the same update, bit for bit, at a third of the cost on a CPU; CUDA has one too).
-    optimizer = torch.optim.SGD(param_groups(net, cfg.weight_decay, s.weight_decay_norm),
-                                lr=scaled_lr(cfg.lr, cfg.global_batch, s.reference_batch),
-                                momentum=s.momentum, fused=True)
+    optimizer = torch.optim.SGD(
+        param_groups(net, cfg.weight_decay, s.weight_decay_norm),
+        lr=scaled_lr(cfg.lr, cfg.global_batch, s.reference_batch),
+        momentum=s.momentum,
+        fused=True,
+    )
     for group in optimizer.param_groups:
         group["initial_lr"] = group["lr"]
     use_amp = s.amp and session.device.type == "cuda"
     training = Training(net, optimizer, torch.amp.GradScaler("cuda", enabled=use_amp), LossWindow(1 + len(LOSS_KEYS)))
 
-    train_sampler = ResumableDistributedSampler(train_set, world, rank, shuffle=True, seed=cfg.seed,
-                                                hflip_prob=cfg.data.hflip_prob)
+    train_sampler = ResumableDistributedSampler(
+        train_set, world, rank, shuffle=True, seed=cfg.seed, hflip_prob=cfg.data.hflip_prob
+    )
     # The loader's private generator is reseeded for every epoch: creating an iterator
     # draws from it, and a restore creates more iterators than a straight run.
     loader_rng = torch.Generator()
-    train_loader = session.prepare_loader(DataLoader(
-        train_set, batch_size=s.ims_per_worker, sampler=train_sampler, drop_last=True, collate_fn=collate,
-        num_workers=cfg.data.loader_workers, generator=loader_rng))
+    train_loader = session.prepare_loader(
+        DataLoader(
+            train_set,
+            batch_size=s.ims_per_worker,
+            sampler=train_sampler,
+            drop_last=True,
+            collate_fn=collate,
+            num_workers=cfg.data.loader_workers,
+            generator=loader_rng,
+        )
+    )
     val_sampler = ResumableDistributedSampler(val_set, world, rank, shuffle=False, seed=0)
-    val_loader = session.prepare_loader(DataLoader(
-        val_set, batch_size=s.ims_per_worker, sampler=val_sampler, collate_fn=collate,
-        num_workers=cfg.data.loader_workers, generator=torch.Generator().manual_seed(cfg.seed)))
+    val_loader = session.prepare_loader(
+        DataLoader(
+            val_set,
+            batch_size=s.ims_per_worker,
+            sampler=val_sampler,
+            collate_fn=collate,
+            num_workers=cfg.data.loader_workers,
+            generator=torch.Generator().manual_seed(cfg.seed),
+        )
+    )
     iters_per_epoch = len(train_sampler) // s.ims_per_worker
     skips = SkippedImages(session.log, f"[{cfg.trial_id}]")
 
@@ -190,8 +222,14 @@ def _train(cfg: TrialConfig, session: Session) -> dict[str, Any]:
         images, targets = batch
         skips.note(targets)
         it = trainer.position.iteration
-        multiplier = lr_multiplier(it, base_iters=s.base_iters, schedule=trainer.schedule,
-                                   warmup_iters=s.warmup_iters, warmup_factor=s.warmup_factor, gamma=s.gamma)
+        multiplier = lr_multiplier(
+            it,
+            base_iters=s.base_iters,
+            schedule=trainer.schedule,
+            warmup_iters=s.warmup_iters,
+            warmup_factor=s.warmup_factor,
+            gamma=s.gamma,
+        )
         for group in optimizer.param_groups:
             group["lr"] = group["initial_lr"] * multiplier
         lr_now = optimizer.param_groups[0]["lr"]
@@ -221,13 +259,25 @@ def _train(cfg: TrialConfig, session: Session) -> dict[str, Any]:
 
     t0 = time.time()
     reporter = _Reporter(cfg, session, training, plan, len(train_set), lambda: time.time() - t0, skips)
-    trainer = Trainer(plan, training, step, batches, evaluate, reporter, hooks=[
-        FaultInjection(cfg.fail_at_iteration, rank, world, partial(_fired, cfg), InjectedFailure),
-        # Before the periodic evaluation, which restarts the loss window it prints.
-        ProgressLog(trial_iterations(plan) // 20, session.log if rank == 0 else _silent, f"[{cfg.trial_id}]",
-                    lambda: time.time() - t0),
-        PeriodicEvaluation(cfg.eval_period),
-    ])
+    trainer = Trainer(
+        plan,
+        training,
+        step,
+        batches,
+        evaluate,
+        reporter,
+        hooks=[
+            FaultInjection(cfg.fail_at_iteration, rank, world, partial(_fired, cfg), InjectedFailure),
+            # Before the periodic evaluation, which restarts the loss window it prints.
+            ProgressLog(
+                trial_iterations(plan) // 20,
+                session.log if rank == 0 else _silent,
+                f"[{cfg.trial_id}]",
+                lambda: time.time() - t0,
+            ),
+            PeriodicEvaluation(cfg.eval_period),
+        ],
+    )
     state = session.load_checkpoint()
     if state is not None:
         reporter.resume(trainer, state)
@@ -250,8 +300,14 @@ class AgreedInputError(Exception):
 
 
 def describe_input_error(err: BaseException, rank: int) -> dict[str, Any]:
-    return {"type": type(err).__name__, "message": str(err), "field": getattr(err, "field", None), "rank": rank,
-            "node": socket.gethostname(), "traceback": "".join(traceback.format_exception(err))}
+    return {
+        "type": type(err).__name__,
+        "message": str(err),
+        "field": getattr(err, "field", None),
+        "rank": rank,
+        "node": socket.gethostname(),
+        "traceback": "".join(traceback.format_exception(err)),
+    }
 
 
 # What a trial's set-up (config, files, model, weights; nothing trained yet) can raise that
@@ -287,18 +343,32 @@ def _record_input_error(cfg: TrialConfig, session: Session, errors: list[dict[st
             d["nodes"].append(e["node"])
     first = next(iter(distinct.values()))
     log_path = storage.join(cfg.results_uri, "failures", f"{cfg.trial_id}.log")
-    summary = {"trial_id": cfg.trial_id, "arm": cfg.arm, "type": first["type"], "message": first["message"],
-               "field": first["field"], "ranks": first["ranks"], "nodes": first["nodes"], "log": log_path,
-               "distinct_errors": len(distinct)}
+    summary = {
+        "trial_id": cfg.trial_id,
+        "arm": cfg.arm,
+        "type": first["type"],
+        "message": first["message"],
+        "field": first["field"],
+        "ranks": first["ranks"],
+        "nodes": first["nodes"],
+        "log": log_path,
+        "distinct_errors": len(distinct),
+    }
     if session.rank == 0:
-        text = "\n".join(f"{d['type']} on rank(s) {', '.join(map(str, d['ranks']))} (node {', '.join(d['nodes'])}):\n"
-                         f"{d['traceback']}" for d in distinct.values())
+        text = "\n".join(
+            f"{d['type']} on rank(s) {', '.join(map(str, d['ranks']))} (node {', '.join(d['nodes'])}):\n"
+            f"{d['traceback']}"
+            for d in distinct.values()
+        )
         storage.write_bytes_atomic(log_path, text.encode())
-        storage.write_bytes_atomic(storage.join(cfg.results_uri, "failures", f"{cfg.trial_id}.json"),
-                                   json.dumps(summary, indent=2).encode())
+        storage.write_bytes_atomic(
+            storage.join(cfg.results_uri, "failures", f"{cfg.trial_id}.json"), json.dumps(summary, indent=2).encode()
+        )
         for d in distinct.values():
-            session.log(f"[{cfg.trial_id}] bad input on rank(s) {', '.join(map(str, d['ranks']))} (node "
-                        f"{', '.join(d['nodes'])}), the trial ends without a retry: {d['type']}: {d['message']}")
+            session.log(
+                f"[{cfg.trial_id}] bad input on rank(s) {', '.join(map(str, d['ranks']))} (node "
+                f"{', '.join(d['nodes'])}), the trial ends without a retry: {d['type']}: {d['message']}"
+            )
     return summary
 
 
@@ -310,8 +380,16 @@ class _Reporter:
     computed so far, unique within a trial), so nothing is lost or doubled.
     """
 
-    def __init__(self, cfg: TrialConfig, session: Session, training: Training, plan, train_images: int,
-                 elapsed: Callable[[], float], skips: "SkippedImages") -> None:
+    def __init__(
+        self,
+        cfg: TrialConfig,
+        session: Session,
+        training: Training,
+        plan,
+        train_images: int,
+        elapsed: Callable[[], float],
+        skips: SkippedImages,
+    ) -> None:
         self.cfg, self.session, self.training, self.plan, self.elapsed = cfg, session, training, plan, elapsed
         self.skips = skips
         self.base = _row_base(cfg, train_images)
@@ -320,45 +398,79 @@ class _Reporter:
     def __call__(self, trainer: Trainer, kind: str, info: dict[str, Any]) -> dict[str, Any]:
         cfg, pos = self.cfg, trainer.position
         if kind == "checkpoint":
-            report = {"trial_id": cfg.trial_id, "arm": cfg.arm, "phase": "checkpoint", "iteration": pos.iteration,
-                      "schedule": trainer.branch.schedule, "trunk_schedule": cfg.schedule, "status": "running",
-                      "cost_iterations": pos.cost, **dict.fromkeys(coco_eval.AP_KEYS)}
+            report = {
+                "trial_id": cfg.trial_id,
+                "arm": cfg.arm,
+                "phase": CHECKPOINT,
+                "iteration": pos.iteration,
+                "schedule": trainer.branch.schedule,
+                "trunk_schedule": cfg.schedule,
+                "status": RUNNING,
+                "cost_iterations": pos.cost,
+                **dict.fromkeys(coco_eval.AP_KEYS),
+            }
             self.session.report(report, self.checkpoint(trainer))
             return report
         if kind == "diverged":
-            row = self.row(trainer.branch, pos.iteration, pos.cost, "final", "diverged",
-                           dict(zip(("loss", *LOSS_KEYS), info["losses"])), dict.fromkeys(coco_eval.AP_KEYS, 0.0),
-                           info["lr"])
+            row = self.row(
+                trainer.branch,
+                pos.iteration,
+                pos.cost,
+                FINAL,
+                DIVERGED,
+                dict(zip(("loss", *LOSS_KEYS), info["losses"])),
+                dict.fromkeys(coco_eval.AP_KEYS, 0.0),
+                info["lr"],
+            )
             self.write(row)
-            self.session.log(f"[{cfg.trial_id}] diverged at iteration {pos.iteration} of {trainer.branch.schedule:g}x "
-                             f"(loss {info['losses'][0]}, lr {info['lr']:.5f}); recorded AP 0.0")
+            self.session.log(
+                f"[{cfg.trial_id}] diverged at iteration {pos.iteration} of {trainer.branch.schedule:g}x "
+                f"(loss {info['losses'][0]}, lr {info['lr']:.5f}); recorded AP 0.0"
+            )
             # Tune and the searcher get finite numbers only.
             clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
             self.session.report(clean, None)
             return clean
         window = self.training.window
         if kind == "trunk":
-            row = self.row(self.plan[-1], pos.iteration, pos.cost, "trunk", "running", _losses(window), info, window.lr)
+            row = self.row(self.plan[-1], pos.iteration, pos.cost, TRUNK, RUNNING, _losses(window), info, window.lr)
         else:  # "final": the position has moved on; info["at"] is where the branch ended
             at, window = info.pop("at"), info.pop("window")
-            row = self.row(self.plan[at.branch], at.iteration, at.cost, "final", "completed", _losses(window), info,
-                           window.lr)
+            row = self.row(
+                self.plan[at.branch], at.iteration, at.cost, FINAL, COMPLETED, _losses(window), info, window.lr
+            )
         self.write(row)
         if self.session.rank == 0:
             what = f"{row['schedule']:g}x final" if kind == "final" else "trunk eval"
-            self.session.log(f"[{cfg.trial_id}] {what} @ {row['iteration']}: bbox_AP {row['bbox_AP']:.3f}  "
-                             f"segm_AP {row['segm_AP']:.3f}  loss {row['loss']:.3f}")
+            self.session.log(
+                f"[{cfg.trial_id}] {what} @ {row['iteration']}: bbox_AP {row['bbox_AP']:.3f}  "
+                f"segm_AP {row['segm_AP']:.3f}  loss {row['loss']:.3f}"
+            )
         self.session.report(row, self.checkpoint(trainer))
         return row
 
-    def row(self, branch, iteration: int, cost: int, phase: str, status: str, losses: dict, metrics: dict,
-            lr_now: float) -> dict[str, Any]:
+    def row(
+        self, branch, iteration: int, cost: int, phase: str, status: str, losses: dict, metrics: dict, lr_now: float
+    ) -> dict[str, Any]:
         batch = self.cfg.global_batch
-        return {**self.base, **losses, **{k: metrics[k] for k in coco_eval.AP_KEYS}, "schedule": branch.schedule,
-                "max_iterations": branch.end, "phase": phase, "iteration": iteration, "images_seen": iteration * batch,
-                "cost_iterations": cost, "cost_images": cost * batch, "lr_now": lr_now,
-                "wall_time_s": self.elapsed(), "skipped_images": self.skips.total(self.session.world_size),
-                "status": status, "resumed_from": self.resumed_from}
+        return {
+            **self.base,
+            **losses,
+            **{k: metrics[k] for k in coco_eval.AP_KEYS},
+            "schedule": branch.schedule,
+            "max_iterations": branch.end,
+            "fork_iteration": branch.fork if phase == FINAL else None,
+            "phase": phase,
+            "iteration": iteration,
+            "images_seen": iteration * batch,
+            "cost_iterations": cost,
+            "cost_images": cost * batch,
+            "lr_now": lr_now,
+            "wall_time_s": self.elapsed(),
+            "skipped_images": self.skips.total(self.session.world_size),
+            "status": status,
+            "resumed_from": self.resumed_from,
+        }
 
     def write(self, row: dict[str, Any]) -> None:
         if self.session.rank == 0:
@@ -374,9 +486,15 @@ class _Reporter:
             return None
         # By reference: the runtime serialises it before training goes on.
         state = self.training.state()
-        state.update(rng=rng, position=dataclasses.asdict(trainer.position), iteration=trainer.position.iteration,
-                     wall_time_s=self.elapsed(), world_size=world, skipped_images=self.skips.last_total,
-                     fork=None if saved is None else {**saved, "rng": fork_rng})
+        state.update(
+            rng=rng,
+            position=dataclasses.asdict(trainer.position),
+            iteration=trainer.position.iteration,
+            wall_time_s=self.elapsed(),
+            world_size=world,
+            skipped_images=self.skips.last_total,
+            fork=None if saved is None else {**saved, "rng": fork_rng},
+        )
         return state
 
     def resume(self, trainer: Trainer, state: dict[str, Any]) -> None:
@@ -391,13 +509,15 @@ class _Reporter:
         if rank == 0:
             self.skips.count = state.get("skipped_images") or 0
             where = f"{trainer.branch.schedule:g}x cooldown" if trainer.position.in_branch else "trunk"
-            self.session.log(f"[{self.cfg.trial_id}] resumed from the checkpoint at iteration "
-                             f"{trainer.position.iteration} ({where})")
+            self.session.log(
+                f"[{self.cfg.trial_id}] resumed from the checkpoint at iteration {trainer.position.iteration} ({where})"
+            )
 
 
 @torch.no_grad()
-def evaluate_model(net: torch.nn.Module, loader, dataset: CocoDetection, annotations: str, session: Session,
-                   use_amp: bool) -> dict[str, float]:
+def evaluate_model(
+    net: torch.nn.Module, loader, dataset: CocoDetection, annotations: str, session: Session, use_amp: bool
+) -> dict[str, float]:
     """COCO AP over the whole val set: shard, predict, gather, dedupe, evaluate once, share.
 
     An unreadable val image cannot be skipped without changing the AP, so it fails the
@@ -455,8 +575,10 @@ class SkippedImages:
                 self.count += 1
                 if message not in self.seen:
                     self.seen.add(message)
-                    self.log(f"{self.prefix} warning: training image skipped (the next readable one is used "
-                             f"instead; counted in the rows' skipped_images): {message}")
+                    self.log(
+                        f"{self.prefix} warning: training image skipped (the next readable one is used "
+                        f"instead; counted in the rows' skipped_images): {message}"
+                    )
 
     def total(self, world: int) -> int:
         """The count over every rank (a gather: every rank calls it at the same point)."""
@@ -470,10 +592,20 @@ def _losses(window: LossWindow) -> dict[str, float]:
 
 def _row_base(cfg: TrialConfig, train_images: int) -> dict[str, Any]:
     return {
-        "study": cfg.study, "arm": cfg.arm, "trial_id": cfg.trial_id, "init": cfg.init,
-        "data_fraction": cfg.data_fraction, "train_images": train_images, "model": cfg.model_name,
-        "norm": cfg.model.norm, "lr": cfg.lr, "weight_decay": cfg.weight_decay, "trunk_schedule": cfg.schedule,
-        "batch_size": cfg.global_batch, "seed": cfg.seed, "num_workers": cfg.num_workers,
+        "study": cfg.study,
+        "arm": cfg.arm,
+        "trial_id": cfg.trial_id,
+        "init": cfg.init,
+        "data_fraction": cfg.data_fraction,
+        "train_images": train_images,
+        "model": cfg.model_name,
+        "norm": cfg.model.norm,
+        "lr": cfg.lr,
+        "weight_decay": cfg.weight_decay,
+        "trunk_schedule": cfg.schedule,
+        "batch_size": cfg.global_batch,
+        "seed": cfg.seed,
+        "num_workers": cfg.num_workers,
         "code_version": cfg.code_version,
         "pretrain_images_seen": cfg.pretrain_images_seen if cfg.init == "pretrained" else None,
     }
@@ -510,8 +642,12 @@ def _record_subset(cfg: TrialConfig, image_ids: list[int]) -> None:
     """Write the chosen training image ids once per (fraction, seed), for reproducibility."""
     path = storage.join(cfg.results_uri, "subsets", f"fraction-{cfg.data_fraction:g}-seed-{cfg.data.subset_seed}.json")
     if not storage.exists(path):
-        blob = {"data_fraction": cfg.data_fraction, "subset_seed": cfg.data.subset_seed,
-                "train_images": len(image_ids), "image_ids": image_ids}
+        blob = {
+            "data_fraction": cfg.data_fraction,
+            "subset_seed": cfg.data.subset_seed,
+            "train_images": len(image_ids),
+            "image_ids": image_ids,
+        }
         storage.write_bytes_atomic(path, json.dumps(blob).encode())
 
 
@@ -528,5 +664,12 @@ def _silent(_msg: str) -> None:
     pass
 
 
-__all__ = ["Session", "run_trial", "evaluate_model", "resolve_data", "build_datasets", "build_trial_model",
-           "InjectedFailure"]
+__all__ = [
+    "Session",
+    "run_trial",
+    "evaluate_model",
+    "resolve_data",
+    "build_datasets",
+    "build_trial_model",
+    "InjectedFailure",
+]

@@ -15,8 +15,9 @@ import copy
 import dataclasses
 import math
 import random
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -102,14 +103,23 @@ class Training:
 
     def state(self) -> dict[str, Any]:
         """The state as it is now, by reference (for a checkpoint written at once)."""
-        return {"model": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scaler": self.scaler.state_dict(), "window": self.window.state(), "rng": rng_state()}
+        return {
+            "model": self.net.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "window": self.window.state(),
+            "rng": rng_state(),
+        }
 
     def snapshot(self) -> dict[str, Any]:
         """A deep copy (the model and the optimizer's momentum change in place), for a fork."""
         state = self.state()
-        return {**state, "model": {k: v.detach().clone() for k, v in state["model"].items()},
-                "optimizer": copy.deepcopy(state["optimizer"]), "scaler": copy.deepcopy(state["scaler"])}
+        return {
+            **state,
+            "model": {k: v.detach().clone() for k, v in state["model"].items()},
+            "optimizer": copy.deepcopy(state["optimizer"]),
+            "scaler": copy.deepcopy(state["scaler"]),
+        }
 
     def restore(self, snap: dict[str, Any], rng: bool = True) -> None:
         self.net.load_state_dict(snap["model"])
@@ -139,13 +149,13 @@ class ForkStore:
 class HookBase:
     """detectron2's hook interface, reduced to what a trial needs."""
 
-    def before_train(self, trainer: "Trainer") -> None:
+    def before_train(self, trainer: Trainer) -> None:
         pass
 
-    def before_step(self, trainer: "Trainer") -> None:
+    def before_step(self, trainer: Trainer) -> None:
         pass
 
-    def after_step(self, trainer: "Trainer") -> None:
+    def after_step(self, trainer: Trainer) -> None:
         pass
 
 
@@ -164,11 +174,16 @@ class Trainer:
             "diverged"; writes the row and reports (with a checkpoint) to the runtime.
     """
 
-    def __init__(self, plan: tuple[Branch, ...], training: Training,
-                 step: Callable[["Trainer", Any], tuple[list[float], float]],
-                 batches: Callable[[int], Iterator[Any]], evaluate: Callable[["Trainer"], dict[str, float]],
-                 report: Callable[["Trainer", str, dict[str, Any]], dict[str, Any]],
-                 hooks: list[HookBase] = ()) -> None:
+    def __init__(
+        self,
+        plan: tuple[Branch, ...],
+        training: Training,
+        step: Callable[[Trainer, Any], tuple[list[float], float]],
+        batches: Callable[[int], Iterator[Any]],
+        evaluate: Callable[[Trainer], dict[str, float]],
+        report: Callable[[Trainer, str, dict[str, Any]], dict[str, Any]],
+        hooks: list[HookBase] = (),
+    ) -> None:
         self.plan, self.training = plan, training
         self._step, self._batches, self._evaluate, self._report = step, batches, evaluate, report
         self.hooks = list(hooks)
@@ -239,8 +254,9 @@ class FaultInjection(HookBase):
     happen once per trial even though a restarted run passes the same iteration again.
     """
 
-    def __init__(self, iteration: int | None, rank: int, world: int, once: Callable[[int], bool],
-                 error: type[Exception]) -> None:
+    def __init__(
+        self, iteration: int | None, rank: int, world: int, once: Callable[[int], bool], error: type[Exception]
+    ) -> None:
         self.iteration, self.rank, self.world, self.once, self.error = iteration, rank, world, once, error
 
     def before_step(self, trainer: Trainer) -> None:
@@ -284,6 +300,9 @@ class ProgressLog(HookBase):
         pos = trainer.position
         if pos.cost % self.every == 0:
             where = f"{trainer.branch.schedule:g}x cooldown" if pos.in_branch else "trunk"
-            self.log(f"{self.prefix} {where} iter {pos.iteration}/{trainer.branch.end if pos.in_branch else trainer.plan[-1].end}"
-                     f"  loss {trainer.training.window.mean()[0]:.3f}  lr {trainer.training.window.lr:.5f}  "
-                     f"{self.clock():.0f}s")
+            end = trainer.branch.end if pos.in_branch else trainer.plan[-1].end
+            self.log(
+                f"{self.prefix} {where} iter {pos.iteration}/{end}"
+                f"  loss {trainer.training.window.mean()[0]:.3f}  lr {trainer.training.window.lr:.5f}  "
+                f"{self.clock():.0f}s"
+            )

@@ -11,8 +11,8 @@ FREEZE_AT=2 and a 2fc box head), only valid with pretrained weights.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
-from typing import Callable
 
 from torch import nn
 from torchvision.models import resnet as tv_resnet
@@ -61,8 +61,11 @@ class ResNet(tv_resnet.ResNet):
     """
 
     def __init__(self, depth: int, width: int, norm_layer: Callable[[int], nn.Module]) -> None:
-        block, layers = {18: (tv_resnet.BasicBlock, [2, 2, 2, 2]), 50: (tv_resnet.Bottleneck, [3, 4, 6, 3]),
-                         101: (tv_resnet.Bottleneck, [3, 4, 23, 3])}[depth]
+        block, layers = {
+            18: (tv_resnet.BasicBlock, [2, 2, 2, 2]),
+            50: (tv_resnet.Bottleneck, [3, 4, 6, 3]),
+            101: (tv_resnet.Bottleneck, [3, 4, 23, 3]),
+        }[depth]
         nn.Module.__init__(self)
         self._norm_layer = norm_layer
         self.inplanes, self.dilation, self.groups, self.base_width = width, 1, 1, 64
@@ -108,8 +111,9 @@ def build_backbone_body(cfg: ModelConfig) -> ResNet:
     return ResNet(cfg.depth, cfg.width, norm_factory(cfg.norm, cfg.gn_groups))
 
 
-def build_model(cfg: ModelConfig, num_classes: int, *, min_size: tuple[int, ...], max_size: int,
-                test_min_size: int | None = None) -> MaskRCNN:
+def build_model(
+    cfg: ModelConfig, num_classes: int, *, min_size: tuple[int, ...], max_size: int, test_min_size: int | None = None
+) -> MaskRCNN:
     """Mask R-CNN for ``num_classes`` foreground classes (background is added here).
 
     Resizing happens inside the model (``GeneralizedRCNNTransform``): the shorter side is
@@ -156,8 +160,9 @@ def build_model(cfg: ModelConfig, num_classes: int, *, min_size: tuple[int, ...]
         mask_predictor=MaskRCNNPredictor(c, c, num_classes + 1),
     )
     if test_min_size is not None:
-        model.transform = TestSizeTransform(test_min_size, min_size, max_size, list(cfg.pixel_mean),
-                                            list(cfg.pixel_std))
+        model.transform = TestSizeTransform(
+            test_min_size, min_size, max_size, list(cfg.pixel_mean), list(cfg.pixel_std)
+        )
     return model
 
 
@@ -204,11 +209,20 @@ def assert_scratch_ready(model: nn.Module) -> None:
     frozen_bn = [n for n, m in model.named_modules() if isinstance(m, FrozenBatchNorm2d)]
     frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
     if frozen_bn or frozen:
-        raise RuntimeError(f"scratch model has frozen parts: FrozenBatchNorm2d at {frozen_bn[:3]}, "
-                           f"frozen parameters {frozen[:3]}")
+        raise RuntimeError(
+            f"scratch model has frozen parts: FrozenBatchNorm2d at {frozen_bn[:3]}, frozen parameters {frozen[:3]}"
+        )
 
 
 __all__ = [
-    "CAFFE2_PIXEL_MEAN", "CAFFE2_PIXEL_STD", "ResNet", "build_backbone_body", "build_model", "freeze_stages",
-    "convert_sync_batchnorm", "param_groups", "count_parameters", "assert_scratch_ready",
+    "CAFFE2_PIXEL_MEAN",
+    "CAFFE2_PIXEL_STD",
+    "ResNet",
+    "build_backbone_body",
+    "build_model",
+    "freeze_stages",
+    "convert_sync_batchnorm",
+    "param_groups",
+    "count_parameters",
+    "assert_scratch_ready",
 ]

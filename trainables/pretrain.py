@@ -23,9 +23,9 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -98,8 +98,9 @@ def cache_key(model: ModelConfig, spec: PretrainSpec) -> str:
     return spec_key({"body": body, "spec": dataclasses.asdict(spec)}, PRETRAIN_VERSION)
 
 
-def ensure_pretrained(model: ModelConfig, spec: PretrainSpec, root: Path | None = None,
-                      log: Callable[[str], None] = print) -> Pretrained:
+def ensure_pretrained(
+    model: ModelConfig, spec: PretrainSpec, root: Path | None = None, log: Callable[[str], None] = print
+) -> Pretrained:
     """Pretrain the backbone for ``model`` unless a cached result exists; return it."""
     if model.norm == "frozenbn":
         # Frozen BN needs BN statistics: pretrain with BN, then freeze at fine-tuning.
@@ -123,8 +124,10 @@ def ensure_pretrained(model: ModelConfig, spec: PretrainSpec, root: Path | None 
 def _train(model_cfg: ModelConfig, spec: PretrainSpec, out: Path, log: Callable[[str], None]) -> None:
     torch.manual_seed(spec.seed)
     num_train = min(spec.iterations * spec.batch_size, 8192)
-    log(f"pretraining the backbone (depth {model_cfg.depth}, width {model_cfg.width}, {model_cfg.norm}) "
-        f"on {num_train} generated images, {spec.iterations} iterations x {spec.batch_size}")
+    log(
+        f"pretraining the backbone (depth {model_cfg.depth}, width {model_cfg.width}, {model_cfg.norm}) "
+        f"on {num_train} generated images, {spec.iterations} iterations x {spec.batch_size}"
+    )
     start = time.time()
     images, labels = classification_images(spec, num_train + NUM_HELD_OUT, spec.seed)
     # The detector's own input normalization, so the features transfer as they were learned.
@@ -140,7 +143,8 @@ def _train(model_cfg: ModelConfig, spec: PretrainSpec, out: Path, log: Callable[
     # Cosine decay with a short warm-up: a classification recipe, independent of detection.
     warmup = max(1, spec.iterations // 20)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda it: min(1.0, (it + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * it / spec.iterations)))
+        optimizer, lambda it: min(1.0, (it + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * it / spec.iterations))
+    )
     gen = torch.Generator().manual_seed(spec.seed)
     body.train()
     for it in range(spec.iterations):
@@ -163,8 +167,13 @@ def _train(model_cfg: ModelConfig, spec: PretrainSpec, out: Path, log: Callable[
     wall = time.time() - start
     state = {k: v for k, v in body.state_dict().items() if not k.startswith("fc.")}
     torch.save(state, out / WEIGHTS_FILE)
-    meta = {"images_seen": spec.iterations * spec.batch_size, "wall_time_s": round(wall, 2),
-            "accuracy": round(accuracy, 4), "num_classes": spec.num_classes, "model": dataclasses.asdict(model_cfg),
-            "spec": dataclasses.asdict(spec)}
+    meta = {
+        "images_seen": spec.iterations * spec.batch_size,
+        "wall_time_s": round(wall, 2),
+        "accuracy": round(accuracy, 4),
+        "num_classes": spec.num_classes,
+        "model": dataclasses.asdict(model_cfg),
+        "spec": dataclasses.asdict(spec),
+    }
     (out / META_FILE).write_text(json.dumps(meta, indent=2))
     log(f"pretraining done in {wall:.0f}s: held-out accuracy {accuracy:.3f}")

@@ -59,7 +59,8 @@ def train_fn_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
         load_checkpoint=_load_checkpoint,
         # Gradients live in DDP's all-reduce buckets: one copy less per step, same values.
         prepare_model=lambda m: ray.train.torch.prepare_model(
-            m, parallel_strategy_kwargs={"gradient_as_bucket_view": True}),
+            m, parallel_strategy_kwargs={"gradient_as_bucket_view": True}
+        ),
         # Our own DistributedSampler (resumable mid-epoch) is kept; Ray moves batches to the device.
         prepare_loader=lambda loader: ray.train.torch.prepare_data_loader(loader, add_dist_sampler=False),
         log=lambda msg: print(msg, flush=True),
@@ -126,8 +127,9 @@ def train_driver_fn(config: dict[str, Any], arms: dict[str, dict[str, Any]]) -> 
     trainer = ray.train.torch.TorchTrainer(
         train_fn_per_worker,
         train_loop_config=to_dict(cfg),
-        scaling_config=ray.train.ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
-                                               resources_per_worker=resources),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker=resources
+        ),
         run_config=ray.train.RunConfig(
             # No timestamp: a restored trial must find this run's checkpoints again.
             name=f"train-{trial_id}",
@@ -158,8 +160,9 @@ class TrialInputError(InputError):
     def __init__(self, failure: dict[str, Any]) -> None:
         ranks = ", ".join(map(str, failure.get("ranks", ())))
         where = f" (rank {ranks} on {', '.join(failure.get('nodes', ()))})" if ranks else ""
-        super().__init__(f"{failure['type']}: {failure['message']}{where}; full log: {failure.get('log')}",
-                         failure.get("field"))
+        super().__init__(
+            f"{failure['type']}: {failure['message']}{where}; full log: {failure.get('log')}", failure.get("field")
+        )
         self.failure = failure
 
     def __reduce__(self):

@@ -9,7 +9,8 @@ a study is running. The name is deterministic: when a restored run repeats an ev
 adding a duplicate row. The final status of a trial that Tune stopped or that
 failed is set by rewriting its last row the same way.
 
-The columns and their types are fixed by :data:`SCHEMA`, so shards always concatenate.
+The columns and their types are fixed by analysis/schema.py's ``SCHEMA``, so shards always
+concatenate.
 """
 
 from __future__ import annotations
@@ -22,60 +23,14 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from analysis.schema import COLUMNS, FINAL, LOSS_KEYS, METRICS_DIR, RUNNING, SCHEMA
 from trainables import storage
-from trainables.coco_eval import AP_KEYS
 
-LOSS_KEYS = ("loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg")
-
-SCHEMA = pa.schema(
-    [
-        ("study", pa.string()),
-        ("arm", pa.string()),
-        ("trial_id", pa.string()),
-        ("init", pa.string()),
-        ("data_fraction", pa.float64()),
-        ("train_images", pa.int64()),
-        ("model", pa.string()),
-        ("norm", pa.string()),
-        ("lr", pa.float64()),
-        ("weight_decay", pa.float64()),
-        # The schedule this row belongs to (a final row's own; the trunk's for trunk rows),
-        # and the trial's trunk schedule (the longest it trains, the searched value).
-        ("schedule", pa.float64()),
-        ("trunk_schedule", pa.float64()),
-        # "trunk": evaluated on the trunk, before its LR dropped; "final": a schedule's
-        # result at its end, after its cooldown (trainables/branches.py).
-        ("phase", pa.string()),
-        ("batch_size", pa.int64()),
-        ("seed", pa.int64()),
-        ("num_workers", pa.int64()),
-        ("iteration", pa.int64()),
-        ("max_iterations", pa.int64()),
-        # What this row's model was trained on (a final row: s * B * batch).
-        ("images_seen", pa.int64()),
-        # What the trial had computed when it wrote the row: trunk plus branches so far.
-        ("cost_iterations", pa.int64()),
-        ("cost_images", pa.int64()),
-        ("lr_now", pa.float64()),
-        ("loss", pa.float64()),
-        *[(k, pa.float64()) for k in LOSS_KEYS],
-        *[(k, pa.float64()) for k in AP_KEYS],
-        ("wall_time_s", pa.float64()),
-        # Training images replaced so far because they could not be read (trainables/data.py).
-        ("skipped_images", pa.int64()),
-        ("status", pa.string()),
-        # The iteration this attempt resumed from after a restart (null for a fresh start).
-        ("resumed_from", pa.int64()),
-        ("code_version", pa.string()),
-        ("pretrain_images_seen", pa.int64()),
-        ("written_at", pa.float64()),
-    ]
-)
-COLUMNS = tuple(SCHEMA.names)
+__all__ = ["COLUMNS", "LOSS_KEYS", "SCHEMA", "write_row", "read_row", "read_rows", "last_row", "mark_status"]
 
 
 def metrics_dir(results_uri: str) -> str:
-    return storage.join(results_uri, "metrics")
+    return storage.join(results_uri, METRICS_DIR)
 
 
 def shard_path(results_uri: str, trial_id: str, cost: int) -> str:
@@ -105,8 +60,11 @@ def _clean(value: Any) -> Any:
 
 
 def trial_shards(results_uri: str, trial_id: str) -> list[str]:
-    return [p for p in storage.list_files(metrics_dir(results_uri), ".parquet")
-            if p.rsplit("/", 1)[-1].startswith(f"{trial_id}-")]
+    return [
+        p
+        for p in storage.list_files(metrics_dir(results_uri), ".parquet")
+        if p.rsplit("/", 1)[-1].startswith(f"{trial_id}-")
+    ]
 
 
 def read_row(path: str) -> dict[str, Any]:
@@ -123,7 +81,7 @@ def last_row(results_uri: str, trial_id: str) -> dict[str, Any] | None:
     return read_row(shards[-1]) if shards else None
 
 
-def mark_status(results_uri: str, trial_id: str, status: str, only_if: tuple[str, ...] = ("running",)) -> bool:
+def mark_status(results_uri: str, trial_id: str, status: str, only_if: tuple[str, ...] = (RUNNING,)) -> bool:
     """Set the status of a trial's last row (e.g. "stopped" after an early stop).
 
     Only rows whose status is in ``only_if`` change, so a completed or diverged trial keeps
@@ -133,7 +91,7 @@ def mark_status(results_uri: str, trial_id: str, status: str, only_if: tuple[str
     row = last_row(results_uri, trial_id)
     if row is None or row["status"] not in only_if:
         return False
-    if row.get("phase") == "final" and row.get("schedule") != row.get("trunk_schedule"):
+    if row.get("phase") == FINAL and row.get("schedule") != row.get("trunk_schedule"):
         return False
     row["status"] = status
     row.pop("written_at", None)

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 from torchvision.ops import MultiScaleRoIAlign as _TorchvisionPooler
 from torchvision.ops import roi_align as torchvision_roi_align
+
 # Private helpers of torchvision 0.29 (pinned in pyproject.toml); the test compares this
 # pooler with torchvision's own, so a change there fails loudly.
 from torchvision.ops.poolers import _convert_to_roi_format, _filter_input, _setup_scales
@@ -48,19 +49,23 @@ def _axis_weights(start: Tensor, size: Tensor, bins: int, sampling_ratio: int, l
     return weights.sum(2) / sampling_ratio
 
 
-def _bin_weights(rois: Tensor, output_size: tuple[int, int], spatial_scale: float, sampling_ratio: int,
-                 height: int, width: int) -> tuple[Tensor, Tensor]:
+def _bin_weights(
+    rois: Tensor, output_size: tuple[int, int], spatial_scale: float, sampling_ratio: int, height: int, width: int
+) -> tuple[Tensor, Tensor]:
     """(Wy, Wx): (R, ph, H) and (R, pw, W) for torchvision's RoI geometry (aligned=False)."""
     x1, y1 = rois[:, 1] * spatial_scale, rois[:, 2] * spatial_scale
     # torchvision's legacy behaviour: RoIs at least one cell wide.
     roi_w = (rois[:, 3] * spatial_scale - x1).clamp(min=1.0)
     roi_h = (rois[:, 4] * spatial_scale - y1).clamp(min=1.0)
-    return (_axis_weights(y1, roi_h, output_size[0], sampling_ratio, height),
-            _axis_weights(x1, roi_w, output_size[1], sampling_ratio, width))
+    return (
+        _axis_weights(y1, roi_h, output_size[0], sampling_ratio, height),
+        _axis_weights(x1, roi_w, output_size[1], sampling_ratio, width),
+    )
 
 
-def separable_roi_align(x: Tensor, rois: Tensor, output_size: tuple[int, int], spatial_scale: float,
-                        sampling_ratio: int) -> Tensor:
+def separable_roi_align(
+    x: Tensor, rois: Tensor, output_size: tuple[int, int], spatial_scale: float, sampling_ratio: int
+) -> Tensor:
     """``torchvision.ops.roi_align`` (rois as (batch index, x1, y1, x2, y2)) by matrix products.
 
     Autograd differentiates the two products, which is where the time is saved.
@@ -84,14 +89,21 @@ def separable_roi_align(x: Tensor, rois: Tensor, output_size: tuple[int, int], s
     return out
 
 
-def roi_align(x: Tensor, rois: Tensor, output_size: tuple[int, int], spatial_scale: float,
-              sampling_ratio: int) -> Tensor:
+def roi_align(
+    x: Tensor, rois: Tensor, output_size: tuple[int, int], spatial_scale: float, sampling_ratio: int
+) -> Tensor:
     """The separable form where its backward pass pays off, torchvision's kernel elsewhere."""
-    if (x.requires_grad and torch.is_grad_enabled() and x.device.type == "cpu" and sampling_ratio > 0
-            and x.shape[-2] * x.shape[-1] <= MAX_DENSE_POSITIONS):
+    if (
+        x.requires_grad
+        and torch.is_grad_enabled()
+        and x.device.type == "cpu"
+        and sampling_ratio > 0
+        and x.shape[-2] * x.shape[-1] <= MAX_DENSE_POSITIONS
+    ):
         return separable_roi_align(x, rois, tuple(output_size), spatial_scale, sampling_ratio)
-    return torchvision_roi_align(x, rois, output_size=output_size, spatial_scale=spatial_scale,
-                                 sampling_ratio=sampling_ratio)
+    return torchvision_roi_align(
+        x, rois, output_size=output_size, spatial_scale=spatial_scale, sampling_ratio=sampling_ratio
+    )
 
 
 class MultiScaleRoIAlign(_TorchvisionPooler):
@@ -100,8 +112,9 @@ class MultiScaleRoIAlign(_TorchvisionPooler):
     def forward(self, x: dict[str, Tensor], boxes: list[Tensor], image_shapes: list[tuple[int, int]]) -> Tensor:
         features = _filter_input(x, self.featmap_names)
         if self.scales is None or self.map_levels is None:
-            self.scales, self.map_levels = _setup_scales(features, image_shapes, self.canonical_scale,
-                                                         self.canonical_level)
+            self.scales, self.map_levels = _setup_scales(
+                features, image_shapes, self.canonical_scale, self.canonical_level
+            )
         rois = _convert_to_roi_format(boxes)
         if len(features) == 1:
             return roi_align(features[0], rois, self.output_size, self.scales[0], self.sampling_ratio)

@@ -59,9 +59,17 @@ def lr_at(
     return lr
 
 
-def lr_multiplier(iteration: int, *, base_iters: int, schedule: float, warmup_iters: int,
-                  warmup_factor: float, gamma: float = 0.1) -> float:
+def lr_multiplier(
+    iteration: int, *, base_iters: int, schedule: float, warmup_iters: int, warmup_factor: float, gamma: float = 0.1
+) -> float:
     """:func:`lr_at` divided by the peak LR: the factor the training step applies to each
     parameter group's initial LR (trainables/engine.py)."""
-    return lr_at(iteration, peak_lr=1.0, base_iters=base_iters, schedule=schedule,
-                 warmup_iters=warmup_iters, warmup_factor=warmup_factor, gamma=gamma)
+    return lr_at(
+        iteration,
+        peak_lr=1.0,
+        base_iters=base_iters,
+        schedule=schedule,
+        warmup_iters=warmup_iters,
+        warmup_factor=warmup_factor,
+        gamma=gamma,
+    )

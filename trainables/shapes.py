@@ -21,14 +21,34 @@ def outline(kind: str, cx: float, cy: float, r: float, angle: float) -> list[tup
     """Vertices of a polygonal shape of circumradius ``r``, or None for round shapes."""
     if kind in POLYGON_SIDES:
         n = POLYGON_SIDES[kind]
-        return [(cx + r * math.cos(angle + 2 * math.pi * i / n), cy + r * math.sin(angle + 2 * math.pi * i / n))
-                for i in range(n)]
+        return [
+            (cx + r * math.cos(angle + 2 * math.pi * i / n), cy + r * math.sin(angle + 2 * math.pi * i / n))
+            for i in range(n)
+        ]
     if kind == "star":
-        return [(cx + (r if i % 2 == 0 else 0.45 * r) * math.cos(angle + math.pi * i / 5),
-                 cy + (r if i % 2 == 0 else 0.45 * r) * math.sin(angle + math.pi * i / 5)) for i in range(10)]
+        return [
+            (
+                cx + (r if i % 2 == 0 else 0.45 * r) * math.cos(angle + math.pi * i / 5),
+                cy + (r if i % 2 == 0 else 0.45 * r) * math.sin(angle + math.pi * i / 5),
+            )
+            for i in range(10)
+        ]
     if kind == "cross":
         a, b = r, 0.35 * r
-        pts = [(b, a), (b, b), (a, b), (a, -b), (b, -b), (b, -a), (-b, -a), (-b, -b), (-a, -b), (-a, b), (-b, b), (-b, a)]
+        pts = [
+            (b, a),
+            (b, b),
+            (a, b),
+            (a, -b),
+            (b, -b),
+            (b, -a),
+            (-b, -a),
+            (-b, -b),
+            (-a, -b),
+            (-a, b),
+            (-b, b),
+            (-b, a),
+        ]
         c, s = math.cos(angle), math.sin(angle)
         return [(cx + x * c - y * s, cy + x * s + y * c) for x, y in pts]
     if kind == "disc":
@@ -49,9 +69,13 @@ def shape_mask(kind: str, height: int, width: int, cx: float, cy: float, r: floa
         inner = 0.55 * r
         draw.ellipse([cx - inner, cy - inner, cx + inner, cy + inner], fill=0)
     elif kind == "ellipse":
-        pts = [(cx + r * math.cos(t) * math.cos(angle) - 0.55 * r * math.sin(t) * math.sin(angle),
-                cy + r * math.cos(t) * math.sin(angle) + 0.55 * r * math.sin(t) * math.cos(angle))
-               for t in np.linspace(0, 2 * math.pi, 32, endpoint=False)]
+        pts = [
+            (
+                cx + r * math.cos(t) * math.cos(angle) - 0.55 * r * math.sin(t) * math.sin(angle),
+                cy + r * math.cos(t) * math.sin(angle) + 0.55 * r * math.sin(t) * math.cos(angle),
+            )
+            for t in np.linspace(0, 2 * math.pi, 32, endpoint=False)
+        ]
         draw.polygon(pts, fill=255)
     elif kind == "half_disc":
         draw.pieslice([cx - r, cy - r, cx + r, cy + r], math.degrees(angle), math.degrees(angle) + 180, fill=255)

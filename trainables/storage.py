@@ -45,7 +45,7 @@ def filesystem(path: str) -> tuple[pafs.FileSystem, str]:
     """A pyarrow filesystem and the path inside it, for a local path or a URI."""
     if is_uri(path):
         return pafs.FileSystem.from_uri(path)
-    local = path[len("file://"):] if path.startswith("file://") else path
+    local = path[len("file://") :] if path.startswith("file://") else path
     return pafs.LocalFileSystem(), os.path.abspath(local)
 
 

@@ -52,8 +52,13 @@ class DatasetPaths:
 
 
 def dataset_paths(root: Path) -> DatasetPaths:
-    return DatasetPaths(root, root / "train", root / "annotations" / "instances_train.json",
-                        root / "val", root / "annotations" / "instances_val.json")
+    return DatasetPaths(
+        root,
+        root / "train",
+        root / "annotations" / "instances_train.json",
+        root / "val",
+        root / "annotations" / "instances_val.json",
+    )
 
 
 def ensure_dataset(spec: SyntheticSpec, root: Path | None = None) -> DatasetPaths:
@@ -132,14 +137,24 @@ def _draw_image(spec: SyntheticSpec, rng: np.random.Generator, height: int, widt
                 inside = cx - r >= 0 and cy - r >= 0 and cx + r <= width - 1 and cy + r <= height - 1
                 poly = shapes.outline(cat["name"], cx, cy, r, angle) if inside else None
                 _place(placed, mask)
-                placed.append({"category_id": cat["id"], "mask": mask, "visible": mask.copy(), "polygon": poly, "crowd": False})
+                placed.append(
+                    {"category_id": cat["id"], "mask": mask, "visible": mask.copy(), "polygon": poly, "crowd": False}
+                )
                 shapes.composite(img, mask, shapes.texture(rng, height, width, spec.textures))
                 break
     if rng.random() < CROWD_PROB:
         mask = _crowd_mask(rng, height, width)
         if mask.sum() >= 12 and _fits(mask, placed, spec.max_occlusion):
             _place(placed, mask)
-            placed.append({"category_id": CATEGORIES[0]["id"], "mask": mask, "visible": mask.copy(), "polygon": None, "crowd": True})
+            placed.append(
+                {
+                    "category_id": CATEGORIES[0]["id"],
+                    "mask": mask,
+                    "visible": mask.copy(),
+                    "polygon": None,
+                    "crowd": True,
+                }
+            )
             shapes.composite(img, mask, shapes.texture(rng, height, width, spec.textures))
     return shapes.to_uint8(img), [_annotation(p) for p in placed if p["visible"].any()]
 
@@ -184,8 +199,13 @@ def _annotation(p: dict) -> dict:
         segmentation = [[round(c, 2) for pt in p["polygon"] for c in pt]]
     else:
         segmentation = {"size": rle["size"], "counts": rle["counts"].decode("ascii")}
-    return {"category_id": p["category_id"], "segmentation": segmentation, "area": float(mask_utils.area(rle)),
-            "bbox": [x, y, w, h], "iscrowd": int(p["crowd"])}
+    return {
+        "category_id": p["category_id"],
+        "segmentation": segmentation,
+        "area": float(mask_utils.area(rle)),
+        "bbox": [x, y, w, h],
+        "iscrowd": int(p["crowd"]),
+    }
 
 
 def _uncompressed_counts(mask: np.ndarray) -> list[int]:

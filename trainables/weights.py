@@ -85,7 +85,7 @@ def normalize_keys(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tens
     for key, value in state.items():
         for prefix in _PREFIXES:
             if key.startswith(prefix):
-                key = key[len(prefix):]
+                key = key[len(prefix) :]
                 break
         if key.startswith(_CLASSIFIER):
             ignored.append(key)
@@ -106,11 +106,16 @@ def load_backbone_weights(body: nn.Module, source: str) -> LoadReport:
     # The detector never uses a classifier; a standalone ResNet body still carries one.
     target = {k: v for k, v in body.state_dict().items() if not k.startswith(_CLASSIFIER)}
     _check_norm_kind(target, state, source)
-    mismatched = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}"
-                  for k, v in target.items() if k in state and state[k].shape != v.shape]
+    mismatched = [
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in target.items()
+        if k in state and state[k].shape != v.shape
+    ]
     if mismatched:
-        raise ValueError(f"{source} does not fit the backbone ({len(mismatched)} shape mismatches, e.g. "
-                         f"{'; '.join(mismatched[:3])}); is it the same depth and width?")
+        raise ValueError(
+            f"{source} does not fit the backbone ({len(mismatched)} shape mismatches, e.g. "
+            f"{'; '.join(mismatched[:3])}); is it the same depth and width?"
+        )
     loaded = [k for k in target if k in state]
     if not loaded:
         raise ValueError(f"{source} shares no tensor name with the backbone (first keys: {list(state)[:3]})")
@@ -126,8 +131,10 @@ def _check_norm_kind(target: dict, state: dict, source: str) -> None:
     ckpt_bn = "bn1.running_mean" in state
     if "bn1.weight" in state and model_bn != ckpt_bn:
         have, want = ("BatchNorm", "GroupNorm") if ckpt_bn else ("GroupNorm", "BatchNorm")
-        raise ValueError(f"{source} holds {have} weights but the model's backbone uses {want}; "
-                         f"use weights trained with the same normalization (e.g. timm resnet50_gn for gn)")
+        raise ValueError(
+            f"{source} holds {have} weights but the model's backbone uses {want}; "
+            f"use weights trained with the same normalization (e.g. timm resnet50_gn for gn)"
+        )
 
 
 # Detectron (Caffe2) ResNet blob names -> torchvision module names.

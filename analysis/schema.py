@@ -1,0 +1,83 @@
+"""The results contract, in one leaf module: columns and types of a row, phases, statuses,
+the keys that identify rows, and the file names of a study folder.
+
+Trials write rows with it (trainables/results.py), the study marks statuses with it
+(study/), and analysis reads with it. It imports only pyarrow, so any of them can import it
+without pulling in the others (nor pandas, torch or Ray).
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+STUDY_FILE = "study.json"  # the resolved configuration, beside the rows
+METRICS_DIR = "metrics"  # one Parquet file per row
+
+# Where a row's model is: "trunk" (evaluated at the peak LR, before its LR dropped) or
+# "final" (a schedule's result at its end, after its cooldown); Ray reports "checkpoint"
+# too, which is never a row.
+TRUNK, FINAL, CHECKPOINT = "trunk", "final", "checkpoint"
+# A row's status: a trunk row "running" (or, on a trial's last row, "stopped"/"failed"),
+# a final row "completed", or "diverged" (NaN/inf loss, AP 0.0).
+RUNNING, COMPLETED, STOPPED, FAILED, DIVERGED = "running", "completed", "stopped", "failed", "diverged"
+# How a trial ended (analysis.trial_rows' trial_status), in the order tables list them.
+TRIAL_STATUSES = (COMPLETED, STOPPED, DIVERGED, FAILED, RUNNING)
+
+# A row is one evaluation of one trial; within a trial, rows are ordered (and named) by
+# the iterations computed so far, trunk plus branches (a branch's final and a trunk row
+# may share an ``iteration``).
+ROW_KEY = ("trial_id", "cost_iterations")
+# One schedule's result of one trial.
+RESULT_KEY = ("trial_id", "schedule")
+
+LOSS_KEYS = ("loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg")
+_AP_SUFFIXES = ("AP", "AP50", "AP75", "APs", "APm", "APl")  # pycocotools' stats[0:6]
+BBOX_KEYS = tuple(f"bbox_{s}" for s in _AP_SUFFIXES)
+SEGM_KEYS = tuple(f"segm_{s}" for s in _AP_SUFFIXES)
+AP_KEYS = BBOX_KEYS + SEGM_KEYS
+
+SCHEMA = pa.schema(
+    [
+        ("study", pa.string()),
+        ("arm", pa.string()),
+        ("trial_id", pa.string()),
+        ("init", pa.string()),
+        ("data_fraction", pa.float64()),
+        ("train_images", pa.int64()),
+        ("model", pa.string()),
+        ("norm", pa.string()),
+        ("lr", pa.float64()),
+        ("weight_decay", pa.float64()),
+        # The schedule this row belongs to (a final row's own; the trunk's for trunk rows),
+        # and the trial's trunk schedule (the longest it trains, the searched value).
+        ("schedule", pa.float64()),
+        ("trunk_schedule", pa.float64()),
+        ("phase", pa.string()),
+        ("batch_size", pa.int64()),
+        ("seed", pa.int64()),
+        ("num_workers", pa.int64()),
+        ("iteration", pa.int64()),
+        ("max_iterations", pa.int64()),
+        # A final row: where its branch left the trunk (its schedule's first LR drop).
+        ("fork_iteration", pa.int64()),
+        # What this row's model was trained on (a final row: s * B * batch).
+        ("images_seen", pa.int64()),
+        # What the trial had computed when it wrote the row: trunk plus branches so far.
+        ("cost_iterations", pa.int64()),
+        ("cost_images", pa.int64()),
+        ("lr_now", pa.float64()),
+        ("loss", pa.float64()),
+        *[(k, pa.float64()) for k in LOSS_KEYS],
+        *[(k, pa.float64()) for k in AP_KEYS],
+        ("wall_time_s", pa.float64()),
+        # Training images replaced so far because they could not be read.
+        ("skipped_images", pa.int64()),
+        ("status", pa.string()),
+        # The iteration this attempt resumed from after a restart (null for a fresh start).
+        ("resumed_from", pa.int64()),
+        ("code_version", pa.string()),
+        ("pretrain_images_seen", pa.int64()),
+        ("written_at", pa.float64()),
+    ]
+)
+COLUMNS = tuple(SCHEMA.names)

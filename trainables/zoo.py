@@ -1,0 +1,50 @@
+"""The model configurations the presets use: the paper's Mask R-CNN variants and a tiny one.
+
+Plain frozen dataclasses (trainables/config.py's ModelConfig); trainables/model.py builds
+them. Importing this imports no torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from trainables.config import CAFFE2_PIXEL_MEAN, CAFFE2_PIXEL_STD, ModelConfig
+
+# The paper's Mask R-CNN R50/R101-FPN with GN (32 groups, Detectron's G) in backbone, FPN,
+# 4conv1fc box head and 4-conv mask head (paper Sec. 4.1; detectron2
+# configs/Misc/scratch_mask_rcnn_R_50_FPN_9x_gn.yaml).
+R50_GN = ModelConfig(
+    depth=50, width=64, norm="gn", gn_groups=32, fpn_channels=256, box_head_convs=4, box_head_fc=1024, mask_head_convs=4
+)
+R101_GN = dataclasses.replace(R50_GN, depth=101)
+# SyncBN variant (paper Fig. 4): BN everywhere, synchronized across GPUs (detectron2's
+# Misc/mask_rcnn_R_50_FPN_3x_syncbn), 4conv1fc head.
+R50_SYNCBN = dataclasses.replace(R50_GN, norm="syncbn")
+# The R101 pretrained init is Detectron's own R-101-GN.pkl (no torchvision-layout GN R101
+# exists), trained in Caffe2 on 0-255 BGR pixels: both arms use that normalization.
+R101_GN_CAFFE2 = dataclasses.replace(R101_GN, pixel_mean=CAFFE2_PIXEL_MEAN, pixel_std=CAFFE2_PIXEL_STD)
+
+# A ResNet-18-class backbone at half width with a 48-channel FPN and light heads: about
+# 3M parameters and ~0.12 s per DDP iteration of 2 workers x 1 image of 128 px on 2 CPU
+# cores. On a CPU the RoI heads, not the backbone, dominate the cost, hence 64 sampled RoIs
+# per image (detectron2: 512; 32 made each iteration 17% cheaper but learning ~25% slower)
+# and 150 proposals after NMS. 8 GN groups because 32 groups of a 32-channel stem would be
+# single channels.
+TINY_GN = ModelConfig(
+    depth=18,
+    width=32,
+    norm="gn",
+    gn_groups=8,
+    fpn_channels=48,
+    box_head_convs=2,
+    box_head_fc=256,
+    mask_head_convs=2,
+    # Objects are 28-90 px in 128-px images, so anchors start 4x smaller than COCO's 32.
+    anchor_sizes=(8, 16, 32, 64, 128),
+    rpn_pre_nms_top_n_train=600,
+    rpn_post_nms_top_n_train=150,
+    rpn_pre_nms_top_n_test=300,
+    rpn_post_nms_top_n_test=100,
+    box_batch_size_per_image=64,
+    detections_per_img=50,
+)
