@@ -2,7 +2,7 @@
 
 He et al. (2019) replace every frozen BN with GroupNorm or SyncBN, in the backbone, the FPN
 and the 4conv1fc box head and mask head, and fine-tune the pretrained model with the same
-normalization, nothing frozen (paper_protocol.md section 1). torchvision's own builders
+normalization, nothing frozen (paper Sec. 3 and 4.1). torchvision's own builders
 freeze layers and use FrozenBatchNorm whenever backbone weights are given (and did so even
 without them before PR #5443, pytorch/vision#2164), so the model is assembled here from
 torchvision's parts instead. ``frozenbn`` is the classic fine-tuning baseline (Detectron's

@@ -1,6 +1,7 @@
 """The thin Ray layer of a trial: the per-worker function and the Tune driver function.
 
-Shaped like Ray's own Train-in-Tune pattern (ray_notes.md section 1): a Tune trial runs
+Shaped like Ray's own Train-in-Tune pattern (Ray docs, Train user guide "Hyperparameter
+optimization"): a Tune trial runs
 ``train_driver_fn``, which builds a ``TorchTrainer`` named after the trial id (stable across
 restores, so Train resumes its own checkpoints) and forwards every report to Tune through
 ``TuneReportCallback``. ``train_fn_per_worker`` turns Ray Train's context into an engine
@@ -31,7 +32,8 @@ from trainables.errors import InputError
 
 CHECKPOINT_FILE = "state.pt"
 # Tune trial actors ask for a sliver of this custom resource instead of a CPU, so they
-# never take a core a Train worker needs (ray_notes.md section 1 and 9).
+# never take a core a Train worker needs (Ray docs, Train user guide "Hyperparameter
+# optimization": keep the driver functions off the workers' resources).
 DRIVER_RESOURCE = "study_driver"
 # The config key the searcher fills in; everything else comes from the arm's base config.
 SEARCHED_KEYS = ("lr", "weight_decay", "schedule", "seed")
@@ -136,7 +138,8 @@ def train_driver_fn(config: dict[str, Any], arms: dict[str, dict[str, Any]]) -> 
             storage_path=storage.join(cfg.results_uri, "train"),
             callbacks=[TuneReportCallback()],
             # A bounded controller_failure_limit: an unschedulable worker group fails the
-            # trial instead of retrying forever (ray_notes.md section 9).
+            # trial instead of retrying forever (ray.train.FailureConfig: the default -1 retries
+            # forever).
             failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures, controller_failure_limit=3),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
             # Ray Train logs each report's whole metrics dict at INFO; the engine prints one

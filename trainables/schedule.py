@@ -1,7 +1,7 @@
 """The paper's learning-rate schedule as pure functions of the iteration.
 
 He et al. (2019), Sec. 4, following Detectron's 2x strategy: a schedule of N x is N * B
-iterations with B = 90k (paper_protocol.md section 1), and "the LR is always cut x0.1 at the
+iterations with B = 90k (paper Sec. 4.1, Table 1), and "the LR is always cut x0.1 at the
 last 60k and the last 20k iterations, whatever the total". With a 1x length B of any size the
 cuts fall at the last (2/3) B and the last (2/9) B iterations, so smaller presets keep the
 paper's shape. Linear warm-up (Goyal et al.; Detectron: 500 iterations from 1/3) comes first,
