@@ -39,10 +39,11 @@ def _showcase(done: pd.DataFrame, init: str, objective: str) -> pd.Series | None
     return pool.loc[pool[objective].idxmax()]
 
 
-def _fork(row: pd.Series) -> int:
+def _fork(row: pd.Series) -> int | None:
     """Where a final row's branch left the trunk: its schedule's first LR drop (a column of
-    final rows)."""
-    return int(row["fork_iteration"])
+    final rows; None for rows written before it existed)."""
+    fork = row.get("fork_iteration")
+    return None if fork is None or pd.isna(fork) else int(fork)
 
 
 def training_curves(df: pd.DataFrame, objective: str = "bbox_AP") -> Figure:
@@ -83,6 +84,9 @@ def training_curves(df: pd.DataFrame, objective: str = "bbox_AP") -> Figure:
             finals = rows[(rows["phase"] == FINAL) & (rows["status"] == COMPLETED)].sort_values("schedule")
             for _, f in finals.iterrows():
                 fork = _fork(f)
+                if fork is None:  # where the branch started is unknown: its result alone
+                    ax.plot([f["iteration"]], [f[objective]], marker="o", color=COLOURS[init], markersize=7)
+                    continue
                 y0 = float(np.interp(fork, tx, ty))
                 if fork > tx[-1]:  # the trunk was not evaluated up to this fork: dotted, not drawn as known
                     ax.plot([tx[-1], fork], [ty[-1], y0], ":", color=COLOURS[init], alpha=0.6)
@@ -227,11 +231,18 @@ def landscape(
     return fig
 
 
+def _plain_number(value: float, _pos=None) -> str:
+    """0.02, 0.5, 500, 20,000; 1e-04 below a thousandth."""
+    if value >= 1:
+        return f"{value:,.0f}" if float(value).is_integer() else f"{value:.3g}"
+    return f"{value:.3g}" if value >= 1e-3 else f"{value:.0e}"
+
+
 def _readable_log_ticks(axis) -> None:
     """Log-axis labels at 1, 2 and 5 times powers of ten, written plainly (0.02, 1e-4),
     and unlabelled minor ticks, so that labels never overlap, also on narrow ranges."""
     axis.set_major_locator(mticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0), numticks=12))
-    axis.set_major_formatter(mticker.FuncFormatter(lambda v, _pos: f"{v:.3g}" if 1e-3 <= v < 1e5 else f"{v:.0e}"))
+    axis.set_major_formatter(mticker.FuncFormatter(_plain_number))
     axis.set_minor_formatter(mticker.NullFormatter())
 
 

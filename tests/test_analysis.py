@@ -322,3 +322,16 @@ def test_recipes_come_from_study_json(tmp_path):
     )
     assert recipes(read_study(str(tmp_path))) == {"scratch-tiny-f1": (0.3, 1e-4), "pretrained-tiny-f1": (0.2, 1e-5)}
     assert recipes(read_study(tmp_path / "absent")) == {}
+
+
+def test_scaling_figure_axes_and_colours():
+    rows = _rows("a", "scratch", 0.3, 1e-4, 1.0, {1.0: 0.5}) + _rows(
+        "b", "scratch", 0.3, 1e-4, 1.0, {1.0: 0.2}, fraction=0.1
+    )
+    rows += _rows("c", "pretrained", 0.3, 1e-4, 1.0, {1.0: 0.4}, fraction=0.1)
+    rows += _rows("d", "pretrained", 0.3, 1e-4, 1.0, {1.0: 0.6})
+    ax = figures.scaling_plot(_frame(rows)).axes[0]
+    assert ax.get_title() and ax.get_xscale() == "log"
+    assert ax.get_xlabel() == "training images" and ax.get_ylabel() == "best final bbox_AP"
+    lines = {line.get_color(): list(line.get_xdata()) for line in ax.lines}
+    assert lines == {figures.COLOURS["scratch"]: [60, 600], figures.COLOURS["pretrained"]: [60, 600]}

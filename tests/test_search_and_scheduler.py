@@ -349,3 +349,11 @@ def test_private_optuna_search_attributes_exist_in_the_pinned_ray(tmp_path):
     searcher = search.searchers["scratch-tiny-f1"]
     assert isinstance(searcher._ot_study, optuna.Study)
     assert isinstance(searcher._ot_trials["t0"], optuna.trial.Trial)
+
+
+def test_private_ray_train_logger_module_exists_in_the_pinned_ray():
+    """trainables/ray_entry.py quiets Ray Train's per-report INFO line through the logger of
+    this private module (the public LoggingConfig does not reach it); pinned like the above."""
+    from ray.train.v2._internal.execution import context
+
+    assert context.__file__.endswith("context.py")
