@@ -74,21 +74,25 @@ def shared_by_every_arm(field: str | None, arm: str, arms: dict[str, dict[str, A
 
 
 def arms_to_close(record: dict[str, Any], arms: dict[str, dict[str, Any]]) -> tuple[list[str], str]:
-    """The arms that would meet a trial's bad input again, and why.
-
-    Every arm, for a value they all share (the dataset's paths); the trial's own arm, for a
-    value of its arm (its pretrained weights, its data fraction); none for anything else.
-    """
+    """The arms that would meet a trial's bad input again, and why: every arm whose config
+    has the value that failed (all of them for the dataset's paths; those of one init for
+    its pretrained weights; those of one data fraction for it); none without a field."""
     field, arm = record.get("field"), record["arm"]
-    if shared_by_every_arm(field, arm, arms):
-        return list(arms), f"every arm reads {field}, which failed in trial {record['trial_id']}"
-    if field and arm in arms:
+    if not field or arm not in arms:
+        return [], ""
+    try:
+        value = lookup(arms[arm], field)
+    except (KeyError, TypeError):
+        return [], ""
+    same = []
+    for name, config in arms.items():
         try:
-            lookup(arms[arm], field)
+            if lookup(config, field) == value:
+                same.append(name)
         except (KeyError, TypeError):
-            return [], ""
-        return [arm], f"its {field} failed in trial {record['trial_id']}"
-    return [], ""
+            continue
+    who = "every arm reads" if len(same) == len(arms) else f"{', '.join(same)} read"
+    return same, f"{who} {field}={value!r}, which failed in trial {record['trial_id']}"
 
 
 def format_failures(failures: list[Failure]) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -63,7 +64,7 @@ def check_address(address: str | None) -> None:
     flag = "--address" if address != os.environ.get("RAY_ADDRESS") else "$RAY_ADDRESS"
     if address == "auto":
         # Where `ray start` records its cluster's address (Ray's own lookup for "auto").
-        marker = Path(os.environ.get("RAY_TMPDIR", tempfile.gettempdir())) / "ray" / "ray_current_cluster"
+        marker = _ray_temp_dir() / "ray" / "ray_current_cluster"
         if not marker.is_file():
             raise ConfigError(
                 f"{flag} auto: no Ray cluster was started on this machine ({marker} not found); "
@@ -83,6 +84,18 @@ def check_address(address: str | None) -> None:
             pass
     except OSError as err:
         raise ConfigError(f"{flag} {address}: nothing answers at {host}:{port} ({err})", "--address") from None
+
+
+def _ray_temp_dir() -> Path:
+    """Ray's system temp folder: $RAY_TMPDIR, else $TMPDIR on Linux, else /tmp on Linux and
+    macOS (ray._common.utils.get_default_system_temp_dir, which needs Ray imported)."""
+    if "RAY_TMPDIR" in os.environ:
+        return Path(os.environ["RAY_TMPDIR"])
+    if sys.platform.startswith("linux") and "TMPDIR" in os.environ:
+        return Path(os.environ["TMPDIR"])
+    if sys.platform.startswith(("linux", "darwin")):
+        return Path("/tmp")
+    return Path(tempfile.gettempdir())
 
 
 def check_study(study: StudyConfig) -> None:

@@ -23,7 +23,7 @@ import pickle
 from typing import Any
 
 import optuna
-from ray.tune.search import Searcher
+from ray.tune.search import Searcher, SearchGenerator
 from ray.tune.search.optuna import OptunaSearch
 
 from analysis.schema import COMPLETED, DIVERGED, FINAL, TRUNK
@@ -261,7 +261,6 @@ class ArmSearch(Searcher):
         with open(checkpoint_path, "rb") as f:
             state = pickle.load(f)
         self.suggested, self.trial_arm = state["suggested"], state["trial_arm"]
-        self.failed = set(state.get("failed", ()))
         self.num_samples, self.fixed, self.spaces = (
             state["num_samples"],
             state["fixed"],
@@ -269,6 +268,19 @@ class ArmSearch(Searcher):
         )
         for arm, blob in state["searchers"].items():
             self.searchers[arm].__dict__.update(blob)
+        # Arms closed by bad input open again; an ArmSearch pickled by an older version
+        # lacks these attributes.
+        self.closed = {}
+        self.__dict__.setdefault("results_uri", None)
+        self.__dict__.setdefault("arm_configs", {})
+        # Trials Optuna holds as FAIL, from Optuna itself: a resumed one must not report
+        # to its finished Optuna trial.
+        self.failed = set(state.get("failed", ()))
+        for searcher in self.searchers.values():
+            numbers = {
+                t.number for t in searcher._ot_study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
+            }
+            self.failed |= {tid for tid, trial in searcher._ot_trials.items() if trial.number in numbers}
         self.fail_orphans()
 
     def fail_orphans(self) -> int:
@@ -291,3 +303,17 @@ class ArmSearch(Searcher):
                     )
                     count += 1
         return count
+
+
+class ResumableSearch(SearchGenerator):
+    """Tune's wrapper of a Searcher, which asks it again after a restore.
+
+    Once ArmSearch has said FINISHED (every arm used up, or closed by bad input), Tune's
+    SearchGenerator remembers it in its saved state and a restored experiment would never
+    ask again; the arms that bad input closed would then never get their remaining trials
+    after the input was fixed. A restored run asks once more: ArmSearch answers FINISHED
+    again if nothing is left.
+    """
+
+    def set_state(self, state: dict) -> None:
+        super().set_state({**state, "finished": False})

@@ -17,13 +17,14 @@ from typing import Any
 import optuna
 import ray
 from ray import tune
+from ray.tune.search import ConcurrencyLimiter
 
 from analysis.schema import COMPLETED, DIVERGED, FAILED, FINAL, RUNNING, STOPPED
 from study import failures
 from study.config import StudyConfig, default_point, search_space
 from study.config import arms as study_arms
 from study.scheduler import ScheduleRungs
-from study.search import ArmSearch, arm_searcher
+from study.search import ArmSearch, ResumableSearch, arm_searcher
 from trainables import results, storage
 from trainables.ray_entry import DRIVER_RESOURCE, train_driver_fn
 
@@ -56,10 +57,6 @@ def start_ray(address: str | None, num_cpus: int) -> None:
     # Save Tune's experiment state (trials, searcher) every 10 s rather than "auto", so a
     # killed driver loses as little as possible of what it had started.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "10")
-    # Tune's newer console output picks its table columns itself (the first few numbers of
-    # a result) and ignores a progress reporter; the classic output shows the columns of
-    # status_table() (Ray docs, "Tune Console Output": RAY_AIR_NEW_OUTPUT=0).
-    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=True)
@@ -135,6 +132,13 @@ TABLE_METRICS = {
 
 
 def status_table() -> tune.CLIReporter:
+    """Tune's classic status table with these columns.
+
+    Tune's newer console output picks its table columns itself (the first few numbers of a
+    result) and ignores a progress reporter; the classic output, which Tune reads
+    ``RAY_AIR_NEW_OUTPUT=0`` for when a run starts, shows the reporter's columns.
+    """
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
     return tune.CLIReporter(
         parameter_columns=TABLE_PARAMETERS, metric_columns=TABLE_METRICS, max_report_frequency=30, max_column_length=24
     )
@@ -163,6 +167,7 @@ def run_single_trial(
     experiment = storage.join(results_uri, TUNE_DIR)
     fn = trainable(arms, driver_resources())
     if resume and tune.Tuner.can_restore(experiment):
+        status_table()  # the restored run config holds its reporter; Tune reads the console switch at fit()
         tuner = tune.Tuner.restore(experiment, fn, resume_unfinished=True, resume_errored=True)
     else:
         tuner = tune.Tuner(
@@ -262,18 +267,19 @@ def run_study(
     experiment = storage.join(results_uri, TUNE_DIR)
     fn = trainable(arms, driver_resources())
     if resume and tune.Tuner.can_restore(experiment):
+        status_table()  # the restored run config holds its reporter; Tune reads the console switch at fit()
         tuner = tune.Tuner.restore(experiment, fn, resume_unfinished=True, resume_errored=True)
     else:
         search = build_search(study, num_samples, results_uri, arms)
         if resume:  # killed before Tune first saved its state: nothing to restore
             search.fail_orphans()
+        limited = ConcurrencyLimiter(search, max_concurrent=max_concurrent) if max_concurrent else search
         tuner = tune.Tuner(
             fn,
             tune_config=tune.TuneConfig(
-                search_alg=search,
+                search_alg=ResumableSearch(limited),
                 scheduler=build_scheduler(study, results_uri),
                 num_samples=num_samples * len(arms),
-                max_concurrent_trials=max_concurrent,
                 metric=study.objective,
                 mode="max",
             ),

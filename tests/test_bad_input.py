@@ -4,6 +4,7 @@ the file and the ranks, and a corrupt training image is skipped with a warning a
 import dataclasses
 import json
 import os
+import shutil
 import tempfile
 
 import pandas as pd
@@ -16,9 +17,10 @@ from analysis import load_results
 from study.config import Arm, base_trial
 from study.presets import SMOKE
 from tests.conftest import MemoryCheckpoints, write_coco_fixture
-from trainables.config import TrialConfig, from_dict
+from trainables.config import PretrainSpec, TrialConfig, from_dict
 from trainables.engine import AgreedInputError, Session, agree, run_trial
 from trainables.errors import InputError
+from trainables.pretrain import ensure_pretrained
 
 
 @pytest.fixture(autouse=True)
@@ -150,3 +152,25 @@ def test_a_value_error_while_setting_up_is_not_retried_either(tmp_path):
     """Schedules whose branches collide raise ValueError before anything trains: bad input."""
     out = run_trial(_cfg(tmp_path, schedule=1.01, schedules=(1.0, 1.01)), MemoryCheckpoints().session())
     assert out["input_error"]["type"] == "ValueError" and "fork at the same iteration" in out["input_error"]["message"]
+
+
+def test_no_readable_training_image_fails_every_rank_in_the_step(tmp_path):
+    """When a rank finds no readable image to stand in, the step's all-reduce tells every
+    rank, and the trial ends on bad input instead of one rank raising alone."""
+    cfg = _coco_cfg(tmp_path, schedule=1.0, schedules=())
+    for image_id in (1, 2):
+        (tmp_path / "train" / f"{image_id:012d}.jpg").write_bytes(b"\xff\xd8 truncated")
+    error = run_trial(cfg, MemoryCheckpoints().session())["input_error"]
+    assert error["field"] == "data.train_images" and "11 training images in a row cannot be read" in error["message"]
+
+
+def test_a_fixed_input_clears_the_record_of_the_bad_one(tmp_path):
+    cfg = _cfg(tmp_path, init="pretrained")
+    assert "input_error" in run_trial(cfg, MemoryCheckpoints().session())
+    assert (tmp_path / "results" / "failures" / "t1.json").exists()
+    spec = PretrainSpec(iterations=3, batch_size=8)
+    shutil.copy(ensure_pretrained(SMOKE.models["tiny"], spec).path, tmp_path / "nope.pth")
+    assert run_trial(dataclasses.replace(cfg, schedule=1.0, schedules=()), MemoryCheckpoints().session())["status"] == (
+        "completed"
+    )
+    assert not list((tmp_path / "results" / "failures").iterdir())

@@ -85,18 +85,19 @@ def test_worker_failure_resumes_from_checkpoint(local_ray, tmp_path):
     assert len(list((tmp_path / "F" / "faults").iterdir())) == 1
 
 
-def test_one_arms_bad_input_fails_once_the_others_complete_and_resume_continues(local_ray, tmp_path, capfd):
+def test_one_arms_bad_input_fails_once_the_others_complete_and_resume_continues(local_ray, tmp_path, capfd, caplog):
     """The pretrained arm's weights are missing on the workers (the driver could not check
     them): that trial fails once, without a retry, the arm gets no further trial, scratch
-    completes, the summary names the failure; after the file appears, --resume finishes it."""
+    completes, the summary names the failure; after the file appears, --resume finishes the
+    failed trial and runs the arm's remaining one."""
     uri = str(tmp_path / "S")
-    study = dataclasses.replace(SMOKE, num_samples=1)
+    study = dataclasses.replace(SMOKE, num_samples=2)
     weights = tmp_path / "weights" / "tiny.pth"
     arms = {
         arm.name: base_trial(study, arm, results_uri=uri, code_version="test", pretrained={"tiny": (str(weights), 96)})
         for arm in study_arms(study)
     }
-    grid = tuning.run_study(study, arms, 1, uri, max_concurrent=1, resume=False)
+    grid = tuning.run_study(study, arms, 2, uri, max_concurrent=1, resume=False)
     failed = tuning.failed_trials(grid, uri)
     assert len(failed) == 1 and failed[0].arm == "pretrained-tiny-f1"
     assert failed[0].error_type == "MissingInputError" and str(weights) in failed[0].message
@@ -105,31 +106,34 @@ def test_one_arms_bad_input_fails_once_the_others_complete_and_resume_continues(
     log = (tmp_path / "S" / "failures" / f"{failed[0].trial_id}.log").read_text()
     # Both ranks hit it, told once; one Train run, no restart (no checkpoint, no rows).
     assert log.count("Traceback") == 1 and "rank(s) 0, 1" in log
-    assert not (tmp_path / "S" / "train" / f"train-{failed[0].trial_id}").exists() or not list(
-        (tmp_path / "S" / "train" / f"train-{failed[0].trial_id}").glob("checkpoint_*")
-    )
+    assert not list((tmp_path / "S" / "train").glob(f"train-{failed[0].trial_id}/checkpoint_*"))
     df = load_results(uri)
-    assert set(df["arm"]) == {"scratch-tiny-f1"} and (final_rows(df)["status"] == "completed").all()
+    assert set(df["arm"]) == {"scratch-tiny-f1"} and df["trial_id"].nunique() == 2  # scratch's two trials
+    assert len(grid) == 3  # the pretrained arm's second trial never started
     errors = [r for r in grid if r.error]
     assert len(errors) == 1 and isinstance(errors[0].error, TrialInputError)
+    assert "pretrained-tiny-f1 gets no further trials in this run" in caplog.text
     out, err = capfd.readouterr()
-    assert "pretrained-tiny-f1 gets no further trials in this run" in out + err
     # Told once by the workers (both ranks, one line, no traceback; Tune's log has the one).
     assert (out + err).count("bad input on rank(s) 0, 1") == 1 and (out + err).count("Traceback") <= 1
 
-    # Fixed: the weights appear where the arm's config says, and --resume finishes the trial.
+    # Fixed: the weights appear where the arm's config says; --resume finishes the failed
+    # trial and starts the arm's second one.
     weights.parent.mkdir()
     shutil.copy(ensure_pretrained(study.models["tiny"], study.pretrain).path, weights)
-    grid = tuning.run_study(study, arms, 1, uri, max_concurrent=1, resume=True)
+    grid = tuning.run_study(study, arms, 2, uri, max_concurrent=1, resume=True)
     assert not tuning.failed_trials(grid, uri)
+    assert not list((tmp_path / "S" / "failures").iterdir())  # the record went with the bad input
     df = load_results(uri)
     pretrained = final_rows(df).query("arm == 'pretrained-tiny-f1'")
-    assert pretrained["schedule"].tolist() == sorted(SMOKE.search.schedule)[: len(pretrained)] and len(pretrained)
-    assert (pretrained["trial_id"] == failed[0].trial_id).all() and (pretrained["pretrain_images_seen"] == 96).all()
+    assert pretrained["trial_id"].nunique() == 2 and (pretrained["pretrain_images_seen"] == 96).all()
+    resumed = pretrained[pretrained["trial_id"] == failed[0].trial_id]
+    assert resumed["schedule"].tolist() == sorted(SMOKE.search.schedule)[: len(resumed)] and len(resumed)
     storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'S' / 'optuna.db'}")
     trials = optuna.load_study(study_name="pretrained-tiny-f1", storage=storage).get_trials(deepcopy=False)
-    states = sorted(t.state.name for t in trials if t.state.is_finished())
-    assert states.count("FAIL") == 1 and states.count("COMPLETE") == len(pretrained)
+    assert [t.state.name for t in trials].count("FAIL") == 1
+    joined = [t for t in trials if t.user_attrs.get("tune_trial") == failed[0].trial_id and t.state.name == "COMPLETE"]
+    assert sorted(t.params["schedule"] for t in joined) == resumed["schedule"].tolist()
 
 
 def test_trial_command_with_bad_input_on_the_workers_exits_non_zero(local_ray, tmp_path, capsys):

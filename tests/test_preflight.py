@@ -80,6 +80,8 @@ def test_annotation_file_that_is_not_json(coco_dirs):
         (lambda c: c.pop("categories"), ["no list 'categories'"]),
         (lambda c: c["annotations"][0].update(category_id=77), ["annotation 11 (image 1) has category_id 77"]),
         (lambda c: c["annotations"][0].update(image_id=99), ["annotation 11 refers to image 99"]),
+        (lambda c: c["annotations"][0].update(bbox=[1, 2, 3]), ["annotation 11 (image 1) has bbox [1, 2, 3]"]),
+        (lambda c: c["images"][0].update(id=[1]), ["a record of 'images' has id [1]"]),
     ],
 )
 def test_annotation_file_with_bad_records(coco_dirs, change, fragments):

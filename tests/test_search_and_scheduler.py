@@ -281,7 +281,7 @@ def test_bad_input_closes_the_arms_that_would_meet_it_again(tmp_path, caplog):
     search.suggest("s0")
     _input_failure(tmp_path / "b", "s0", "scratch-tiny-f1", "data.train_annotations")
     search.on_trial_complete("s0", error=True)
-    assert "every arm reads data.train_annotations" in caplog.text
+    assert "every arm reads data.train_annotations=" in caplog.text and "no further trial starts" in caplog.text
     assert search.suggest("x") == Searcher.FINISHED
     # An error without a record (a lost node after Train's retries) closes nothing.
     (tmp_path / "c").mkdir()
@@ -328,6 +328,10 @@ def test_failures_summary_and_scope():
     assert failures.arms_to_close(record, ARM_CONFIGS)[0] == ["pretrained-tiny-f1"]
     assert failures.arms_to_close({**record, "field": "data.train_annotations"}, ARM_CONFIGS)[0] == list(ARM_CONFIGS)
     assert failures.arms_to_close({**record, "field": None}, ARM_CONFIGS)[0] == []
+    # A value some arms share (one data fraction, for both inits) closes exactly those.
+    by_fraction = {f"{i}-f{f}": {"data_fraction": f} for i in ("scratch", "pretrained") for f in (0.1, 1.0)}
+    closing, why = failures.arms_to_close({**record, "arm": "scratch-f0.1", "field": "data_fraction"}, by_fraction)
+    assert closing == ["scratch-f0.1", "pretrained-f0.1"] and why.startswith("scratch-f0.1, pretrained-f0.1 read")
     try:
         raise RuntimeError("Training failed\nworker 1 lost")
     except RuntimeError as err:
@@ -357,3 +361,19 @@ def test_private_ray_train_logger_module_exists_in_the_pinned_ray():
     from ray.train.v2._internal.execution import context
 
     assert context.__file__.endswith("context.py")
+
+
+def test_a_restored_search_asks_the_searcher_again(tmp_path):
+    """Tune's SearchGenerator saves "finished"; restored, ResumableSearch asks ArmSearch
+    again, so arms that bad input closed get their remaining trials."""
+    from ray.tune.search import ConcurrencyLimiter
+
+    from study.search import ResumableSearch
+
+    search, _ = _search(tmp_path, num_samples=2)
+    generator = ResumableSearch(ConcurrencyLimiter(search, max_concurrent=1))
+    saved = {**generator.get_state(), "counter": 2, "total_samples": 4, "finished": True}
+    generator.set_state(saved)
+    assert not generator.is_finished()
+    generator.set_state({**saved, "counter": 4})
+    assert generator.is_finished()  # every trial suggested: nothing to ask for

@@ -27,6 +27,8 @@ def read_coco_json(path: str, field: str | None = None) -> dict[str, Any]:
             blob = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise InputError(f"{path} is not valid JSON ({err}){_named(field)}", field) from None
+    except OSError as err:
+        raise InputError(f"{path} cannot be read ({err}){_named(field)}", field) from None
     check_coco(blob, path, field)
     return blob
 
@@ -57,6 +59,21 @@ def check_coco(blob: Any, path: str, field: str | None = None) -> None:
                 raise InputError(
                     f"{path}: a record of '{key}' has no '{lacking[0]}': {str(record)[:200]}{_named(field)}", field
                 )
+    for key in REQUIRED:
+        for record in blob[key]:
+            if not isinstance(record["id"], (int, str)) or isinstance(record["id"], bool):
+                raise InputError(
+                    f"{path}: a record of '{key}' has id {record['id']!r}, not an integer or string{_named(field)}",
+                    field,
+                )
+    for ann in blob["annotations"]:
+        box = ann["bbox"]
+        if not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box)):
+            raise InputError(
+                f"{path}: annotation {ann['id']} (image {ann['image_id']}) has bbox {box!r}, not "
+                f"[x, y, width, height]{_named(field)}",
+                field,
+            )
     images = {img["id"] for img in blob["images"]}
     categories = {c["id"] for c in blob["categories"]}
     if len(images) != len(blob["images"]):

@@ -127,10 +127,18 @@ class CocoDetection(torch.utils.data.Dataset):
             except UnreadableImage as err:
                 skipped.append(str(err))
         else:
-            raise InputError(
-                f"{MAX_SUBSTITUTES + 1} training images in a row cannot be read, from {skipped[0]} to {skipped[-1]}",
-                "data.train_images",
-            )
+            # Not raised here: only this rank would fail, while the others wait in the step's
+            # all-reduce. A placeholder goes through the step, which fails on every rank.
+            image = torch.zeros(3, 32, 32)
+            target = {
+                "boxes": torch.zeros(0, 4),
+                "labels": torch.zeros(0, dtype=torch.int64),
+                "masks": torch.zeros(0, 32, 32, dtype=torch.uint8),
+                "image_id": image_id,
+                "unreadable": f"{MAX_SUBSTITUTES + 1} training images in a row cannot be read, from "
+                f"{skipped[0]} to {skipped[-1]}",
+            }
+            return image, target
         target = self.target(image_id, image.shape[1], image.shape[2])
         if skipped:
             target["skipped"] = skipped

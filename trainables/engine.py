@@ -160,6 +160,9 @@ def _train(cfg: TrialConfig, session: Session) -> dict[str, Any]:
     plan, paths, train_set, val_set, model = agree(session, setup)
     if rank == 0:
         _record_subset(cfg, train_set.image_ids)
+        # The input is good now: a bad-input record from an earlier attempt no longer holds.
+        for suffix in (".json", ".log"):
+            storage.delete(storage.join(cfg.results_uri, "failures", f"{cfg.trial_id}{suffix}"))
     if cfg.model.norm == "syncbn" and world > 1:
         model = convert_sync_batchnorm(model)
     model = session.prepare_model(model)
@@ -221,6 +224,7 @@ def _train(cfg: TrialConfig, session: Session) -> dict[str, Any]:
     def step(trainer: Trainer, batch) -> tuple[list[float], float]:
         images, targets = batch
         skips.note(targets)
+        unreadable = [t.pop("unreadable") for t in targets if "unreadable" in t]
         it = trainer.position.iteration
         multiplier = lr_multiplier(
             it,
@@ -240,10 +244,19 @@ def _train(cfg: TrialConfig, session: Session) -> dict[str, Any]:
         # The losses are averaged over the ranks while backward runs: waiting for them
         # before backward would add a second synchronisation point per step, at which
         # the rank with the cheaper image idles.
-        pending = _MeanAcrossRanks(torch.stack([loss.detach(), *[loss_dict[k].detach() for k in LOSS_KEYS]]), world)
+        # The last element flags a batch without a readable image on some rank; it rides on
+        # the losses' all-reduce, so every rank learns it at the same point.
+        flag = loss.detach().new_tensor(float(bool(unreadable)))
+        pending = _MeanAcrossRanks(
+            torch.stack([loss.detach(), *[loss_dict[k].detach() for k in LOSS_KEYS], flag]), world
+        )
         optimizer.zero_grad(set_to_none=True)
         training.scaler.scale(loss).backward()
         reduced = pending.wait()
+        if reduced[-1] > 0:
+            mine = describe_input_error(InputError(unreadable[0], "data.train_images"), rank) if unreadable else None
+            raise AgreedInputError([e for e in _gather(mine, world) if e is not None])
+        reduced = reduced[:-1]
         check_finite(reduced, lr_now)
         if s.clip_grad_norm:
             training.scaler.unscale_(optimizer)
@@ -299,13 +312,13 @@ class AgreedInputError(Exception):
         self.errors = errors
 
 
-def describe_input_error(err: BaseException, rank: int) -> dict[str, Any]:
+def describe_input_error(err: BaseException, rank: int, node: str | None = None) -> dict[str, Any]:
     return {
         "type": type(err).__name__,
         "message": str(err),
         "field": getattr(err, "field", None),
         "rank": rank,
-        "node": socket.gethostname(),
+        "node": node or socket.gethostname(),
         "traceback": "".join(traceback.format_exception(err)),
     }
 
@@ -479,7 +492,9 @@ class _Reporter:
     def checkpoint(self, trainer: Trainer) -> dict[str, Any] | None:
         """The full state on rank 0 (None elsewhere); every rank must call it (RNG gather)."""
         world = self.session.world_size
-        rng = _gather(rng_state(), world)
+        # Every rank's RNG, and the training images skipped so far (with the same gather).
+        per_rank = _gather((rng_state(), self.skips.count), world)
+        rng, skipped = [r for r, _ in per_rank], sum(n for _, n in per_rank)
         saved = trainer.forks.saved
         fork_rng = _gather(saved["rng"], world) if saved is not None else None
         if self.session.rank != 0:
@@ -492,7 +507,7 @@ class _Reporter:
             iteration=trainer.position.iteration,
             wall_time_s=self.elapsed(),
             world_size=world,
-            skipped_images=self.skips.last_total,
+            skipped_images=skipped,
             fork=None if saved is None else {**saved, "rng": fork_rng},
         )
         return state
@@ -535,27 +550,29 @@ def evaluate_model(
             outputs = net([images[k] for k in keep])
         outputs = [{k: v.float() for k, v in o.items()} for o in outputs]
         mine.extend(coco_results(outputs, [infos[k]["image_id"] for k in keep], dataset.label_to_category))
-    gathered = [(mine, unreadable)]
+    here = (mine, unreadable, socket.gethostname())
+    gathered = [here]
     if session.world_size > 1:
         # To rank 0 only: val2017's predictions need not travel to every rank.
         gathered = [None] * session.world_size if session.rank == 0 else None
-        dist.gather_object((mine, unreadable), gathered, dst=0)
+        dist.gather_object(here, gathered, dst=0)
     metrics: list[Any] = [None]
     if session.rank == 0:
-        errors = [e for _, errs in gathered for e in errs]
-        if errors:
-            metrics = [{"unreadable": errors}]
+        failed = [
+            describe_input_error(InputError(_unreadable_message(errors), "data.val_images"), r, node)
+            for r, (_, errors, node) in enumerate(gathered)
+            if errors
+        ]
+        if failed:
+            metrics = [{"unreadable": failed}]
         else:
-            metrics = [coco_eval.evaluate(annotations, coco_eval.dedupe_by_image([p for p, _ in gathered]))]
+            metrics = [coco_eval.evaluate(annotations, coco_eval.dedupe_by_image([p for p, _, _ in gathered]))]
             # Bbox-only output (no masks predicted at all) still reports every key.
             metrics[0] = {k: metrics[0].get(k, 0.0) for k in coco_eval.AP_KEYS}
     if session.world_size > 1:
         dist.broadcast_object_list(metrics, src=0)
     if "unreadable" in metrics[0]:
-        errors = metrics[0]["unreadable"]
-        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        err = InputError(f"{errors[0]}{more}; the evaluation needs every val image", "data.val_images")
-        raise AgreedInputError([describe_input_error(err, session.rank)])
+        raise AgreedInputError(metrics[0]["unreadable"])
     return metrics[0]
 
 
@@ -566,7 +583,6 @@ class SkippedImages:
     def __init__(self, log: Callable[[str], None], prefix: str) -> None:
         self.log, self.prefix = log, prefix
         self.count = 0
-        self.last_total = 0
         self.seen: set[str] = set()
 
     def note(self, targets: list[dict[str, Any]]) -> None:
@@ -582,8 +598,12 @@ class SkippedImages:
 
     def total(self, world: int) -> int:
         """The count over every rank (a gather: every rank calls it at the same point)."""
-        self.last_total = sum(_gather(self.count, world))
-        return self.last_total
+        return sum(_gather(self.count, world))
+
+
+def _unreadable_message(errors: list[str]) -> str:
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{errors[0]}{more}; the evaluation needs every val image"
 
 
 def _losses(window: LossWindow) -> dict[str, float]:

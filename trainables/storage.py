@@ -86,6 +86,13 @@ def exists(path: str) -> bool:
     return fs.get_file_info(inner).type != pafs.FileType.NotFound
 
 
+def delete(path: str) -> None:
+    """Remove a file if it is there."""
+    fs, inner = filesystem(path)
+    if fs.get_file_info(inner).type == pafs.FileType.File:
+        fs.delete_file(inner)
+
+
 def list_files(folder: str, suffix: str = "") -> list[str]:
     """Files directly in ``folder`` (not hidden ones), as paths/URIs; [] if it does not exist."""
     fs, inner = filesystem(folder)
