@@ -105,6 +105,10 @@ class StudyConfig:
     # Embedded pretraining (the toy "ImageNet"), or per-model weight URLs/paths for real ones.
     pretrain: PretrainSpec | None = None
     pretrained_weights: dict[str, str] = field(default_factory=dict)
+    # Images each model's weights saw in their ImageNet training (epochs x 1,281,167), as
+    # their source states it; recorded in study.json and every pretrained row, and drawn in
+    # the AP-vs-images figure (a model without an entry is drawn as "unknown").
+    pretrained_images: dict[str, int] = field(default_factory=dict)
     # The paper's recipe: each arm's first trial, and the values a --trial run uses for
     # keys it does not set.
     default_trial: dict[str, Any] = field(default_factory=lambda: {"lr": 0.02, "weight_decay": 1e-4, "schedule": 1.0})

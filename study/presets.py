@@ -13,7 +13,7 @@ from study.config import Axes, EarlyStopping, SearchSpace, StudyConfig
 from trainables.config import DataConfig, PretrainSpec, SolverConfig, SyntheticSpec
 
 # The model configurations (plain dataclasses; no torch).
-from trainables.zoo import R50_GN, R50_SYNCBN, R101_GN_CAFFE2, TINY_GN
+from trainables.zoo import R50_GN, R50_GN_CAFFE2, R50_SYNCBN, R101_GN_CAFFE2, TINY_GN
 
 LOCAL_MODELS = {"tiny": TINY_GN}
 
@@ -126,11 +126,24 @@ COCO_DATA = DataConfig(
     loader_workers=4,
 )
 B = 90_000  # "1x" = 90k iterations at 16 images (Detectron) [P]
+# ImageNet weights, with the images their training saw (ILSVRC-2012 train: 1,281,167).
+IMAGENET_TRAIN = 1_281_167
+DETECTRON = "https://dl.fbaipublicfiles.com/detectron/ImageNetPretrained"
+# Detectron's GN ResNets, the paper's own pretrained models (detectron2
+# detectron2/checkpoint/catalog.py, ImageNetPretrained/MSRA/R-50-GN, R-101-GN); 100 epochs,
+# the paper's figure for ImageNet pre-training (Sec. 4.1: "1.28M images x 100 epochs").
+R50_GN_PKL = (f"{DETECTRON}/47261647/R-50-GN.pkl", 100 * IMAGENET_TRAIN)
+R101_GN_PKL = (f"{DETECTRON}/47592356/R-101-GN.pkl", 100 * IMAGENET_TRAIN)
+# The alternative for R50: timm's resnet50_gn.a1h_in1k (ImageNet normalization; its model
+# card: the "ResNet strikes back" A1 recipe, 600 epochs), a much longer modern recipe.
+TIMM_R50_GN = ("https://huggingface.co/timm/resnet50_gn.a1h_in1k/resolve/main/pytorch_model.bin", 600 * IMAGENET_TRAIN)
+# torchvision's IMAGENET1K_V1 ResNet-50 (BN), trained 90 epochs (torchvision's references).
+TORCHVISION_R50 = ("https://download.pytorch.org/models/resnet50-0676ba61.pth", 90 * IMAGENET_TRAIN)
 COCO_R50_GN = StudyConfig(
     name="coco-r50-gn",
     description="paper Table 1: Mask R-CNN R50-FPN GN on COCO, scratch vs. ImageNet, 2x-6x, 8 GPUs x 2 images",
     axes=Axes(init=("scratch", "pretrained"), data_fraction=(1.0,), model=("r50",)),
-    models={"r50": R50_GN},
+    models={"r50": R50_GN_CAFFE2},
     data=COCO_DATA,
     # 8 GPUs x 2 images = 16 [P]; LR 0.02 at 16 with linear warm-up (Detectron: 500 iterations
     # from 1/3) [P][C]; momentum 0.9, weight decay 1e-4 [P]; no decay on GN (Detectron's
@@ -160,7 +173,8 @@ COCO_R50_GN = StudyConfig(
     use_gpu=True,
     # Evaluate (and checkpoint, ~0.5 GB with momentum) every 1/3 of 1x: 30k iterations.
     eval_period=30_000,
-    pretrained_weights={"r50": "https://huggingface.co/timm/resnet50_gn.a1h_in1k/resolve/main/pytorch_model.bin"},
+    pretrained_weights={"r50": R50_GN_PKL[0]},
+    pretrained_images={"r50": R50_GN_PKL[1]},
     # The recipe's trial scores all of 2x-6x: a trunk of 480k iterations and five 60k
     # cooldowns, 780k iterations instead of 1.8M for five separate runs.
     default_trial={"lr": 0.02, "weight_decay": 1e-4, "schedule": 6.0},
@@ -182,7 +196,8 @@ COCO_R101_GN = dataclasses.replace(
     description="paper Table 1: Mask R-CNN R101-FPN GN on COCO, scratch vs. ImageNet, 2x-6x",
     axes=Axes(init=("scratch", "pretrained"), data_fraction=(1.0,), model=("r101",)),
     models={"r101": R101_GN_CAFFE2},
-    pretrained_weights={"r101": "https://dl.fbaipublicfiles.com/detectron/ImageNetPretrained/47592356/R-101-GN.pkl"},
+    pretrained_weights={"r101": R101_GN_PKL[0]},
+    pretrained_images={"r101": R101_GN_PKL[1]},
     # P100: Detectron GN README, R-101-FPN GN scratch 3x, 1.243 s/iter; V100: the R50
     # figure x 1.243/1.087 (no published R101 GN scratch speed on V100).
     seconds_per_iteration={"V100": round(0.338 * 1.243 / 1.087, 3), "P100": 1.243},
@@ -194,9 +209,18 @@ COCO_R50_SYNCBN = dataclasses.replace(
     axes=Axes(init=("scratch", "pretrained"), data_fraction=(1.0,), model=("r50-syncbn",)),
     models={"r50-syncbn": R50_SYNCBN},
     # torchvision's IMAGENET1K_V1 ResNet-50 (BN), fine-tuned with SyncBN, nothing frozen.
-    pretrained_weights={"r50-syncbn": "https://download.pytorch.org/models/resnet50-0676ba61.pth"},
+    pretrained_weights={"r50-syncbn": TORCHVISION_R50[0]},
+    pretrained_images={"r50-syncbn": TORCHVISION_R50[1]},
     # V100: detectron2 MODEL_ZOO mask_rcnn_R_50_FPN_3x_syncbn, 0.345 s/iter.
     seconds_per_iteration={"V100": 0.345},
+)
+COCO_R50_GN_TIMM = dataclasses.replace(
+    COCO_R50_GN,
+    name="coco-r50-gn-timm",
+    description="coco-r50-gn with timm's resnet50_gn (600-epoch recipe) instead of Detectron's R-50-GN.pkl",
+    models={"r50": R50_GN},  # timm's weights expect ImageNet's mean/std on 0-1 RGB
+    pretrained_weights={"r50": TIMM_R50_GN[0]},
+    pretrained_images={"r50": TIMM_R50_GN[1]},
 )
 TRAIN2017_IMAGES = 118_287  # COCO train2017 [P]
 COCO_R50_GN_SUBSETS = dataclasses.replace(
@@ -239,7 +263,17 @@ COCO_R50_GN_SUBSETS = dataclasses.replace(
 )
 
 PRESETS: dict[str, StudyConfig] = {
-    p.name: p for p in (SMOKE, TOY, TOY_SCALING, COCO_R50_GN, COCO_R101_GN, COCO_R50_SYNCBN, COCO_R50_GN_SUBSETS)
+    p.name: p
+    for p in (
+        SMOKE,
+        TOY,
+        TOY_SCALING,
+        COCO_R50_GN,
+        COCO_R50_GN_TIMM,
+        COCO_R101_GN,
+        COCO_R50_SYNCBN,
+        COCO_R50_GN_SUBSETS,
+    )
 }
 
 

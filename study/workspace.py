@@ -80,7 +80,7 @@ def prepare_inputs(study: StudyConfig, log: Callable[[str], None] = print) -> di
         return weights
     for model in study.axes.model:
         if model in study.pretrained_weights:
-            weights[model] = (study.pretrained_weights[model], None)
+            weights[model] = (study.pretrained_weights[model], study.pretrained_images.get(model))
         elif study.pretrain is not None:
             result = ensure_pretrained(study.models[model], study.pretrain, log=log)
             log(

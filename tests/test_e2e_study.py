@@ -66,6 +66,10 @@ def test_killed_study_resumes_without_lost_or_duplicated_rows(tmp_path):
     resumed = subprocess.run([*cmd, "--resume"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert "best schedule result per arm" in resumed.stdout
+    # Tune's status table shows what one watches: arm, searched values, schedule, iteration, AP.
+    header = [line for line in resumed.stdout.splitlines() if "Trial name" in line][-1]
+    for column in ("arm", "lr", "weight decay", "trunk", "phase", "schedule", "iteration", "bbox AP", "segm AP"):
+        assert column in header, header
     assert "rungs rebuilt from" in resumed.stdout  # early stopping remembers the first run
 
     raw = pd.read_parquet(tmp_path / "S" / "metrics")

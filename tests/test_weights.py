@@ -129,7 +129,35 @@ def test_detectron_gn_pickle_loads_every_tensor(tmp_path):
 def test_preset_weights_point_at_the_right_files():
     from study.presets import PRESETS
 
-    r50 = PRESETS["coco-r50-gn"].pretrained_weights["r50"]
-    assert "resnet50_gn" in r50 and r50.startswith("https://huggingface.co/timm/")
-    assert PRESETS["coco-r101-gn"].pretrained_weights["r101"].endswith("R-101-GN.pkl")
+    # The paper's own GN models (Detectron's, Caffe2 pixel convention), and the alternatives.
+    gn = PRESETS["coco-r50-gn"]
+    assert gn.pretrained_weights["r50"].endswith("/47261647/R-50-GN.pkl")
+    assert gn.models["r50"].pixel_std == PRESETS["coco-r101-gn"].models["r101"].pixel_std == (1 / 255,) * 3
+    assert PRESETS["coco-r50-gn-subsets"].pretrained_weights == gn.pretrained_weights
+    assert PRESETS["coco-r101-gn"].pretrained_weights["r101"].endswith("/47592356/R-101-GN.pkl")
+    timm = PRESETS["coco-r50-gn-timm"]
+    assert "resnet50_gn" in timm.pretrained_weights["r50"] and timm.models["r50"].pixel_std == (0.229, 0.224, 0.225)
     assert "resnet50-0676ba61.pth" in PRESETS["coco-r50-syncbn"].pretrained_weights["r50-syncbn"]
+    # Every pretrained weight states the images it saw: 100, 600 and 90 epochs of ImageNet.
+    images = {name: p.pretrained_images for name, p in PRESETS.items() if p.pretrained_weights}
+    assert images["coco-r50-gn"] == {"r50": 128_116_700} and images["coco-r101-gn"] == {"r101": 128_116_700}
+    assert images["coco-r50-gn-timm"] == {"r50": 768_700_200}
+    assert images["coco-r50-syncbn"] == {"r50-syncbn": 115_305_030}
+
+
+def test_pretrained_images_reach_the_trial_config(tmp_path):
+    """A preset's stated pretraining images travel with its weights into every arm's config."""
+    import dataclasses
+
+    from study.config import Arm, base_trial
+    from study.presets import SMOKE
+    from study.workspace import prepare_inputs
+
+    weights = str(tmp_path / "w.pth")
+    study = dataclasses.replace(SMOKE, pretrained_weights={"tiny": weights}, pretrained_images={"tiny": 1_281_167})
+    pretrained = prepare_inputs(study, log=lambda _m: None)
+    assert pretrained == {"tiny": (weights, 1_281_167)}
+    arm = base_trial(study, Arm("pretrained", 1.0, "tiny"), results_uri="", code_version="", pretrained=pretrained)
+    assert arm["pretrained_weights"] == weights and arm["pretrain_images_seen"] == 1_281_167
+    unknown = prepare_inputs(dataclasses.replace(study, pretrained_images={}), log=lambda _m: None)
+    assert unknown == {"tiny": (weights, None)}  # drawn as "unknown", never as 0

@@ -20,8 +20,9 @@ R101_GN = dataclasses.replace(R50_GN, depth=101)
 # SyncBN variant (paper Fig. 4): BN everywhere, synchronized across GPUs (detectron2's
 # Misc/mask_rcnn_R_50_FPN_3x_syncbn), 4conv1fc head.
 R50_SYNCBN = dataclasses.replace(R50_GN, norm="syncbn")
-# The R101 pretrained init is Detectron's own R-101-GN.pkl (no torchvision-layout GN R101
-# exists), trained in Caffe2 on 0-255 BGR pixels: both arms use that normalization.
+# The paper's pretrained inits are Detectron's own R-50-GN.pkl and R-101-GN.pkl, trained in
+# Caffe2 on 0-255 BGR pixels: both arms of a comparison use that normalization.
+R50_GN_CAFFE2 = dataclasses.replace(R50_GN, pixel_mean=CAFFE2_PIXEL_MEAN, pixel_std=CAFFE2_PIXEL_STD)
 R101_GN_CAFFE2 = dataclasses.replace(R101_GN, pixel_mean=CAFFE2_PIXEL_MEAN, pixel_std=CAFFE2_PIXEL_STD)
 
 # A ResNet-18-class backbone at half width with a 48-channel FPN and light heads: about
