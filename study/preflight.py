@@ -126,7 +126,7 @@ def check_inputs(study: StudyConfig, missing_ok: str | None = None, log: Callabl
     if train_images is not None:
         batch = study.num_workers * study.solver.ims_per_worker
         for fraction in study.axes.data_fraction:
-            kept = max(1, round(fraction * train_images))
+            kept = min(train_images, max(1, round(fraction * (study.data.fraction_of_images or train_images))))
             if kept < batch:
                 raise ConfigError(
                     f"data fraction {fraction:g} leaves {kept} of {train_images} training images, "

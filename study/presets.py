@@ -124,6 +124,8 @@ COCO_DATA = DataConfig(
     test_min_size=800,
     hflip_prob=0.5,
     loader_workers=4,
+    # Data fractions count train2017's 118,287 images, as the paper's subsets do.
+    fraction_of_images=118_287,
 )
 B = 90_000  # "1x" = 90k iterations at 16 images (Detectron) [P]
 # ImageNet weights, with the images their training saw (ILSVRC-2012 train: 1,281,167).
@@ -227,8 +229,9 @@ COCO_R50_GN_SUBSETS = dataclasses.replace(
     COCO_R50_GN,
     name="coco-r50-gn-subsets",
     description="paper Sec. 5.2: R50-FPN GN on 35k/10k/3.5k/1k-image subsets of train2017, scratch vs. ImageNet",
-    # round(f * 118,287) gives exactly 35,000 / 10,000 / 3,500 / 1,000 images; the subset
-    # seed (data.subset_seed) picks the same images for both inits and records their ids.
+    # With data.fraction_of_images = 118,287 these give exactly 35,000 / 10,000 / 3,500 /
+    # 1,000 trainable images, nested (one seeded permutation); data.subset_seed picks the
+    # same images for both inits, and every subset's ids are recorded in subsets/.
     axes=Axes(
         init=("scratch", "pretrained"),
         model=("r50",),

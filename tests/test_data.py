@@ -98,6 +98,16 @@ def test_subset_is_seeded_and_stable():
         select_subset(ids, 0.0, seed=0)
 
 
+def test_subsets_are_exact_counts_of_the_nominal_set_and_nested():
+    """Paper Sec. 5.2: 35k/10k/3.5k/1k of train2017's 118,287, counted on the images trained
+    on (fewer: some have no usable annotation), each inside the next larger one."""
+    trainable = list(range(0, 117_266 * 3, 3))
+    subsets = {n: select_subset(trainable, n / 118_287, seed=0, of=118_287) for n in (35_000, 10_000, 3_500, 1_000)}
+    assert {n: len(ids) for n, ids in subsets.items()} == {35_000: 35_000, 10_000: 10_000, 3_500: 3_500, 1_000: 1_000}
+    assert set(subsets[1_000]) < set(subsets[3_500]) < set(subsets[10_000]) < set(subsets[35_000]) < set(trainable)
+    assert select_subset(trainable, 1.0, seed=0, of=118_287) == trainable  # all there is
+
+
 def test_sampler_resumes_mid_epoch():
     data = list(range(23))
     full = ResumableDistributedSampler(data, num_replicas=2, rank=1, shuffle=True, seed=7)

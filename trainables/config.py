@@ -77,6 +77,9 @@ class DataConfig:
     loader_workers: int = 0
     # Seed of the data-fraction subset; the same seed picks the same images for every arm.
     subset_seed: int = 0
+    # What a data fraction is a fraction of: 0 = the trainable images; COCO presets give
+    # train2017's 118,287, as the paper counts, so its subsets have exactly 35k ... 1k images.
+    fraction_of_images: int = 0
 
     def __post_init__(self) -> None:
         _check(self.source in ("synthetic", "coco"), "data.source", self.source, "'synthetic' or 'coco'")
@@ -89,6 +92,7 @@ class DataConfig:
         _check(self.max_size >= max(self.min_size), "data.max_size", self.max_size, ">= every data.min_size")
         _check(0.0 <= self.hflip_prob <= 1.0, "data.hflip_prob", self.hflip_prob, "in [0, 1]")
         _check(self.loader_workers >= 0, "data.loader_workers", self.loader_workers, ">= 0")
+        _check(self.fraction_of_images >= 0, "data.fraction_of_images", self.fraction_of_images, ">= 0")
 
 
 @dataclass(frozen=True)

@@ -93,7 +93,9 @@ def build_datasets(cfg: TrialConfig, paths: DataPaths) -> tuple[CocoDetection, C
     """Both datasets, checked: annotations parse, categories agree, listed images exist."""
     train_coco = load_coco(paths.train_annotations, "data.train_annotations")
     train = CocoDetection(paths.train_images, train_coco, train=True)
-    train.image_ids = select_subset(train.image_ids, cfg.data_fraction, cfg.data.subset_seed)
+    train.image_ids = select_subset(
+        train.image_ids, cfg.data_fraction, cfg.data.subset_seed, of=cfg.data.fraction_of_images
+    )
     val = CocoDetection(paths.val_images, load_coco(paths.val_annotations, "data.val_annotations"), train=False)
     check_same_categories(train_coco.dataset, val.coco.dataset, paths.train_annotations, paths.val_annotations)
     # One directory listing each: cheap even for COCO's 118k files, and a missing image is
