@@ -157,7 +157,7 @@ def write_report(study_dir: str | os.PathLike, out: str | os.PathLike | None = N
             "",
             "## Scaling with training-set size (paper Sec. 5.2)",
             "",
-            markdown_table(tables.scaling(data, objective)),
+            markdown_table(tables.scaling(data, objective, with_paper=is_coco)),
             "",
             "![scaling](scaling.png)",
         ]

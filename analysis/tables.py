@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analysis.paper import table1_frame
+from analysis.paper import DATA_FRACTION_BBOX_AP, table1_frame
 from analysis.results import final_rows, trial_rows
 from analysis.schema import COMPLETED, TRIAL_STATUSES
 
@@ -104,9 +104,11 @@ def scratch_vs_pretrained(
         r.columns = [f"recipe_{c}_bbox_AP" for c in r.columns]
         wide = wide.merge(r.reset_index(), on=index, how="left")
     if with_paper:
+        # Table 1 is on all of train2017: only full-data rows get it (subsets: scaling()).
         paper = table1_frame().pivot_table(index=["model", "schedule"], columns="init", values="paper_bbox_AP")
         paper.columns = [f"paper_{c}_bbox_AP" for c in paper.columns]
-        wide = wide.merge(paper.reset_index(), on=["model", "schedule"], how="left")
+        paper = paper.reset_index().assign(data_fraction=1.0)
+        wide = wide.merge(paper, on=["model", "data_fraction", "schedule"], how="left")
         for c in ("paper_scratch_bbox_AP", "paper_pretrained_bbox_AP"):
             if c in wide:
                 wide[c] = wide[c] / 100.0
@@ -125,14 +127,26 @@ def scratch_vs_pretrained(
     return wide[[c for c in order if c in wide] + rest].sort_values(index).reset_index(drop=True)
 
 
-def scaling(df: pd.DataFrame, objective: str = "bbox_AP") -> pd.DataFrame:
-    """Best final AP per init against training-set size (paper Sec. 5.2), completed trials."""
+def scaling(df: pd.DataFrame, objective: str = "bbox_AP", with_paper: bool = False) -> pd.DataFrame:
+    """Best final AP per init against training-set size (paper Sec. 5.2), completed trials.
+
+    ``with_paper`` (COCO studies) adds the paper's Sec. 5.2 best bbox AP (as a fraction) to
+    the R50 rows whose training-set size is one of its subsets (35k, 10k, 3.5k, 1k images).
+    """
     done = completed(df)
+    cols = ["model", "init", "data_fraction", "train_images", objective, "trial_id"]
     if done.empty:
-        return pd.DataFrame(columns=["model", "init", "data_fraction", "train_images", objective, "trial_id"])
+        return pd.DataFrame(columns=cols + (["paper_bbox_AP"] if with_paper else []))
     idx = done.groupby(["model", "init", "data_fraction"])[objective].idxmax()
-    out = done.loc[idx, ["model", "init", "data_fraction", "train_images", objective, "trial_id"]]
-    return out.sort_values(["model", "init", "train_images"]).reset_index(drop=True)
+    out = done.loc[idx, cols].sort_values(["model", "init", "train_images"]).reset_index(drop=True)
+    if with_paper:
+        out["paper_bbox_AP"] = [
+            DATA_FRACTION_BBOX_AP[int(n)][0 if init == "pretrained" else 1] / 100.0
+            if model == "r50" and int(n) in DATA_FRACTION_BBOX_AP
+            else np.nan
+            for model, init, n in zip(out["model"], out["init"], out["train_images"])
+        ]
+    return out
 
 
 def budget(df: pd.DataFrame) -> pd.DataFrame:

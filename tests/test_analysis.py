@@ -146,6 +146,16 @@ def test_paper_numbers_beside_coco_arms(study_rows):
     assert t.loc[2.0, "paper_scratch_bbox_AP"] == pytest.approx(0.368)
     assert t.loc[2.0, "paper_pretrained_bbox_AP"] == pytest.approx(0.403)
     assert pd.isna(t.loc[1.0, "paper_scratch_bbox_AP"])  # the paper has no 1x row
+    # A subset's rows never get Table 1 (all of train2017); its Sec. 5.2 result is in scaling().
+    subset = coco.assign(data_fraction=10_000 / 118_287, train_images=10_000, arm=coco["arm"] + "-10k")
+    both = pd.concat([coco, subset], ignore_index=True)
+    t = tables.scratch_vs_pretrained(both, with_paper=True).set_index(["data_fraction", "schedule"])
+    assert t.loc[(1.0, 2.0), "paper_scratch_bbox_AP"] == pytest.approx(0.368)
+    assert pd.isna(t.loc[(10_000 / 118_287, 2.0), "paper_scratch_bbox_AP"])
+    s = tables.scaling(both, with_paper=True).set_index(["init", "train_images"])
+    assert s.loc[("pretrained", 10_000), "paper_bbox_AP"] == pytest.approx(0.260)
+    assert s.loc[("scratch", 10_000), "paper_bbox_AP"] == pytest.approx(0.259)
+    assert pd.isna(s.loc[("scratch", 600), "paper_bbox_AP"])  # no paper subset of that size
 
 
 def test_budget_counts_statuses_and_worker_hours(study_rows):
