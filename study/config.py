@@ -150,6 +150,12 @@ class StudyConfig:
         )
 
 
+def startup_trials(num_samples: int) -> int:
+    """Finished trials an arm's TPE sampler waits for before it models the space (random
+    samples until then): about half of a small budget, at most 10."""
+    return min(10, max(2, num_samples // 2))
+
+
 @dataclass(frozen=True)
 class Arm:
     init: str

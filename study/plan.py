@@ -6,9 +6,10 @@ cost estimates. Pure functions of the preset and a cluster size; no Ray.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
-from study.config import Arm, StudyConfig, arms, default_point, search_space
+from study.config import Arm, StudyConfig, arms, default_point, search_space, startup_trials
 from trainables.branches import branches, independent_iterations, trial_iterations
 
 
@@ -120,6 +121,7 @@ def format_plan(plan: Plan) -> str:
         f"  1x = {s.solver.base_iters} iterations; "
         + (f"the trunk is evaluated every {s.eval_period} iterations, " if s.eval_period else "")
         + "each schedule at its end",
+        _search_line(s),
         "  early stopping: "
         + (
             f"rungs at the schedules of each arm, reduction {s.early_stopping.reduction_factor}"
@@ -179,3 +181,31 @@ def _k(n: int) -> str:
 def gpu_hours(plan: Plan, seconds_per_iteration: float) -> float:
     """Expected iterations (branches included) x step time x GPUs per trial (before early stopping)."""
     return plan.expected_iterations * seconds_per_iteration * plan.gpus_per_trial / 3600
+
+
+def _search_line(study: StudyConfig) -> str:
+    """How Optuna picks each arm's trials, and whether its TPE model gets to work.
+
+    TPE samples at random until an arm's study has ``startup_trials`` finished trials, and
+    every schedule a trial scores is one (its own and each branch's result): the recipe
+    alone gives one per schedule of its set up to its own.
+    """
+    n, num = startup_trials(study.num_samples), study.num_samples
+    recipe_results = min(
+        len(
+            {
+                s
+                for s in search_space(study, arm).schedule
+                if s <= default_point(study, dataclasses.asdict(arm))["schedule"]
+            }
+        )
+        for arm in arms(study)
+    )
+    line = (
+        f"  search: the recipe, then Optuna TPE, which samples at random until an arm has {n} finished "
+        f"Optuna trials (each schedule result counts; the recipe gives {recipe_results})"
+    )
+    if num < 2 or recipe_results + (num - 2) < n:
+        enough = max(2, n - recipe_results + 2)
+        line += f"; with {num} trial(s) per arm TPE will not model yet (--num-samples {enough} or more)"
+    return line

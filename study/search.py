@@ -28,7 +28,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from analysis.schema import COMPLETED, DIVERGED, FINAL, TRUNK
 from study import failures
-from study.config import RECIPE_KEYS, SearchSpace
+from study.config import RECIPE_KEYS, SearchSpace, startup_trials
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def arm_searcher(
     sampler = optuna.samplers.TPESampler(
         seed=seed,
         # A few random trials before TPE models the space (about half of a small budget).
-        n_startup_trials=min(10, max(2, num_samples // 2)),
+        n_startup_trials=startup_trials(num_samples),
         constant_liar=True,  # parallel trials do not all land on the same point
     )
     points = None
