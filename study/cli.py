@@ -15,7 +15,7 @@ import sys
 from typing import Any
 
 from study import failures, preflight
-from study.config import Arm, Axes, StudyConfig, base_trial, default_point, search_space
+from study.config import Arm, Axes, StudyConfig, at_global_batch, base_trial, default_point, search_space
 from study.config import arms as study_arms
 from study.overrides import apply_overrides
 from study.plan import format_plan, make_plan
@@ -148,7 +148,7 @@ def resolve(args: argparse.Namespace) -> tuple[StudyConfig, str, dict[str, Any] 
     study = get_preset(args.preset or DEFAULT_PRESET)
     if args.num_samples:
         study = dataclasses.replace(study, num_samples=args.num_samples)
-    study = apply_overrides(study, args.set)
+    study = at_global_batch(apply_overrides(study, args.set))
     values = parse_trial(args.trial, study) if args.trial is not None else None
     if not args.dry_run:
         check_folder(uri, resume=False)
@@ -165,7 +165,7 @@ def _resolve_resume(args: argparse.Namespace, uri: str) -> tuple[StudyConfig, st
     name = stored["preset"]["name"]
     if args.preset and args.preset != name:
         raise ConfigError(f"--resume: {uri} holds a study of preset {name}, not {args.preset}")
-    study = apply_overrides(get_preset(name), stored.get("overrides", []))
+    study = at_global_batch(apply_overrides(get_preset(name), stored.get("overrides", [])))
     study = dataclasses.replace(study, num_samples=stored.get("num_samples", study.num_samples))
     values = stored.get("trial") if stored.get("mode") == "trial" else None
     return study, uri, values

@@ -150,6 +150,36 @@ class StudyConfig:
         )
 
 
+def at_global_batch(study: StudyConfig) -> StudyConfig:
+    """The study with its schedule counted at the global batch it runs at.
+
+    A preset quotes 1x (``solver.base_iters``), the warm-up and ``eval_period`` in
+    iterations of ``solver.schedule_batch`` images; at a global batch of ``b`` images each
+    scales by ``schedule_batch / b`` (8 GPUs x 2 images: unchanged; 16 x 2: halved), so
+    every schedule, LR drop and evaluation falls at the same image count, as the LR scales
+    by ``reference_batch / b``. Idempotent: the result quotes them at ``b``.
+    """
+    s = study.solver
+    batch = study.num_workers * s.ims_per_worker
+    if s.schedule_batch == batch:
+        return study
+    factor = s.schedule_batch / batch
+    try:
+        solver = dataclasses.replace(
+            s,
+            base_iters=round(s.base_iters * factor),
+            warmup_iters=round(s.warmup_iters * factor),
+            schedule_batch=batch,
+        )
+    except ConfigError as err:
+        raise ConfigError(
+            f"{err} after scaling solver.base_iters={s.base_iters} (quoted at {s.schedule_batch} images) to the "
+            f"global batch of {batch}",
+            err.field,
+        ) from None
+    return dataclasses.replace(study, solver=solver, eval_period=round(study.eval_period * factor))
+
+
 def startup_trials(num_samples: int) -> int:
     """Finished trials an arm's TPE sampler waits for before it models the space (random
     samples until then): about half of a small budget, at most 10."""

@@ -118,7 +118,7 @@ def format_plan(plan: Plan) -> str:
         f"x ({s.cpus_per_worker} CPU{', 1 GPU' if s.use_gpu else ''}), {s.solver.ims_per_worker} images/worker "
         f"= batch {batch}" + (f"; {plan.gpus_per_trial} GPUs per trial" if s.use_gpu else ""),
         f"  concurrency: {plan.max_concurrent} trial(s) at once ({plan.capacity})",
-        f"  1x = {s.solver.base_iters} iterations; "
+        f"  1x = {s.solver.base_iters} iterations of {batch} images ({s.solver.base_iters * batch:,} images); "
         + (f"the trunk is evaluated every {s.eval_period} iterations, " if s.eval_period else "")
         + "each schedule at its end",
         _search_line(s),

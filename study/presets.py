@@ -59,7 +59,14 @@ TOY = StudyConfig(
     # this budget 2 images per step reach a higher AP than 4 (more, smaller SGD steps).
     # Clipping guards the high-LR corner of the search.
     solver=SolverConfig(
-        base_iters=200, ims_per_worker=1, reference_batch=16, warmup_iters=40, warmup_factor=1 / 3, clip_grad_norm=10.0
+        base_iters=200,
+        ims_per_worker=1,
+        reference_batch=16,
+        # The toy's 1x is 200 iterations of its own batch of 2 images (2 workers x 1).
+        schedule_batch=2,
+        warmup_iters=40,
+        warmup_factor=1 / 3,
+        clip_grad_norm=10.0,
     ),
     # LR is quoted at 16 images (x2/16 at the real batch of 2); 0.3 works well for both inits
     # on this data, so the range spans ~4x either side of it. Both inits search the same
@@ -92,7 +99,7 @@ SMOKE = dataclasses.replace(
     ),
     # 1x = 9 iterations of 4 images (2 DDP workers x 2): drops at iterations 3 and 7 (the
     # last 6 and 2).
-    solver=dataclasses.replace(TOY.solver, base_iters=9, warmup_iters=2, ims_per_worker=2),
+    solver=dataclasses.replace(TOY.solver, base_iters=9, warmup_iters=2, ims_per_worker=2, schedule_batch=4),
     search=SearchSpace(lr=(0.01, 0.05), weight_decay=(1e-5, 1e-3), schedule=(1.0, 2.0)),
     num_samples=2,
     eval_period=6,

@@ -167,6 +167,11 @@ def test_unreachable_address(tmp_path):
     [
         (["--set", "num_workers=0"], ["num_workers=0"]),
         (["--set", "solver.base_iters=5"], ["solver.base_iters=5"]),
+        # smoke's 1x of 9 iterations at 4 images is 2 iterations at 16 (8 workers x 2): too short.
+        (
+            ["--set", "num_workers=8"],
+            ["solver.base_iters=2", "after scaling solver.base_iters=9", "global batch of 16"],
+        ),
         (
             ["--set", "axes.data_fraction=[0.01]"],
             ["data fraction 0.01 leaves 1 of 24 training images", "one global batch of 4"],

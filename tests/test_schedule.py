@@ -54,3 +54,38 @@ def test_short_schedules_keep_the_1x_proportions():
     assert drop_iterations(B, 1 / 6) == (5_000, 11_667)
     kw = dict(peak_lr=0.02, base_iters=B, schedule=1 / 6, warmup_iters=500, warmup_factor=1 / 3)
     assert lr_at(4_999, **kw) == pytest.approx(0.02)  # not already decayed at the start
+
+
+def test_schedules_count_images_whatever_the_global_batch():
+    """N x is N x 90k iterations at 16 images: 8 x 2 and 16 x 2 workers see the same images
+    per schedule, LR drop, warm-up and evaluation (detectron2's REFERENCE_WORLD_SIZE rule)."""
+    import dataclasses
+
+    from study.config import at_global_batch
+    from study.presets import COCO_R50_GN, TOY
+    from trainables.branches import branches
+    from trainables.schedule import drop_iterations
+
+    def in_images(workers):
+        study = at_global_batch(dataclasses.replace(COCO_R50_GN, num_workers=workers))
+        s, batch = study.solver, workers * study.solver.ims_per_worker
+        plan = branches(s.base_iters, COCO_R50_GN.search.schedule, 6.0)
+        return {
+            "ends": [b.end * batch for b in plan],
+            "forks": [b.fork * batch for b in plan],
+            "drops": [d * batch for sched in (2.0, 6.0) for d in drop_iterations(s.base_iters, sched)],
+            "warmup": s.warmup_iters * batch,
+            "eval": study.eval_period * batch,
+            "iterations": s.base_iters,
+        }
+
+    eight, sixteen = in_images(8), in_images(16)
+    assert eight["iterations"] == 90_000 and sixteen["iterations"] == 45_000
+    assert {k: v for k, v in eight.items() if k != "iterations"} == {
+        k: v for k, v in sixteen.items() if k != "iterations"
+    }
+    assert eight["ends"][-1] == 540_000 * 16 and eight["drops"][-2:] == [480_000 * 16, 520_000 * 16]
+    # A preset run at the batch it quotes is unchanged; resolving twice changes nothing.
+    assert at_global_batch(TOY) is TOY
+    once = at_global_batch(dataclasses.replace(TOY, num_workers=1))
+    assert once.solver.base_iters == 400 and once.eval_period == 200 and at_global_batch(once) is once

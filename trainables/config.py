@@ -152,12 +152,18 @@ class ModelConfig:
 class SolverConfig:
     """SGD, the paper's step schedule and the batch/LR scaling rule (trainables/schedule.py)."""
 
-    # Length of the "1x" schedule in iterations (Detectron: 90k at 16 images/iteration).
+    # Length of the "1x" schedule in iterations of ``schedule_batch`` images (Detectron: 90k
+    # at 16 images/iteration). With warmup_iters and the study's eval_period it is counted at
+    # that batch; a study run at another global batch scales all three by schedule_batch /
+    # batch (study.config.at_global_batch), so N x means the same images whatever the
+    # batch, as detectron2's REFERENCE_WORLD_SIZE does (detectron2/engine/defaults.py,
+    # DefaultTrainer.auto_scale_workers).
     base_iters: int = 90_000
     ims_per_worker: int = 2
     # The searched LR is quoted at this global batch and scaled linearly to the real one
     # (Goyal et al.; Detectron/torchvision: 0.02 at 16 images).
     reference_batch: int = 16
+    schedule_batch: int = 16
     momentum: float = 0.9
     # None: norm parameters get the trial's weight decay; detectron2 and mmdetection use 0.
     weight_decay_norm: float | None = 0.0
@@ -171,6 +177,7 @@ class SolverConfig:
         _check(self.base_iters >= 9, "solver.base_iters", self.base_iters, ">= 9 (drops at 2/3 and 2/9 of it)")
         _check(self.ims_per_worker >= 1, "solver.ims_per_worker", self.ims_per_worker, ">= 1")
         _check(self.reference_batch >= 1, "solver.reference_batch", self.reference_batch, ">= 1")
+        _check(self.schedule_batch >= 1, "solver.schedule_batch", self.schedule_batch, ">= 1")
         _check(0.0 <= self.momentum < 1.0, "solver.momentum", self.momentum, "in [0, 1)")
         _check(self.warmup_iters >= 0, "solver.warmup_iters", self.warmup_iters, ">= 0")
         _check(0.0 < self.warmup_factor <= 1.0, "solver.warmup_factor", self.warmup_factor, "in (0, 1]")
