@@ -62,17 +62,6 @@ def lookup(config: dict[str, Any], field: str) -> Any:
     return value
 
 
-def shared_by_every_arm(field: str | None, arm: str, arms: dict[str, dict[str, Any]]) -> bool:
-    """Whether every arm's trials read the value that failed: then every trial would fail."""
-    if not field:
-        return False
-    try:
-        value = lookup(arms[arm], field)
-        return all(lookup(config, field) == value for config in arms.values())
-    except (KeyError, TypeError):
-        return False
-
-
 def arms_to_close(record: dict[str, Any], arms: dict[str, dict[str, Any]]) -> tuple[list[str], str]:
     """The arms that would meet a trial's bad input again, and why: every arm whose config
     has the value that failed (all of them for the dataset's paths; those of one init for

@@ -248,7 +248,6 @@ class ArmSearch(Searcher):
         state = {
             "suggested": self.suggested,
             "trial_arm": self.trial_arm,
-            "failed": self.failed,
             "num_samples": self.num_samples,
             "fixed": self.fixed,
             "spaces": self.spaces,
@@ -275,7 +274,7 @@ class ArmSearch(Searcher):
         self.__dict__.setdefault("arm_configs", {})
         # Trials Optuna holds as FAIL, from Optuna itself: a resumed one must not report
         # to its finished Optuna trial.
-        self.failed = set(state.get("failed", ()))
+        self.failed = set()
         for searcher in self.searchers.values():
             numbers = {
                 t.number for t in searcher._ot_study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))

@@ -131,14 +131,18 @@ TABLE_METRICS = {
 }
 
 
-def status_table() -> tune.CLIReporter:
-    """Tune's classic status table with these columns.
+def classic_console() -> None:
+    """Use Tune's classic console output, which shows status_table()'s columns.
 
-    Tune's newer console output picks its table columns itself (the first few numbers of a
-    result) and ignores a progress reporter; the classic output, which Tune reads
-    ``RAY_AIR_NEW_OUTPUT=0`` for when a run starts, shows the reporter's columns.
+    Tune's newer output picks its table columns itself (the first few numbers of a result)
+    and ignores a progress reporter; Tune reads this switch when a run starts.
     """
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+
+
+def status_table() -> tune.CLIReporter:
+    """Tune's status table with TABLE_PARAMETERS and TABLE_METRICS."""
+    classic_console()
     return tune.CLIReporter(
         parameter_columns=TABLE_PARAMETERS, metric_columns=TABLE_METRICS, max_report_frequency=30, max_column_length=24
     )
@@ -167,7 +171,7 @@ def run_single_trial(
     experiment = storage.join(results_uri, TUNE_DIR)
     fn = trainable(arms, driver_resources())
     if resume and tune.Tuner.can_restore(experiment):
-        status_table()  # the restored run config holds its reporter; Tune reads the console switch at fit()
+        classic_console()  # the restored run config holds its status table
         tuner = tune.Tuner.restore(experiment, fn, resume_unfinished=True, resume_errored=True)
     else:
         tuner = tune.Tuner(
@@ -267,7 +271,7 @@ def run_study(
     experiment = storage.join(results_uri, TUNE_DIR)
     fn = trainable(arms, driver_resources())
     if resume and tune.Tuner.can_restore(experiment):
-        status_table()  # the restored run config holds its reporter; Tune reads the console switch at fit()
+        classic_console()  # the restored run config holds its status table
         tuner = tune.Tuner.restore(experiment, fn, resume_unfinished=True, resume_errored=True)
     else:
         search = build_search(study, num_samples, results_uri, arms)
