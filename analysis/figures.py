@@ -39,6 +39,15 @@ def _showcase(done: pd.DataFrame, init: str, objective: str) -> pd.Series | None
     return pool.loc[pool[objective].idxmax()]
 
 
+def reported(done: pd.DataFrame, objective: str) -> tuple[str, str]:
+    """(column, label) of the final results a figure reports: the test split's, where the
+    study has one; else the search split's, said so."""
+    test = f"test_{objective}"
+    if test in done and done[test].notna().any():
+        return test, f"{objective} (test split)"
+    return objective, f"{objective} (search split)"
+
+
 def _fork(row: pd.Series) -> int | None:
     """Where a final row's branch left the trunk: its schedule's first LR drop (a column of
     final rows; None for rows written before it existed)."""
@@ -59,7 +68,7 @@ def training_curves(df: pd.DataFrame, objective: str = "bbox_AP") -> Figure:
     fig, axes = plt.subplots(1, max(1, len(groups)), figsize=(6.5 * max(1, len(groups)), 4.5), squeeze=False)
     if not groups:
         _empty(axes[0, 0], "no schedule result yet")
-        fig.suptitle(f"{objective} during training")
+        fig.suptitle(f"{objective} (search split) during training")
         return fig
     for ax, (model, fraction) in zip(axes[0], groups):
         sub = done[(done["model"] == model) & (done["data_fraction"] == fraction)]
@@ -103,10 +112,10 @@ def training_curves(df: pd.DataFrame, objective: str = "bbox_AP") -> Figure:
                 )
         ax.set_title(f"{model}, data fraction {fraction:g}")
         ax.set_xlabel("iteration")
-        ax.set_ylabel(objective)
+        ax.set_ylabel(f"{objective} (search split)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, title="dashed: a schedule's cooldown from its first LR drop (v)", title_fontsize=8)
-    fig.suptitle(f"{objective} during training: trunk and branches of one trial per init")
+    fig.suptitle(f"{objective} (search split) during training: trunk and branches of one trial per init")
     fig.tight_layout()
     return fig
 
@@ -118,11 +127,13 @@ def ap_vs_images(df: pd.DataFrame, objective: str = "bbox_AP") -> Figure:
     For each init, the trial of :func:`training_curves`. A pretrained result is drawn at its
     detection images plus the images its backbone saw in pretraining (filled), with a band
     back to its detection images alone (hollow); where the pretraining images are not
-    known, only the hollow point is drawn and the legend says "unknown".
+    known, only the hollow point is drawn and the legend says "unknown". The AP is the test
+    split's where the study has one.
     """
     done = completed(df)
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    ax.set_title(f"final {objective} of each schedule against all images seen")
+    column, label_y = reported(done, objective) if not done.empty else (objective, objective)
+    ax.set_title(f"final {label_y} of each schedule against all images seen")
     if done.empty:
         _empty(ax, "no schedule result yet")
         return fig
@@ -132,7 +143,7 @@ def ap_vs_images(df: pd.DataFrame, objective: str = "bbox_AP") -> Figure:
             continue
         curve = done[done["trial_id"] == pick["trial_id"]].sort_values("schedule")
         detection = curve["images_seen"].astype(float).to_numpy()
-        ap = curve[objective].to_numpy(float)
+        ap = curve[column].to_numpy(float)
         label = f"{init} ({pick['arm']}, lr {pick['lr']:.3g})"
         pretrain = curve["pretrain_images_seen"].astype(float).to_numpy() if init == "pretrained" else None
         if pretrain is not None and np.isnan(pretrain).any():
@@ -154,7 +165,7 @@ def ap_vs_images(df: pd.DataFrame, objective: str = "bbox_AP") -> Figure:
         for xi, (_, r) in zip(x, curve.iterrows()):
             ax.annotate(
                 f"{r['schedule']:g}x",
-                (xi, r[objective]),
+                (xi, r[column]),
                 textcoords="offset points",
                 xytext=(4, -10),
                 fontsize=8,
@@ -163,7 +174,7 @@ def ap_vs_images(df: pd.DataFrame, objective: str = "bbox_AP") -> Figure:
     ax.set_xscale("log")
     _readable_log_ticks(ax.xaxis)
     ax.set_xlabel("images seen (pretraining + detection training), log scale")
-    ax.set_ylabel(f"final {objective}")
+    ax.set_ylabel(f"final {label_y}")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -183,7 +194,7 @@ def landscape(
     final = final_rows(df)
     arms = sorted(final["arm"].unique()) if not final.empty else []
     fig, axes = plt.subplots(max(1, len(arms)), 2, figsize=(11, 3.6 * max(1, len(arms))), squeeze=False)
-    fig.suptitle(f"final {objective} against the searched hyperparameters, per arm")
+    fig.suptitle(f"final {objective} (search split) against the searched hyperparameters, per arm")
     if not arms:
         _empty(axes[0, 0], "no trial yet")
         _empty(axes[0, 1], "no trial yet")
@@ -223,7 +234,7 @@ def landscape(
                 ax.axvspan(lo, hi, color="0.85", alpha=0.35, zorder=0, label="searched range")
             _readable_log_ticks(ax.xaxis)
             ax.set_xlabel(param.replace("_", " ") + (" (at 16 images), log scale" if param == "lr" else ", log scale"))
-            ax.set_ylabel(f"final {objective}")
+            ax.set_ylabel(f"final {objective} (search split)")
             ax.set_title(f"{arm}", color=COLOURS[init])
             ax.grid(alpha=0.3)
         row[0].legend(fontsize=8, title="schedule (hollow: diverged)", title_fontsize=8)
@@ -247,17 +258,19 @@ def _readable_log_ticks(axis) -> None:
 
 
 def scaling_plot(df: pd.DataFrame, objective: str = "bbox_AP") -> Figure:
-    """Best AP against training-set size per init (paper Sec. 5.2)."""
+    """Best AP against training-set size per init (paper Sec. 5.2): the result best on the
+    search split, drawn at its test AP where the study has a test split."""
     table = scaling(df, objective)
+    column, label_y = reported(table, objective)
     fig, ax = plt.subplots(figsize=(7, 4.5))
     if table.empty or table["train_images"].nunique() < 2:
         _empty(ax, "the study has a single training-set size" if not table.empty else "no completed trial yet")
         return fig
     for (model, init), group in table.groupby(["model", "init"]):
-        ax.plot(group["train_images"], group[objective], marker="o", color=COLOURS[init], label=f"{init} ({model})")
+        ax.plot(group["train_images"], group[column], marker="o", color=COLOURS[init], label=f"{init} ({model})")
     ax.set_xscale("log")
     ax.set_xlabel("training images")
-    ax.set_ylabel(f"best final {objective}")
+    ax.set_ylabel(f"final {label_y}, best trial")
     ax.set_title("where pre-training starts to matter")
     ax.grid(alpha=0.3, which="both")
     ax.legend()

@@ -35,6 +35,9 @@ _AP_SUFFIXES = ("AP", "AP50", "AP75", "APs", "APm", "APl")  # pycocotools' stats
 BBOX_KEYS = tuple(f"bbox_{s}" for s in _AP_SUFFIXES)
 SEGM_KEYS = tuple(f"segm_{s}" for s in _AP_SUFFIXES)
 AP_KEYS = BBOX_KEYS + SEGM_KEYS
+# The same on the test split: only at a schedule's final result (trainables/splits.py). The
+# unprefixed AP_KEYS are the search split's, the only ones Tune and Optuna see.
+TEST_AP_KEYS = tuple(f"test_{k}" for k in AP_KEYS)
 
 SCHEMA = pa.schema(
     [
@@ -69,6 +72,7 @@ SCHEMA = pa.schema(
         ("loss", pa.float64()),
         *[(k, pa.float64()) for k in LOSS_KEYS],
         *[(k, pa.float64()) for k in AP_KEYS],
+        *[(k, pa.float64()) for k in TEST_AP_KEYS],
         ("wall_time_s", pa.float64()),
         # Training images replaced so far because they could not be read.
         ("skipped_images", pa.int64()),

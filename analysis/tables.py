@@ -1,7 +1,10 @@
 """The study's tables, each a function of ``load_results``'s DataFrame returning a DataFrame.
 
 AP values stay fractions, as in the rows (the paper prints percent; ``paper_bbox_AP`` is
-converted to a fraction so the columns compare directly).
+converted to a fraction so the columns compare directly). Every choice of a "best" result is
+made on the search split (the unprefixed ``objective``, as the search made it); the chosen
+result's test-split numbers (``test_*``, none where the study has no test split) are the
+ones to quote, since no decision saw them.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from analysis.results import final_rows, trial_rows
 from analysis.schema import COMPLETED, TRIAL_STATUSES
 
 ARM_KEYS = ["model", "data_fraction", "init"]
+# The AP columns a table shows for a chosen result: the test split's, then the search split's.
+SHOWN = ("test_bbox_AP", "test_segm_AP", "bbox_AP", "segm_AP")
 HYPER = ["lr", "weight_decay", "schedule"]
 
 
@@ -24,13 +29,15 @@ def completed(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def best_by_schedule(df: pd.DataFrame, objective: str = "bbox_AP") -> pd.DataFrame:
-    """Table 1 style: for each arm and schedule, the best final result of any trial.
+    """Table 1 style: for each arm and schedule, the final result of the trial best on the
+    search split.
 
-    Columns: model, data_fraction, init, schedule, bbox_AP, segm_AP, lr, weight_decay,
-    trial_id, trials (trials that scored this schedule: their own or on a branch).
+    Columns: model, data_fraction, init, schedule, test_bbox_AP, test_segm_AP (that
+    trial's test split), bbox_AP, segm_AP (its search split), lr, weight_decay, trial_id,
+    trials (trials that scored this schedule: their own or on a branch).
     """
     done = completed(df)
-    cols = [*ARM_KEYS, "schedule", "bbox_AP", "segm_AP", "lr", "weight_decay", "trial_id", "trials"]
+    cols = [*ARM_KEYS, "schedule", *SHOWN, "lr", "weight_decay", "trial_id", "trials"]
     if done.empty:
         return pd.DataFrame(columns=cols)
     rows = []
@@ -39,8 +46,7 @@ def best_by_schedule(df: pd.DataFrame, objective: str = "bbox_AP") -> pd.DataFra
         rows.append(
             {
                 **dict(zip([*ARM_KEYS, "schedule"], key)),
-                "bbox_AP": best["bbox_AP"],
-                "segm_AP": best["segm_AP"],
+                **{k: best[k] for k in SHOWN},
                 "lr": best["lr"],
                 "weight_decay": best["weight_decay"],
                 "trial_id": best["trial_id"],
@@ -55,10 +61,10 @@ def recipe_by_schedule(df: pd.DataFrame, recipes: dict[str, tuple[float, float]]
 
     ``recipes``: arm -> (lr, weight_decay) of its recipe (study.json's arms). Where several
     trials ran the recipe (seeds), the mean. Columns: model, data_fraction, init,
-    schedule, bbox_AP, segm_AP.
+    schedule, test_bbox_AP, test_segm_AP, bbox_AP, segm_AP.
     """
     done = completed(df)
-    cols = [*ARM_KEYS, "schedule", "bbox_AP", "segm_AP"]
+    cols = [*ARM_KEYS, "schedule", *SHOWN]
     if done.empty or not recipes:
         return pd.DataFrame(columns=cols)
     mask = pd.Series(False, index=done.index)
@@ -67,7 +73,7 @@ def recipe_by_schedule(df: pd.DataFrame, recipes: dict[str, tuple[float, float]]
     picked = done[mask]
     if picked.empty:
         return pd.DataFrame(columns=cols)
-    return picked.groupby([*ARM_KEYS, "schedule"], as_index=False)[["bbox_AP", "segm_AP"]].mean()[cols]
+    return picked.groupby([*ARM_KEYS, "schedule"], as_index=False)[list(SHOWN)].mean()[cols]
 
 
 def scratch_vs_pretrained(
@@ -78,30 +84,30 @@ def scratch_vs_pretrained(
 ) -> pd.DataFrame:
     """Scratch and pretrained side by side per (model, data fraction, schedule), with the gap.
 
-    The best searched result per schedule, and with ``recipes`` (arm -> its recipe's lr and
-    weight decay) the recipe's result at the same schedule as ``recipe_*`` columns: the
-    paper's Table 1 design, one recipe at every schedule for both inits. ``with_paper``
-    adds the paper's Table 1 bbox AP (as fractions) for the same model and schedule, for
-    COCO studies.
+    The result best on the search split per schedule: its test-split AP first
+    (``scratch_test_bbox_AP``, ``delta_test_bbox_AP``, ...), then its search-split AP
+    (``scratch_bbox_AP``, ..., biased upward by the choice). With ``recipes`` (arm -> its
+    recipe's lr and weight decay) the recipe's test AP at the same schedule as
+    ``recipe_*`` columns: the paper's Table 1 design, one recipe at every schedule for both
+    inits. ``with_paper`` adds the paper's Table 1 bbox AP (as fractions; val2017, the COCO
+    presets' test split) for the same model and schedule, for COCO studies.
     """
     best = best_by_schedule(df, objective)
     index = ["model", "data_fraction", "schedule"]
     if best.empty:
-        return pd.DataFrame(columns=[*index, "scratch_bbox_AP", "pretrained_bbox_AP", "delta_bbox_AP"])
-    wide = best.pivot_table(
-        index=index, columns="init", values=["bbox_AP", "segm_AP", "lr", "weight_decay"], aggfunc="first"
-    )
+        return pd.DataFrame(columns=[*index, "scratch_test_bbox_AP", "pretrained_test_bbox_AP", "delta_test_bbox_AP"])
+    wide = best.pivot_table(index=index, columns="init", values=[*SHOWN, "lr", "weight_decay"], aggfunc="first")
     wide.columns = [f"{init}_{metric}" for metric, init in wide.columns]
     wide = wide.reset_index()
-    for metric in ("bbox_AP", "segm_AP"):
+    for metric in SHOWN:
         for init in ("scratch", "pretrained"):
             if f"{init}_{metric}" not in wide:
                 wide[f"{init}_{metric}"] = np.nan
         wide[f"delta_{metric}"] = wide[f"scratch_{metric}"] - wide[f"pretrained_{metric}"]
     recipe = recipe_by_schedule(df, recipes or {})
-    if not recipe.empty:
-        r = recipe.pivot_table(index=index, columns="init", values="bbox_AP", aggfunc="first")
-        r.columns = [f"recipe_{c}_bbox_AP" for c in r.columns]
+    if not recipe.empty and recipe["test_bbox_AP"].notna().any():
+        r = recipe.pivot_table(index=index, columns="init", values="test_bbox_AP", aggfunc="first")
+        r.columns = [f"recipe_{c}_test_bbox_AP" for c in r.columns]
         wide = wide.merge(r.reset_index(), on=index, how="left")
     if with_paper:
         # Table 1 is on all of train2017: only full-data rows get it (subsets: scaling()).
@@ -114,11 +120,19 @@ def scratch_vs_pretrained(
                 wide[c] = wide[c] / 100.0
     order = [
         *index,
+        "scratch_test_bbox_AP",
+        "pretrained_test_bbox_AP",
+        "delta_test_bbox_AP",
+        "paper_scratch_bbox_AP",
+        "paper_pretrained_bbox_AP",
         "scratch_bbox_AP",
         "pretrained_bbox_AP",
         "delta_bbox_AP",
-        "recipe_scratch_bbox_AP",
-        "recipe_pretrained_bbox_AP",
+        "recipe_scratch_test_bbox_AP",
+        "recipe_pretrained_test_bbox_AP",
+        "scratch_test_segm_AP",
+        "pretrained_test_segm_AP",
+        "delta_test_segm_AP",
         "scratch_segm_AP",
         "pretrained_segm_AP",
         "delta_segm_AP",
@@ -128,13 +142,14 @@ def scratch_vs_pretrained(
 
 
 def scaling(df: pd.DataFrame, objective: str = "bbox_AP", with_paper: bool = False) -> pd.DataFrame:
-    """Best final AP per init against training-set size (paper Sec. 5.2), completed trials.
+    """Best final AP per init against training-set size (paper Sec. 5.2), completed trials:
+    the result best on the search split (``objective``), with its test-split value first.
 
     ``with_paper`` (COCO studies) adds the paper's Sec. 5.2 best bbox AP (as a fraction) to
     the R50 rows whose training-set size is one of its subsets (35k, 10k, 3.5k, 1k images).
     """
     done = completed(df)
-    cols = ["model", "init", "data_fraction", "train_images", objective, "trial_id"]
+    cols = ["model", "init", "data_fraction", "train_images", f"test_{objective}", objective, "trial_id"]
     if done.empty:
         return pd.DataFrame(columns=cols + (["paper_bbox_AP"] if with_paper else []))
     idx = done.groupby(["model", "init", "data_fraction"])[objective].idxmax()

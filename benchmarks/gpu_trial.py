@@ -60,7 +60,7 @@ GPU = Scale(
     1333,
     SyntheticSpec(
         num_train=48,
-        num_val=8,
+        num_search=8,
         min_side=800,
         max_side=1066,
         max_objects=8,
@@ -72,7 +72,7 @@ GPU = Scale(
         seed=0,
     ),
 )
-CPU_CHECK = Scale("cpu", TINY_GN, 128, 192, dataclasses.replace(TOY.data.synthetic, num_train=16, num_val=4))
+CPU_CHECK = Scale("cpu", TINY_GN, 128, 192, dataclasses.replace(TOY.data.synthetic, num_train=16, num_search=4))
 
 
 def step_variants(scale: Scale, iterations: int, amp: bool) -> list[tuple[str, float, float]]:

@@ -26,14 +26,14 @@ from study.config import Arm, base_trial
 from study.presets import get_preset
 from trainables.config import TrialConfig, from_dict
 from trainables.data import CocoDetection, collate, load_coco
-from trainables.engine import resolve_data
 from trainables.model import build_model, param_groups
+from trainables.splits import resolve_data
 
 
 def bare_loop(cfg: TrialConfig, iterations: int, threads: int) -> float:
     """Images/s of a plain loop: one process, torchvision model, SGD, no evaluation."""
     torch.set_num_threads(threads)
-    paths = resolve_data(cfg)
+    paths = resolve_data(cfg.data)
     ds = CocoDetection(paths.train_images, load_coco(paths.train_annotations), train=True)
     model = build_model(cfg.model, ds.num_classes, min_size=cfg.data.min_size, max_size=cfg.data.max_size)
     opt = torch.optim.SGD(param_groups(model, cfg.weight_decay, 0.0), lr=0.01, momentum=0.9)

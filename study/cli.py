@@ -317,7 +317,7 @@ def run_study_command(study: StudyConfig, uri: str, args: argparse.Namespace) ->
         df = None
         print("\nno trial wrote an evaluation row", file=sys.stderr)
     if df is not None:
-        print("\nbest schedule result per arm (final evaluations after each cooldown):")
+        print("\nbest schedule result per arm (chosen on the search split; final evaluations after each cooldown):")
         print(format_summary(best_per_arm(df, study.objective)))
     if df is not None and not is_uri(uri):
         report = write_report(uri)

@@ -7,6 +7,7 @@ cost estimates. Pure functions of the preset and a cluster size; no Ray.
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 
 from study.config import Arm, StudyConfig, arms, default_point, search_space, startup_trials
@@ -107,6 +108,24 @@ def make_plan(study: StudyConfig, num_samples: int, cluster_cpus: float, cluster
     )
 
 
+def _splits_line(s: StudyConfig) -> str:
+    """Which images decide (search split) and which only report (test split)."""
+    d = s.data
+    synthetic = d.source == "synthetic"
+    if d.search_holdout:
+        search = f"{d.search_holdout:,} images held out of the training images"
+    else:
+        search = f"{d.synthetic.num_search} generated images" if synthetic else os.path.basename(d.search_annotations)
+    if not d.has_test_split:
+        test = "none (the report's numbers are the search split's)"
+    else:
+        test = f"{d.synthetic.num_test} generated images" if synthetic else os.path.basename(d.test_annotations)
+    return (
+        f"  splits: search (Optuna, early stopping, best trial) = {search}; "
+        f"test (each schedule's final result, reported only) = {test}"
+    )
+
+
 def format_plan(plan: Plan) -> str:
     s = plan.study
     batch = s.num_workers * s.solver.ims_per_worker
@@ -121,6 +140,7 @@ def format_plan(plan: Plan) -> str:
         f"  1x = {s.solver.base_iters} iterations of {batch} images ({s.solver.base_iters * batch:,} images); "
         + (f"the trunk is evaluated every {s.eval_period} iterations, " if s.eval_period else "")
         + "each schedule at its end",
+        _splits_line(s),
         _search_line(s),
         "  early stopping: "
         + (

@@ -26,6 +26,7 @@ from trainables.branches import branches
 from trainables.coco_check import check_images_present, check_same_categories, read_coco_json, trainable_images
 from trainables.config import ConfigError
 from trainables.errors import InputError, MissingInputError
+from trainables.splits import check_disjoint, check_splits, held_out_ids
 
 # Images per folder whose presence is checked here; the trials check every one they use.
 FIRST_IMAGES = 5
@@ -119,10 +120,18 @@ def check_inputs(study: StudyConfig, missing_ok: str | None = None, log: Callabl
     ``missing_ok``: a path missing here is not an error but a note ending with this text
     (for a cluster, whose nodes may hold it; for a dry run, which may be planned anywhere).
     """
+    check_splits(study.data)
     if study.data.source == "coco":
         train_images = _check_coco(study, missing_ok, log)
     else:
-        train_images = study.data.synthetic.num_train  # every generated image holds objects
+        # Every generated image holds objects.
+        train_images = study.data.synthetic.num_train - study.data.search_holdout
+        if train_images <= 0:
+            raise ConfigError(
+                f"data.search_holdout={study.data.search_holdout} would hold out all "
+                f"{study.data.synthetic.num_train} generated training images",
+                "data.search_holdout",
+            )
     if train_images is not None:
         batch = study.num_workers * study.solver.ims_per_worker
         for fraction in study.axes.data_fraction:
@@ -147,12 +156,22 @@ def check_inputs(study: StudyConfig, missing_ok: str | None = None, log: Callabl
 
 
 def _check_coco(study: StudyConfig, missing_ok: str | None, log: Callable[[str], None]) -> int | None:
+    """The three splits' files (trainables/splits.py); returns the images left to train on
+    (a lower bound when the search split is held out of them), or None if not readable here."""
     d = study.data
-    for field in ("train_images", "train_annotations", "val_images", "val_annotations"):
-        if not getattr(d, field):
-            raise ConfigError(f"data.source=coco needs data.{field} (--set data.{field}=PATH)", f"data.{field}")
-    blobs = {}
-    for split in ("train", "val"):
+    splits = ["train", "search", "test"] if d.has_test_split else ["train", "search"]
+    if d.search_holdout:
+        splits.remove("search")
+    for split in splits:
+        for what in ("images", "annotations"):
+            if not getattr(d, f"{split}_{what}"):
+                how = " or data.search_holdout=N (held out of the training images)" if split == "search" else ""
+                raise ConfigError(
+                    f"data.source=coco needs data.{split}_{what} (--set data.{split}_{what}=PATH){how}",
+                    f"data.{split}_{what}",
+                )
+    blobs, folders = {}, {}
+    for split in splits:
         ann, field = getattr(d, f"{split}_annotations"), f"data.{split}_annotations"
         if not os.path.exists(ann):
             _missing(f"COCO annotation file {ann} not found", field, missing_ok, log)
@@ -166,9 +185,27 @@ def _check_coco(study: StudyConfig, missing_ok: str | None, log: Callable[[str],
             _missing(f"image folder {images} not found", f"data.{split}_images", missing_ok, log)
         else:
             check_images_present(images, blobs[split]["images"], ann, f"data.{split}_images", first=FIRST_IMAGES)
-    if len(blobs) == 2:
-        check_same_categories(blobs["train"], blobs["val"], d.train_annotations, d.val_annotations)
-    return trainable_images(blobs["train"]) if "train" in blobs else None
+            folders[split] = images
+    if "train" not in blobs:
+        return None
+    for split in splits[1:]:
+        if split in blobs:
+            field = f"data.{split}_annotations"
+            check_same_categories(blobs["train"], blobs[split], d.train_annotations, getattr(d, field[5:]), field)
+    # By file, over every listed image: a held-out search split is disjoint by construction.
+    check_disjoint(
+        {
+            "training": (d.train_images, [i["file_name"] for i in blobs["train"]["images"]], "data.train_annotations"),
+            **{
+                s: (getattr(d, f"{s}_images"), [i["file_name"] for i in blobs[s]["images"]], f"data.{s}_annotations")
+                for s in splits[1:]
+                if s in blobs
+            },
+        }
+    )
+    if d.search_holdout:
+        held_out_ids([i["id"] for i in blobs["train"]["images"]], d.search_holdout, d.subset_seed)
+    return max(0, trainable_images(blobs["train"]) - d.search_holdout)
 
 
 def _missing(message: str, field: str, missing_ok: str | None, log: Callable[[str], None]) -> None:

@@ -9,7 +9,8 @@ from analysis.schema import COMPLETED, DIVERGED, FAILED, STOPPED
 
 
 def best_per_arm(df: pd.DataFrame, objective: str = "bbox_AP") -> pd.DataFrame:
-    """For each arm, its best schedule result (completed first), and how its trials ended."""
+    """For each arm, its best schedule result on the search split (completed first), its
+    test-split AP (NaN without a test split), and how its trials ended."""
     if df.empty:
         return pd.DataFrame()
     final = final_rows(df)
@@ -26,6 +27,8 @@ def best_per_arm(df: pd.DataFrame, objective: str = "bbox_AP") -> pd.DataFrame:
                 "arm": arm,
                 "trial_id": best["trial_id"],
                 "status": best["status"],
+                "test_bbox_AP": best.get("test_bbox_AP"),
+                "test_segm_AP": best.get("test_segm_AP"),
                 "bbox_AP": best["bbox_AP"],
                 "segm_AP": best["segm_AP"],
                 "lr": best["lr"],
@@ -46,13 +49,19 @@ def format_summary(table: pd.DataFrame) -> str:
     if table.empty:
         return "no evaluation rows yet"
     lines = [
-        f"{'arm':<26} {'bbox AP':>8} {'segm AP':>8} {'lr':>9} {'wd':>9} {'sched':>6} {'trials':>6} "
-        f"{'results':>7} {'stopped':>7} {'diverged':>8}  best trial"
+        f"{'':<26} {'test split':^17} {'search split':^17}",
+        f"{'arm':<26} {'bbox AP':>8} {'segm AP':>8} {'bbox AP':>8} {'segm AP':>8} {'lr':>9} {'wd':>9} {'sched':>6} "
+        f"{'trials':>6} {'results':>7} {'stopped':>7} {'diverged':>8}  best trial",
     ]
     for r in table.itertuples():
         lines.append(
-            f"{r.arm:<26} {r.bbox_AP:>8.3f} {r.segm_AP:>8.3f} {r.lr:>9.4g} {r.weight_decay:>9.2g} "
+            f"{r.arm:<26} {_ap(r.test_bbox_AP)} {_ap(r.test_segm_AP)} {_ap(r.bbox_AP)} {_ap(r.segm_AP)} "
+            f"{r.lr:>9.4g} {r.weight_decay:>9.2g} "
             f"{r.schedule:>5g}x {r.trials:>6} {r.schedule_results:>7} {r.stopped:>7} {r.diverged:>8}  "
             f"{r.trial_id} ({r.status})"
         )
     return "\n".join(lines)
+
+
+def _ap(value) -> str:
+    return f"{'–':>8}" if value is None or pd.isna(value) else f"{value:>8.3f}"

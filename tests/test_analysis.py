@@ -27,13 +27,16 @@ def _rows(
     pretrain=None,
     period=100,
     base=200,
+    test=None,
 ):
     """Rows of one trial with trunk schedule ``trunk``, written in the order a run computes them.
 
     ``finals``: schedule -> final AP, for the schedules it finished (a trial stopped early
     lists fewer than its plan); ``trunk_aps``: trunk evaluations every ``period`` trunk
-    iterations; the last final gets ``status``.
+    iterations; the last final gets ``status``. A final's test-split AP: ``test[schedule]``,
+    or its search AP minus 0.02 (test APs are on final rows only).
     """
+    test = test or {}
     out, cost, it, aps = [], 0, 0, list(trunk_aps)
 
     def row(**kw):
@@ -95,6 +98,8 @@ def _rows(
                 loss=0.5,
                 bbox_AP=ap,
                 segm_AP=ap * 0.9,
+                test_bbox_AP=test.get(b.schedule, ap - 0.02),
+                test_segm_AP=test.get(b.schedule, ap - 0.02) * 0.9,
                 status=status if last else "completed",
             )
         )
@@ -134,10 +139,38 @@ def test_table1_best_per_schedule_side_by_side(study_rows):
     best = tables.best_by_schedule(study_rows).set_index(["init", "schedule"])
     # Every trial that scored 1x counts there, on its own schedule or on a branch.
     assert best.loc[("scratch", 2.0), "trials"] == 1 and best.loc[("scratch", 1.0), "trials"] == 3
-    # The recipe at every schedule (the paper's design): the mean over its seeds.
-    assert t.loc[1.0, "recipe_scratch_bbox_AP"] == 0.25 and t.loc[2.0, "recipe_scratch_bbox_AP"] == 0.55
-    assert t.loc[1.0, "recipe_pretrained_bbox_AP"] == pytest.approx(0.445)
-    assert t.loc[2.0, "recipe_pretrained_bbox_AP"] == pytest.approx(0.50)
+    # The recipe at every schedule (the paper's design): the mean over its seeds, test split.
+    assert t.loc[1.0, "recipe_scratch_test_bbox_AP"] == pytest.approx(0.23)
+    assert t.loc[2.0, "recipe_scratch_test_bbox_AP"] == pytest.approx(0.53)
+    assert t.loc[1.0, "recipe_pretrained_test_bbox_AP"] == pytest.approx(0.425)
+    assert t.loc[2.0, "recipe_pretrained_test_bbox_AP"] == pytest.approx(0.48)
+    # The test split leads: the columns after the index are the test AP and its gap.
+    assert list(t.columns[2:5]) == ["scratch_test_bbox_AP", "pretrained_test_bbox_AP", "delta_test_bbox_AP"]
+    assert t.loc[2.0, "delta_test_bbox_AP"] == pytest.approx(0.03)
+
+
+def test_the_best_result_is_chosen_on_the_search_split_and_reported_on_the_test_split():
+    """A trial better on the test split but worse on the search split is not the one shown:
+    choosing on the test split would bias its numbers upward, as a best-of-N on one split does."""
+    rows = _rows("a", "scratch", 0.1, 1e-4, 1.0, {1.0: 0.40}, test={1.0: 0.30})
+    rows += _rows("b", "scratch", 0.3, 1e-4, 1.0, {1.0: 0.35}, test={1.0: 0.38})
+    rows += _rows("p", "pretrained", 0.3, 1e-4, 1.0, {1.0: 0.45}, test={1.0: 0.41})
+    df = _frame(rows)
+    t = tables.scratch_vs_pretrained(df).set_index("schedule")
+    assert t.loc[1.0, "scratch_test_bbox_AP"] == 0.30 and t.loc[1.0, "scratch_bbox_AP"] == 0.40
+    assert t.loc[1.0, "delta_test_bbox_AP"] == pytest.approx(-0.11)
+    s = tables.scaling(df).set_index("init")
+    assert s.loc["scratch", "trial_id"] == "a" and s.loc["scratch", "test_bbox_AP"] == 0.30
+    # The study's closing table makes the same choice.
+    from study.summary import best_per_arm, format_summary
+
+    summary = best_per_arm(df).set_index("arm")
+    assert summary.loc["scratch-tiny-f1", "trial_id"] == "a" and summary.loc["scratch-tiny-f1", "test_bbox_AP"] == 0.30
+    line = [ln for ln in format_summary(best_per_arm(df)).splitlines() if ln.startswith("scratch")][0]
+    assert line.split()[1:5] == ["0.300", "0.270", "0.400", "0.360"]  # test bbox, segm; search bbox, segm
+    # A study without a test split: the test columns are empty, never filled from the search split.
+    t = tables.scratch_vs_pretrained(df.assign(test_bbox_AP=None, test_segm_AP=None)).set_index("schedule")
+    assert t["scratch_test_bbox_AP"].isna().all() and t.loc[1.0, "scratch_bbox_AP"] == 0.40
 
 
 def test_paper_numbers_beside_coco_arms(study_rows):
@@ -200,7 +233,7 @@ def test_scaling_table():
 def test_figures_have_labels_and_both_colours(study_rows):
     fig = figures.training_curves(study_rows)
     ax = fig.axes[0]
-    assert ax.get_xlabel() == "iteration" and ax.get_ylabel() == "bbox_AP"
+    assert ax.get_xlabel() == "iteration" and ax.get_ylabel() == "bbox_AP (search split)"
     colours = {line.get_color() for line in ax.lines}
     assert {figures.COLOURS["scratch"], figures.COLOURS["pretrained"]} <= colours
     # Scratch's recipe (s2): its trunk from (0, 0), then a dashed branch per schedule from
@@ -210,18 +243,20 @@ def test_figures_have_labels_and_both_colours(study_rows):
     branches_drawn = [line for line in scratch if line.get_linestyle() == "--"]
     assert [list(line.get_xdata()) for line in branches_drawn] == [[67, 200], [267, 400]]
     assert [line.get_ydata()[1] for line in branches_drawn] == [0.25, 0.55]
-    assert fig._suptitle.get_text().startswith("bbox_AP during training")
+    assert fig._suptitle.get_text().startswith("bbox_AP (search split) during training")
 
 
 def test_ap_vs_images_on_a_log_axis_with_the_pretraining_band(study_rows):
     ax = figures.ap_vs_images(study_rows).axes[0]
     assert ax.get_xscale() == "log" and ax.get_xlabel().startswith("images seen (pretraining + detection")
-    assert ax.get_ylabel() == "final bbox_AP" and ax.get_title()
+    assert ax.get_ylabel() == "final bbox_AP (test split)" and ax.get_title()
     pretrained = [line for line in ax.lines if line.get_color() == figures.COLOURS["pretrained"]]
     # p2 (the best 2x): its 1x and 2x results (200 and 400 iterations x 4 images), after its
-    # 57,600 pretraining images; a band from the detection images alone to that total.
+    # 57,600 pretraining images; a band from the detection images alone to that total. The
+    # AP drawn is its test split's (search split's minus 0.02 in these rows).
     drawn = [line for line in pretrained if line.get_label().startswith("pretrained (")][0]
     assert list(drawn.get_xdata()) == [57600 + 800, 57600 + 1600] and "57,600 pretraining images" in drawn.get_label()
+    assert list(drawn.get_ydata()) == pytest.approx([0.43, 0.50])
     bands = [list(line.get_xdata()) for line in pretrained if line.get_linewidth() == 5]
     assert bands == [[800, 57600 + 800], [1600, 57600 + 1600]]
     lo, hi = ax.get_xlim()
@@ -250,7 +285,7 @@ def test_landscape_spans_each_searched_range_with_readable_ticks(study_rows):
     for ax, (arm, param) in zip(fig.axes, [(a, p) for a in sorted(ranges) for p in ("lr", "weight_decay")]):
         lo, hi = ranges[arm][param]
         assert ax.get_xscale() == "log" and ax.get_xlim() == pytest.approx((lo / 1.25, hi * 1.25))
-        assert ax.get_xlabel().startswith(param.replace("_", " ")) and ax.get_ylabel() == "final bbox_AP"
+        assert ax.get_xlabel().startswith(param.replace("_", " ")) and ax.get_ylabel() == "final bbox_AP (search split)"
         fig.canvas.draw()
         labels = [
             t.get_text() for t in ax.get_xticklabels() if t.get_text() and lo / 1.25 <= t.get_position()[0] <= hi * 1.25
@@ -281,6 +316,35 @@ def test_report_on_partial_data(tmp_path):
         "landscape.png",
         "training_curves.png",
     ]
+
+
+def test_report_leads_with_the_test_split(tmp_path, study_rows):
+    study = tmp_path / "S"
+    for row in study_rows.to_dict("records"):
+        results.write_row(str(study), {k: v for k, v in row.items() if not pd.isna(v)})
+    (study / "subsets").mkdir()
+    (study / "subsets" / "splits-seed-0.json").write_text(
+        json.dumps(
+            {
+                "search": {"annotations": "s.json", "held_out_of_training": False, "images": 100, "image_ids": []},
+                "test": {"annotations": "t.json", "images": 80, "image_ids": []},
+            }
+        )
+    )
+    text = write_report(study).read_text()
+    assert "search split: 100 images (s.json); test split: 80 images (t.json)" in text
+    section = text.split("## Scratch vs. pretrained per schedule, test split")[1]
+    header = section.strip().splitlines()[2]
+    assert header.startswith("| model | data_fraction | schedule | scratch_test_bbox_AP | pretrained_test_bbox_AP |")
+    assert "| 1 | 2 | 0.530 | 0.500 | 0.030 |" in section  # 2x: test APs, their gap
+    assert "No test-split numbers" not in text
+    # Without a test split the report says so, and the test columns stay empty.
+    for path in (study / "metrics").glob("*.parquet"):
+        path.unlink()
+    for row in study_rows.assign(test_bbox_AP=None, test_segm_AP=None).to_dict("records"):
+        results.write_row(str(study), {k: v for k, v in row.items() if not pd.isna(v)})
+    text = write_report(study).read_text()
+    assert "No test-split numbers" in text and "| 1 | 2 | – | – | – |" in text
 
 
 def test_report_without_any_rows(tmp_path):
@@ -342,6 +406,6 @@ def test_scaling_figure_axes_and_colours():
     rows += _rows("d", "pretrained", 0.3, 1e-4, 1.0, {1.0: 0.6})
     ax = figures.scaling_plot(_frame(rows)).axes[0]
     assert ax.get_title() and ax.get_xscale() == "log"
-    assert ax.get_xlabel() == "training images" and ax.get_ylabel() == "best final bbox_AP"
+    assert ax.get_xlabel() == "training images" and ax.get_ylabel() == "final bbox_AP (test split), best trial"
     lines = {line.get_color(): list(line.get_xdata()) for line in ax.lines}
     assert lines == {figures.COLOURS["scratch"]: [60, 600], figures.COLOURS["pretrained"]: [60, 600]}

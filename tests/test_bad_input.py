@@ -41,10 +41,10 @@ def _cfg(tmp_path, init="scratch", **changes):
 
 def _coco_cfg(tmp_path, **changes):
     """A smoke trial on the 4-image COCO fixture (2 trainable images: one worker, one image each)."""
-    for split in ("train", "val"):
+    for split in ("train", "search"):
         write_coco_fixture(tmp_path / split)
     data = {**dataclasses.asdict(SMOKE.data), "source": "coco"}
-    for split in ("train", "val"):
+    for split in ("train", "search"):
         data[f"{split}_images"] = str(tmp_path / split)
         data[f"{split}_annotations"] = str(tmp_path / split / "instances.json")
     solver = {**dataclasses.asdict(SMOKE.solver), "ims_per_worker": 1}
@@ -79,9 +79,9 @@ def test_image_listed_but_missing_is_found_before_training(tmp_path):
     assert "image 2 listed in" in out["input_error"]["message"] and "000000000002.jpg" in out["input_error"]["message"]
 
 
-def test_unreadable_val_image_fails_the_trial_at_its_evaluation_keeping_earlier_rows(tmp_path):
+def test_unreadable_search_image_fails_the_trial_at_its_evaluation_keeping_earlier_rows(tmp_path):
     cfg = _coco_cfg(tmp_path, schedule=2.0, schedules=(1.0, 2.0), eval_period=6)
-    val_image = tmp_path / "val" / "000000000003.jpg"
+    val_image = tmp_path / "search" / "000000000003.jpg"
 
     def log(message):  # the image breaks right after the trial's first result (the 1x final)
         if "1x final" in message:
@@ -89,9 +89,10 @@ def test_unreadable_val_image_fails_the_trial_at_its_evaluation_keeping_earlier_
 
     out = run_trial(cfg, MemoryCheckpoints().session(log=log))
     error = out["input_error"]
-    assert error["field"] == "data.val_images"
+    assert error["field"] == "data.search_images"
     assert error["message"].startswith("image 3 (") and "000000000003.jpg" in error["message"]
-    assert "cannot be decoded" in error["message"] and error["message"].endswith("the evaluation needs every val image")
+    assert "cannot be decoded" in error["message"]
+    assert error["message"].endswith("the evaluation needs every image of the search split")
     rows = load_results(tmp_path / "results")  # what was written before stays readable
     assert rows[["phase", "schedule", "iteration"]].values.tolist() == [["final", 1.0, 9]]
 

@@ -50,12 +50,14 @@ def test_staging_names_what_is_missing(tmp_path, capsys):
 def test_a_trial_on_coco_layout(tmp_path):
     root = _coco_tree(tmp_path / "coco")
     study = PRESETS["smoke"]
+    # The COCO presets' splits: the search split held out of train2017, val2017 the test split.
     data = DataConfig(
         source="coco",
         train_images=str(root / "train2017"),
         train_annotations=str(root / "annotations" / "instances_train2017.json"),
-        val_images=str(root / "val2017"),
-        val_annotations=str(root / "annotations" / "instances_val2017.json"),
+        search_holdout=2,
+        test_images=str(root / "val2017"),
+        test_annotations=str(root / "annotations" / "instances_val2017.json"),
         min_size=(48,),
         max_size=64,
         test_min_size=48,
@@ -71,16 +73,25 @@ def test_a_trial_on_coco_layout(tmp_path):
             "trial_id": "coco",
             "num_workers": 1,
             "schedule": 1.0,
-            "solver": {**d["solver"], "ims_per_worker": 2},
+            "solver": {**d["solver"], "ims_per_worker": 1},
         },
     )
     torch.set_num_threads(1)
     store = MemoryCheckpoints()
     run_trial(cfg, store.session())
     df = pd.read_parquet(tmp_path / "res" / "metrics")
-    assert df["train_images"].tolist() == [2]  # images 3 (empty) and 4 (crowd only) skipped
-    # 1x: the trunk forks at 3 (its row at 6 would fall in the cooldown); the final at 9.
-    assert df["iteration"].tolist() == [9] and df["bbox_AP"].notna().all()
+    # Seed 0 holds out images 1 and 4; of the rest, 3 (empty) is skipped: 2 is trained on.
+    assert df["train_images"].tolist() == [1]
+    splits = json.loads((tmp_path / "res" / "subsets" / "splits-seed-0.json").read_text())
+    assert splits["search"]["image_ids"] == [1, 4] and splits["search"]["held_out_of_training"]
+    assert splits["test"]["image_ids"] == [1, 2, 3, 4]  # val2017's own ids, in their own files
+    subset = json.loads((tmp_path / "res" / "subsets" / "fraction-1-seed-0.json").read_text())
+    assert subset["image_ids"] == [2]
+    # 1x = 9 iterations of 1 image: the trunk forks at 3 (its row at 6 would fall in the
+    # cooldown); the final at 9, scored on both splits.
+    assert df["iteration"].tolist() == [9] and df["bbox_AP"].notna().all() and df["test_bbox_AP"].notna().all()
+    # Tune sees the search split alone.
+    assert store.reports and not any(k.startswith("test_") for r in store.reports for k in r)
 
 
 def test_coco_presets_match_the_paper():

@@ -88,6 +88,13 @@ def test_killed_study_resumes_without_lost_or_duplicated_rows(tmp_path):
         assert done == expected[: len(done)], (trial_id, done)  # no evaluation lost, none doubled
         if trials.set_index("trial_id").loc[trial_id, "trial_status"] == "completed":
             assert done == expected
+    # Every schedule's final result is scored on the test split too, at the same moment; the
+    # trunk's are not, and neither Tune nor Optuna ever sees a test-split number.
+    finals = df[(df["phase"] == "final") & (df["status"] == "completed")]
+    assert finals["test_bbox_AP"].notna().all() and finals["test_segm_AP"].notna().all()
+    assert df.loc[df["phase"] == "trunk", "test_bbox_AP"].isna().all()
+    tune_results = list((tmp_path / "S" / tuning.TUNE_DIR).rglob("result.json"))
+    assert tune_results and not any('"test_' in p.read_text() for p in tune_results)
 
     storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'S' / 'optuna.db'}")
     names = sorted(s.study_name for s in optuna.get_all_study_summaries(storage))
@@ -222,11 +229,13 @@ def test_driver_killed_inside_a_branch_resumes_there(tmp_path):
         try:
             deadline = time.time() + 240
             while time.time() < deadline and first.poll() is None:
-                checkpoints = list(folder.glob("train/train-*/checkpoint_*"))
+                # A checkpoint counts once Ray Train has registered it in its snapshot: a
+                # checkpoint folder alone may be an upload the controller never recorded.
+                snapshots = list(folder.glob("train/train-*/checkpoint_manager_snapshot.json"))
                 rows = list(folder.glob("metrics/*.parquet"))
                 if rows:
                     pytest.fail("the 1x final was written before the driver could be killed in its cooldown")
-                if checkpoints:
+                if any("checkpoint_dir_name" in p.read_text() for p in snapshots):
                     break
                 time.sleep(0.2)
             else:

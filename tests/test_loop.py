@@ -78,11 +78,11 @@ def _toy_trainer(plan, period=0, hooks=(), fail=None):
     def batches(start):
         return iter(data[i : i + 1] for i in range(start, 1000))
 
-    def evaluate(trainer):
-        return {"w": training.net.weight.sum().item()}
+    def evaluate(trainer, final):
+        return {"w": training.net.weight.sum().item(), "final": final}
 
     def report(trainer, kind, info):
-        calls.append((kind, trainer.position.iteration, info.get("w"), info.get("at")))
+        calls.append((kind, trainer.position.iteration, info.get("w"), info.get("at"), info.get("final")))
         return {"kind": kind}
 
     return Trainer(plan, training, step, batches, evaluate, report, hooks=[PeriodicEvaluation(period), *hooks]), calls
@@ -117,6 +117,11 @@ def test_periodic_hook_evaluates_the_trunk_and_checkpoints_cooldowns():
         ("checkpoint", 16),
         ("final", 18),
     ]
+    # Only a schedule's final result is evaluated as final (where the test split is scored).
+    assert {(c[0], c[4]) for c in calls if c[0] != "checkpoint"} == {
+        ("final", True),
+        ("trunk", False),
+    }
 
 
 def test_fork_store_restores_weights_momentum_window_and_rng():

@@ -33,11 +33,12 @@ def run_cli(*args, env=None):
 
 @pytest.fixture
 def coco_dirs(tmp_path):
-    """train/ and val/ COCO-format splits, and the --set flags that point a smoke study at them."""
-    for split in ("train", "val"):
+    """train/, search/ and test/ COCO-format splits, and the --set flags that point a smoke
+    study at them."""
+    for split in ("train", "search", "test"):
         write_coco_fixture(tmp_path / split)
     flags = ["--set", "data.source=coco"]
-    for split in ("train", "val"):
+    for split in ("train", "search", "test"):
         flags += [
             "--set",
             f"data.{split}_images={tmp_path / split}",
@@ -86,22 +87,22 @@ def test_annotation_file_that_is_not_json(coco_dirs):
 )
 def test_annotation_file_with_bad_records(coco_dirs, change, fragments):
     root, flags = coco_dirs
-    ann = root / "val" / "instances.json"
+    ann = root / "search" / "instances.json"
     coco = json.loads(ann.read_text())
     change(coco)
     ann.write_text(json.dumps(coco))
     proc = run_cli("--preset", "smoke", *flags, "--dry-run")
-    assert_refused(proc, str(ann), "data.val_annotations", *fragments)
+    assert_refused(proc, str(ann), "data.search_annotations", *fragments)
 
 
-def test_train_and_val_with_different_categories(coco_dirs):
+def test_train_and_test_with_different_categories(coco_dirs):
     root, flags = coco_dirs
-    ann = root / "val" / "instances.json"
+    ann = root / "test" / "instances.json"
     coco = json.loads(ann.read_text())
     coco["categories"][2]["name"] = "cat"
     ann.write_text(json.dumps(coco))
     proc = run_cli("--preset", "smoke", *flags, "--dry-run")
-    assert_refused(proc, "different categories", "toothbrush", "cat")
+    assert_refused(proc, "different categories", "toothbrush", "cat", "data.test_annotations")
 
 
 def test_image_folder_missing_or_without_the_listed_files(coco_dirs):
@@ -111,9 +112,34 @@ def test_image_folder_missing_or_without_the_listed_files(coco_dirs):
     assert_refused(proc, "image 2 listed in", "000000000002.jpg", "data.train_images")
     write_coco_fixture(root / "train")
     proc = run_cli(
-        "--preset", "smoke", *flags, "--set", f"data.val_images={root / 'nowhere'}", "--results", str(root / "r")
+        "--preset", "smoke", *flags, "--set", f"data.search_images={root / 'nowhere'}", "--results", str(root / "r")
     )
-    assert_refused(proc, "image folder", "nowhere", "not found", "data.val_images", results=root / "r")
+    assert_refused(proc, "image folder", "nowhere", "not found", "data.search_images", results=root / "r")
+
+
+def test_a_test_split_that_holds_training_images_is_refused(coco_dirs):
+    """The same files as training, listed again as the test split: no number would be held out."""
+    root, flags = coco_dirs
+    flags = [*flags, "--set", f"data.test_images={root / 'train'}"]
+    proc = run_cli("--preset", "smoke", *flags, "--dry-run")
+    assert_refused(
+        proc, "the test split shares images with the training split", str(root / "train"), "data.test_annotations"
+    )
+
+
+def test_the_search_split_is_its_own_files_or_held_out_never_both_nor_neither(coco_dirs):
+    root, flags = coco_dirs
+    proc = run_cli("--preset", "smoke", *flags, "--set", "data.search_holdout=1", "--dry-run")
+    assert_refused(proc, "data.search_holdout=1 and data.search_images/search_annotations are both given")
+    for what in ("images", "annotations"):
+        flags = [*flags, "--set", f"data.search_{what}="]
+    proc = run_cli("--preset", "smoke", *flags, "--dry-run")
+    assert_refused(proc, "needs data.search_images", "or data.search_holdout=N")
+    # The COCO presets' layout: held out of the training files, the test split on its own.
+    proc = run_cli("--preset", "smoke", *flags, "--set", "data.search_holdout=1", "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    proc = run_cli("--preset", "smoke", *flags, "--set", "data.search_holdout=4", "--dry-run")
+    assert_refused(proc, "data.search_holdout=4 would hold out all 4 training images")
 
 
 def test_missing_annotation_file_is_an_error_here_and_a_note_for_a_cluster_or_a_dry_run(coco_dirs):

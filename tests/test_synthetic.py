@@ -1,5 +1,6 @@
 """The generated dataset: COCO's format exactly, deterministic, cached."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -9,7 +10,7 @@ from trainables.config import SyntheticSpec
 from trainables.data import CocoDetection, load_coco
 from trainables.synthetic import CATEGORIES, ensure_dataset, generate
 
-SPEC = SyntheticSpec(num_train=40, num_val=10, min_side=96, max_side=128, max_objects=5, seed=3)
+SPEC = SyntheticSpec(num_train=40, num_search=10, num_test=6, min_side=96, max_side=128, max_objects=5, seed=3)
 
 
 def test_coco_shape(tmp_path):
@@ -44,8 +45,21 @@ def test_coco_shape(tmp_path):
         assert abs(xs.max() + 1 - (x + w)) <= 1 and abs(ys.max() + 1 - (y + h)) <= 1
         assert abs(mask.sum() - ann["area"]) <= max(3, 0.1 * ann["area"])
     assert all(v > 0 for v in kinds.values()), kinds
-    val = json.loads(paths.val_annotations.read_text())
-    assert not {i["id"] for i in val["images"]} & {i["id"] for i in coco["images"]}
+    search = json.loads(paths.search_annotations.read_text())
+    test = json.loads(paths.test_annotations.read_text())
+    assert (len(search["images"]), len(test["images"])) == (10, 6)
+    ids = [{i["id"] for i in split["images"]} for split in (coco, search, test)]
+    assert not (ids[0] & ids[1] or ids[0] & ids[2] or ids[1] & ids[2])  # no image id in two splits
+    assert search["categories"] == test["categories"] == coco["categories"]
+
+
+def test_each_split_is_its_own_stream(tmp_path):
+    """A split's size changes only that split: the test split came without redrawing the others."""
+    a = generate(SPEC, tmp_path / "a")
+    b = generate(dataclasses.replace(SPEC, num_test=0), tmp_path / "b")
+    for name in ("train_annotations", "search_annotations"):
+        assert getattr(a, name).read_text() == getattr(b, name).read_text()
+    assert json.loads(b.test_annotations.read_text())["images"] == []
 
 
 def test_uncompressed_crowd_rle_decodes_to_the_area(tmp_path):
@@ -68,6 +82,6 @@ def test_cached_by_spec(tmp_path):
     stamp = first.train_annotations.stat().st_mtime_ns
     again = ensure_dataset(SPEC, tmp_path)
     assert again == first and again.train_annotations.stat().st_mtime_ns == stamp
-    other = ensure_dataset(SyntheticSpec(num_train=20, num_val=5, min_side=96, max_side=128, seed=4), tmp_path)
+    other = ensure_dataset(SyntheticSpec(num_train=20, num_search=5, min_side=96, max_side=128, seed=4), tmp_path)
     assert other.root != first.root
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no leftovers

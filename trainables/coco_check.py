@@ -100,15 +100,18 @@ def _check_record(record: Any, key: str, path: str, field: str | None) -> None:
         )
 
 
-def check_same_categories(train: dict[str, Any], val: dict[str, Any], train_path: str, val_path: str) -> None:
+def check_same_categories(
+    train: dict[str, Any], other_blob: dict[str, Any], train_path: str, other_path: str, field: str
+) -> None:
+    """A split scored against the trained model has the training file's categories."""
     ids = {c["id"]: c.get("name") for c in train["categories"]}
-    other = {c["id"]: c.get("name") for c in val["categories"]}
+    other = {c["id"]: c.get("name") for c in other_blob["categories"]}
     if ids != other:
         diff = sorted(set(ids.items()) ^ set(other.items()), key=str)[:3]
         raise InputError(
-            f"{train_path} and {val_path} have different categories (first differences: {diff}); "
-            f"a model trained on one cannot be scored on the other",
-            "data.val_annotations",
+            f"{train_path} and {other_path} have different categories (first differences: {diff}); "
+            f"a model trained on one cannot be scored on the other{_named(field)}",
+            field,
         )
 
 

@@ -38,7 +38,10 @@ class SyntheticSpec:
     """
 
     num_train: int = 600
-    num_val: int = 100
+    # The search split (scores every decision) and the test split (scores nothing but the
+    # report): separately generated images, disjoint from the training images.
+    num_search: int = 100
+    num_test: int = 100
     min_side: int = 112
     max_side: int = 160
     max_objects: int = 6
@@ -61,21 +64,31 @@ class SyntheticSpec:
 class DataConfig:
     """Where the COCO-format data lives and how training images are sampled and resized."""
 
-    # "synthetic": generated into the cache by trainables/synthetic.py; "coco": the four
-    # paths below point at an existing COCO-format dataset (real COCO or a fixture).
+    # "synthetic": generated into the cache by trainables/synthetic.py, all three splits;
+    # "coco": the paths below point at an existing COCO-format dataset (real COCO or a fixture).
     source: Literal["synthetic", "coco"] = "synthetic"
     synthetic: SyntheticSpec = field(default_factory=SyntheticSpec)
     train_images: str = ""
     train_annotations: str = ""
-    val_images: str = ""
-    val_annotations: str = ""
+    # The search split: what search, early stopping and the choice of the best trial see.
+    # Either its own files, or ``search_holdout`` images held out of the training files
+    # (seeded by ``subset_seed``, never trained on; the COCO presets hold out 5,000 of
+    # train2017, because val2017 is their test split).
+    search_images: str = ""
+    search_annotations: str = ""
+    search_holdout: int = 0
+    # The test split: scored at every schedule's final result and reported, never used for
+    # a decision. Empty for a COCO-format source: the study has no test split.
+    test_images: str = ""
+    test_annotations: str = ""
     # Shorter side for training; several values = one sampled per image ("train aug").
     min_size: tuple[int, ...] = (800,)
     max_size: int = 1333
     test_min_size: int = 800
     hflip_prob: float = 0.5
     loader_workers: int = 0
-    # Seed of the data-fraction subset; the same seed picks the same images for every arm.
+    # Seed of the data-fraction subset and of the held-out search split; the same seed picks
+    # the same images for every arm.
     subset_seed: int = 0
     # What a data fraction is a fraction of: 0 = the trainable images; COCO presets give
     # train2017's 118,287, as the paper counts, so its subsets have exactly 35k ... 1k images.
@@ -93,6 +106,11 @@ class DataConfig:
         _check(0.0 <= self.hflip_prob <= 1.0, "data.hflip_prob", self.hflip_prob, "in [0, 1]")
         _check(self.loader_workers >= 0, "data.loader_workers", self.loader_workers, ">= 0")
         _check(self.fraction_of_images >= 0, "data.fraction_of_images", self.fraction_of_images, ">= 0")
+        _check(self.search_holdout >= 0, "data.search_holdout", self.search_holdout, ">= 0")
+
+    @property
+    def has_test_split(self) -> bool:
+        return self.synthetic.num_test > 0 if self.source == "synthetic" else bool(self.test_annotations)
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,11 @@ MAX_SUBSTITUTES = 10
 def load_coco(annotations: str, field: str | None = None) -> COCO:
     """Load a COCO-format JSON, with an error naming the file (and ``field``) when it is
     missing, not JSON, or has records that refer to unknown images or categories."""
-    blob = read_coco_json(annotations, field)
+    return index_coco(read_coco_json(annotations, field))
+
+
+def index_coco(blob: dict[str, Any]) -> COCO:
+    """A pycocotools COCO over an already checked COCO-format dict."""
     coco = COCO()
     coco.dataset = blob
     with contextlib.redirect_stdout(io.StringIO()):

@@ -11,6 +11,7 @@ and every rank reports the same metrics.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -27,14 +28,23 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
+from pycocotools.coco import COCO
 from torch.utils.data import DataLoader
 
-from analysis.schema import CHECKPOINT, COMPLETED, DIVERGED, FINAL, LOSS_KEYS, RUNNING, TRUNK
+from analysis.schema import AP_KEYS, CHECKPOINT, COMPLETED, DIVERGED, FINAL, LOSS_KEYS, RUNNING, TEST_AP_KEYS, TRUNK
 from trainables import coco_eval, results, storage
 from trainables.branches import branches, trial_iterations
 from trainables.coco_check import check_images_present, check_same_categories
 from trainables.config import TrialConfig
-from trainables.data import CocoDetection, ResumableDistributedSampler, coco_results, collate, load_coco, select_subset
+from trainables.data import (
+    CocoDetection,
+    ResumableDistributedSampler,
+    coco_results,
+    collate,
+    index_coco,
+    load_coco,
+    select_subset,
+)
 from trainables.errors import InputError, MissingInputError
 from trainables.loop import (
     FaultInjection,
@@ -49,7 +59,16 @@ from trainables.loop import (
 )
 from trainables.model import assert_scratch_ready, build_model, convert_sync_batchnorm, freeze_stages, param_groups
 from trainables.schedule import lr_multiplier, scaled_lr
-from trainables.synthetic import ensure_dataset
+from trainables.splits import (
+    SEARCH,
+    TEST,
+    DataPaths,
+    check_disjoint,
+    held_out_ids,
+    resolve_data,
+    splits_record,
+    subset_blob,
+)
 from trainables.weights import load_backbone_weights
 
 
@@ -74,45 +93,80 @@ class InjectedFailure(RuntimeError):
 
 
 @dataclass(frozen=True)
-class DataPaths:
-    train_images: str
-    train_annotations: str
-    val_images: str
-    val_annotations: str
+class EvalSet:
+    """A split that trials are scored on: its images and its ground truth (a path, or the
+    COCO of a split held out of the training file)."""
+
+    split: str  # "search" or "test" (trainables/splits.py)
+    dataset: CocoDetection
+    gt: str | COCO
+    field: str  # the config field of its images, for errors
 
 
-def resolve_data(cfg: TrialConfig) -> DataPaths:
-    if cfg.data.source == "synthetic":
-        p = ensure_dataset(cfg.data.synthetic)
-        return DataPaths(str(p.train_images), str(p.train_annotations), str(p.val_images), str(p.val_annotations))
-    d = cfg.data
-    return DataPaths(d.train_images, d.train_annotations, d.val_images, d.val_annotations)
-
-
-def build_datasets(cfg: TrialConfig, paths: DataPaths) -> tuple[CocoDetection, CocoDetection]:
-    """Both datasets, checked: annotations parse, categories agree, listed images exist."""
+def build_datasets(cfg: TrialConfig, paths: DataPaths) -> tuple[CocoDetection, list[EvalSet]]:
+    """The training subset and the evaluation splits (search first, then test if any),
+    checked: annotations parse, categories agree, listed images exist, no image is in two
+    splits."""
     train_coco = load_coco(paths.train_annotations, "data.train_annotations")
     train = CocoDetection(paths.train_images, train_coco, train=True)
-    train.image_ids = select_subset(
-        train.image_ids, cfg.data_fraction, cfg.data.subset_seed, of=cfg.data.fraction_of_images
-    )
-    val = CocoDetection(paths.val_images, load_coco(paths.val_annotations, "data.val_annotations"), train=False)
-    check_same_categories(train_coco.dataset, val.coco.dataset, paths.train_annotations, paths.val_annotations)
+    pool = train.image_ids
+    if paths.search_holdout:
+        held = held_out_ids(train_coco.getImgIds(), paths.search_holdout, cfg.data.subset_seed)
+        pool = sorted(set(pool) - set(held))
+        # A copy: the evaluators write into their ground truth's annotations.
+        search_gt = index_coco(copy.deepcopy(subset_blob(train_coco.dataset, held)))
+        search_source: str | COCO = search_gt
+    else:
+        search_gt = load_coco(paths.search_annotations, "data.search_annotations")
+        search_source = paths.search_annotations
+    train.image_ids = select_subset(pool, cfg.data_fraction, cfg.data.subset_seed, of=cfg.data.fraction_of_images)
+    evals = [
+        EvalSet(
+            SEARCH,
+            CocoDetection(paths.search_images, search_gt, train=False),
+            search_source,
+            paths.field(SEARCH, "images"),
+        )
+    ]
+    if paths.has_test:
+        test_gt = load_coco(paths.test_annotations, "data.test_annotations")
+        evals.append(
+            EvalSet(
+                TEST, CocoDetection(paths.test_images, test_gt, train=False), paths.test_annotations, "data.test_images"
+            )
+        )
     # One directory listing each: cheap even for COCO's 118k files, and a missing image is
     # reported here with its id instead of when an epoch reaches it.
     check_images_present(
         paths.train_images, [train_coco.imgs[i] for i in train.image_ids], paths.train_annotations, "data.train_images"
     )
-    check_images_present(
-        paths.val_images, [val.coco.imgs[i] for i in val.image_ids], paths.val_annotations, "data.val_images"
-    )
+    files = {
+        "training": (
+            paths.train_images,
+            [train_coco.imgs[i]["file_name"] for i in train.image_ids],
+            "data.train_images",
+        )
+    }
+    for e in evals:
+        ann_field = paths.field(e.split, "annotations")
+        check_same_categories(
+            train_coco.dataset,
+            e.dataset.coco.dataset,
+            paths.train_annotations,
+            getattr(paths, f"{e.split}_annotations"),
+            ann_field,
+        )
+        images = [e.dataset.coco.imgs[i] for i in e.dataset.image_ids]
+        check_images_present(e.dataset.images_dir, images, getattr(paths, f"{e.split}_annotations"), e.field)
+        files[e.split] = (e.dataset.images_dir, [img["file_name"] for img in images], ann_field)
+    check_disjoint(files)
     if len(train) < cfg.num_workers * cfg.solver.ims_per_worker:
         raise InputError(
             f"data_fraction={cfg.data_fraction} leaves {len(train)} training images, fewer than one "
             f"global batch of {cfg.global_batch}",
             "data_fraction",
         )
-    return train, val
+    return train, evals
 
 
 def build_trial_model(cfg: TrialConfig, num_classes: int, log: Callable[[str], None]) -> torch.nn.Module:
@@ -154,14 +208,15 @@ def _train(cfg: TrialConfig, session: Session) -> dict[str, Any]:
 
     def setup():  # no collective inside: a rank that fails here must not leave the others waiting
         plan = branches(cfg.solver.base_iters, cfg.schedules, cfg.schedule)
-        paths = resolve_data(cfg)
-        train_set, val_set = build_datasets(cfg, paths)
+        paths = resolve_data(cfg.data)
+        train_set, evals = build_datasets(cfg, paths)
         model = build_trial_model(cfg, train_set.num_classes, session.log if rank == 0 else _silent)
-        return plan, paths, train_set, val_set, model
+        return plan, paths, train_set, evals, model
 
-    plan, paths, train_set, val_set, model = agree(session, setup)
+    plan, paths, train_set, evals, model = agree(session, setup)
     if rank == 0:
         _record_subset(cfg, train_set.image_ids)
+        _record_splits(cfg, paths, evals)
         # The input is good now: a bad-input record from an earlier attempt no longer holds.
         for suffix in (".json", ".log"):
             storage.delete(storage.join(cfg.results_uri, "failures", f"{cfg.trial_id}{suffix}"))
@@ -200,17 +255,19 @@ def _train(cfg: TrialConfig, session: Session) -> dict[str, Any]:
             generator=loader_rng,
         )
     )
-    val_sampler = ResumableDistributedSampler(val_set, world, rank, shuffle=False, seed=0)
-    val_loader = session.prepare_loader(
-        DataLoader(
-            val_set,
-            batch_size=s.ims_per_worker,
-            sampler=val_sampler,
-            collate_fn=collate,
-            num_workers=cfg.data.loader_workers,
-            generator=torch.Generator().manual_seed(cfg.seed),
+    eval_loaders = [
+        session.prepare_loader(
+            DataLoader(
+                e.dataset,
+                batch_size=s.ims_per_worker,
+                sampler=ResumableDistributedSampler(e.dataset, world, rank, shuffle=False, seed=0),
+                collate_fn=collate,
+                num_workers=cfg.data.loader_workers,
+                generator=torch.Generator().manual_seed(cfg.seed),
+            )
         )
-    )
+        for e in evals
+    ]
     iters_per_epoch = len(train_sampler) // s.ims_per_worker
     skips = SkippedImages(session.log, f"[{cfg.trial_id}]")
 
@@ -267,8 +324,14 @@ def _train(cfg: TrialConfig, session: Session) -> dict[str, Any]:
         training.scaler.update()
         return reduced.tolist(), lr_now
 
-    def evaluate(_trainer: Trainer) -> dict[str, float]:
-        metrics = evaluate_model(net, val_loader, val_set, paths.val_annotations, session, use_amp)
+    def evaluate(_trainer: Trainer, final: bool) -> dict[str, float]:
+        """The search split's AP; at a schedule's final result also the test split's
+        (``test_*``), from the same model at the same moment."""
+        metrics: dict[str, float] = {}
+        for e, loader in zip(evals, eval_loaders):
+            if e.split == SEARCH or final:
+                scores = evaluate_model(net, loader, e, session, use_amp)
+                metrics.update(scores if e.split == SEARCH else {f"test_{k}": v for k, v in scores.items()})
         model.train()
         return metrics
 
@@ -301,9 +364,15 @@ def _train(cfg: TrialConfig, session: Session) -> dict[str, Any]:
             # Finished before a restart (the driver died after the last checkpoint):
             # report the final row again so Tune sees the result.
             row = results.last_row(cfg.results_uri, cfg.trial_id)
-            session.report(row, None)
+            session.report(for_tune(row), None)
             return row
     return trainer.run()
+
+
+def for_tune(row: dict[str, Any]) -> dict[str, Any]:
+    """A row without its test-split numbers: they go to the Parquet rows only, so nothing Tune,
+    Optuna or the early stopper sees (nor Tune's own result files) can depend on them."""
+    return {k: v for k, v in row.items() if k not in TEST_AP_KEYS}
 
 
 class AgreedInputError(Exception):
@@ -422,7 +491,7 @@ class _Reporter:
                 "trunk_schedule": cfg.schedule,
                 "status": RUNNING,
                 "cost_iterations": pos.cost,
-                **dict.fromkeys(coco_eval.AP_KEYS),
+                **dict.fromkeys(AP_KEYS),
             }
             self.session.report(report, self.checkpoint(trainer))
             return report
@@ -434,7 +503,8 @@ class _Reporter:
                 FINAL,
                 DIVERGED,
                 dict(zip(("loss", *LOSS_KEYS), info["losses"])),
-                dict.fromkeys(coco_eval.AP_KEYS, 0.0),
+                # A diverged model scores 0 on every split.
+                dict.fromkeys(AP_KEYS + (TEST_AP_KEYS if self.cfg.data.has_test_split else ()), 0.0),
                 info["lr"],
             )
             self.write(row)
@@ -444,7 +514,7 @@ class _Reporter:
             )
             # Tune and the searcher get finite numbers only.
             clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
-            self.session.report(clean, None)
+            self.session.report(for_tune(clean), None)
             return clean
         window = self.training.window
         if kind == "trunk":
@@ -459,9 +529,9 @@ class _Reporter:
             what = f"{row['schedule']:g}x final" if kind == "final" else "trunk eval"
             self.session.log(
                 f"[{cfg.trial_id}] {what} @ {row['iteration']}: bbox_AP {row['bbox_AP']:.3f}  "
-                f"segm_AP {row['segm_AP']:.3f}  loss {row['loss']:.3f}"
+                f"segm_AP {row['segm_AP']:.3f}  loss {row['loss']:.3f} (search split)"
             )
-        self.session.report(row, self.checkpoint(trainer))
+        self.session.report(for_tune(row), self.checkpoint(trainer))
         return row
 
     def row(
@@ -471,7 +541,8 @@ class _Reporter:
         return {
             **self.base,
             **losses,
-            **{k: metrics[k] for k in coco_eval.AP_KEYS},
+            **{k: metrics[k] for k in AP_KEYS},
+            **{k: metrics.get(k) for k in TEST_AP_KEYS},
             "schedule": branch.schedule,
             "max_iterations": branch.end,
             "fork_iteration": branch.fork if phase == FINAL else None,
@@ -532,14 +603,14 @@ class _Reporter:
 
 
 @torch.no_grad()
-def evaluate_model(
-    net: torch.nn.Module, loader, dataset: CocoDetection, annotations: str, session: Session, use_amp: bool
-) -> dict[str, float]:
-    """COCO AP over the whole val set: shard, predict, gather, dedupe, evaluate once, share.
+def evaluate_model(net: torch.nn.Module, loader, split: EvalSet, session: Session, use_amp: bool) -> dict[str, float]:
+    """COCO AP over a whole evaluation split: shard, predict, gather, dedupe, evaluate once,
+    share.
 
-    An unreadable val image cannot be skipped without changing the AP, so it fails the
-    trial, on every rank together (after the gather every rank takes part in anyway).
+    An unreadable image cannot be skipped without changing the AP, so it fails the trial,
+    on every rank together (after the gather every rank takes part in anyway).
     """
+    dataset = split.dataset
     net.eval()
     mine: list[dict] = []
     unreadable: list[str] = []
@@ -555,22 +626,22 @@ def evaluate_model(
     here = (mine, unreadable, socket.gethostname())
     gathered = [here]
     if session.world_size > 1:
-        # To rank 0 only: val2017's predictions need not travel to every rank.
+        # To rank 0 only: a 5,000-image split's predictions need not travel to every rank.
         gathered = [None] * session.world_size if session.rank == 0 else None
         dist.gather_object(here, gathered, dst=0)
     metrics: list[Any] = [None]
     if session.rank == 0:
         failed = [
-            describe_input_error(InputError(_unreadable_message(errors), "data.val_images"), r, node)
+            describe_input_error(InputError(_unreadable_message(errors, split.split), split.field), r, node)
             for r, (_, errors, node) in enumerate(gathered)
             if errors
         ]
         if failed:
             metrics = [{"unreadable": failed}]
         else:
-            metrics = [coco_eval.evaluate(annotations, coco_eval.dedupe_by_image([p for p, _, _ in gathered]))]
+            metrics = [coco_eval.evaluate(split.gt, coco_eval.dedupe_by_image([p for p, _, _ in gathered]))]
             # Bbox-only output (no masks predicted at all) still reports every key.
-            metrics[0] = {k: metrics[0].get(k, 0.0) for k in coco_eval.AP_KEYS}
+            metrics[0] = {k: metrics[0].get(k, 0.0) for k in AP_KEYS}
     if session.world_size > 1:
         dist.broadcast_object_list(metrics, src=0)
     if "unreadable" in metrics[0]:
@@ -603,9 +674,9 @@ class SkippedImages:
         return sum(_gather(self.count, world))
 
 
-def _unreadable_message(errors: list[str]) -> str:
+def _unreadable_message(errors: list[str], split: str) -> str:
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    return f"{errors[0]}{more}; the evaluation needs every val image"
+    return f"{errors[0]}{more}; the evaluation needs every image of the {split} split"
 
 
 def _losses(window: LossWindow) -> dict[str, float]:
@@ -670,6 +741,15 @@ def _record_subset(cfg: TrialConfig, image_ids: list[int]) -> None:
             "train_images": len(image_ids),
             "image_ids": image_ids,
         }
+        storage.write_bytes_atomic(path, json.dumps(blob).encode())
+
+
+def _record_splits(cfg: TrialConfig, paths: DataPaths, evals: list[EvalSet]) -> None:
+    """Write the search and test splits' image ids once per subset seed, beside the subsets."""
+    path = storage.join(cfg.results_uri, "subsets", f"splits-seed-{cfg.data.subset_seed}.json")
+    if not storage.exists(path):
+        ids = {e.split: list(e.dataset.image_ids) for e in evals}
+        blob = splits_record(paths, ids[SEARCH], ids.get(TEST, []))
         storage.write_bytes_atomic(path, json.dumps(blob).encode())
 
 

@@ -169,7 +169,8 @@ class Trainer:
             ``trainer.schedule``; returns the reduced losses and the LR used.
         batches: iteration -> an iterator of batches from that iteration on (the sampler
             position is a function of the iteration, so a restore just asks again).
-        evaluate: the trainer -> metrics of the current model.
+        evaluate: ``(trainer, final)`` -> metrics of the current model; ``final`` at a
+            schedule's end (where the study also scores its test split).
         report: ``(trainer, kind, metrics)`` with kind "trunk", "checkpoint", "final" or
             "diverged"; writes the row and reports (with a checkpoint) to the runtime.
     """
@@ -180,7 +181,7 @@ class Trainer:
         training: Training,
         step: Callable[[Trainer, Any], tuple[list[float], float]],
         batches: Callable[[int], Iterator[Any]],
-        evaluate: Callable[[Trainer], dict[str, float]],
+        evaluate: Callable[[Trainer, bool], dict[str, float]],
         report: Callable[[Trainer, str, dict[str, Any]], dict[str, Any]],
         hooks: list[HookBase] = (),
     ) -> None:
@@ -234,7 +235,7 @@ class Trainer:
 
     def _end_branch(self) -> None:
         """Evaluate the cooled-down model, go back to the trunk, then write and report."""
-        metrics = self._evaluate(self)
+        metrics = self._evaluate(self, True)
         window = LossWindow(self.training.window.width)
         window.load(self.training.window.state())
         pos = self.position
@@ -282,7 +283,7 @@ class PeriodicEvaluation(HookBase):
         if not self.period or pos.iteration % self.period:
             return
         if not pos.in_branch:
-            trainer.last = trainer._report(trainer, "trunk", trainer._evaluate(trainer))
+            trainer.last = trainer._report(trainer, "trunk", trainer._evaluate(trainer, False))
         elif pos.iteration < trainer.branch.end:
             trainer._report(trainer, "checkpoint", {})
         else:

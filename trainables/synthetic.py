@@ -1,11 +1,12 @@
 """The embedded default data: a generated COCO-format instance-segmentation dataset.
 
-Images (JPEG) plus ``annotations/instances_train.json`` and ``instances_val.json`` shaped
-exactly like COCO's: polygon segmentations for whole polygonal objects, compressed RLE for
-occluded or holed ones, uncompressed-RLE crowd regions, xywh boxes, areas, and category ids
-that are not contiguous. Objects vary in shape, size, colour, texture and overlap over a
-cluttered background. Generation is deterministic in :class:`SyntheticSpec` and cached under
-a folder keyed by it, so every process (and every node) gets the same dataset.
+Three splits (training, search and test), each JPEG images plus
+``annotations/instances_{split}.json`` shaped exactly like COCO's: polygon segmentations for
+whole polygonal objects, compressed RLE for occluded or holed ones, uncompressed-RLE crowd
+regions, xywh boxes, areas, and category ids that are not contiguous. Objects vary in
+shape, size, colour, texture and overlap over a cluttered background. Generation is
+deterministic in :class:`SyntheticSpec` and cached under a folder keyed by it, so every
+process (and every node) gets the same dataset.
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ CATEGORIES = (
     {"id": 25, "name": "ring", "supercategory": "round"},
     {"id": 40, "name": "cross", "supercategory": "polygon"},
 )
-VAL_ID_OFFSET = 1_000_000
+# Image ids of the search and test splits start here, so no id is in two splits.
+SEARCH_ID_OFFSET = 1_000_000
+TEST_ID_OFFSET = 2_000_000
 # Probability that an image holds a crowd region (a cluster of tiny discs, iscrowd=1).
 CROWD_PROB = 0.15
 
@@ -47,8 +50,10 @@ class DatasetPaths:
     root: Path
     train_images: Path
     train_annotations: Path
-    val_images: Path
-    val_annotations: Path
+    search_images: Path
+    search_annotations: Path
+    test_images: Path
+    test_annotations: Path
 
 
 def dataset_paths(root: Path) -> DatasetPaths:
@@ -56,8 +61,10 @@ def dataset_paths(root: Path) -> DatasetPaths:
         root,
         root / "train",
         root / "annotations" / "instances_train.json",
-        root / "val",
-        root / "annotations" / "instances_val.json",
+        root / "search",
+        root / "annotations" / "instances_search.json",
+        root / "test",
+        root / "annotations" / "instances_test.json",
     )
 
 
@@ -85,14 +92,16 @@ def ensure_dataset(spec: SyntheticSpec, root: Path | None = None) -> DatasetPath
 
 
 def generate(spec: SyntheticSpec, root: Path) -> DatasetPaths:
-    """Write both splits under ``root`` (no caching)."""
+    """Write the three splits under ``root`` (no caching)."""
     paths = dataset_paths(root)
     paths.train_annotations.parent.mkdir(parents=True, exist_ok=True)
-    # Independent streams per split, so changing num_val leaves the train split unchanged.
-    train_rng, val_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(spec.seed).spawn(2))
+    # Independent streams per split, so changing one split's size leaves the others unchanged
+    # (and the test split, added last, left the training and search images as they were).
+    train_rng, search_rng, test_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(spec.seed).spawn(3))
     for split_rng, images_dir, ann_file, count, offset in (
         (train_rng, paths.train_images, paths.train_annotations, spec.num_train, 1),
-        (val_rng, paths.val_images, paths.val_annotations, spec.num_val, VAL_ID_OFFSET),
+        (search_rng, paths.search_images, paths.search_annotations, spec.num_search, SEARCH_ID_OFFSET),
+        (test_rng, paths.test_images, paths.test_annotations, spec.num_test, TEST_ID_OFFSET),
     ):
         images_dir.mkdir(parents=True, exist_ok=True)
         coco = _split(spec, split_rng, images_dir, count, offset)
