@@ -19,7 +19,6 @@ from analysis.schema import COMPLETED, TRIAL_STATUSES
 ARM_KEYS = ["model", "data_fraction", "init"]
 # The AP columns a table shows for a chosen result: the test split's, then the search split's.
 SHOWN = ("test_bbox_AP", "test_segm_AP", "bbox_AP", "segm_AP")
-HYPER = ["lr", "weight_decay", "schedule"]
 
 
 def completed(df: pd.DataFrame) -> pd.DataFrame:
@@ -187,18 +186,6 @@ def budget(df: pd.DataFrame) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows, columns=cols)
-
-
-def seeds(df: pd.DataFrame, objective: str = "bbox_AP") -> pd.DataFrame:
-    """Mean ± std of the final AP where completed trials share everything but the seed."""
-    done = completed(df)
-    keys = ["arm", *HYPER]
-    cols = [*keys, "seeds", f"{objective}_mean", f"{objective}_std"]
-    if done.empty:
-        return pd.DataFrame(columns=cols)
-    stats = done.groupby(keys).agg(seeds=("seed", "nunique"), mean=(objective, "mean"), std=(objective, "std"))
-    stats = stats[stats["seeds"] > 1].reset_index()
-    return stats.rename(columns={"mean": f"{objective}_mean", "std": f"{objective}_std"})[cols]
 
 
 def boundary_warnings(
