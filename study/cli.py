@@ -56,6 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--results", default="results", help="results folder or s3:// URI (default: results/)")
     parser.add_argument("--name", help="study name, the folder under --results (default: the preset's name)")
     parser.add_argument("--num-samples", type=_positive_int, metavar="N", help="trials per arm (default: the preset's)")
+    parser.add_argument(
+        "--replicates",
+        type=_positive_int,
+        metavar="K",
+        help="after the search, score each arm's recipe and best (lr, weight decay) under K seeds for the "
+        "report's seed noise and intervals (default: the preset's; 1 = none; may be raised on --resume)",
+    )
     parser.add_argument("--resume", action="store_true", help="continue the study in an existing folder")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and exit without training")
     parser.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a new local Ray)")
@@ -148,6 +155,10 @@ def resolve(args: argparse.Namespace) -> tuple[StudyConfig, str, dict[str, Any] 
     study = get_preset(args.preset or DEFAULT_PRESET)
     if args.num_samples:
         study = dataclasses.replace(study, num_samples=args.num_samples)
+    if args.replicates:
+        if args.trial is not None:
+            raise ConfigError("--replicates belongs to a study's search; --trial runs one trial (set its seed instead)")
+        study = dataclasses.replace(study, replicates=args.replicates)
     study = at_global_batch(apply_overrides(study, args.set))
     values = parse_trial(args.trial, study) if args.trial is not None else None
     if not args.dry_run:
@@ -166,7 +177,12 @@ def _resolve_resume(args: argparse.Namespace, uri: str) -> tuple[StudyConfig, st
     if args.preset and args.preset != name:
         raise ConfigError(f"--resume: {uri} holds a study of preset {name}, not {args.preset}")
     study = at_global_batch(apply_overrides(get_preset(name), stored.get("overrides", [])))
-    study = dataclasses.replace(study, num_samples=stored.get("num_samples", study.num_samples))
+    study = dataclasses.replace(
+        study,
+        num_samples=stored.get("num_samples", study.num_samples),
+        # More replicates may be asked for on --resume: they only add trials after the search.
+        replicates=args.replicates or stored.get("replicates", study.replicates),
+    )
     values = stored.get("trial") if stored.get("mode") == "trial" else None
     return study, uri, values
 
@@ -296,7 +312,8 @@ def run_study_command(study: StudyConfig, uri: str, args: argparse.Namespace) ->
     from study.plan import max_concurrent_trials
     from study.summary import best_per_arm, format_summary
 
-    arms = _prepare(study, uri, args, {"mode": "search", "num_samples": study.num_samples, "overrides": args.set})
+    mode = {"mode": "search", "num_samples": study.num_samples, "replicates": study.replicates, "overrides": args.set}
+    arms = _prepare(study, uri, args, mode)
     if arms is None:
         return 2
     cluster = ray.cluster_resources()
@@ -310,7 +327,10 @@ def run_study_command(study: StudyConfig, uri: str, args: argparse.Namespace) ->
     )
     print(format_plan(plan), flush=True)
     print(f"\n{'resuming' if args.resume else 'starting'} study in {uri}\n", flush=True)
-    grid = tuning.run_study(study, arms, study.num_samples, uri, concurrent, args.resume)
+    grids = [tuning.run_study(study, arms, study.num_samples, uri, concurrent, args.resume)]
+    if study.replicates > 1:
+        print(f"\nsearch done; replicate phase ({study.replicates} seeds)", flush=True)
+        grids += tuning.run_replicates(study, arms, uri, concurrent)
     try:
         df = load_results(uri)
     except FileNotFoundError:
@@ -318,14 +338,14 @@ def run_study_command(study: StudyConfig, uri: str, args: argparse.Namespace) ->
         print("\nno trial wrote an evaluation row", file=sys.stderr)
     if df is not None:
         print("\nbest schedule result per arm (chosen on the search split; final evaluations after each cooldown):")
-        print(format_summary(best_per_arm(df, study.objective)))
+        print(format_summary(best_per_arm(df[df["seed"] == study.seed], study.objective)))
     if df is not None and not is_uri(uri):
         report = write_report(uri)
         print(f"\nreport:  {report} (figures beside it; python -m analysis.report {uri})")
     print(f"results: {uri}/metrics  (analysis.load_results('{uri}') or pandas.read_parquet)")
     print(f"optuna:  optuna-dashboard sqlite:///{tuning.local_optuna_db(uri)}")
     print(f"tune:    {uri}/tune  (tensorboard --logdir {uri}/tune)")
-    failed = tuning.failed_trials(grid, uri)
+    failed = [f for grid in grids for f in tuning.failed_trials(grid, uri)]
     if failed:
         print(
             f"\n{failures.format_failures(failed)}\n(their rows say 'failed'; fix the input and run the same "

@@ -102,6 +102,9 @@ class StudyConfig:
     use_gpu: bool = False
     eval_period: int = 0
     seed: int = 0
+    # Seeds each arm's recipe and best (lr, weight decay) are scored under after the search
+    # (seed, seed + 1, ...; study/replicates.py): 1 = the search's seed alone, no replicates.
+    replicates: int = 1
     # Embedded pretraining (the toy "ImageNet"), or per-model weight URLs/paths for real ones.
     pretrain: PretrainSpec | None = None
     pretrained_weights: dict[str, str] = field(default_factory=dict)
@@ -131,6 +134,7 @@ class StudyConfig:
         _check(not unknown, "axes.model", self.axes.model, f"names from models ({', '.join(self.models)})")
         _check(self.num_samples >= 1, "num_samples", self.num_samples, ">= 1")
         _check(self.num_workers >= 1, "num_workers", self.num_workers, ">= 1")
+        _check(self.replicates >= 1, "replicates", self.replicates, ">= 1 (1: no replicates)")
         for selector, point in self.default_overrides:
             _check(
                 selector.partition("=")[0] in ARM_KEYS,

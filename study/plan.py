@@ -142,6 +142,15 @@ def format_plan(plan: Plan) -> str:
         + "each schedule at its end",
         _splits_line(s),
         _search_line(s),
+        *(
+            [
+                f"  replicates: after the search, each arm's recipe and best (lr, wd) under {s.replicates} seeds "
+                f"({s.seed}-{s.seed + s.replicates - 1}), trunk to its longest schedule: up to "
+                f"{2 * s.replicates} more trials per arm, none stopped early"
+            ]
+            if s.replicates > 1
+            else []
+        ),
         "  early stopping: "
         + (
             f"rungs at the schedules of each arm, reduction {s.early_stopping.reduction_factor}"

@@ -123,6 +123,17 @@ TOY_SCALING = dataclasses.replace(
     num_samples=2,
 )
 
+TOY_REPLICATES = dataclasses.replace(
+    TOY,
+    name="toy-replicates",
+    description="toy, then each arm's recipe and best settings under 3 seeds: seed noise, a 95% interval "
+    "for the gap, a verdict per schedule",
+    # Seeds 0, 1, 2 (model init and data order; the same 600 training images). Three is the
+    # fewest that gives each init a spread; Welch's interval is wide at this count (t = 2.78
+    # at 4 degrees of freedom), so it separates only gaps well beyond the noise.
+    replicates=3,
+)
+
 # --- COCO presets (the paper's protocol, Sec. 4.1) --------------------------------------
 COCO_ROOT = "/data/coco"  # where the cluster's staging step puts COCO on every GPU node
 COCO_DATA = DataConfig(
@@ -288,6 +299,7 @@ PRESETS: dict[str, StudyConfig] = {
         SMOKE,
         TOY,
         TOY_SCALING,
+        TOY_REPLICATES,
         COCO_R50_GN,
         COCO_R50_GN_TIMM,
         COCO_R101_GN,

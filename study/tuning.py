@@ -15,12 +15,14 @@ import os
 from typing import Any
 
 import optuna
+import pandas as pd
 import ray
 from ray import tune
-from ray.tune.search import ConcurrencyLimiter
+from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
 
+from analysis.results import load_results
 from analysis.schema import COMPLETED, DIVERGED, FAILED, FINAL, RUNNING, STOPPED
-from study import failures
+from study import failures, replicates
 from study.config import StudyConfig, default_point, search_space
 from study.config import arms as study_arms
 from study.scheduler import ScheduleRungs
@@ -30,6 +32,7 @@ from trainables.ray_entry import DRIVER_RESOURCE, train_driver_fn
 
 logger = logging.getLogger(__name__)
 TUNE_DIR = "tune"
+REPLICATES_DIR = "tune-replicates"
 # Environment every Ray worker process gets (local runs and clusters alike).
 WORKER_ENV = {
     # Workers keep the caller's working directory, so relative data paths still resolve.
@@ -148,9 +151,9 @@ def status_table() -> tune.CLIReporter:
     )
 
 
-def run_config(results_uri: str, callbacks: list | None = None) -> tune.RunConfig:
+def run_config(results_uri: str, callbacks: list | None = None, name: str = TUNE_DIR) -> tune.RunConfig:
     return tune.RunConfig(
-        name=TUNE_DIR,
+        name=name,
         storage_path=results_uri if storage.is_uri(results_uri) else os.path.abspath(results_uri),
         callbacks=[FinalStatus(results_uri), *(callbacks or [])],
         # Status table and trial starts/ends; each evaluation is one line from the workers.
@@ -293,6 +296,59 @@ def run_study(
     reconcile_statuses(grid, results_uri)
     publish_optuna_db(results_uri)
     return grid
+
+
+def run_replicates(
+    study: StudyConfig,
+    arms: dict[str, dict[str, Any]],
+    results_uri: str,
+    max_concurrent: int,
+    log=print,
+) -> list[tune.ResultGrid]:
+    """The replicate phase (study/replicates.py): fixed trials, no search, no early stopping.
+
+    Each round is one Tune experiment (``tune-replicates``, then ``-1``, ...). A round that
+    can be restored was interrupted: it resumes first, its unfinished trials from their
+    checkpoints. Then the trials still missing (none, unless ``replicates`` grew on
+    ``--resume``) run in a new round.
+    """
+    fn = trainable(arms, driver_resources())
+    grids = []
+    for round_ in range(100):
+        experiment = storage.join(results_uri, f"{REPLICATES_DIR}-{round_}" if round_ else REPLICATES_DIR)
+        if tune.Tuner.can_restore(experiment):
+            classic_console()
+            grid = tune.Tuner.restore(experiment, fn, resume_unfinished=True, resume_errored=True).fit()
+            reconcile_statuses(grid, results_uri)
+            grids.append(grid)
+            continue
+        try:
+            df = load_results(results_uri)
+        except FileNotFoundError:
+            df = pd.DataFrame()
+        chosen = replicates.load_or_choose(study, df, results_uri)
+        points = replicates.pending_points(study, chosen, df)
+        log(replicates.describe(study, chosen, points))
+        if not points:
+            break
+        tuner = tune.Tuner(
+            fn,
+            # Placeholders: each trial's values are one of the points (Tune's variant
+            # generator fills only keys the space has).
+            param_space=dict.fromkeys(points[0]),
+            tune_config=tune.TuneConfig(
+                search_alg=BasicVariantGenerator(points_to_evaluate=points, max_concurrent=max_concurrent),
+                num_samples=len(points),
+                metric=study.objective,
+                mode="max",
+            ),
+            run_config=run_config(results_uri, name=os.path.basename(experiment)),
+        )
+        grid = tuner.fit()
+        reconcile_statuses(grid, results_uri)
+        grids.append(grid)
+        break
+    return grids
 
 
 def failed_trials(grid: tune.ResultGrid, results_uri: str) -> list[failures.Failure]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from study.cli import main, parse_trial
+from study.cli import build_parser, main, parse_trial
 from study.presets import SMOKE, TOY
 from trainables.branches import branches, trial_iterations
 from trainables.config import ConfigError
@@ -124,7 +124,6 @@ def build_parser_text():
 
 
 def test_resume_takes_the_configuration_from_study_json(capsys, tmp_path):
-    import argparse
     import json
 
     from study.cli import resolve
@@ -137,16 +136,20 @@ def test_resume_takes_the_configuration_from_study_json(capsys, tmp_path):
                 "preset": {"name": "smoke"},
                 "mode": "search",
                 "num_samples": 5,
+                "replicates": 2,
                 "overrides": ["solver.base_iters=12", "eval_period=4"],
             }
         )
     )
-    args = argparse.Namespace(
-        results=str(tmp_path), name="R", preset=None, resume=True, set=[], num_samples=None, trial=None, dry_run=False
-    )
-    study, uri, values = resolve(args)
+    resume = ["--resume", "--results", str(tmp_path), "--name", "R"]
+    study, uri, values = resolve(build_parser().parse_args(resume))
     assert study.name == "smoke" and study.num_samples == 5 and study.solver.base_iters == 12 and study.eval_period == 4
-    assert values is None and uri.endswith("/R")
+    assert values is None and uri.endswith("/R") and study.replicates == 2
+    # More replicates may be asked for on --resume (they only add trials after the search).
+    study, _, _ = resolve(build_parser().parse_args([*resume, "--replicates", "3"]))
+    assert study.replicates == 3 and study.num_samples == 5
+    err = _fails(["--trial", "init=scratch", "--replicates", "2", "--dry-run"], capsys)
+    assert "--replicates belongs to a study's search" in err
     err = _fails(["--resume", "--results", str(tmp_path), "--name", "R", "--set", "num_workers=1"], capsys)
     assert "cannot change a study on --resume" in err
     err = _fails(["--resume", "--preset", "toy", "--results", str(tmp_path), "--name", "R"], capsys)

@@ -14,6 +14,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pandas as pd
 import pytest
@@ -112,6 +113,28 @@ def test_killed_study_resumes_without_lost_or_duplicated_rows(tmp_path):
     assert told[optuna.trial.TrialState.PRUNED] == (trials["trial_status"] == "stopped").sum()
     assert sum(told.values()) == len(trials) + branch_results
     assert sorted(_dashboard_studies(tmp_path / "S" / "optuna.db")) == names
+
+    # Replicates asked for on --resume: each arm's recipe and best (lr, wd) under seed 1 too,
+    # trunk to 2x, outside the search (Optuna gets no trial of them).
+    def optuna_trials():
+        return sum(len(optuna.load_study(study_name=n, storage=storage).get_trials(deepcopy=False)) for n in names)
+
+    before = optuna_trials()
+    again = subprocess.run(
+        [*cmd, "--resume", "--replicates", "2"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "replicate phase (2 seeds)" in again.stdout
+    chosen = json.loads((tmp_path / "S" / "replicates.json").read_text())["arms"]
+    ended = trial_rows(load_results(tmp_path / "S"))
+    ended = ended[(ended["trunk_schedule"] == 2.0) & ended["trial_status"].isin(["completed", "diverged"])]
+    for arm, plan in chosen.items():
+        for lr, wd in {tuple(c) for c in plan["configs"].values()}:
+            mine = ended[(ended["arm"] == arm) & np.isclose(ended["lr"], lr) & np.isclose(ended["weight_decay"], wd)]
+            assert set(mine["seed"]) == {0, 1}, (arm, lr, wd)
+    assert optuna_trials() == before
+    report = (tmp_path / "S" / "report" / "report.md").read_text().split("## Seed replicates")[1]
+    assert "- best (lr, wd), 2x: " in report and "- recipe (lr, wd), 2x: " in report
 
 
 def _dashboard_studies(db: Path) -> list[str]:

@@ -114,3 +114,37 @@ def test_the_report_states_the_verdict(tmp_path, replicated):
     assert "| tiny | 1 | best | 3 | 0.320 ± 0.020 (3) | 0.330 ± 0.020 (3) | -0.010 |" in section
     assert "- best (lr, wd), 2x: pretrained is ahead beyond seed noise" in section
     assert "on the test split" in section
+
+
+def test_the_replicate_plan_reruns_recipe_and_best_to_the_longest_schedule(tmp_path):
+    """smoke: schedules 1x-2x, the recipe lr 0.02 at 2x. The plan runs what is missing:
+    every configuration to 2x under seeds 0-2, none twice, whatever the replicates scored."""
+    import dataclasses
+
+    from study import replicates as plan
+    from study.presets import SMOKE
+
+    study = dataclasses.replace(SMOKE, replicates=3)
+    rows = _rows("r", "scratch", 0.02, 1e-4, 2.0, {1.0: 0.10, 2.0: 0.20})  # the recipe's search trial
+    rows += _rows("o", "scratch", 0.04, 1e-5, 1.0, {1.0: 0.30})  # best on the search split, trunk 1x only
+    rows += _rows("p", "pretrained", 0.02, 1e-4, 2.0, {1.0: 0.40, 2.0: 0.50})
+    rows += _rows("r1", "scratch", 0.02, 1e-4, 2.0, {1.0: 0.1, 2.0: 0.9}, seed=1)  # a replicate, done
+    df = _frame(rows)
+    chosen = plan.load_or_choose(study, df, str(tmp_path))
+    assert chosen["scratch-tiny-f1"] == {"trunk": 2.0, "configs": {"recipe": [0.02, 1e-4], "best": [0.04, 1e-5]}}
+    assert chosen["pretrained-tiny-f1"]["configs"]["best"] == [0.02, 1e-4]  # nothing beat the recipe
+    points = {(p["arm"][0], p["lr"], p["seed"], p["schedule"]) for p in plan.pending_points(study, chosen, df)}
+    assert points == {
+        ("s", 0.02, 2, 2.0),
+        ("s", 0.04, 0, 2.0),  # its search trial stopped at 1x: rerun to 2x
+        ("s", 0.04, 1, 2.0),
+        ("s", 0.04, 2, 2.0),
+        ("p", 0.02, 1, 2.0),
+        ("p", 0.02, 2, 2.0),
+    }
+    # Written once: a replicate that beats everything later does not change the choice.
+    later = _frame(rows + _rows("x", "scratch", 0.9, 1e-3, 2.0, {1.0: 0.95, 2.0: 0.99}))
+    assert plan.load_or_choose(study, later, str(tmp_path)) == chosen
+    assert "scratch-tiny-f1" in plan.describe(study, chosen, []) and "0 trial(s) to run" in plan.describe(
+        study, chosen, []
+    )
