@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import typing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,10 +26,13 @@ from trainables.config import (
     SolverConfig,
     TrialConfig,
     _check,
+    coerce,
 )
 
 ARM_KEYS = ("init", "data_fraction", "model")  # the scientific axes; selectors name one
 RECIPE_KEYS = ("lr", "weight_decay", "schedule")  # the searched nuisance hyperparameters
+# Solver fields counted in iterations at the schedule batch (at_global_batch scales them).
+BATCH_SCALED = frozenset({"base_iters", "warmup_iters", "schedule_batch"})
 
 
 @dataclass(frozen=True)
@@ -118,6 +122,12 @@ class StudyConfig:
     # Per-arm changes to default_trial, keyed like search_overrides (e.g. a longer schedule
     # for scratch, which the paper trains for longer); later entries win.
     default_overrides: tuple[tuple[str, dict[str, Any]], ...] = ()
+    # Per-arm changes to the fixed solver and data settings, keyed like search_overrides,
+    # e.g. ("data_fraction=0.3", {"solver.gamma": 0.02, "data.min_size": [512, 800]}): a
+    # recipe that differs by more than lr, weight decay and schedule (the paper's 35k
+    # subset, Sec. 5.2 footnote). Lengths counted in iterations (solver.base_iters,
+    # warmup_iters, schedule_batch) stay study-wide: they scale with the global batch.
+    trial_overrides: tuple[tuple[str, dict[str, Any]], ...] = ()
     objective: str = "bbox_AP"
     early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
     max_failures: int = 2
@@ -143,6 +153,22 @@ class StudyConfig:
                 f"a selector KEY=VALUE with KEY in {ARM_KEYS}",
             )
             _check(set(point) <= set(RECIPE_KEYS), "default_overrides", point, f"keys from {RECIPE_KEYS}")
+        for selector, changes in self.trial_overrides:
+            _check(
+                selector.partition("=")[0] in ARM_KEYS,
+                "trial_overrides",
+                selector,
+                f"a selector KEY=VALUE with KEY in {ARM_KEYS}",
+            )
+            for key in changes:
+                part, _, name = key.partition(".")
+                known = {f.name for f in dataclasses.fields(SolverConfig if part == "solver" else DataConfig)}
+                _check(
+                    part in ("solver", "data") and name in known and name not in BATCH_SCALED,
+                    "trial_overrides",
+                    key,
+                    f"solver.FIELD or data.FIELD, not one of {sorted(BATCH_SCALED)} (study-wide)",
+                )
         _check(self.objective in ("bbox_AP", "segm_AP"), "objective", self.objective, "bbox_AP or segm_AP")
         _check(
             self.pretrain is not None
@@ -238,6 +264,18 @@ def default_point(study: StudyConfig, arm: dict[str, Any]) -> dict[str, Any]:
     return point
 
 
+def arm_settings(study: StudyConfig, arm: Arm) -> tuple[SolverConfig, DataConfig]:
+    """The arm's solver and data settings: the study's, with matching trial_overrides applied."""
+    parts = {"solver": study.solver, "data": study.data}
+    for selector, changes in study.trial_overrides:
+        if selector_matches(selector, dataclasses.asdict(arm)):
+            for key, value in changes.items():
+                part, _, name = key.partition(".")
+                tp = typing.get_type_hints(type(parts[part]))[name]
+                parts[part] = dataclasses.replace(parts[part], **{name: coerce(tp, value, key)})
+    return parts["solver"], parts["data"]
+
+
 def base_trial(
     study: StudyConfig, arm: Arm, *, results_uri: str, code_version: str, pretrained: dict[str, tuple[str, int | None]]
 ) -> dict[str, Any]:
@@ -252,8 +290,8 @@ def base_trial(
         **default_point(study, dataclasses.asdict(arm)),
         seed=study.seed,
         model=study.models[arm.model],
-        data=study.data,
-        solver=study.solver,
+        data=arm_settings(study, arm)[1],
+        solver=arm_settings(study, arm)[0],
         schedules=search_space(study, arm).schedule,
         num_workers=study.num_workers,
         use_gpu=study.use_gpu,

@@ -10,7 +10,7 @@ import dataclasses
 import os
 from dataclasses import dataclass
 
-from study.config import Arm, StudyConfig, arms, default_point, search_space, startup_trials
+from study.config import Arm, StudyConfig, arms, default_point, search_space, selector_matches, startup_trials
 from trainables.branches import branches, independent_iterations, trial_iterations
 
 
@@ -20,6 +20,7 @@ class ArmPlan:
     trials: int
     schedules: tuple[float, ...]
     recipe_schedule: float
+    recipe_lr: float
     # The recipe's trial: its trunk and every branch, and the same schedules run separately.
     recipe_iterations: int
     recipe_independent: int
@@ -76,9 +77,8 @@ def make_plan(study: StudyConfig, num_samples: int, cluster_cpus: float, cluster
     base = study.solver.base_iters
     for arm in arms(study):
         schedules = search_space(study, arm).schedule
-        recipe = float(
-            default_point(study, {"init": arm.init, "data_fraction": arm.data_fraction, "model": arm.model})["schedule"]
-        )
+        point = default_point(study, dataclasses.asdict(arm))
+        recipe = float(point["schedule"])
         recipe_plan = branches(base, schedules, recipe)
         plans_by_s = [branches(base, schedules, s) for s in schedules]
         mean = sum(map(trial_iterations, plans_by_s)) / len(schedules)
@@ -91,6 +91,7 @@ def make_plan(study: StudyConfig, num_samples: int, cluster_cpus: float, cluster
                 num_samples,
                 schedules,
                 recipe,
+                float(point["lr"]),
                 trial_iterations(recipe_plan),
                 independent_iterations(recipe_plan),
                 expected,
@@ -173,10 +174,21 @@ def format_plan(plan: Plan) -> str:
     lines.append("  cooled-down branch (the first LR drop onwards); the recipe's trial runs the whole set:")
     for a in plan.arms:
         lines.append(
-            f"    {a.arm.name:<26} recipe {a.recipe_schedule:g}x: {_k(a.recipe_iterations)} iterations with "
+            f"    {a.arm.name:<26} recipe {a.recipe_schedule:g}x (lr {a.recipe_lr:g}): {_k(a.recipe_iterations)} "
+            f"iterations with "
             f"branches, {_k(a.recipe_independent)} as separate runs of "
             f"{', '.join(f'{x:.3g}x' for x in a.schedules if x <= a.recipe_schedule)}"
         )
+    overridden = [
+        (a.arm.name, changes)
+        for a in plan.arms
+        for selector, changes in s.trial_overrides
+        if selector_matches(selector, dataclasses.asdict(a.arm))
+    ]
+    if overridden:
+        lines.append("  per-arm solver and data settings (trial_overrides):")
+        for name, changes in overridden:
+            lines.append(f"    {name:<26} " + ", ".join(f"{k}={_short(v)}" for k, v in changes.items()))
     lines.append(
         f"  longest trial: {_k(plan.longest_trial)} iterations; branches make a trial longer than its "
         f"longest schedule (one\n  worker group runs them one after another) and the study cheaper"
@@ -238,3 +250,10 @@ def _search_line(study: StudyConfig) -> str:
         enough = max(2, n - recipe_results + 2)
         line += f"; with {num} trial(s) per arm TPE will not model yet (--num-samples {enough} or more)"
     return line
+
+
+def _short(value) -> str:
+    """A setting for one line: long lists as their first and last value."""
+    if isinstance(value, (list, tuple)) and len(value) > 3:
+        return f"[{value[0]}, ..., {value[-1]}] ({len(value)} values)"
+    return str(value)

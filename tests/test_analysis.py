@@ -189,6 +189,14 @@ def test_paper_numbers_beside_coco_arms(study_rows):
     assert s.loc[("pretrained", 10_000), "paper_bbox_AP"] == pytest.approx(0.260)
     assert s.loc[("scratch", 10_000), "paper_bbox_AP"] == pytest.approx(0.259)
     assert pd.isna(s.loc[("scratch", 600), "paper_bbox_AP"])  # no paper subset of that size
+    # Table 2: each init's result best on the search split over its schedules, full data only,
+    # its test-split metrics beside the paper's six.
+    t2 = tables.table2(both).set_index("init")
+    assert list(t2.index) == ["pretrained", "scratch"] and (t2["model"] == "r50").all()
+    assert t2.loc["scratch", "schedule"] == 2.0 and t2.loc["scratch", "test_bbox_AP"] == pytest.approx(0.53)
+    assert t2.loc["scratch", "paper_bbox_AP"] == pytest.approx(0.413)
+    assert t2.loc["pretrained", "paper_segm_AP75"] == pytest.approx(0.387)
+    assert tables.table2(study_rows).empty  # the toy model is not in the paper
 
 
 def test_budget_counts_statuses_and_worker_hours(study_rows):

@@ -99,7 +99,9 @@ def test_dry_run_prints_the_plan_and_writes_nothing(capsys, tmp_path):
     mean = sum(trial_iterations(branches(base, schedules, s)) for s in schedules) / 3
     per_arm = recipe + round(4 * mean)
     assert f"{per_arm:,}" in out and f"{2 * per_arm:,}" in out and out.count("1x,2x,3x") == 2
-    assert f"recipe 3x: {recipe:,} iterations with branches, {6 * base:,} as separate runs of 1x, 2x, 3x" in out
+    assert (
+        f"recipe 3x (lr 0.3): {recipe:,} iterations with branches, {6 * base:,} as separate runs of 1x, 2x, 3x" in out
+    )
     assert f"longest trial: {recipe:,} iterations" in out
     assert "nothing was trained" in out and not list(tmp_path.iterdir())
 

@@ -95,3 +95,39 @@ def test_syncbn_needs_gpus_with_several_workers():
         from_dict(TrialConfig, d)
     assert from_dict(TrialConfig, {**d, "use_gpu": True}).model.norm == "syncbn"
     assert from_dict(TrialConfig, {**d, "num_workers": 1}).model.norm == "syncbn"
+
+
+def test_trial_overrides_change_only_the_selected_arms():
+    study = dataclasses.replace(
+        TOY, trial_overrides=(("init=scratch", {"solver.gamma": 0.02, "data.min_size": [112, 128, 144]}),)
+    )
+    settings = {a.init: base_trial(study, a, results_uri="", code_version="", pretrained={}) for a in arms(study)}
+    assert settings["scratch"]["solver"]["gamma"] == 0.02 and settings["scratch"]["data"]["min_size"] == (112, 128, 144)
+    assert settings["pretrained"]["solver"] == dataclasses.asdict(TOY.solver)
+    cfg = from_dict(TrialConfig, {**settings["scratch"], "trial_id": "t"})  # what a worker rebuilds
+    assert cfg.solver.gamma == 0.02 and cfg.data.min_size == (112, 128, 144)
+    # Lengths in iterations stay study-wide (they scale with the global batch), and typos are named.
+    for key in ("solver.base_iters", "solver.gama", "model.width"):
+        with pytest.raises(ConfigError, match="trial_overrides"):
+            dataclasses.replace(TOY, trial_overrides=(("init=scratch", {key: 1}),))
+    with pytest.raises(ConfigError, match="data.max_size"):  # a bad value: DataConfig's own check
+        base_trial(
+            dataclasses.replace(TOY, trial_overrides=(("init=scratch", {"data.max_size": 10}),)),
+            Arm("scratch", 1.0, "tiny"),
+            results_uri="",
+            code_version="",
+            pretrained={},
+        )
+
+
+def test_the_35k_subset_runs_the_papers_own_recipe():
+    """Sec. 5.2 footnote: scale augmentation [512, 800], start LR 0.04, LR decay factor 0.02,
+    for both inits at 35k images; the other subsets keep the defaults."""
+    study = PRESETS["coco-r50-gn-subsets"]
+    for arm in arms(study):
+        t = base_trial(study, arm, results_uri="", code_version="", pretrained={"r50": ("w.pkl", 1)})
+        if round(arm.data_fraction * 118_287) == 35_000:
+            assert t["lr"] == 0.04 and t["solver"]["gamma"] == 0.02
+            assert t["data"]["min_size"] == tuple(range(512, 801, 32)) and t["data"]["test_min_size"] == 800
+        else:
+            assert t["lr"] == 0.02 and t["solver"]["gamma"] == 0.1 and t["data"]["min_size"] == (800,)
