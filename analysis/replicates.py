@@ -8,7 +8,8 @@ the test split's where the study has one (no decision saw it), else the search s
 
 A configuration counts as replicated once two or more seeds scored it at a schedule. In an
 arm, the replicated configuration that is not the recipe is its "best"; if the recipe is the
-only one, it was also the best (the replicate phase then had one configuration to rerun).
+only one, it was also the best ("recipe = best": the replicate phase had one configuration
+to rerun).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import pandas as pd
 
 from analysis.tables import completed
 
-RECIPE, BEST = "recipe", "best"
+RECIPE, BEST, BOTH = "recipe", "best", "recipe = best"
 GROUP = ["model", "data_fraction", "init", "config", "schedule"]
 
 
@@ -38,8 +39,8 @@ def replicate_rows(
 
     One row per (arm, lr, weight decay, seed, schedule), the last written if a seed ran the
     same schedule twice (a search trial and its replicate to a longer trunk score the same
-    shorter schedules alike). A configuration that is both the recipe and the best appears
-    under both labels. Columns: model, data_fraction, init, arm, config, lr, weight_decay,
+    shorter schedules alike). ``config`` is "recipe", "best" or, for one configuration that
+    is both, "recipe = best". Columns: model, data_fraction, init, arm, config, lr, weight_decay,
     schedule, seed, value.
     """
     cols = ["model", "data_fraction", "init", "arm", "config", "lr", "weight_decay", "schedule", "seed", "value"]
@@ -57,18 +58,16 @@ def replicate_rows(
         recipe = recipes.get(arm)
         is_recipe = {c: recipe is not None and bool(np.isclose(c, recipe).all()) for c in replicated}
         others = [c for c in replicated if not is_recipe[c]]
-        labels = {c: [RECIPE] for c in replicated if is_recipe[c]}
+        labels = {c: RECIPE for c in replicated if is_recipe[c]}
         if others:
             # The arm's best: the one non-recipe configuration the replicate phase reran (the
             # best on the search split, should there be more than one).
-            best = max(others, key=lambda c: group.loc[_match(group, c), objective].max())
-            labels.setdefault(best, []).append(BEST)
+            labels[max(others, key=lambda c: group.loc[_match(group, c), objective].max())] = BEST
         elif labels:
-            labels[next(iter(labels))].append(BEST)
-        for (lr, wd), kinds in labels.items():
+            labels = dict.fromkeys(labels, BOTH)
+        for (lr, wd), kind in labels.items():
             rows = group[_match(group, (lr, wd))]
-            for kind in kinds:
-                out.append(rows.assign(config=kind, value=rows[column])[cols])
+            out.append(rows.assign(config=kind, value=rows[column])[cols])
     return pd.concat(out, ignore_index=True) if out else pd.DataFrame(columns=cols)
 
 
@@ -95,31 +94,45 @@ def gap_intervals(rows: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
     """Δ = scratch − pretrained per (model, data fraction, config, schedule), with Welch's
     interval for the difference of the two means (seeds are independent draws in each
     init; the variances need not be equal). Needs two seeds in each init; fewer leave the
-    interval empty."""
+    interval empty.
+
+    "best" pairs each init's best, "recipe" each init's recipe; an init whose recipe was
+    its best ("recipe = best") takes part in both, and where both inits are so the gap is
+    given once, as "recipe = best". Also each side's seeds, mean and std.
+    """
     from scipy import stats  # only the report needs it
 
-    cols = ["model", "data_fraction", "config", "schedule", "scratch_seeds", "pretrained_seeds", "delta", "low", "high"]
+    sides = [f"{init}_{s}" for init in ("scratch", "pretrained") for s in ("seeds", "mean", "std")]
+    cols = ["model", "data_fraction", "config", "schedule", *sides, "delta", "low", "high"]
     out = []
-    if rows.empty:
-        return pd.DataFrame(columns=cols)
-    for key, group in rows.groupby(["model", "data_fraction", "config", "schedule"], sort=True):
-        scratch = group.loc[group["init"] == "scratch", "value"].to_numpy(float)
-        pretrained = group.loc[group["init"] == "pretrained", "value"].to_numpy(float)
-        if not len(scratch) or not len(pretrained):
-            continue
-        delta = scratch.mean() - pretrained.mean()
-        low = high = math.nan
-        if len(scratch) >= 2 and len(pretrained) >= 2:
-            if scratch.std() == 0 and pretrained.std() == 0:
-                low = high = delta  # no spread at all: the interval is the point
-            else:
-                with warnings.catch_warnings():
-                    # Seeds that agree to the last digit on one side are fine for Welch (that
-                    # side adds no variance); scipy warns about the cancellation all the same.
-                    warnings.filterwarnings("ignore", "Precision loss occurred", RuntimeWarning)
-                    ci = stats.ttest_ind(scratch, pretrained, equal_var=False).confidence_interval(confidence)
-                low, high = float(ci.low), float(ci.high)
-        out.append((*key, len(scratch), len(pretrained), delta, low, high))
+    for (model, fraction), group in rows.groupby(["model", "data_fraction"], sort=True):
+        kinds = [BOTH] if set(group["config"]) == {BOTH} else [BEST, RECIPE]
+        for kind in kinds:
+            mine = group[group["config"].isin([kind, BOTH])]
+            for schedule, at in mine.groupby("schedule", sort=True):
+                scratch = at.loc[at["init"] == "scratch", "value"].to_numpy(float)
+                pretrained = at.loc[at["init"] == "pretrained", "value"].to_numpy(float)
+                if not len(scratch) or not len(pretrained):
+                    continue
+                delta = scratch.mean() - pretrained.mean()
+                low = high = math.nan
+                if len(scratch) >= 2 and len(pretrained) >= 2:
+                    if scratch.std() == 0 and pretrained.std() == 0:
+                        low = high = delta  # no spread at all: the interval is the point
+                    else:
+                        with warnings.catch_warnings():
+                            # Seeds that agree to the last digit on one side are fine for Welch
+                            # (that side adds no variance); scipy warns about it all the same.
+                            warnings.filterwarnings("ignore", "Precision loss occurred", RuntimeWarning)
+                            test = stats.ttest_ind(scratch, pretrained, equal_var=False)
+                            ci = test.confidence_interval(confidence)
+                        low, high = float(ci.low), float(ci.high)
+                spread = [
+                    v
+                    for x in (scratch, pretrained)
+                    for v in (len(x), x.mean(), x.std(ddof=1) if len(x) > 1 else math.nan)
+                ]
+                out.append((model, fraction, kind, schedule, *spread, delta, low, high))
     return pd.DataFrame(out, columns=cols)
 
 
@@ -141,8 +154,8 @@ def verdict(gap: pd.Series) -> str:
 
 def headline(gaps: pd.DataFrame) -> list[str]:
     """Per (model, data fraction, config): from which schedule on scratch is no longer behind
-    beyond seed noise ("scratch matches pretrained within seed noise at ≥ 3x"), or that it
-    stays behind at every schedule with an interval."""
+    beyond seed noise ("scratch matches pretrained within seed noise at ≥ 3x"), or that it is
+    still behind at the longest schedule scored."""
     lines = []
     for (model, fraction, config), group in gaps.dropna(subset=["low"]).groupby(
         ["model", "data_fraction", "config"], sort=True
@@ -153,8 +166,10 @@ def headline(gaps: pd.DataFrame) -> list[str]:
         if not behind.any():
             lines.append(f"{where}: scratch matches pretrained within seed noise at every schedule scored")
         elif behind.iloc[-1]:
+            at = ", ".join(f"{x:g}x" for x in group.loc[behind, "schedule"])
             lines.append(
-                f"{where}: scratch stays behind pretrained beyond seed noise up to {group['schedule'].max():g}x"
+                f"{where}: scratch is still behind pretrained beyond seed noise at the longest schedule scored "
+                f"(behind at {at})"
             )
         else:
             last_behind = int(np.flatnonzero(behind.to_numpy())[-1])
@@ -163,22 +178,19 @@ def headline(gaps: pd.DataFrame) -> list[str]:
     return lines
 
 
-def summary_table(rows: pd.DataFrame, gaps: pd.DataFrame) -> pd.DataFrame:
+def summary_table(gaps: pd.DataFrame) -> pd.DataFrame:
     """One line per (model, data fraction, config, schedule): each init's mean ± std (seeds),
     the gap and its interval, for the report."""
-    stats = seed_stats(rows)
     cols = ["model", "data_fraction", "config", "schedule", "scratch", "pretrained", "delta_AP", "95% CI of delta"]
-    if stats.empty:
-        return pd.DataFrame(columns=cols)
-    cell = {
-        (r.model, r.data_fraction, r.config, r.schedule, r.init): (
-            f"{r.mean:.3f} ± {r.std:.3f} ({r.seeds})" if r.seeds > 1 else f"{r.mean:.3f} (1)"
-        )
-        for r in stats.itertuples()
-    }
     out = []
     for g in gaps.itertuples():
-        key = (g.model, g.data_fraction, g.config, g.schedule)
+        cells = [
+            f"{mean:.3f} ± {std:.3f} ({n})" if n > 1 else f"{mean:.3f} (1)"
+            for n, mean, std in (
+                (g.scratch_seeds, g.scratch_mean, g.scratch_std),
+                (g.pretrained_seeds, g.pretrained_mean, g.pretrained_std),
+            )
+        ]
         ci = "–" if math.isnan(g.low) else f"[{g.low:+.3f}, {g.high:+.3f}]"
-        out.append((*key, cell.get((*key, "scratch"), "–"), cell.get((*key, "pretrained"), "–"), g.delta, ci))
+        out.append((g.model, g.data_fraction, g.config, g.schedule, *cells, g.delta, ci))
     return pd.DataFrame(out, columns=cols)

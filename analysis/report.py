@@ -227,12 +227,12 @@ def write_report(study_dir: str | os.PathLike, out: str | os.PathLike | None = N
         sections += [
             *[f"- **{line}**" for line in replicates.headline(gaps)],
             "",
-            markdown_table(replicates.summary_table(rows, gaps)),
+            markdown_table(replicates.summary_table(gaps)),
             "",
             f"{objective} on the {split} split, mean ± std over seeds (model init and data order; the training "
             "images stay the same), per configuration: `recipe` = the preset's lr and weight decay, `best` = the "
-            "arm's best on the search split (the recipe, where that was best). `delta_AP` = scratch − pretrained; "
-            "its 95% interval is Welch's, over seeds.",
+            "arm's best on the search split, `recipe = best` where the recipe was that best. `delta_AP` = "
+            "scratch − pretrained; its 95% interval is Welch's, over seeds.",
             "",
             *[f"- {replicates.verdict(g)}" for _, g in gaps.iterrows()],
         ]

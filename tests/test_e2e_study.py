@@ -134,7 +134,9 @@ def test_killed_study_resumes_without_lost_or_duplicated_rows(tmp_path):
             assert set(mine["seed"]) == {0, 1}, (arm, lr, wd)
     assert optuna_trials() == before
     report = (tmp_path / "S" / "report" / "report.md").read_text().split("## Seed replicates")[1]
-    assert "- best (lr, wd), 2x: " in report and "- recipe (lr, wd), 2x: " in report
+    # One verdict line per schedule and configuration pair, each with its interval.
+    verdicts = [line for line in report.splitlines() if line.startswith("- ") and "(lr, wd), " in line]
+    assert any("(lr, wd), 2x: " in v and "95% CI" in v for v in verdicts), report
 
 
 def _dashboard_studies(db: Path) -> list[str]:

@@ -37,31 +37,39 @@ def replicated():
 def test_mean_and_std_per_init_and_schedule(replicated):
     rows = replicates.replicate_rows(replicated, RECIPES)
     stats = replicates.seed_stats(rows).set_index(["init", "config", "schedule"])
-    # The recipe was also each arm's best (the only configuration replicated): both labels.
-    assert set(stats.index.get_level_values("config")) == {"recipe", "best"}
-    row = stats.loc[("scratch", "best", 3.0)]
+    # The recipe was also each arm's best (the only configuration replicated): one label.
+    assert set(stats.index.get_level_values("config")) == {"recipe = best"}
+    row = stats.loc[("scratch", "recipe = best", 3.0)]
     assert row["seeds"] == 3 and row["mean"] == pytest.approx(0.32) and row["std"] == pytest.approx(0.02)
     # The value is the test split's, not the search split's (0.02 higher in these rows).
     finals = replicated[replicated["phase"] == "final"]
-    assert sorted(rows["value"]) == pytest.approx(sorted(finals["test_bbox_AP"].tolist() * 2))
+    assert sorted(rows["value"]) == pytest.approx(sorted(finals["test_bbox_AP"]))
 
 
 def test_welch_interval_and_verdicts_have_the_known_answers(replicated):
     rows = replicates.replicate_rows(replicated, RECIPES)
     gaps = replicates.gap_intervals(rows)
-    gap = _at(gaps, "best", 3.0)
+    gap = _at(gaps, "recipe = best", 3.0)
     # Equal n (3) and std (0.02): se = sqrt(2 * 0.02**2 / 3), Welch's df = 4.
     half = T_975_DF4 * math.sqrt(2 * 0.02**2 / 3)
     assert gap["delta"] == pytest.approx(-0.01)
     assert (gap["low"], gap["high"]) == pytest.approx((-0.01 - half, -0.01 + half))
     assert replicates.verdict(gap) == (
-        "best (lr, wd), 3x: scratch matches pretrained within seed noise "
+        "recipe = best (lr, wd), 3x: scratch matches pretrained within seed noise "
         f"(Δ = -0.010, 95% CI [{-0.01 - half:+.3f}, {-0.01 + half:+.3f}]; 3 vs 3 seeds)"
     )
-    assert "pretrained is ahead beyond seed noise" in replicates.verdict(_at(gaps, "best", 1.0))
+    assert "pretrained is ahead beyond seed noise" in replicates.verdict(_at(gaps, "recipe = best", 1.0))
     # 2x: scratch 0.20/0.22/0.24 vs pretrained 0.30/0.32/0.34: behind; 3x within noise.
     lines = replicates.headline(gaps)
-    assert "tiny, data fraction 1, best (lr, wd): scratch matches pretrained within seed noise at ≥ 3x" in lines
+    assert lines == [
+        "tiny, data fraction 1, recipe = best (lr, wd): scratch matches pretrained within seed noise at ≥ 3x"
+    ]
+    # Still behind at the longest schedule: said, with where it is behind.
+    late = gaps.assign(high=gaps["high"] - 1.0)
+    assert replicates.headline(late) == [
+        "tiny, data fraction 1, recipe = best (lr, wd): scratch is still behind pretrained beyond seed noise at "
+        "the longest schedule scored (behind at 1x, 2x, 3x)"
+    ]
 
 
 def _at(gaps, config, schedule):
@@ -78,6 +86,10 @@ def test_the_best_configuration_is_the_replicated_one_that_is_not_the_recipe(rep
     assert set(scratch.loc[scratch["config"] == "best", "lr"]) == {0.5}
     assert set(scratch.loc[scratch["config"] == "recipe", "lr"]) == {0.3}
     gaps = replicates.gap_intervals(rows).set_index(["config", "schedule"])
+    # The pretrained arm's best is its recipe: its rows pair with scratch's best as "best" and
+    # with scratch's recipe as "recipe".
+    assert sorted(set(gaps.index.get_level_values("config"))) == ["best", "recipe"]
+    assert gaps.loc[("recipe", 3.0), "delta"] == pytest.approx(-0.01)
     assert gaps.loc[("best", 3.0), "scratch_seeds"] == 2 and gaps.loc[("best", 3.0), "delta"] == pytest.approx(
         0.405 - 0.33
     )
@@ -96,8 +108,8 @@ def test_too_few_seeds_and_no_spread():
     )
     gaps = replicates.gap_intervals(replicates.replicate_rows(two, RECIPES)).set_index(["config", "schedule"])
     # Identical seeds: no spread, the interval is the point.
-    assert gaps.loc[("best", 1.0), ["low", "high"]].tolist() == pytest.approx([-0.1, -0.1])
-    assert gaps.loc[("best", 3.0), ["low", "high"]].tolist() == pytest.approx([0.0, 0.0])
+    assert gaps.loc[("recipe = best", 1.0), ["low", "high"]].tolist() == pytest.approx([-0.1, -0.1])
+    assert gaps.loc[("recipe = best", 3.0), ["low", "high"]].tolist() == pytest.approx([0.0, 0.0])
     empty = replicates.gap_intervals(replicates.replicate_rows(_frame([]), RECIPES))
     assert empty.empty
 
