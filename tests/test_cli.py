@@ -86,6 +86,18 @@ def test_bad_num_samples(value, message, capsys, tmp_path):
     assert "--num-samples" in err and message in err
 
 
+def test_dry_run_states_the_splits_and_the_replicate_phase(capsys, tmp_path):
+    assert main(["--preset", "toy", "--dry-run", "--replicates", "3", "--results", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "splits: search (Optuna, early stopping, best trial) = 100 generated images; test (each schedule's " in out
+    assert "replicates: after the search, each arm's recipe and best (lr, wd) under 3 seeds (0-2)" in out
+    assert main(["--preset", "toy-replicates", "--dry-run", "--results", str(tmp_path)]) == 0
+    assert "under 3 seeds" in capsys.readouterr().out
+    assert main(["--preset", "toy", "--dry-run", "--results", str(tmp_path)]) == 0
+    assert "replicates:" not in capsys.readouterr().out
+    assert not any(tmp_path.iterdir())
+
+
 def test_dry_run_prints_the_plan_and_writes_nothing(capsys, tmp_path):
     assert main(["--preset", "toy", "--dry-run", "--num-samples", "5", "--results", str(tmp_path)]) == 0
     out = capsys.readouterr().out

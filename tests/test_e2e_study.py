@@ -114,30 +114,6 @@ def test_killed_study_resumes_without_lost_or_duplicated_rows(tmp_path):
     assert sum(told.values()) == len(trials) + branch_results
     assert sorted(_dashboard_studies(tmp_path / "S" / "optuna.db")) == names
 
-    # Replicates asked for on --resume: each arm's recipe and best (lr, wd) under seed 1 too,
-    # trunk to 2x, outside the search (Optuna gets no trial of them).
-    def optuna_trials():
-        return sum(len(optuna.load_study(study_name=n, storage=storage).get_trials(deepcopy=False)) for n in names)
-
-    before = optuna_trials()
-    again = subprocess.run(
-        [*cmd, "--resume", "--replicates", "2"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
-    )
-    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
-    assert "replicate phase (2 seeds)" in again.stdout
-    chosen = json.loads((tmp_path / "S" / "replicates.json").read_text())["arms"]
-    ended = trial_rows(load_results(tmp_path / "S"))
-    ended = ended[(ended["trunk_schedule"] == 2.0) & ended["trial_status"].isin(["completed", "diverged"])]
-    for arm, plan in chosen.items():
-        for lr, wd in {tuple(c) for c in plan["configs"].values()}:
-            mine = ended[(ended["arm"] == arm) & np.isclose(ended["lr"], lr) & np.isclose(ended["weight_decay"], wd)]
-            assert set(mine["seed"]) == {0, 1}, (arm, lr, wd)
-    assert optuna_trials() == before
-    report = (tmp_path / "S" / "report" / "report.md").read_text().split("## Seed replicates")[1]
-    # One verdict line per schedule and configuration pair, each with its interval.
-    verdicts = [line for line in report.splitlines() if line.startswith("- ") and "(lr, wd), " in line]
-    assert any("(lr, wd), 2x: " in v and "95% CI" in v for v in verdicts), report
-
 
 def _dashboard_studies(db: Path) -> list[str]:
     """Start optuna-dashboard (the monitor extra) on a study's database and read its studies over HTTP."""
@@ -213,6 +189,24 @@ def test_two_node_cluster_frees_placement_groups_of_stopped_trials(tmp_path):
         assert not (
             (df["trial_id"].isin(stopped["trial_id"])) & (df["schedule"] == 2.0) & (df["phase"] == "final")
         ).any()
+        # The replicate phase on the same cluster: the arm's recipe (and its best, if that is
+        # another configuration) under seed 12 too, trunk to 2x, never stopped early, and
+        # outside Optuna.
+        db = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'C' / 'optuna.db'}")
+        told = len(optuna.load_study(study_name="scratch-tiny-f1", storage=db).get_trials(deepcopy=False))
+        grids = tuning.run_replicates(dataclasses.replace(study, replicates=2), arms, uri, max_concurrent=1)
+        assert grids and not [r for g in grids for r in g if r.error]
+        chosen = json.loads((tmp_path / "C" / "replicates.json").read_text())["arms"]["scratch-tiny-f1"]
+        assert chosen["trunk"] == 2.0 and chosen["configs"]["recipe"] == [0.02, 1e-4]
+        ended = trial_rows(load_results(uri))
+        ended = ended[(ended["trunk_schedule"] == 2.0) & (ended["trial_status"] == "completed")]
+        for lr, wd in {tuple(c) for c in chosen["configs"].values()}:
+            mine = ended[np.isclose(ended["lr"], lr) & np.isclose(ended["weight_decay"], wd)]
+            assert set(mine["seed"]) == {11, 12}, (lr, wd, ended[["trial_id", "lr", "seed"]])
+        assert len(optuna.load_study(study_name="scratch-tiny-f1", storage=db).get_trials(deepcopy=False)) == told
+        # Run again, it finds nothing left to do.
+        assert tuning.run_replicates(dataclasses.replace(study, replicates=2), arms, uri, 1, log=lambda _m: None)
+        assert len(trial_rows(load_results(uri))) == len(trial_rows(df)) + len(grids[0])
         deadline = time.time() + 30
         while time.time() < deadline:
             live = [pg for pg in ray.util.placement_group_table().values() if pg["state"] != "REMOVED"]
