@@ -30,7 +30,7 @@ from study.workspace import (
     write_study_file,
 )
 from trainables.branches import branches
-from trainables.config import INITS, ConfigError
+from trainables.config import INITS, ConfigError, TrialConfig, from_dict
 from trainables.errors import InputError
 from trainables.storage import is_uri
 
@@ -176,6 +176,18 @@ def _resolve_resume(args: argparse.Namespace, uri: str) -> tuple[StudyConfig, st
     name = stored["preset"]["name"]
     if args.preset and args.preset != name:
         raise ConfigError(f"--resume: {uri} holds a study of preset {name}, not {args.preset}")
+    for arm, config in (stored.get("arms") or {}).items():
+        # What the trials will rebuild: a study started by an older version of the code
+        # (e.g. before the search and test splits, when data had val_* paths) fails here,
+        # before Ray, instead of in every trial.
+        try:
+            from_dict(TrialConfig, config)
+        except ConfigError as err:
+            raise ConfigError(
+                f"--resume: arm {arm} in {uri}/study.json does not build with this version of the code ({err}); "
+                f"resume it with the version that started it (study.json's code_version), or start a new study",
+                err.field,
+            ) from None
     study = at_global_batch(apply_overrides(get_preset(name), stored.get("overrides", [])))
     study = dataclasses.replace(
         study,

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from study.cli import build_parser, main, parse_trial
+from study.config import Arm, base_trial
 from study.presets import SMOKE, TOY
 from trainables.branches import branches, trial_iterations
 from trainables.config import ConfigError
@@ -164,6 +165,15 @@ def test_resume_takes_the_configuration_from_study_json(capsys, tmp_path):
     assert study.replicates == 3 and study.num_samples == 5
     err = _fails(["--trial", "init=scratch", "--replicates", "2", "--dry-run"], capsys)
     assert "--replicates belongs to a study's search" in err
+    # A study started before the search and test splits (data.val_*) is refused before Ray.
+    arm = base_trial(SMOKE, Arm("scratch", 1.0, "tiny"), results_uri=str(folder), code_version="v0", pretrained={})
+    data = {k: v for k, v in arm["data"].items() if not k.startswith(("search_", "test_"))}
+    blob = json.loads((folder / "study.json").read_text())
+    blob["arms"] = {"scratch-tiny-f1": {**arm, "data": {**data, "val_images": "v", "val_annotations": "v.json"}}}
+    (folder / "study.json").write_text(json.dumps(blob))
+    err = _fails(resume, capsys)
+    assert "arm scratch-tiny-f1 in" in err and "unknown field data.search_annotations" not in err
+    assert "val_annotations" in err and "resume it with the version that started it" in err
     err = _fails(["--resume", "--results", str(tmp_path), "--name", "R", "--set", "num_workers=1"], capsys)
     assert "cannot change a study on --resume" in err
     err = _fails(["--resume", "--preset", "toy", "--results", str(tmp_path), "--name", "R"], capsys)
