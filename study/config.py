@@ -145,21 +145,20 @@ class StudyConfig:
         _check(self.num_samples >= 1, "num_samples", self.num_samples, ">= 1")
         _check(self.num_workers >= 1, "num_workers", self.num_workers, ">= 1")
         _check(self.replicates >= 1, "replicates", self.replicates, ">= 1 (1: no replicates)")
-        for selector, point in self.default_overrides:
-            _check(
-                selector.partition("=")[0] in ARM_KEYS,
-                "default_overrides",
-                selector,
-                f"a selector KEY=VALUE with KEY in {ARM_KEYS}",
-            )
+        for name, overrides in (
+            ("default_overrides", self.default_overrides),
+            ("trial_overrides", self.trial_overrides),
+        ):
+            for selector, _ in overrides:
+                _check(
+                    selector.partition("=")[0] in ARM_KEYS,
+                    name,
+                    selector,
+                    f"a selector KEY=VALUE with KEY in {ARM_KEYS}",
+                )
+        for _, point in self.default_overrides:
             _check(set(point) <= set(RECIPE_KEYS), "default_overrides", point, f"keys from {RECIPE_KEYS}")
-        for selector, changes in self.trial_overrides:
-            _check(
-                selector.partition("=")[0] in ARM_KEYS,
-                "trial_overrides",
-                selector,
-                f"a selector KEY=VALUE with KEY in {ARM_KEYS}",
-            )
+        for _, changes in self.trial_overrides:
             for key in changes:
                 part, _, name = key.partition(".")
                 known = {f.name for f in dataclasses.fields(SolverConfig if part == "solver" else DataConfig)}

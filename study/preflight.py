@@ -190,8 +190,8 @@ def _check_coco(study: StudyConfig, missing_ok: str | None, log: Callable[[str],
         return None
     for split in splits[1:]:
         if split in blobs:
-            field = f"data.{split}_annotations"
-            check_same_categories(blobs["train"], blobs[split], d.train_annotations, getattr(d, field[5:]), field)
+            ann = getattr(d, f"{split}_annotations")
+            check_same_categories(blobs["train"], blobs[split], d.train_annotations, ann, f"data.{split}_annotations")
     # By file, over every listed image: a held-out search split is disjoint by construction.
     check_disjoint(
         {

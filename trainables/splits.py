@@ -13,6 +13,7 @@ No torch here: the study's pre-flight checks use it too.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -78,12 +79,16 @@ def resolve_data(data: DataConfig) -> DataPaths:
         from trainables.synthetic import ensure_dataset  # draws images: only where data is needed
 
         p = ensure_dataset(data.synthetic)
-        search = (
-            (p.train_images, p.train_annotations) if data.search_holdout else (p.search_images, p.search_annotations)
+        # The generated files, then the same rules as given files (a hold-out applies alike).
+        data = dataclasses.replace(
+            data,
+            train_images=str(p.train_images),
+            train_annotations=str(p.train_annotations),
+            search_images="" if data.search_holdout else str(p.search_images),
+            search_annotations="" if data.search_holdout else str(p.search_annotations),
+            test_images=str(p.test_images) if data.synthetic.num_test else "",
+            test_annotations=str(p.test_annotations) if data.synthetic.num_test else "",
         )
-        test = (p.test_images, p.test_annotations) if data.synthetic.num_test else ("", "")
-        files = (p.train_images, p.train_annotations, *search, data.search_holdout, *test)
-        return DataPaths(*(f if isinstance(f, int) else str(f) for f in files))
     search = (
         (data.train_images, data.train_annotations)
         if data.search_holdout
