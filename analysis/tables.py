@@ -178,7 +178,7 @@ def table2(df: pd.DataFrame, objective: str = "bbox_AP") -> pd.DataFrame:
     cols = ["model", "init", "schedule", *(f"test_{k}" for k in TABLE2_KEYS), *(f"paper_{k}" for k in TABLE2_KEYS)]
     if done.empty:
         return pd.DataFrame(columns=cols)
-    in_paper = [(model, init) in TABLE2 for model, init in zip(done["model"], done["init"])]
+    in_paper = np.array([(model, init) in TABLE2 for model, init in zip(done["model"], done["init"])])
     done = done[(done["data_fraction"] == 1.0) & in_paper]
     rows = []
     for (model, init), group in done.groupby(["model", "init"], sort=True):
