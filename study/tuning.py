@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import logging
 import os
 from typing import Any
@@ -314,7 +315,7 @@ def run_replicates(
     """
     fn = trainable(arms, driver_resources())
     grids = []
-    for round_ in range(100):
+    for round_ in itertools.count():
         experiment = storage.join(results_uri, f"{REPLICATES_DIR}-{round_}" if round_ else REPLICATES_DIR)
         if tune.Tuner.can_restore(experiment):
             classic_console()
