@@ -68,9 +68,9 @@ def start_ray(address: str | None, num_cpus: int) -> None:
     # A local Ray runs on no spot node: Train's preemption watcher would be one more actor
     # process to start per trial, competing for the cores the trial's workers import on.
     # Train's controller notices finished workers at its next poll (every 2 s by default,
-    # ray.train.v2 constants RAY_TRAIN_HEALTH_CHECK_INTERVAL_S): on one machine a 0.5 s
-    # poll ends each trial about 1.5 s sooner, at the cost of a few cheap calls per second.
-    local_env = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5"}
+    # ray.train.v2 constants RAY_TRAIN_HEALTH_CHECK_INTERVAL_S): on one machine a 0.25 s
+    # poll ends each trial about 1 s sooner, at the cost of a few cheap calls per second.
+    local_env = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25"}
     os.environ.update(local_env)
     env.update(local_env)
     # address="local" always starts a new Ray, never one another process left behind

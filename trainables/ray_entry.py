@@ -2,17 +2,18 @@
 
 Shaped like Ray's own Train-in-Tune pattern (Ray docs, Train user guide "Hyperparameter
 optimization"): a Tune trial runs
-``train_driver_fn``, which builds a ``TorchTrainer`` named after the trial id (stable across
+``train_driver_fn``, which builds a Ray Train trainer named after the trial id (stable across
 restores, so Train resumes its own checkpoints) and forwards every report to Tune through
 ``TuneReportCallback``. ``train_fn_per_worker`` turns Ray Train's context into an engine
 ``Session``; all training logic lives in trainables/engine.py and trainables/loop.py.
 
 Start-up matters (every trial starts a Tune trial actor, a Train controller and its
 workers, each a fresh process on 2 cores in the default study): only the workers need
-torch's training stack, so torch, torchvision and the engine are imported inside the
-functions that run there. The trial actor imports ``ray.train.torch`` for ``TorchTrainer``
-alone, and the controller, which receives ``train_fn_per_worker`` by reference, imports
-nothing of the engine.
+torch, so torch, torchvision and the engine are imported inside the functions that run
+there. The trainer is Ray Train's ``DataParallelTrainer`` with the torch process-group
+backend of trainables/ray_backend.py (what ``TorchTrainer`` is, less its torch import), so
+neither the trial actor nor the controller, which receives ``train_fn_per_worker`` by
+reference, imports torch or the engine.
 """
 
 from __future__ import annotations
@@ -118,16 +119,20 @@ def trial_config(config: dict[str, Any], arms: dict[str, dict[str, Any]], trial_
 
 def train_driver_fn(config: dict[str, Any], arms: dict[str, dict[str, Any]]) -> None:
     """One Tune trial = one Ray Train run of ``num_workers`` DDP workers."""
-    import ray.train.torch
+    from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
+
+    from trainables.ray_backend import TorchProcessGroupConfig
 
     trial_id = ray.tune.get_context().get_trial_id()
     cfg = trial_config(config, arms, trial_id)
     resources = {"CPU": cfg.cpus_per_worker, **cfg.worker_resources}
     if cfg.use_gpu:
         resources["GPU"] = 1
-    trainer = ray.train.torch.TorchTrainer(
+    trainer = DataParallelTrainer(
         train_fn_per_worker,
+        # TorchTrainer's choice: NCCL between GPUs, gloo between CPUs.
+        backend_config=TorchProcessGroupConfig(backend="nccl" if cfg.use_gpu else "gloo"),
         train_loop_config=to_dict(cfg),
         scaling_config=ray.train.ScalingConfig(
             num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker=resources
