@@ -12,9 +12,9 @@ groups spanning machines keep the default.
 
 The regions live in ``/dev/shm``: rank 0 creates each one with its full size reserved
 (``posix_fallocate``, so a full ``/dev/shm`` fails here with ENOSPC instead of killing a
-worker with SIGBUS on a later write), every rank maps it, and rank 0 unlinks the name
-once all have mapped it, so nothing is left behind, not even by a killed worker. Without
-room, a bucket falls back to gloo, on every rank alike.
+worker with SIGBUS on a later write), every rank maps it, and rank 0 unlinks the name as
+soon as all have mapped it (or the group failed meanwhile), so a worker that dies later
+leaves nothing behind. Without room, a bucket falls back to gloo, on every rank alike.
 """
 
 from __future__ import annotations
@@ -80,11 +80,13 @@ class SharedMemoryAverager:
         dist.broadcast(created, src=0)
         if not created.item():
             return None
-        region = torch.from_file(path, shared=True, size=self.world * numel, dtype=dtype).view(self.world, numel)
-        dist.barrier()  # every rank has mapped it
-        if self.rank == 0:
-            os.unlink(path)
-        return region
+        try:
+            region = torch.from_file(path, shared=True, size=self.world * numel, dtype=dtype)
+            dist.barrier()  # every rank has mapped it
+        finally:
+            if self.rank == 0:
+                os.unlink(path)
+        return region.view(self.world, numel)
 
 
 # No annotations on ``bucket`` and the return value: DDP compares them with dist.GradBucket
