@@ -58,7 +58,7 @@ class SharedMemoryAverager:
     def region(self, index: int, numel: int, dtype: torch.dtype) -> torch.Tensor | None:
         known = self.regions.get(index)
         if known is None or known[:2] != (numel, dtype):
-            self.regions.pop(index, None)  # unmapped once nothing refers to it
+            # Replacing the entry drops the old mapping (unmapped once nothing refers to it).
             self.regions[index] = (numel, dtype, self._map(index, numel, dtype))
         return self.regions[index][2]
 
