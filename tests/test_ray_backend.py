@@ -40,3 +40,30 @@ def test_config_is_torch_config_for_the_env_init_method():
     # Like TorchConfig's backend: every worker sees its node's GPUs (NCCL needs the peers').
     assert TorchProcessGroupBackend.share_cuda_visible_devices
     assert config.framework.value == "torch"
+
+
+def test_trial_trainer_leaves_out_ray_datas_callback_only_without_datasets(tmp_path):
+    # Ray Train's datasets callback starts a DatasetManager actor per run; trials have no
+    # datasets, so their trainer drops it and keeps every other default callback.
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.v2._internal.callbacks import BackendSetupCallback, DatasetsCallback
+    from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
+
+    from trainables.ray_entry import TrialTrainer
+
+    def build(cls, **kwargs):
+        trainer = cls(
+            lambda: None,
+            backend_config=TorchProcessGroupConfig(),
+            scaling_config=ScalingConfig(num_workers=2),
+            run_config=RunConfig(name="t", storage_path=str(tmp_path)),
+            **kwargs,
+        )
+        return [type(c) for c in trainer._create_default_callbacks()]
+
+    ray_default = build(DataParallelTrainer)
+    trial = build(TrialTrainer)
+    assert DatasetsCallback in ray_default and BackendSetupCallback in trial
+    assert trial == [c for c in ray_default if c is not DatasetsCallback]
+    # A run given a dataset (here a factory, never called) keeps Ray's callbacks as they are.
+    assert build(TrialTrainer, datasets={"train": lambda: None}) == ray_default

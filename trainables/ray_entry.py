@@ -26,6 +26,8 @@ from typing import Any
 import ray
 import ray.train
 import ray.tune
+from ray.train.v2._internal.callbacks import DatasetsCallback
+from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
 from trainables import storage
 from trainables.config import TrialConfig, from_dict, to_dict
@@ -119,7 +121,6 @@ def trial_config(config: dict[str, Any], arms: dict[str, dict[str, Any]], trial_
 
 def train_driver_fn(config: dict[str, Any], arms: dict[str, dict[str, Any]]) -> None:
     """One Tune trial = one Ray Train run of ``num_workers`` DDP workers."""
-    from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from trainables.ray_backend import TorchProcessGroupConfig
@@ -129,7 +130,7 @@ def train_driver_fn(config: dict[str, Any], arms: dict[str, dict[str, Any]]) -> 
     resources = {"CPU": cfg.cpus_per_worker, **cfg.worker_resources}
     if cfg.use_gpu:
         resources["GPU"] = 1
-    trainer = DataParallelTrainer(
+    trainer = TrialTrainer(
         train_fn_per_worker,
         # TorchTrainer's choice: NCCL between GPUs, gloo between CPUs.
         backend_config=TorchProcessGroupConfig(backend="nccl" if cfg.use_gpu else "gloo"),
@@ -160,6 +161,25 @@ def train_driver_fn(config: dict[str, Any], arms: dict[str, dict[str, Any]]) -> 
         # The trial's error in Tune, raised once: Tune's FailureConfig does not retry trials
         # (study/tuning.py), and the workers did not raise, so Train did not either.
         raise TrialInputError(failure)
+
+
+class TrialTrainer(DataParallelTrainer):
+    """``DataParallelTrainer`` without Ray Data's callback when the run has no datasets.
+
+    Ray Train 2.60 adds its datasets callback to every run, and that callback starts a
+    ``DatasetManager`` actor per run even without datasets: one more Python process (about
+    1 CPU-second) while the workers start, on the start-up's critical path (the README's
+    "CPU speed" measures the gain). The trials read their data with torch's DataLoader
+    (trainables/engine.py), so nothing asks for a dataset shard. With datasets the default
+    callbacks stay as they are. ``_create_default_callbacks`` is Train's private hook; Ray
+    is pinned, and tests/test_ray_backend.py checks the callback list.
+    """
+
+    def _create_default_callbacks(self):
+        callbacks = super()._create_default_callbacks()
+        if self.datasets:
+            return callbacks
+        return [c for c in callbacks if not isinstance(c, DatasetsCallback)]
 
 
 class TrialInputError(InputError):
