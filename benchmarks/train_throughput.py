@@ -1,29 +1,37 @@
-"""Training throughput: a bare torchvision loop vs. this project's trial on Ray Train.
+"""Training throughput: a bare torchvision loop vs. this project's trial, with and without Ray.
 
-Prints images/s for (a) a single-process torchvision Mask R-CNN training loop and (b) one
-trial of this project through Ray Tune + Ray Train with two DDP workers, on the same tiny
-model and the same generated data, and their ratio. Run it, don't time tests:
+Prints images/s for (a) a single-process torchvision Mask R-CNN training loop, (b) one
+trial of this project through Ray Tune + Ray Train with its DDP workers, and (c) the same
+trial's engine (trainables/engine.py) in as many plain processes joined by
+torch.distributed, without Ray, all on the same tiny model and the same generated data,
+and their ratios: (b)/(c) is what running under Ray costs the training loop. Run it, don't
+time tests:
 
     python benchmarks/train_throughput.py [--preset toy] [--iterations 60]
 
 (b) is measured twice: over its training loop alone (from the trial's own ``wall_time_s``,
-which excludes Ray start-up and worker imports) and end to end (wall clock of the call).
+which excludes Ray start-up and worker imports) and end to end (wall clock of the call);
+(c) over its loop alone, the same way.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import socket
 import tempfile
 import time
 
 import pandas as pd
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 from torch.utils.data import DataLoader
 
 from study import tuning
 from study.config import Arm, base_trial
 from study.presets import get_preset
+from trainables import engine
 from trainables.config import TrialConfig, from_dict
 from trainables.data import CocoDetection, collate, load_coco
 from trainables.model import build_model, param_groups
@@ -53,6 +61,45 @@ def bare_loop(cfg: TrialConfig, iterations: int, threads: int) -> float:
             if done >= iterations + 5:
                 break
     return iterations * batch / (time.perf_counter() - start)
+
+
+def _engine_worker(rank: int, config: dict, port: int) -> None:
+    """One rank of :func:`engine_without_ray`: what train_fn_per_worker does, minus Ray."""
+    cfg = from_dict(TrialConfig, config)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(cfg.cpus_per_worker)
+    dist.init_process_group("gloo", rank=rank, world_size=cfg.num_workers)
+
+    def report(_metrics: dict, state: dict | None) -> None:
+        if state is not None:  # the trial's checkpoint is written as Ray's report writes it
+            with tempfile.TemporaryDirectory() as tmp:
+                torch.save(state, os.path.join(tmp, "state.pt"))
+
+    session = engine.Session(
+        rank=rank,
+        world_size=cfg.num_workers,
+        device=torch.device("cpu"),
+        report=report,
+        load_checkpoint=lambda: None,
+        prepare_model=lambda m: torch.nn.parallel.DistributedDataParallel(m, gradient_as_bucket_view=True),
+        log=lambda _msg: None,
+    )
+    try:
+        engine.run_trial(cfg, session)
+    finally:
+        dist.destroy_process_group()
+
+
+def engine_without_ray(base: dict, iterations: int, results: str) -> float:
+    """Images/s of the trial's training loop in plain processes (torch.distributed over gloo)."""
+    solver = {**base["solver"], "base_iters": iterations}
+    config = {**base, "solver": solver, "eval_period": 0, "results_uri": results, "trial_id": "noray"}
+    with socket.socket() as s:  # a free port for the process group's rendezvous
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_engine_worker, args=(config, port), nprocs=base["num_workers"])
+    row = pd.read_parquet(os.path.join(results, "metrics")).iloc[-1]
+    return row["images_seen"] / row["wall_time_s"]
 
 
 def ray_trial(base: dict, iterations: int, results: str) -> tuple[float, float]:
@@ -89,6 +136,9 @@ def main() -> None:
     # (a) one process using every core, the same images per iteration as one worker.
     bare = bare_loop(cfg, args.iterations, threads=cores)
     print(f"(a) bare torchvision loop, 1 process x {cores} threads: {bare:7.2f} images/s")
+    # (c) before Ray starts, so that none of its processes share the cores.
+    with tempfile.TemporaryDirectory() as tmp:
+        plain = engine_without_ray({**base, "schedule": 1.0, "seed": 0}, args.iterations, tmp)
     # (b) the project's trial: 2 Ray Train workers x 1 thread, DDP over gloo, with one
     #     evaluation + checkpoint at the end (included in the loop time).
     tuning.start_ray(None, num_cpus=cores)
@@ -98,7 +148,12 @@ def main() -> None:
         f"(b) Ray Train trial, {study.num_workers} workers x {study.cpus_per_worker} thread: "
         f"{loop:7.2f} images/s in the loop, {end_to_end:7.2f} images/s end to end"
     )
+    print(
+        f"(c) the same engine without Ray, {study.num_workers} processes x {study.cpus_per_worker} thread: "
+        f"{plain:7.2f} images/s in the loop"
+    )
     print(f"ratio (b)/(a): {loop / bare:.2f} in the loop, {end_to_end / bare:.2f} end to end")
+    print(f"ratio (b)/(c): {loop / plain:.2f} in the loop (what Ray costs the training loop)")
     torch.set_num_threads(cores)
 
 
