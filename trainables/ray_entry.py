@@ -13,7 +13,8 @@ torch, so torch, torchvision and the engine are imported inside the functions th
 there. The trainer is Ray Train's ``DataParallelTrainer`` with the torch process-group
 backend of trainables/ray_backend.py (what ``TorchTrainer`` is, less its torch import), so
 neither the trial actor nor the controller, which receives ``train_fn_per_worker`` by
-reference, imports torch or the engine.
+reference, imports torch or the engine; and without Ray Data's per-run actor, which a
+trial without datasets does not use (``TrialTrainer``).
 """
 
 from __future__ import annotations
