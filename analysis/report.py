@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from analysis import figures, replicates, tables
+from analysis import answer, figures, replicates, tables
 from analysis.results import final_rows, load_results, trial_rows
 from analysis.schema import COLUMNS, COMPLETED, DIVERGED, STUDY_FILE
 
@@ -74,6 +74,12 @@ def _fmt(value: Any, is_ap: bool) -> str:
     return str(value)
 
 
+# Each init's best result per schedule with every AP column, beside the report.
+WIDE_CSV = "scratch_vs_pretrained.csv"
+# The equivalence margin when study.json is missing: the COCO presets' (study/config.py).
+DEFAULT_MARGIN = 0.005
+
+
 def write_report(study_dir: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:
     """Write report.md and the figures; return the report's path."""
     study_dir = Path(study_dir)
@@ -83,6 +89,10 @@ def write_report(study_dir: str | os.PathLike, out: str | os.PathLike | None = N
     objective = (study.get("preset") or {}).get("objective", "bbox_AP")
     ranges = search_ranges(study)
     notes: list[str] = []
+    margin = (study.get("preset") or {}).get("equivalence_margin")
+    if margin is None:
+        margin = DEFAULT_MARGIN
+        notes.append(f"The study's equivalence margin is unknown (no study.json): ±{margin:g} AP is assumed.")
     try:
         df = load_results(study_dir)
     except FileNotFoundError as err:
@@ -131,17 +141,27 @@ def write_report(study_dir: str | os.PathLike, out: str | os.PathLike | None = N
             f"Tables and figures of best results use the search's own trials (seed {seed}); the other seeds' "
             "results are in the seed replicates section."
         )
+    tables.scratch_vs_pretrained(searched, objective, with_paper=is_coco, recipes=recipes(study)).to_csv(
+        out_dir / WIDE_CSV, index=False
+    )
     for name, make in figs.items():
         fig = make(searched, objective)
         fig.savefig(out_dir / name, dpi=110)
         figures.plt.close(fig)
         written.append(name)
 
+    rows = replicates.replicate_rows(data, recipes(study), objective)
+    gaps = replicates.gap_intervals(rows, margin) if not rows.empty else None
+    if gaps is not None and gaps.empty:  # replicated in one init only: no gap to judge
+        gaps = None
     sections = [
         f"# Study report: {(study.get('preset') or {}).get('name', study_dir.name)}",
         "",
         f"Results: `{study_dir}` — {len(trials)} trials, {len(final)} schedule results, {len(df)} evaluations; "
         f"objective `{objective}`. AP values are fractions (the paper prints percent).",
+        "",
+        *_answer_section(searched, objective, margin, gaps, is_coco),
+        "## How to read it",
         "",
         "Every trial trains one peak-LR trunk and scores each schedule of its arm up to its own on a "
         "branch: from the schedule's first LR drop, its cooldown to its end. A schedule's result is that "
@@ -166,14 +186,13 @@ def write_report(study_dir: str | os.PathLike, out: str | os.PathLike | None = N
         ]
     sections += [
         "",
-        "## Scratch vs. pretrained per schedule, test split (paper Table 1)",
+        "## Each init's recipe at every schedule (the paper's Table 1 design)",
         "",
-        markdown_table(tables.scratch_vs_pretrained(searched, objective, with_paper=is_coco, recipes=recipes(study))),
+        markdown_table(tables.recipe_table(searched, recipes(study), objective)),
         "",
-        "`scratch_*`/`pretrained_*`: the result best on the search split at that schedule, `test_*` its test split "
-        "and unprefixed its search split; `delta` = scratch − pretrained; `recipe_*`: each arm's recipe (its first "
-        "trial) at every schedule, the paper's design, on the test split."
-        + (" `paper_*` = the paper's Table 1 (GN, COCO val2017, the test split here)." if is_coco else ""),
+        "The recipe (each arm's first trial, never stopped early) scored at every schedule of its set; the test "
+        "split where there is one. Each init's best result per schedule, with the search split's numbers and "
+        f"segm AP beside it, is in `{WIDE_CSV}` next to this report.",
         "",
         *(
             [
@@ -215,30 +234,55 @@ def write_report(study_dir: str | os.PathLike, out: str | os.PathLike | None = N
         ]
     sections += ["", "## Budget", "", markdown_table(tables.budget(data))]
     sections += ["", "## Seed replicates (paper Table 1's gaps against seed noise)", ""]
-    rows = replicates.replicate_rows(data, recipes(study), objective)
-    if rows.empty:
+    if gaps is None:
         sections.append(
-            "_No configuration was scored under two or more seeds: run the study with `--replicates K` for the "
-            "seed noise of each arm's recipe and best settings, and an interval for the gap._"
+            "_No configuration was scored under two or more seeds in both inits: run the study with "
+            "`--replicates K` for the seed noise of each arm's recipe and best settings, and an interval for the "
+            "gap._"
         )
     else:
-        gaps = replicates.gap_intervals(rows)
         split = "test" if replicates.value_column(data, objective).startswith("test_") else "search"
         sections += [
             *[f"- **{line}**" for line in replicates.headline(gaps)],
             "",
             markdown_table(replicates.summary_table(gaps)),
             "",
-            f"{objective} on the {split} split, mean ± std over seeds (model init and data order; the training "
-            "images stay the same), per configuration: `recipe` = the preset's lr and weight decay, `best` = the "
+            f"{objective} on the {split} split, mean ± std over seeds (model init, data order and, for the "
+            "generated pretraining, the pretraining; the training images stay the same; real ImageNet weights are "
+            "one fixed checkpoint), per configuration: `recipe` = the preset's lr and weight decay, `best` = the "
             "arm's best on the search split, `recipe = best` where the recipe was that best. `delta_AP` = "
-            "scratch − pretrained; its 95% interval is Welch's, over seeds.",
+            "scratch − pretrained, with Welch's 95% and 90% intervals over seeds. The verdict: **equivalent** "
+            f"when the 90% interval lies inside ±{margin:g} (two one-sided tests at 5%), **behind**/**ahead** when "
+            "the 95% interval excludes 0 and the gap is not equivalent, **inconclusive** otherwise, with about how "
+            "many seeds per init would settle it.",
             "",
             *[f"- {replicates.verdict(g)}" for _, g in gaps.iterrows()],
         ]
     report = out_dir / "report.md"
     report.write_text("\n".join(sections) + "\n")
     return report
+
+
+def _answer_section(
+    df: pd.DataFrame, objective: str, margin: float, gaps: pd.DataFrame | None, with_paper: bool
+) -> list[str]:
+    """The lead: Table 1's shape per (model, data fraction), and the verdict's headline."""
+    lines = ["## The answer: scratch vs. pretrained per schedule (paper Table 1)", ""]
+    if gaps is not None:
+        lines += [*[f"- **{line}**" for line in replicates.headline(gaps)], ""]
+    tables_ = answer.answer_tables(df, objective, margin, gaps, with_paper) if not df.empty else []
+    if not tables_:
+        lines += ["_No schedule has a completed final result yet._", ""]
+    for title, table in tables_:
+        lines += [f"{title}:", "", markdown_table(table), ""]
+    if tables_ and gaps is None:
+        lines += [
+            "Each cell is one seed's result: it has no interval, so no verdict is drawn from it. Run with "
+            "`--replicates K` (or the `toy-replicates` preset) for mean ± std over seeds and an equivalence "
+            f"verdict against the margin ±{margin:g}.",
+            "",
+        ]
+    return lines
 
 
 def _empty_frame() -> pd.DataFrame:

@@ -75,6 +75,18 @@ def recipe_by_schedule(df: pd.DataFrame, recipes: dict[str, tuple[float, float]]
     return picked.groupby([*ARM_KEYS, "schedule"], as_index=False)[list(SHOWN)].mean()[cols]
 
 
+def recipe_table(df: pd.DataFrame, recipes: dict[str, tuple[float, float]], objective: str = "bbox_AP") -> pd.DataFrame:
+    """Each arm's recipe at every schedule, inits as rows and schedules as columns (the
+    paper's Table 1 layout); the test split's ``objective`` where there is one."""
+    recipe = recipe_by_schedule(df, recipes)
+    if recipe.empty:
+        return pd.DataFrame(columns=["model", "data_fraction", "init"])
+    column = f"test_{objective}" if recipe[f"test_{objective}"].notna().any() else objective
+    wide = recipe.pivot_table(index=ARM_KEYS, columns="schedule", values=column, aggfunc="first")
+    wide.columns = [f"{s:g}x {column}" for s in wide.columns]
+    return wide.reset_index()
+
+
 def scratch_vs_pretrained(
     df: pd.DataFrame,
     objective: str = "bbox_AP",

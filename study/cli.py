@@ -26,6 +26,7 @@ from study.workspace import (
     code_version,
     prepare_inputs,
     read_study_file,
+    seed_backbones,
     study_uri,
     write_study_file,
 )
@@ -342,7 +343,10 @@ def run_study_command(study: StudyConfig, uri: str, args: argparse.Namespace) ->
     grids = [tuning.run_study(study, arms, study.num_samples, uri, concurrent, args.resume)]
     if study.replicates > 1:
         print(f"\nsearch done; replicate phase ({study.replicates} seeds)", flush=True)
-        grids += tuning.run_replicates(study, arms, uri, concurrent)
+        from study.replicates import seeds
+
+        backbones = seed_backbones(study, arms, seeds(study))
+        grids += tuning.run_replicates(study, arms, uri, concurrent, backbones=backbones)
     try:
         df = load_results(uri)
     except FileNotFoundError:

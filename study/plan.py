@@ -227,28 +227,19 @@ def gpu_hours(plan: Plan, seconds_per_iteration: float) -> float:
 def _search_line(study: StudyConfig) -> str:
     """How Optuna picks each arm's trials, and whether its TPE model gets to work.
 
-    TPE samples at random until an arm's study has ``startup_trials`` finished trials, and
-    every schedule a trial scores is one (its own and each branch's result): the recipe
-    alone gives one per schedule of its set up to its own.
+    TPE samples at random until an arm's study holds ``startup_trials`` distinct (lr, weight
+    decay) configurations (study/sampler.py); the recipe is one, however many schedules it
+    scores.
     """
     n, num = startup_trials(study.num_samples), study.num_samples
-    recipe_results = min(
-        len(
-            {
-                s
-                for s in search_space(study, arm).schedule
-                if s <= default_point(study, dataclasses.asdict(arm))["schedule"]
-            }
-        )
-        for arm in arms(study)
-    )
     line = (
         f"  search: the recipe, then Optuna TPE, which samples at random until an arm has {n} finished "
-        f"Optuna trials (each schedule result counts; the recipe gives {recipe_results})"
+        "configurations (lr, weight decay; the recipe is one, whatever schedules it scores)"
     )
-    if num < 2 or recipe_results + (num - 2) < n:
-        enough = max(2, n - recipe_results + 2)
-        line += f"; with {num} trial(s) per arm TPE will not model yet (--num-samples {enough} or more)"
+    if num <= n:
+        line += f"; with {num} trial(s) per arm TPE will not model yet (--num-samples {n + 1} or more)"
+    else:
+        line += f"; TPE picks trials {n + 1}-{num} of each arm"
     return line
 
 

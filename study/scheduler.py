@@ -10,8 +10,19 @@ trial reports schedule s's final result, it joins the rung (arm, s) and, if its 
 below the rung's cutoff — the same ``(1 - 1/reduction_factor)`` percentile ASHA uses — it
 stops before training more trunk. Values at a rung are finished, fully comparable results.
 
-Early in a from-scratch run every trial can sit at AP 0.0; ties are broken by the training
-loss (lower is better) so a rung can still tell trials apart.
+Two rules keep the comparison honest:
+
+- **The recipe is never stopped.** Each arm's first trial is the preset's recipe over the
+  arm's whole schedule set (the paper's Table 1 design); its scores join every rung, but it
+  runs to its end even when a peer did better, so the recipe row is complete for both inits.
+- **Only a gap beyond the noise stops a trial.** A trial stops only when its score lies
+  below the rung's cutoff by more than ``min_gap`` (the preset's ``early_stopping.min_gap``,
+  about the AP's seed noise). Early in a from-scratch run every trial sits at AP near 0,
+  where differences are noise: such a rung stops nobody, and its trials go on to a
+  schedule where their results can differ.
+
+Ties are broken by the training loss (lower is better), which moves a score by at most a
+tenth of an AP point.
 
 Tune does not checkpoint schedulers: after ``--resume`` it hands back the scheduler as it was
 when the study started, with empty rungs. Given ``history`` (the study's Parquet rows), the
@@ -51,8 +62,9 @@ def is_final(result: dict[str, Any], metric: str) -> bool:
 class Rungs:
     """Recorded scores per (arm, schedule); one per trial, the first it reported there."""
 
-    def __init__(self, reduction_factor: int) -> None:
+    def __init__(self, reduction_factor: int, min_gap: float = 0.0) -> None:
         self.reduction_factor = reduction_factor
+        self.min_gap = min_gap
         self.scores: dict[tuple[str, float], dict[str, float]] = {}
 
     def record(self, arm: str, schedule: float, trial_id: str, score: float) -> None:
@@ -65,9 +77,10 @@ class Rungs:
         return float(np.nanpercentile(recorded, (1 - 1 / self.reduction_factor) * 100))
 
     def should_stop(self, arm: str, schedule: float, trial_id: str) -> bool:
-        """Whether the trial's recorded score at the rung lies below the rung's cutoff."""
+        """Whether the trial's recorded score at the rung lies below the rung's cutoff by more
+        than ``min_gap``."""
         cutoff = self.cutoff(arm, schedule)
-        return cutoff is not None and self.scores[(arm, float(schedule))][trial_id] < cutoff
+        return cutoff is not None and self.scores[(arm, float(schedule))][trial_id] < cutoff - self.min_gap
 
 
 class ScheduleRungs(FIFOScheduler):
@@ -77,17 +90,26 @@ class ScheduleRungs(FIFOScheduler):
         metric: the objective (bbox_AP or segm_AP), maximised.
         reduction_factor: at each rung this fraction of trials goes on (ASHA's eta).
         history: the study's rows so far (to rebuild the rungs after ``--resume``).
+        min_gap: how far below the cutoff a score must lie to stop its trial (AP units).
+        recipes: arm -> its recipe's (lr, weight decay, schedule); a trial of exactly these
+            values is the arm's recipe and is never stopped.
     """
 
     def __init__(
-        self, metric: str, reduction_factor: int, history: Callable[[], Iterable[dict[str, Any]]] | None = None
+        self,
+        metric: str,
+        reduction_factor: int,
+        history: Callable[[], Iterable[dict[str, Any]]] | None = None,
+        min_gap: float = 0.0,
+        recipes: dict[str, tuple[float, float, float]] | None = None,
     ) -> None:
         super().__init__()
+        self.recipes = dict(recipes or {})
         self.history = history  # picklable (Tune pickles the scheduler with the experiment)
         self.rebuilt = history is None
         self._metric = metric
         self._mode = "max"
-        self.rungs = Rungs(reduction_factor)
+        self.rungs = Rungs(reduction_factor, min_gap)
         self.num_stopped = 0
 
     def set_search_properties(self, metric, mode, **spec) -> bool:
@@ -117,10 +139,18 @@ class ScheduleRungs(FIFOScheduler):
         arm, schedule = result["arm"], float(result["schedule"])
         self.rungs.record(arm, schedule, trial.trial_id, rung_score(result, self._metric))
         more_trunk = schedule < float(result["trunk_schedule"]) and result.get("status") == COMPLETED
-        if more_trunk and self.rungs.should_stop(arm, schedule, trial.trial_id):
+        if more_trunk and not self.is_recipe(result) and self.rungs.should_stop(arm, schedule, trial.trial_id):
             self.num_stopped += 1
             return TrialScheduler.STOP
         return TrialScheduler.CONTINUE
+
+    def is_recipe(self, result: dict[str, Any]) -> bool:
+        """Whether the result is from its arm's recipe trial (its lr, weight decay and trunk)."""
+        recipe = self.recipes.get(result.get("arm"))
+        if recipe is None:
+            return False
+        values = (result.get("lr"), result.get("weight_decay"), result.get("trunk_schedule"))
+        return all(v is not None and math.isclose(float(v), r, rel_tol=1e-9) for v, r in zip(values, recipe))
 
     def debug_string(self) -> str:
         rungs = ", ".join(f"{arm} {s:g}x: {len(v)}" for (arm, s), v in sorted(self.rungs.scores.items()))

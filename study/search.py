@@ -12,8 +12,9 @@ A Tune trial searches (lr, weight_decay, schedule S) and scores every schedule s
 arm's set on a branch (trainables/branches.py). Its own Optuna trial gets S's final result
 (the Tune objective); each shorter schedule's final result is added to the arm's study as a
 finished trial of its own with (lr, weight_decay, s), so TPE learns from every schedule
-scored and the dashboard shows each one. Trunk evaluations go to the trial's own Optuna
-trial as intermediate values.
+scored and the dashboard shows each one. Trunk evaluations (at the peak LR) never reach
+Optuna: a trial stopped early is PRUNED with no value, so nothing compares a peak-LR number
+with cooled-down finals; the schedules it did finish are trials of their own.
 """
 
 from __future__ import annotations
@@ -26,9 +27,10 @@ import optuna
 from ray.tune.search import Searcher, SearchGenerator
 from ray.tune.search.optuna import OptunaSearch
 
-from analysis.schema import COMPLETED, DIVERGED, FINAL, TRUNK
+from analysis.schema import COMPLETED, DIVERGED, FINAL
 from study import failures
 from study.config import RECIPE_KEYS, SearchSpace, startup_trials
+from study.sampler import ConfigurationStartupSampler
 
 logger = logging.getLogger(__name__)
 
@@ -52,12 +54,10 @@ def arm_searcher(
     first_point: dict[str, Any] | None,
 ) -> OptunaSearch:
     """An OptunaSearch for one arm; ``first_point`` (the paper's recipe) is tried first."""
-    sampler = optuna.samplers.TPESampler(
-        seed=seed,
-        # A few random trials before TPE models the space (about half of a small budget).
-        n_startup_trials=startup_trials(num_samples),
-        constant_liar=True,  # parallel trials do not all land on the same point
-    )
+    # A few random configurations before TPE models the space (about half of a small
+    # budget), counted as (lr, weight decay), not as schedule results; TPE's constant liar
+    # keeps parallel trials from all landing on the same point.
+    sampler = ConfigurationStartupSampler(startup_trials(num_samples), seed=seed)
     points = None
     if first_point is not None:
         point = {k: first_point[k] for k in RECIPE_KEYS}
@@ -191,9 +191,7 @@ class ArmSearch(Searcher):
         if trial_id not in self.trial_arm:
             return
         searcher = self.searchers[self.trial_arm[trial_id]]
-        if result.get("phase") == TRUNK and result.get(self.metric) is not None and trial_id not in self.failed:
-            searcher.on_trial_result(trial_id, result)
-        elif is_branch_result(result, self.metric) or (trial_id in self.failed and _is_own_final(result, self.metric)):
+        if is_branch_result(result, self.metric) or (trial_id in self.failed and _is_own_final(result, self.metric)):
             arm = self.trial_arm[trial_id]
             # OptunaSearch keeps its study private; add_trial is Optuna's public call for
             # results computed outside a sampler's ask/tell. A trial told FAIL that --resume
@@ -217,8 +215,9 @@ class ArmSearch(Searcher):
             and not (result.get("phase") == FINAL and result.get("schedule") == result.get("trunk_schedule"))
         ):
             # Stopped early, after a shorter schedule's result or on the trunk: its own
-            # schedule has no final value. Told as PRUNED, TPE ranks it by its trunk
-            # values, while the schedules it did finish are trials of their own.
+            # schedule has no final value. Told as PRUNED (no intermediate values: the
+            # trunk's are at the peak LR), while the schedules it did finish are trials
+            # of their own.
             result = None
         arm = self.trial_arm[trial_id]
         if trial_id in self.failed:

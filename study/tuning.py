@@ -122,8 +122,13 @@ class FinalStatus(tune.Callback):
         results.mark_status(self.results_uri, trial.trial_id, FAILED, only_if=(RUNNING, COMPLETED))
 
 
-def trainable(arms: dict[str, dict[str, Any]], resources: dict[str, float]):
-    return tune.with_resources(tune.with_parameters(train_driver_fn, arms=arms), resources)
+def trainable(
+    arms: dict[str, dict[str, Any]],
+    resources: dict[str, float],
+    backbones: dict[str, dict[int, tuple[str, int]]] | None = None,
+):
+    """Tune's trainable; ``backbones`` gives replicate seeds their own pretraining."""
+    return tune.with_resources(tune.with_parameters(train_driver_fn, arms=arms, backbones=backbones), resources)
 
 
 # What one watches in Tune's status table: the trial's arm and searched values (from its
@@ -255,10 +260,16 @@ def build_scheduler(study: StudyConfig, results_uri: str):
     if not study.early_stopping.enabled:
         return None
     # After --resume the rungs are rebuilt from the rows already written (scheduler.py).
+    recipes = {}
+    for arm in study_arms(study):
+        point = default_point(study, dataclasses.asdict(arm))
+        recipes[arm.name] = (float(point["lr"]), float(point["weight_decay"]), float(point["schedule"]))
     return ScheduleRungs(
         study.objective,
         study.early_stopping.reduction_factor,
         history=functools.partial(results.read_rows, results_uri),
+        min_gap=study.early_stopping.min_gap,
+        recipes=recipes,
     )
 
 
@@ -308,15 +319,17 @@ def run_replicates(
     results_uri: str,
     max_concurrent: int,
     log=print,
+    backbones: dict[str, dict[int, tuple[str, int]]] | None = None,
 ) -> list[tune.ResultGrid]:
     """The replicate phase (study/replicates.py): fixed trials, no search, no early stopping.
 
     Each round is one Tune experiment (``tune-replicates``, then ``-1``, ...). A round that
     can be restored was interrupted: it resumes first, its unfinished trials from their
     checkpoints. Then the trials still missing (none, unless ``replicates`` grew on
-    ``--resume``) run in a new round.
+    ``--resume``) run in a new round. ``backbones``: each pretrained arm's weights per seed
+    (study/workspace.py's seed_backbones).
     """
-    fn = trainable(arms, driver_resources())
+    fn = trainable(arms, driver_resources(), backbones)
     grids = []
     for round_ in itertools.count():
         experiment = storage.join(results_uri, f"{REPLICATES_DIR}-{round_}" if round_ else REPLICATES_DIR)

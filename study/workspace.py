@@ -91,6 +91,38 @@ def prepare_inputs(study: StudyConfig, log: Callable[[str], None] = print) -> di
     return weights
 
 
+def seed_backbones(
+    study: StudyConfig, arms: dict[str, dict[str, Any]], seeds: list[int], log: Callable[[str], None] = print
+) -> dict[str, dict[int, tuple[str, int]]]:
+    """For the replicate phase: each pretrained arm's backbone per seed.
+
+    A seed replicate varies all of an init's randomness. With the generated pretraining
+    that includes the pretraining itself: trial seed ``s`` loads the backbone pretrained
+    with ``pretrain.seed + (s - study.seed)`` (the search's seed keeps the study's own), one
+    cached backbone per seed. Real ImageNet weights are one fixed checkpoint, the same for
+    every seed: ``{}``, and the arms' own ``pretrained_weights`` stand.
+    """
+    from trainables.pretrain import ensure_pretrained
+
+    if study.pretrain is None or "pretrained" not in study.axes.init:
+        return {}
+    chosen: dict[str, dict[int, tuple[str, int]]] = {}
+    for name, arm in arms.items():
+        if arm["init"] != "pretrained" or arm["model_name"] in study.pretrained_weights:
+            continue
+        per_seed = {}
+        for seed in seeds:
+            spec = dataclasses.replace(study.pretrain, seed=study.pretrain.seed + seed - study.seed)
+            result = ensure_pretrained(study.models[arm["model_name"]], spec, log=log)
+            per_seed[seed] = (str(result.path), result.images_seen)
+            log(
+                f"pretrained backbone for {name}, seed {seed}: {result.path} (pretraining seed {spec.seed}, "
+                f"held-out accuracy {result.accuracy:.2f})"
+            )
+        chosen[name] = per_seed
+    return chosen
+
+
 def write_study_file(uri: str, study: StudyConfig, arms: dict[str, dict[str, Any]], extra: dict[str, Any]) -> None:
     blob = {
         "preset": dataclasses.asdict(study),

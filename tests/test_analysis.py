@@ -347,10 +347,20 @@ def test_report_leads_with_the_test_split(tmp_path, study_rows):
     )
     text = write_report(study).read_text()
     assert "search split: 100 images (s.json); test split: 80 images (t.json)" in text
-    section = text.split("## Scratch vs. pretrained per schedule, test split")[1]
-    header = section.strip().splitlines()[2]
-    assert header.startswith("| model | data_fraction | schedule | scratch_test_bbox_AP | pretrained_test_bbox_AP |")
-    assert "| 1 | 2 | 0.530 | 0.500 | 0.030 |" in section  # 2x: test APs, their gap
+    # The lead: Table 1's shape (inits x schedules), test APs of the results best on the
+    # search split, one seed each and so no verdict.
+    lead = text.split("## The answer")[1].split("## How to read it")[0]
+    assert "tiny, data fraction 1: bbox_AP on the test split, one seed:" in lead
+    assert (
+        "|  | 1× | 2× |" in lead and "| scratch | 0.280 | 0.530 |" in lead and "| pretrained | 0.480 | 0.500 |" in lead
+    )
+    assert "| Δ scratch − pretrained | -0.200 | +0.030 |" in lead and "no verdict is drawn" in lead
+    assert "| pretrained: change from the schedule before | – | +0.020 (plateau: within the margin) |" not in lead
+    # The wide table, every AP column, beside the report.
+    wide = pd.read_csv(study / "report" / "scratch_vs_pretrained.csv").set_index("schedule")
+    assert wide.loc[2.0, "scratch_test_bbox_AP"] == pytest.approx(0.53) and wide.loc[2.0, "delta_test_bbox_AP"] == (
+        pytest.approx(0.03)
+    )
     assert "No test-split numbers" not in text
     # Without a test split the report says so, and the test columns stay empty.
     for path in (study / "metrics").glob("*.parquet"):
@@ -358,7 +368,8 @@ def test_report_leads_with_the_test_split(tmp_path, study_rows):
     for row in study_rows.assign(test_bbox_AP=None, test_segm_AP=None).to_dict("records"):
         results.write_row(str(study), {k: v for k, v in row.items() if not pd.isna(v)})
     text = write_report(study).read_text()
-    assert "No test-split numbers" in text and "| 1 | 2 | – | – | – |" in text
+    assert "No test-split numbers" in text and "on the search split (the study has no test split)" in text
+    assert "| scratch | 0.300 | 0.550 |" in text
 
 
 def test_report_without_any_rows(tmp_path):

@@ -246,12 +246,12 @@ def test_layers_import_only_what_they_need():
 
 
 def test_the_plan_says_whether_tpe_gets_to_model(capsys):
-    """TPE samples at random until an arm has startup_trials finished Optuna trials; the
-    recipe's schedule results count (toy: 3 of the 2 needed)."""
-    assert main(["--preset", "toy", "--dry-run"]) == 0
+    """TPE samples at random until an arm has startup_trials finished configurations; the
+    recipe is one configuration however many schedules it scores."""
+    assert main(["--preset", "toy", "--dry-run", "--num-samples", "4"]) == 0
     line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.strip().startswith("search:"))
-    assert "until an arm has 2 finished Optuna trials" in line and "the recipe gives 3" in line
-    assert "will not model" not in line
-    assert main(["--preset", "toy", "--dry-run", "--num-samples", "1"]) == 0
+    assert "until an arm has 2 finished configurations" in line and "the recipe is one" in line
+    assert "TPE picks trials 3-4 of each arm" in line and "will not model" not in line
+    assert main(["--preset", "toy", "--dry-run", "--num-samples", "2"]) == 0
     line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.strip().startswith("search:"))
-    assert "with 1 trial(s) per arm TPE will not model yet (--num-samples 2 or more)" in line
+    assert "with 2 trial(s) per arm TPE will not model yet (--num-samples 3 or more)" in line

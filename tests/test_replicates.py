@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -46,30 +47,79 @@ def test_mean_and_std_per_init_and_schedule(replicated):
     assert sorted(rows["value"]) == pytest.approx(sorted(finals["test_bbox_AP"]))
 
 
-def test_welch_interval_and_verdicts_have_the_known_answers(replicated):
+# Student's t, 95th percentile, 4 degrees of freedom (printed tables: 2.132).
+T_95_DF4 = 2.1318467813362907
+
+
+def test_welch_intervals_and_tost_have_the_known_answers(replicated):
     rows = replicates.replicate_rows(replicated, RECIPES)
-    gaps = replicates.gap_intervals(rows)
+    gaps = replicates.gap_intervals(rows, margin=0.05)
     gap = _at(gaps, "recipe = best", 3.0)
     # Equal n (3) and std (0.02): se = sqrt(2 * 0.02**2 / 3), Welch's df = 4.
-    half = T_975_DF4 * math.sqrt(2 * 0.02**2 / 3)
+    se = math.sqrt(2 * 0.02**2 / 3)
     assert gap["delta"] == pytest.approx(-0.01)
-    assert (gap["low"], gap["high"]) == pytest.approx((-0.01 - half, -0.01 + half))
-    assert replicates.verdict(gap) == (
-        "recipe = best (lr, wd), 3x: scratch matches pretrained within seed noise "
-        f"(Δ = -0.010, 95% CI [{-0.01 - half:+.3f}, {-0.01 + half:+.3f}]; 3 vs 3 seeds)"
+    assert (gap["low"], gap["high"]) == pytest.approx((-0.01 - T_975_DF4 * se, -0.01 + T_975_DF4 * se))
+    assert (gap["low90"], gap["high90"]) == pytest.approx((-0.01 - T_95_DF4 * se, -0.01 + T_95_DF4 * se))
+    # [-0.045, +0.025] lies inside ±0.05: equivalent, and the TOST p-value is below 5 %.
+    assert gap["verdict"] == "equivalent" and gap["p_tost"] < 0.05
+    assert replicates.verdict(gap).startswith(
+        "recipe = best (lr, wd), 3x: scratch is equivalent to pretrained "
+        "(TOST: the 90% interval lies inside the margin)"
     )
-    assert "pretrained is ahead beyond seed noise" in replicates.verdict(_at(gaps, "recipe = best", 1.0))
-    # 2x: scratch 0.20/0.22/0.24 vs pretrained 0.30/0.32/0.34: behind; 3x within noise.
-    lines = replicates.headline(gaps)
-    assert lines == [
-        "tiny, data fraction 1, recipe = best (lr, wd): scratch matches pretrained within seed noise at ≥ 3x"
+    # 1x and 2x: pretrained far ahead beyond the noise.
+    assert _at(gaps, "recipe = best", 1.0)["verdict"] == "behind"
+    assert _at(gaps, "recipe = best", 2.0)["verdict"] == "behind"
+    assert replicates.headline(gaps) == [
+        "tiny, data fraction 1, recipe = best (lr, wd): scratch is equivalent to pretrained (±0.05) from 3x on; "
+        "pretrained has plateaued (+0.010 from 2x to 3x, within the margin)"
     ]
-    # Still behind at the longest schedule: said, with where it is behind.
-    late = gaps.assign(high=gaps["high"] - 1.0)
-    assert replicates.headline(late) == [
-        "tiny, data fraction 1, recipe = best (lr, wd): scratch is still behind pretrained beyond seed noise at "
-        "the longest schedule scored (behind at 1x, 2x, 3x)"
+    # The same seeds against a margin of 0.02: the 90% interval reaches past -0.02, and the
+    # 95% interval holds 0: inconclusive, never "matches", with a seed count that would do.
+    tight = replicates.gap_intervals(rows, margin=0.02)
+    gap = _at(tight, "recipe = best", 3.0)
+    assert gap["verdict"] == "inconclusive"
+    # n ~ 2 (z_.95 + z_.90)^2 sigma^2 / delta^2 with sigma = 0.02, delta = 0.02: 17.1 -> 18.
+    assert gap["seeds_needed"] == 18
+    assert "inconclusive: neither equivalent nor different; about 18 seeds per init" in replicates.verdict(gap)
+    assert replicates.headline(tight) == [
+        "tiny, data fraction 1, recipe = best (lr, wd): scratch is not equivalent to pretrained (±0.02) at the "
+        "longest schedule: behind at 1x, behind at 2x, inconclusive at 3x; pretrained has plateaued "
+        "(+0.010 from 2x to 3x, within the margin)"
     ]
+
+
+def _two_inits(scratch, pretrained):
+    """Seeds of the recipe at one schedule (1x), test-split values as given."""
+    rows = _seeded("scratch", 0.3, {i: {1.0: v} for i, v in enumerate(scratch)})
+    rows += _seeded("pretrained", 0.3, {i: {1.0: v} for i, v in enumerate(pretrained)})
+    gaps = replicates.gap_intervals(replicates.replicate_rows(_frame(rows), RECIPES), margin=0.02)
+    return gaps.iloc[0]
+
+
+def test_the_four_verdicts_on_hand_made_replicates():
+    # Five seeds each, a tiny spread, means 0.005 apart: equivalent (and not "behind").
+    eq = _two_inits([0.500, 0.502, 0.498, 0.501, 0.499], [0.505, 0.507, 0.503, 0.506, 0.504])
+    assert eq["verdict"] == "equivalent" and -0.02 < eq["low90"] < eq["high90"] < 0.02
+    # The 95% interval excludes 0 here too: a small, significant gap inside the margin is
+    # still equivalent, and the line says which init is ahead.
+    assert eq["high"] < 0 and "small but significant gap (pretrained ahead)" in replicates.verdict(eq)
+    behind = _two_inits([0.30, 0.31, 0.32], [0.50, 0.51, 0.52])
+    assert behind["verdict"] == "behind" and behind["high"] < 0
+    ahead = _two_inits([0.60, 0.61, 0.62], [0.50, 0.51, 0.52])
+    assert ahead["verdict"] == "ahead" and ahead["low"] > 0
+    # Few seeds, a wide interval that crosses 0: inconclusive, never a match.
+    wide = _two_inits([0.10, 0.30], [0.15, 0.32])
+    assert wide["low"] < 0 < wide["high"] and wide["verdict"] == "inconclusive"
+    assert wide["seeds_needed"] > 2
+    # Fewer seeds never give more "equivalent": one seed each has no interval at all.
+    one = replicates.equivalence(np.array([0.500]), np.array([0.505]), 0.02)
+    assert one[7] == "inconclusive" and math.isnan(one[1])
+
+
+def test_a_gap_outside_the_margin_is_never_equivalent():
+    # Means 0.05 apart with almost no spread: behind, however many seeds.
+    gap = _two_inits([0.45, 0.4501, 0.4499, 0.45], [0.50, 0.5001, 0.4999, 0.50])
+    assert gap["verdict"] == "behind"
 
 
 def _at(gaps, config, schedule):
@@ -85,7 +135,7 @@ def test_the_best_configuration_is_the_replicated_one_that_is_not_the_recipe(rep
     scratch = rows[rows["init"] == "scratch"]
     assert set(scratch.loc[scratch["config"] == "best", "lr"]) == {0.5}
     assert set(scratch.loc[scratch["config"] == "recipe", "lr"]) == {0.3}
-    gaps = replicates.gap_intervals(rows).set_index(["config", "schedule"])
+    gaps = replicates.gap_intervals(rows, margin=0.02).set_index(["config", "schedule"])
     # The pretrained arm's best is its recipe: its rows pair with scratch's best as "best" and
     # with scratch's recipe as "recipe".
     assert sorted(set(gaps.index.get_level_values("config"))) == ["best", "recipe"]
@@ -106,26 +156,44 @@ def test_too_few_seeds_and_no_spread():
         _seeded("scratch", 0.3, {0: {1.0: 0.1, 2.0: 0.2, 3.0: 0.3}, 1: {1.0: 0.1, 2.0: 0.2, 3.0: 0.3}})
         + _seeded("pretrained", 0.3, {0: {1.0: 0.2, 2.0: 0.2, 3.0: 0.3}, 1: {1.0: 0.2, 2.0: 0.2, 3.0: 0.3}})
     )
-    gaps = replicates.gap_intervals(replicates.replicate_rows(two, RECIPES)).set_index(["config", "schedule"])
+    gaps = replicates.gap_intervals(replicates.replicate_rows(two, RECIPES), margin=0.02).set_index(
+        ["config", "schedule"]
+    )
     # Identical seeds: no spread, the interval is the point.
     assert gaps.loc[("recipe = best", 1.0), ["low", "high"]].tolist() == pytest.approx([-0.1, -0.1])
     assert gaps.loc[("recipe = best", 3.0), ["low", "high"]].tolist() == pytest.approx([0.0, 0.0])
-    empty = replicates.gap_intervals(replicates.replicate_rows(_frame([]), RECIPES))
+    assert gaps.loc[("recipe = best", 1.0), "verdict"] == "behind"
+    assert gaps.loc[("recipe = best", 3.0), "verdict"] == "equivalent"
+    empty = replicates.gap_intervals(replicates.replicate_rows(_frame([]), RECIPES), margin=0.02)
     assert empty.empty
 
 
-def test_the_report_states_the_verdict(tmp_path, replicated):
+def test_the_report_leads_with_the_answer_and_states_the_verdict(tmp_path, replicated):
+    import json
+
     from analysis.report import write_report
     from trainables import results
 
     for row in replicated.to_dict("records"):
         results.write_row(str(tmp_path), {k: v for k, v in row.items() if not pd.isna(v)})
+    (tmp_path / "study.json").write_text(json.dumps({"preset": {"name": "t", "seed": 0, "equivalence_margin": 0.05}}))
     text = write_report(tmp_path).read_text()
+    lead = text.split("## The answer")[1].split("## How to read it")[0]
+    assert (
+        "**tiny, data fraction 1, best (lr, wd): scratch is equivalent to pretrained (±0.05) from 3x on; "
+        "pretrained has plateaued (+0.010 from 2x to 3x, within the margin)**" in lead
+    )
+    # Table 1's shape: inits as rows, schedules as columns, the verdict and the plateau below.
+    assert "|  | 1× | 2× | 3× |" in lead
+    assert "| scratch | 0.110 ± 0.010 (3) | 0.220 ± 0.020 (3) | 0.320 ± 0.020 (3) |" in lead
+    assert "| verdict (margin ±0.05) | **behind** | **behind** | **equivalent** |" in lead
+    assert "| pretrained: change from the schedule before | – | -0.090 | +0.010 (plateau: within the margin) |" in lead
     section = text.split("## Seed replicates")[1]
-    assert "**tiny, data fraction 1, best (lr, wd): scratch matches pretrained within seed noise at ≥ 3x**" in section
+    # Without the recipes (study.json has no arms) the replicated configuration is each arm's best.
     assert "| tiny | 1 | best | 3 | 0.320 ± 0.020 (3) | 0.330 ± 0.020 (3) | -0.010 |" in section
-    assert "- best (lr, wd), 2x: pretrained is ahead beyond seed noise" in section
+    assert "- best (lr, wd), 2x: scratch is behind pretrained (the 95% interval excludes 0)" in section
     assert "on the test split" in section
+    assert (tmp_path / "report" / "scratch_vs_pretrained.csv").exists()
 
 
 def test_the_replicate_plan_reruns_recipe_and_best_to_the_longest_schedule(tmp_path):

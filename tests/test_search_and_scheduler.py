@@ -377,3 +377,63 @@ def test_a_restored_search_asks_the_searcher_again(tmp_path):
     assert not generator.is_finished()
     generator.set_state({**saved, "counter": 4})
     assert generator.is_finished()  # every trial suggested: nothing to ask for
+
+
+def _config_rung(schedule, ap, lr, wd=1e-4, trunk=3.0, arm="a"):
+    return {**_rung(schedule, ap, trunk=trunk, arm=arm), "lr": lr, "weight_decay": wd}
+
+
+def test_the_recipe_trial_is_never_stopped_when_a_peer_is_ahead():
+    """Table 1's recipe row must be complete: the recipe runs its whole schedule set."""
+    sched = ScheduleRungs("bbox_AP", reduction_factor=2, recipes={"a": (0.3, 1e-4, 3.0)})
+    assert sched.on_trial_result(None, _trial("peer"), _config_rung(1.0, 0.5, lr=0.1)) == TrialScheduler.CONTINUE
+    recipe = _config_rung(1.0, 0.1, lr=0.3)
+    assert sched.on_trial_result(None, _trial("recipe"), recipe) == TrialScheduler.CONTINUE
+    assert sched.on_trial_result(None, _trial("recipe"), {**recipe, "schedule": 2.0}) == TrialScheduler.CONTINUE
+    # A worse score from any other configuration, or the recipe's values in another arm, stops.
+    assert sched.on_trial_result(None, _trial("other"), _config_rung(1.0, 0.05, lr=0.31)) == TrialScheduler.STOP
+    assert sched.on_trial_result(None, _trial("b0"), _config_rung(1.0, 0.5, lr=0.1, arm="b")) == TrialScheduler.CONTINUE
+    assert sched.on_trial_result(None, _trial("b1"), _config_rung(1.0, 0.1, lr=0.3, arm="b")) == TrialScheduler.STOP
+    assert sched.num_stopped == 2
+
+
+def test_a_gap_within_the_noise_stops_nobody():
+    """min_gap: only a score below the cutoff by more than the noise stops its trial."""
+    sched = ScheduleRungs("bbox_AP", reduction_factor=2, min_gap=0.02)
+    sched.on_trial_result(None, _trial("x"), _rung(1.0, 0.03))
+    # Cutoff 0.015 (the median of 0.03 and 0.0): 0.0 is below it by less than 0.02.
+    assert sched.on_trial_result(None, _trial("y"), _rung(1.0, 0.0)) == TrialScheduler.CONTINUE
+    sched.on_trial_result(None, _trial("u"), _rung(2.0, 0.5))
+    # Cutoff 0.3: 0.1 is below it by far more than the noise.
+    assert sched.on_trial_result(None, _trial("v"), _rung(2.0, 0.1)) == TrialScheduler.STOP
+
+
+def test_tpe_start_up_counts_configurations_not_schedule_results():
+    from study.sampler import ConfigurationStartupSampler, configurations
+    from study.search import optuna_space
+
+    space = optuna_space(SPACE)
+
+    def study_with(sampler, configs):
+        study = optuna.create_study(direction="maximize", sampler=sampler)
+        for (lr, wd), schedules in configs:
+            for s in schedules:
+                params = {"lr": lr, "weight_decay": wd, "schedule": s}
+                study.add_trial(optuna.trial.create_trial(params=params, distributions=space, value=lr * s))
+        return study
+
+    recipe = [((0.02, 1e-4), (1.0, 2.0))]  # the recipe scored at both schedules: one configuration
+    ours = study_with(ConfigurationStartupSampler(startup=2, seed=7), recipe)
+    assert configurations(ours) == 1 and len(ours.trials) == 2
+    # Optuna's own start-up counts trials: with n_startup_trials=2 it would model already.
+    assert ours.sampler.in_startup(ours)
+    random_twin = study_with(optuna.samplers.RandomSampler(seed=7), recipe)
+    assert ours.ask(space).params == random_twin.ask(space).params
+
+    two = [*recipe, ((0.05, 1e-5), (1.0,))]
+    ours = study_with(ConfigurationStartupSampler(startup=2, seed=7), two)
+    assert configurations(ours) == 2 and not ours.sampler.in_startup(ours)
+    tpe_twin = study_with(optuna.samplers.TPESampler(seed=7, n_startup_trials=0, constant_liar=True), two)
+    random_twin = study_with(optuna.samplers.RandomSampler(seed=7), two)
+    suggestion = ours.ask(space).params
+    assert suggestion == tpe_twin.ask(space).params and suggestion != random_twin.ask(space).params

@@ -161,3 +161,41 @@ def test_pretrained_images_reach_the_trial_config(tmp_path):
     assert arm["pretrained_weights"] == weights and arm["pretrain_images_seen"] == 1_281_167
     unknown = prepare_inputs(dataclasses.replace(study, pretrained_images={}), log=lambda _m: None)
     assert unknown == {"tiny": (weights, None)}  # drawn as "unknown", never as 0
+
+
+def test_each_replicate_seed_pretrains_its_own_backbone(tmp_path, monkeypatch):
+    """A seed replicate varies all of the pretrained init's randomness: with the generated
+    pretraining, each seed loads a backbone pretrained under its own seed (cached apart);
+    real ImageNet weights stay one checkpoint for every seed."""
+    import dataclasses
+
+    import torch
+
+    from study.config import Arm, base_trial
+    from study.presets import SMOKE
+    from study.workspace import prepare_inputs, seed_backbones
+    from trainables.ray_entry import trial_config
+
+    monkeypatch.setenv("RETHINK_CACHE", str(tmp_path / "cache"))
+    study = dataclasses.replace(SMOKE, seed=0)
+    pretrained = prepare_inputs(study, log=lambda _m: None)
+    arms = {
+        arm.name: base_trial(study, arm, results_uri=str(tmp_path), code_version="", pretrained=pretrained)
+        for arm in (Arm("scratch", 1.0, "tiny"), Arm("pretrained", 1.0, "tiny"))
+    }
+    backbones = seed_backbones(study, arms, [0, 1, 2], log=lambda _m: None)
+    assert set(backbones) == {"pretrained-tiny-f1"}  # scratch has nothing to pretrain
+    per_seed = backbones["pretrained-tiny-f1"]
+    # The search's seed keeps the study's own backbone; the others are new, one per seed.
+    assert per_seed[0][0] == arms["pretrained-tiny-f1"]["pretrained_weights"]
+    assert len({path for path, _ in per_seed.values()}) == 3
+    weights = [torch.load(per_seed[s][0], map_location="cpu") for s in (0, 1)]
+    assert any(not torch.equal(a, b) for a, b in zip(weights[0].values(), weights[1].values()))
+    # A trial of seed 2 loads seed 2's backbone; one of a seed without an entry keeps the arm's.
+    point = {"arm": "pretrained-tiny-f1", "lr": 0.02, "weight_decay": 1e-4, "schedule": 1.0}
+    cfg = trial_config({**point, "seed": 2}, arms, "t2", backbones)
+    assert cfg.pretrained_weights == per_seed[2][0] and cfg.seed == 2
+    assert trial_config({**point, "seed": 5}, arms, "t5", backbones).pretrained_weights == per_seed[0][0]
+    # Real weights: one fixed checkpoint, no per-seed backbones.
+    real = dataclasses.replace(study, pretrained_weights={"tiny": str(tmp_path / "w.pth")})
+    assert seed_backbones(real, arms, [0, 1, 2], log=lambda _m: None) == {}

@@ -111,23 +111,38 @@ def _load_checkpoint() -> dict[str, Any] | None:
         return torch.load(os.path.join(folder, CHECKPOINT_FILE), map_location="cpu", weights_only=False)
 
 
-def trial_config(config: dict[str, Any], arms: dict[str, dict[str, Any]], trial_id: str) -> TrialConfig:
-    """The full trial config: the arm's fixed base plus the searched values."""
+def trial_config(
+    config: dict[str, Any],
+    arms: dict[str, dict[str, Any]],
+    trial_id: str,
+    backbones: dict[str, dict[int, tuple[str, int]]] | None = None,
+) -> TrialConfig:
+    """The full trial config: the arm's fixed base plus the searched values; ``backbones``
+    (arm -> seed -> (weights, images seen)) gives a replicate seed its own pretraining."""
     arm = config["arm"]
     if arm not in arms:
         raise KeyError(f"unknown arm {arm!r} (known: {', '.join(arms)})")
     searched = {k: config[k] for k in SEARCHED_KEYS if k in config}
-    return from_dict(TrialConfig, {**arms[arm], **searched, "trial_id": trial_id})
+    merged = {**arms[arm], **searched, "trial_id": trial_id}
+    own = (backbones or {}).get(arm, {})
+    seed = int(merged["seed"])
+    if seed in own:
+        merged["pretrained_weights"], merged["pretrain_images_seen"] = own[seed]
+    return from_dict(TrialConfig, merged)
 
 
-def train_driver_fn(config: dict[str, Any], arms: dict[str, dict[str, Any]]) -> None:
+def train_driver_fn(
+    config: dict[str, Any],
+    arms: dict[str, dict[str, Any]],
+    backbones: dict[str, dict[int, tuple[str, int]]] | None = None,
+) -> None:
     """One Tune trial = one Ray Train run of ``num_workers`` DDP workers."""
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from trainables.ray_backend import TorchProcessGroupConfig
 
     trial_id = ray.tune.get_context().get_trial_id()
-    cfg = trial_config(config, arms, trial_id)
+    cfg = trial_config(config, arms, trial_id, backbones)
     resources = {"CPU": cfg.cpus_per_worker, **cfg.worker_resources}
     if cfg.use_gpu:
         resources["GPU"] = 1
