@@ -78,16 +78,14 @@ class Axes:
 class EarlyStopping:
     """Rungs at the schedules of each arm's set (study/scheduler.py): at each schedule's
     final result the bottom 1 - 1/reduction_factor of the arm's trials stop, but only a
-    trial below the rung's cutoff by more than ``min_gap`` (AP units): a gap the size of the
-    evaluation's own noise decides nothing. The recipe trial is never stopped."""
+    trial below the rung's cutoff by more than the study's ``equivalence_margin``: a gap
+    that would count as "no worse" decides nothing. The recipe trial is never stopped."""
 
     enabled: bool = True
     reduction_factor: int = 3
-    min_gap: float = 0.0
 
     def __post_init__(self) -> None:
         _check(self.reduction_factor >= 2, "early_stopping.reduction_factor", self.reduction_factor, ">= 2")
-        _check(self.min_gap >= 0, "early_stopping.min_gap", self.min_gap, ">= 0")
 
 
 @dataclass(frozen=True)
@@ -133,9 +131,10 @@ class StudyConfig:
     # warmup_iters, schedule_batch) stay study-wide: they scale with the global batch.
     trial_overrides: tuple[tuple[str, dict[str, Any]], ...] = ()
     objective: str = "bbox_AP"
-    # The equivalence margin (AP units) of the verdict: the largest gap scratch - pretrained
-    # that still counts as "no worse" (analysis/replicates.py's two one-sided tests). A
-    # property of the question, fixed before the study runs.
+    # The equivalence margin (AP units): the largest gap scratch - pretrained that still
+    # counts as "no worse" (analysis/replicates.py's two one-sided tests), and the least gap
+    # at which early stopping calls one trial worse than its peers. A property of the
+    # question, fixed before the study runs.
     equivalence_margin: float = 0.005
     early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
     max_failures: int = 2

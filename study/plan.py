@@ -148,16 +148,21 @@ def format_plan(plan: Plan) -> str:
                 f"  replicates: after the search, each arm's recipe and best (lr, wd) under {s.replicates} seeds "
                 f"({s.seed}-{s.seed + s.replicates - 1}), trunk to its longest schedule: up to "
                 f"{2 * s.replicates} more trials per arm, none stopped early"
+                + ("; each seed pretrains its own backbone" if s.pretrain is not None else "")
             ]
             if s.replicates > 1
             else []
         ),
         "  early stopping: "
         + (
-            f"rungs at the schedules of each arm, reduction {s.early_stopping.reduction_factor}"
+            f"rungs at the schedules of each arm, reduction {s.early_stopping.reduction_factor}; a trial stops "
+            f"only more than {s.equivalence_margin:g} AP below a rung's cutoff, and the recipe never"
             if s.early_stopping.enabled
             else "off"
         ),
+        f"  verdict: scratch is equivalent to pretrained at a schedule when the 90% interval of the gap over seeds "
+        f"lies within ±{s.equivalence_margin:g} AP"
+        + ("" if s.replicates > 1 else " (needs --replicates K: one seed gives no interval)"),
         "",
         f"  {'arm':<26} {'trials':>6} {'schedules':<14} {'lr range':<17} {'wd range':<17} {'iterations':>11}",
     ]

@@ -16,10 +16,10 @@ Two rules keep the comparison honest:
   arm's whole schedule set (the paper's Table 1 design); its scores join every rung, but it
   runs to its end even when a peer did better, so the recipe row is complete for both inits.
 - **Only a gap beyond the noise stops a trial.** A trial stops only when its score lies
-  below the rung's cutoff by more than ``min_gap`` (the preset's ``early_stopping.min_gap``,
-  about the AP's seed noise). Early in a from-scratch run every trial sits at AP near 0,
-  where differences are noise: such a rung stops nobody, and its trials go on to a
-  schedule where their results can differ.
+  below the rung's cutoff by more than ``min_gap`` (the study's equivalence margin: a gap
+  that counts as "no worse" cannot make a trial worse). Early in a from-scratch run every
+  trial sits at AP near 0, where differences are far smaller: such a rung stops nobody,
+  and its trials go on to a schedule where their results can differ.
 
 Ties are broken by the training loss (lower is better), which moves a score by at most a
 tenth of an AP point.
