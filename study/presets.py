@@ -18,80 +18,89 @@ from trainables.zoo import R50_GN, R50_GN_CAFFE2, R50_SYNCBN, R101_GN_CAFFE2, TI
 LOCAL_MODELS = {"tiny": TINY_GN}
 
 # --- Local presets ----------------------------------------------------------------------
-# Where the toy's constants come from: the data, the 1x length, the batch, the LR range, the
-# recipe and the clipping were each chosen from bbox AP on the generated search split
-# ("val" before the study had a test split; the same 100 images), and from the study's time
-# on 2 cores. None was chosen on the test split, which was generated after them and is
-# scored only for the report.
+# Where the toy's constants come from: the task, the model's cost, the 1x length, the
+# schedule set, the batch and the recipe were each chosen from bbox AP on the generated
+# search split, and from the study's time on 2 cores. None was chosen on the test split,
+# which is scored only for the report. The aim (the paper's regime, Table 1): pretrained
+# flat at the longest schedules, and ahead at the shortest. At batch 2 the tiny model's AP
+# grows with the optimizer steps it takes, by about the same amount per step whatever the
+# task's details or the LR in the searched range, and pretrained levels off only after
+# about 2,000 steps: the budget is spent on steps (cheap images, a cheap model, two trials
+# at once), not on a harder task.
 TOY_DATA = DataConfig(
     source="synthetic",
-    # 5 shape categories in random solid colours, up to 8 objects of 28-90 px that may hide
-    # 10% of each other, over noisy gradients, crowd regions included. Textures, distractors
-    # and heavier occlusion (SyntheticSpec's defaults) make the task harder than a 2-core
-    # study can learn from scratch in 15 minutes: with them, scratch stayed below AP 0.3
-    # after 1,200 iterations.
+    # 5 shape categories in random solid colours, 1-6 objects of 32-100 px that do not
+    # occlude each other, over noisy gradients, crowd regions included; 96-128 px images.
+    # Textures, distractors and occlusion (SyntheticSpec's defaults) only slow the learning
+    # down; larger images cost more per step for no faster learning per step.
     # 600 training images; 100 search-split images score the search, early stopping and
     # the best trial; 100 test-split images score only the report.
     synthetic=SyntheticSpec(
         num_train=600,
         num_search=100,
         num_test=100,
-        min_side=112,
-        max_side=160,
-        max_objects=8,
-        min_radius=14,
-        max_radius_frac=0.35,
+        min_side=96,
+        max_side=128,
+        max_objects=6,
+        min_radius=16,
+        max_radius_frac=0.4,
         clutter=0,
-        max_occlusion=0.1,
+        max_occlusion=0.0,
         textures=1,
         seed=0,
     ),
-    min_size=(128,),
-    max_size=192,
-    test_min_size=128,
+    min_size=(96,),
+    max_size=144,
+    test_min_size=96,
     hflip_prob=0.5,
 )
-TOY_SEARCH = SearchSpace(lr=(0.08, 1.0), weight_decay=(1e-5, 1e-3), schedule=(1.0, 2.0, 3.0))
+# Both inits search the same schedules. 1x is where pretrained's head start shows; 7x and
+# 8x are where pretrained has levelled off (the paper's 4x-6x); 3x lies between.
+TOY_SEARCH = SearchSpace(lr=(0.08, 1.0), weight_decay=(1e-5, 1e-3), schedule=(1.0, 3.0, 7.0, 8.0))
 
 TOY = StudyConfig(
     name="toy",
-    description="the embedded default: generated COCO-format data, tiny Mask R-CNN, CPU, about 10 minutes on 2 cores",
+    description="the embedded default: generated COCO-format data, tiny Mask R-CNN, CPU, about 9 minutes on 2 cores",
     axes=Axes(init=("scratch", "pretrained"), data_fraction=(1.0,), model=("tiny",)),
     models=LOCAL_MODELS,
     data=TOY_DATA,
-    # 1x = 200 iterations of 2 images (2 workers x 1) = 400 images, 0.67 passes over the
-    # training set; the LR drops at the last 133 and 44 iterations (the paper's last 60k
-    # and 20k of 90k, scaled), after 40 iterations of warm-up. A trial of the recipe scores
-    # 1x-3x in 867 iterations, which keeps the study within 10 minutes on 2 cores (a longer
-    # 1x learns far more: README). On a CPU an image costs the same in any batch, and at
-    # this budget 2 images per step reach a higher AP than 4 (more, smaller SGD steps).
+    # 1x = 300 iterations of 2 images = 600 images, one pass over the training set; the LR
+    # drops at the last 200 and 67 iterations of each schedule (the paper's last 60k and
+    # 20k of 90k, scaled), after 60 iterations of warm-up. The recipe's trial scores all
+    # four schedules in 3,000 iterations (a trunk to 2,200, four cooldowns of 200) instead
+    # of 5,700 for four runs. One worker training 2 images per step, two trials at once,
+    # does more steps per second on 2 cores than one trial of 2 DDP workers x 1 image.
     # Clipping guards the high-LR corner of the search.
     solver=SolverConfig(
-        base_iters=200,
-        ims_per_worker=1,
+        base_iters=300,
+        ims_per_worker=2,
         reference_batch=16,
-        # The toy's 1x is 200 iterations of its own batch of 2 images (2 workers x 1).
+        # The toy's 1x is 300 iterations of its own batch of 2 images (1 worker x 2).
         schedule_batch=2,
-        warmup_iters=40,
+        warmup_iters=60,
         warmup_factor=1 / 3,
         clip_grad_norm=10.0,
     ),
     # LR is quoted at 16 images (x2/16 at the real batch of 2); 0.3 works well for both inits
-    # on this data, so the range spans ~4x either side of it. Both inits search the same
-    # schedules, 1x-3x; every trial scores each one up to its own on a branch.
+    # on this data (0.15 gives the same, 0.6 less), so the range spans ~4x either side of it.
     search=TOY_SEARCH,
-    # Two trials per arm (the recipe, then Optuna's pick), one at a time, each on 2 DDP
-    # workers of one core (two single-worker trials side by side were slower: README).
+    # Two trials per arm (the recipe, then Optuna's pick), each on 1 worker of one core, two
+    # trials at once.
     num_samples=2,
-    num_workers=2,
+    num_workers=1,
     cpus_per_worker=1,
-    eval_period=100,
-    # 600 iterations of 64 generated images (38,400 images) instead of the spec's 900: a
-    # minute less of the study's 10, the backbone still well past chance.
-    pretrain=PretrainSpec(iterations=600),
+    eval_period=600,
+    # 1,500 iterations of 64 generated images (96,000 images): held-out accuracy about
+    # 0.95, and a pretrained arm that levels off within the schedule set (600 iterations
+    # gave about 0.7 and a pretrained arm still climbing at 8x: docs/toy_calibration.md).
+    pretrain=PretrainSpec(iterations=1500),
     # The recipe runs the whole set: Table 1's design, every schedule for both inits.
-    default_trial={"lr": 0.3, "weight_decay": 1e-4, "schedule": 3.0},
+    default_trial={"lr": 0.3, "weight_decay": 1e-4, "schedule": 8.0},
     early_stopping=EarlyStopping(enabled=True, reduction_factor=2),
+    # The gap that still counts as "no worse" on this task: 0.02 AP, about 3% of the AP
+    # pretrained levels off at (the paper's 0.5-point margin for COCO is about 1.2%; the
+    # toy's seed noise is larger). Early stopping calls a trial worse only beyond it.
+    equivalence_margin=0.02,
 )
 
 SMOKE = dataclasses.replace(
@@ -108,14 +117,17 @@ SMOKE = dataclasses.replace(
         test_min_size=96,
     ),
     # 1x = 9 iterations of 4 images (2 DDP workers x 2): drops at iterations 3 and 7 (the
-    # last 6 and 2).
+    # last 6 and 2). Two workers, so that the smoke runs exercise DDP.
     solver=dataclasses.replace(TOY.solver, base_iters=9, warmup_iters=2, ims_per_worker=2, schedule_batch=4),
     search=SearchSpace(lr=(0.01, 0.05), weight_decay=(1e-5, 1e-3), schedule=(1.0, 2.0)),
     num_samples=2,
+    num_workers=2,
     eval_period=6,
     pretrain=PretrainSpec(iterations=10, batch_size=16, lr=0.05),
     default_trial={"lr": 0.02, "weight_decay": 1e-4, "schedule": 2.0},
     early_stopping=EarlyStopping(enabled=True, reduction_factor=2),
+    # Smoke-size APs are noise; the margin only has to be positive.
+    equivalence_margin=0.001,
 )
 
 TOY_SCALING = dataclasses.replace(
@@ -130,12 +142,15 @@ TOY_SCALING = dataclasses.replace(
 TOY_REPLICATES = dataclasses.replace(
     TOY,
     name="toy-replicates",
-    description="toy, then each arm's recipe and best settings under 3 seeds: seed noise, a 95% interval "
-    "for the gap, a verdict per schedule",
-    # Seeds 0, 1, 2 (model init and data order; the same 600 training images). Three is the
-    # fewest that gives each init a spread; Welch's interval is wide at this count (t = 2.78
-    # at 4 degrees of freedom), so it separates only gaps well beyond the noise.
-    replicates=3,
+    description="the toy's recipe under 4 seeds per init: seed noise, the gap's intervals and an equivalence "
+    "verdict per schedule",
+    # The recipe alone (the paper's Table 1 design: one recipe at every schedule), trained
+    # under seeds 0-3; each seed changes the model init, the data order and the generated
+    # pretraining (the same 600 training images). Four seeds keep the preset within about
+    # 20 minutes on 2 cores; Welch's interval is still wide at this count (t = 2.45 at 6
+    # degrees of freedom), so "inconclusive" is a likely reading wherever the gap is small.
+    num_samples=1,
+    replicates=4,
 )
 
 # --- COCO presets (the paper's protocol, Sec. 4.1) --------------------------------------
@@ -213,6 +228,10 @@ COCO_R50_GN = StudyConfig(
     # cooldowns, 780k iterations instead of 1.8M for five separate runs.
     default_trial={"lr": 0.02, "weight_decay": 1e-4, "schedule": 6.0},
     early_stopping=EarlyStopping(enabled=True, reduction_factor=2),
+    # Equivalence margin 0.5 AP points: the paper calls scratch "no worse" at gaps of
+    # 0.1-0.4 points (Table 1, R50 6x: 41.3 vs 41.1; Table 2's six metrics, up to 1.0 for
+    # AP75), so half a point is the largest gap its claim covers with bbox AP.
+    equivalence_margin=0.005,
     max_failures=-1,  # spot GPUs: retry from the last checkpoint as often as it takes
     # clusters/aws.yaml allows 4 8-GPU nodes = 32 GPUs: 4 trials of 8 workers at once (the
     # autoscaler adds a node for each pending trial's placement group).

@@ -1,6 +1,7 @@
 """The command line rejects bad input before Ray starts, naming the bad part."""
 
 import dataclasses
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -93,7 +94,9 @@ def test_dry_run_states_the_splits_and_the_replicate_phase(capsys, tmp_path):
     assert "splits: search (Optuna, early stopping, best trial) = 100 generated images; test (each schedule's " in out
     assert "replicates: after the search, each arm's recipe and best (lr, wd) under 3 seeds (0-2)" in out
     assert main(["--preset", "toy-replicates", "--dry-run", "--results", str(tmp_path)]) == 0
-    assert "under 3 seeds" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "under 4 seeds (0-3)" in out and "each seed pretrains its own backbone" in out
+    assert "lies within ±0.02 AP" in out and "needs --replicates" not in out
     assert main(["--preset", "toy", "--dry-run", "--results", str(tmp_path)]) == 0
     assert "replicates:" not in capsys.readouterr().out
     assert not any(tmp_path.iterdir())
@@ -104,16 +107,18 @@ def test_dry_run_prints_the_plan_and_writes_nothing(capsys, tmp_path):
     out = capsys.readouterr().out
     assert "arms: 2, trials: 10 (5 per arm)" in out
     assert "scratch-tiny-f1" in out and "pretrained-tiny-f1" in out
-    assert "2 Ray Train workers x (1 CPU)" in out and "batch 2" in out
-    # Both arms search 1x-3x; the recipe's trial runs the whole set on branches, then 4
-    # trials of a searched trunk length cost the mean over the set.
+    assert "1 Ray Train worker x (1 CPU), 2 images/worker = batch 2" in out
+    assert "concurrency: 2 trial(s) at once" in out or (os.cpu_count() or 1) < 2
+    # Both arms search 1x, 3x, 7x, 8x; the recipe's trial runs the whole set on branches,
+    # then 4 trials of a searched trunk length cost the mean over the set.
     base, schedules = TOY.solver.base_iters, TOY.search.schedule
-    recipe = trial_iterations(branches(base, schedules, 3.0))
-    mean = sum(trial_iterations(branches(base, schedules, s)) for s in schedules) / 3
+    recipe = trial_iterations(branches(base, schedules, 8.0))
+    mean = sum(trial_iterations(branches(base, schedules, s)) for s in schedules) / 4
     per_arm = recipe + round(4 * mean)
-    assert f"{per_arm:,}" in out and f"{2 * per_arm:,}" in out and out.count("1x,2x,3x") == 2
+    assert f"{per_arm:,}" in out and f"{2 * per_arm:,}" in out and out.count("1x,3x,7x,8x") == 2
     assert (
-        f"recipe 3x (lr 0.3): {recipe:,} iterations with branches, {6 * base:,} as separate runs of 1x, 2x, 3x" in out
+        f"recipe 8x (lr 0.3): {recipe:,} iterations with branches, {19 * base:,} as separate runs of 1x, 3x, 7x, 8x"
+        in out
     )
     assert f"longest trial: {recipe:,} iterations" in out
     assert "nothing was trained" in out and not list(tmp_path.iterdir())

@@ -87,5 +87,5 @@ def test_schedules_count_images_whatever_the_global_batch():
     assert eight["ends"][-1] == 540_000 * 16 and eight["drops"][-2:] == [480_000 * 16, 520_000 * 16]
     # A preset run at the batch it quotes is unchanged; resolving twice changes nothing.
     assert at_global_batch(TOY) is TOY
-    once = at_global_batch(dataclasses.replace(TOY, num_workers=1))
-    assert once.solver.base_iters == 400 and once.eval_period == 200 and at_global_batch(once) is once
+    once = at_global_batch(dataclasses.replace(TOY, num_workers=2))
+    assert once.solver.base_iters == 150 and once.eval_period == 300 and at_global_batch(once) is once
