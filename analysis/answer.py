@@ -24,7 +24,12 @@ def _label(schedule: float) -> str:
 
 
 def answer_tables(
-    df: pd.DataFrame, objective: str, margin: float, gaps: pd.DataFrame | None = None, with_paper: bool = False
+    df: pd.DataFrame,
+    objective: str,
+    margin: float,
+    gaps: pd.DataFrame | None = None,
+    with_paper: bool = False,
+    rows: pd.DataFrame | None = None,
 ) -> list[tuple[str, pd.DataFrame]]:
     """[(title, table)] per (model, data fraction); cells are formatted strings.
 
@@ -33,7 +38,7 @@ def answer_tables(
     (``gaps`` from replicates.gap_intervals), the "best" configuration's seeds (or the recipe,
     where it was the best) give mean ± std (seeds), Δ with its 95 % interval and the verdict.
     ``with_paper`` adds the paper's Table 1 bbox AP (val2017, percent) for a COCO study's
-    full-data model.
+    full-data model. ``rows`` (replicate_rows' output) judge pretrained's plateau over seeds.
     """
     best = best_by_schedule(df, objective)
     column = f"test_{objective}" if best[f"test_{objective}"].notna().any() else objective
@@ -45,9 +50,9 @@ def answer_tables(
             for init in ("scratch", "pretrained")
         }
         mine = _replicated(gaps, model, fraction)
-        rows = {"scratch": [], "pretrained": [], "Δ scratch − pretrained": []}
+        cells_by_row = {"scratch": [], "pretrained": [], "Δ scratch − pretrained": []}
         if mine is not None:
-            rows[f"verdict (margin ±{margin:g})"] = []
+            cells_by_row[f"verdict (margin ±{margin:g})"] = []
             schedules = sorted(set(schedules) | set(mine.index))
             means = mine["pretrained_mean"].reindex(schedules)
         else:
@@ -55,28 +60,37 @@ def answer_tables(
         for s in schedules:
             gap = mine.loc[s] if mine is not None and s in mine.index else None
             if gap is not None:
-                rows["scratch"].append(replicates.seeds_cell(gap.scratch_seeds, gap.scratch_mean, gap.scratch_std))
-                rows["pretrained"].append(
+                cells_by_row["scratch"].append(
+                    replicates.seeds_cell(gap.scratch_seeds, gap.scratch_mean, gap.scratch_std)
+                )
+                cells_by_row["pretrained"].append(
                     replicates.seeds_cell(gap.pretrained_seeds, gap.pretrained_mean, gap.pretrained_std)
                 )
                 ci = "" if math.isnan(gap.low) else f" [{gap.low:+.3f}, {gap.high:+.3f}]"
-                rows["Δ scratch − pretrained"].append(f"{gap.delta:+.3f}{ci}")
-                rows[f"verdict (margin ±{margin:g})"].append(f"**{gap.verdict}**")
+                cells_by_row["Δ scratch − pretrained"].append(f"{gap.delta:+.3f}{ci}")
+                cells_by_row[f"verdict (margin ±{margin:g})"].append(f"**{gap.verdict}**")
                 continue
             cells = {init: values[init].get(s, math.nan) for init in values}
             for init in ("scratch", "pretrained"):
-                rows[init].append(_ap(cells[init]))
-            rows["Δ scratch − pretrained"].append(_ap(cells["scratch"] - cells["pretrained"], signed=True))
+                cells_by_row[init].append(_ap(cells[init]))
+            cells_by_row["Δ scratch − pretrained"].append(_ap(cells["scratch"] - cells["pretrained"], signed=True))
             if mine is not None:
-                rows[f"verdict (margin ±{margin:g})"].append("no replicates")
-        rows["pretrained: change from the schedule before"] = _changes(means, margin)
+                cells_by_row[f"verdict (margin ±{margin:g})"].append("no replicates")
+        paired = None
+        if mine is not None and rows is not None:
+            config = str(mine["config"].iloc[0])
+            arm_rows = rows[(rows["model"] == model) & (rows["data_fraction"] == fraction)]
+            paired = replicates.plateau_test(arm_rows, config, margin)
+        cells_by_row["pretrained: change from the schedule before"] = _changes(means, margin, paired)
         if with_paper and fraction == 1.0:
             paper = table1_frame()
             for init, name in (("scratch", "paper: random init"), ("pretrained", "paper: w/ pre-train")):
                 mine_paper = paper[(paper["model"] == model) & (paper["init"] == init)].set_index("schedule")
                 if not mine_paper.empty:
-                    rows[name] = [_ap(mine_paper["paper_bbox_AP"].get(s, math.nan) / 100) for s in schedules]
-        table = pd.DataFrame([[name, *cells] for name, cells in rows.items()], columns=["", *map(_label, schedules)])
+                    cells_by_row[name] = [_ap(mine_paper["paper_bbox_AP"].get(s, math.nan) / 100) for s in schedules]
+        table = pd.DataFrame(
+            [[name, *cells] for name, cells in cells_by_row.items()], columns=["", *map(_label, schedules)]
+        )
         split = "test split" if column.startswith("test_") else "search split (the study has no test split)"
         what = "mean ± std over seeds" if mine is not None else "one seed"
         out.append((f"{model}, data fraction {fraction:g}: {objective} on the {split}, {what}", table))
@@ -95,8 +109,10 @@ def _replicated(gaps: pd.DataFrame | None, model: str, fraction: float) -> pd.Da
     return None
 
 
-def _changes(means: pd.Series, margin: float) -> list[str]:
-    """Pretrained's change from each schedule to the next; the plateau marked at the longest."""
+def _changes(means: pd.Series, margin: float, paired: dict | None = None) -> list[str]:
+    """Pretrained's change from each schedule to the next; at the longest, whether it has
+    levelled off: over seeds (``paired``, replicates.plateau_test) or, with one seed, the
+    point estimate against the margin, said to be one."""
     cells, previous = [], math.nan
     for i, value in enumerate(means):
         if i == 0 or math.isnan(previous) or math.isnan(value):
@@ -105,7 +121,13 @@ def _changes(means: pd.Series, margin: float) -> list[str]:
             change = value - previous
             cell = f"{change:+.3f}"
             if i == len(means) - 1:
-                cell += " (plateau: within the margin)" if abs(change) <= margin else " (still changing)"
+                if paired is not None and paired["seeds"] >= 2:
+                    cell += (
+                        f" (**{paired['reading']}**: 90% CI [{paired['low90']:+.3f}, {paired['high90']:+.3f}] "
+                        f"against ±{margin:g})"
+                    )
+                else:
+                    cell += f" ({'within' if abs(change) <= margin else 'beyond'} ±{margin:g}; one seed, no interval)"
             cells.append(cell)
         previous = value
     return cells

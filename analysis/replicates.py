@@ -226,8 +226,9 @@ def verdict(gap: pd.Series) -> str:
 
 
 def plateau(means: pd.Series, margin: float) -> tuple[float, float, float, bool] | None:
-    """Pretrained's change between its two longest schedules: (from, to, change, within the
-    margin); ``means`` is AP by schedule. None with fewer than two schedules."""
+    """Pretrained's change between its two longest schedules, from one value per schedule:
+    (from, to, change, within the margin); ``means`` is AP by schedule. None with fewer
+    than two schedules. A point estimate: use :func:`plateau_test` where seeds exist."""
     means = means.dropna().sort_index()
     if len(means) < 2:
         return None
@@ -236,11 +237,46 @@ def plateau(means: pd.Series, margin: float) -> tuple[float, float, float, bool]
     return float(s0), float(s1), change, abs(change) <= margin
 
 
-def headline(gaps: pd.DataFrame) -> list[str]:
+def plateau_test(rows: pd.DataFrame, config: str, margin: float) -> dict | None:
+    """Whether pretrained has levelled off between its two longest schedules, over seeds.
+
+    Each seed scores both schedules on one trunk, so the change is paired by seed: its 90 %
+    interval (one-sample t over the per-seed changes) inside ±margin reads "plateaued"
+    (equivalence, as for the gap), its 95 % interval above 0 "still rising", below 0
+    "falling", else "inconclusive". ``rows`` are replicate_rows' rows of one (model, data
+    fraction); ``config`` the gap's configuration ("best", "recipe" or "recipe = best").
+    """
+    from scipy import stats
+
+    mine = rows[(rows["init"] == "pretrained") & rows["config"].isin([config, BOTH])]
+    schedules = sorted(mine["schedule"].unique())
+    if len(schedules) < 2:
+        return None
+    s0, s1 = schedules[-2:]
+    wide = mine[mine["schedule"].isin([s0, s1])].pivot_table(index="seed", columns="schedule", values="value")
+    change = (wide[s1] - wide[s0]).dropna().to_numpy(float)
+    out = {"from": float(s0), "to": float(s1), "change": float(change.mean()) if len(change) else math.nan}
+    out["seeds"] = len(change)
+    if len(change) < 2:
+        out["reading"] = INCONCLUSIVE
+        return out
+    if change.std() == 0:
+        low = high = low90 = high90 = float(change.mean())
+    else:
+        test = stats.ttest_1samp(change, 0.0)
+        ci95, ci90 = test.confidence_interval(1 - ALPHA), test.confidence_interval(1 - 2 * ALPHA)
+        low, high, low90, high90 = (float(v) for v in (ci95.low, ci95.high, ci90.low, ci90.high))
+    reading = classify(low, high, low90, high90, margin)
+    out["reading"] = {EQUIVALENT: "plateaued", BEHIND: "falling", AHEAD: "still rising"}.get(reading, reading)
+    out["low90"], out["high90"] = low90, high90
+    return out
+
+
+def headline(gaps: pd.DataFrame, rows: pd.DataFrame | None = None) -> list[str]:
     """Per (model, data fraction, config): from which schedule on scratch is equivalent to
-    pretrained (every longer schedule equivalent too), or what it is at the longest schedule
-    scored; and whether pretrained has plateaued there (its change between its two longest
-    schedules within the margin)."""
+    pretrained (every longer schedule equivalent too), or what it is at each schedule; and
+    whether pretrained has levelled off between its two longest schedules (paired by seed
+    with ``rows``, replicate_rows' output; else from the means, a point estimate)."""
     lines = []
     for (model, fraction, config), group in gaps.groupby(["model", "data_fraction", "config"], sort=True):
         group = group.sort_values("schedule")
@@ -253,15 +289,26 @@ def headline(gaps: pd.DataFrame) -> list[str]:
         else:
             readings = ", ".join(f"{v} at {s:g}x" for s, v in zip(group["schedule"], group["verdict"]))
             what = f"scratch is not equivalent to pretrained (±{margin:g}) at the longest schedule: {readings}"
-        flat = plateau(group.set_index("schedule")["pretrained_mean"], margin)
-        if flat is None:
-            what += "; pretrained's plateau cannot be judged from one schedule"
-        else:
-            s0, s1, change, within = flat
+        paired = None
+        if rows is not None:
+            mine = rows[(rows["model"] == model) & (rows["data_fraction"] == fraction)]
+            paired = plateau_test(mine, config, margin)
+        if paired is not None and paired["seeds"] >= 2:
             what += (
-                f"; pretrained {'has plateaued' if within else 'is still changing'} "
-                f"({change:+.3f} from {s0:g}x to {s1:g}x, {'within' if within else 'beyond'} the margin)"
+                f"; pretrained {paired['from']:g}x -> {paired['to']:g}x: {paired['change']:+.3f} over "
+                f"{paired['seeds']} seeds, 90% CI [{paired['low90']:+.3f}, {paired['high90']:+.3f}]: "
+                f"{paired['reading']}"
             )
+        else:
+            flat = plateau(group.set_index("schedule")["pretrained_mean"], margin)
+            if flat is None:
+                what += "; pretrained's plateau cannot be judged from one schedule"
+            else:
+                s0, s1, change, within = flat
+                what += (
+                    f"; pretrained {'has plateaued' if within else 'is still changing'} "
+                    f"({change:+.3f} from {s0:g}x to {s1:g}x, {'within' if within else 'beyond'} the margin)"
+                )
         lines.append(f"{where}: {what}")
     return lines
 

@@ -160,7 +160,7 @@ def write_report(study_dir: str | os.PathLike, out: str | os.PathLike | None = N
         f"Results: `{study_dir}` — {len(trials)} trials, {len(final)} schedule results, {len(df)} evaluations; "
         f"objective `{objective}`. AP values are fractions (the paper prints percent).",
         "",
-        *_answer_section(searched, objective, margin, gaps, is_coco),
+        *_answer_section(searched, objective, margin, gaps, is_coco, rows),
         "## How to read it",
         "",
         "Every trial trains one peak-LR trunk and scores each schedule of its arm up to its own on a "
@@ -243,7 +243,7 @@ def write_report(study_dir: str | os.PathLike, out: str | os.PathLike | None = N
     else:
         split = "test" if replicates.value_column(data, objective).startswith("test_") else "search"
         sections += [
-            *[f"- **{line}**" for line in replicates.headline(gaps)],
+            *[f"- **{line}**" for line in replicates.headline(gaps, rows)],
             "",
             markdown_table(replicates.summary_table(gaps)),
             "",
@@ -264,13 +264,18 @@ def write_report(study_dir: str | os.PathLike, out: str | os.PathLike | None = N
 
 
 def _answer_section(
-    df: pd.DataFrame, objective: str, margin: float, gaps: pd.DataFrame | None, with_paper: bool
+    df: pd.DataFrame,
+    objective: str,
+    margin: float,
+    gaps: pd.DataFrame | None,
+    with_paper: bool,
+    rows: pd.DataFrame | None = None,
 ) -> list[str]:
     """The lead: Table 1's shape per (model, data fraction), and the verdict's headline."""
     lines = ["## The answer: scratch vs. pretrained per schedule (paper Table 1)", ""]
     if gaps is not None:
-        lines += [*[f"- **{line}**" for line in replicates.headline(gaps)], ""]
-    tables_ = answer.answer_tables(df, objective, margin, gaps, with_paper) if not df.empty else []
+        lines += [*[f"- **{line}**" for line in replicates.headline(gaps, rows)], ""]
+    tables_ = answer.answer_tables(df, objective, margin, gaps, with_paper, rows) if not df.empty else []
     if not tables_:
         lines += ["_No schedule has a completed final result yet._", ""]
     for title, table in tables_:

@@ -116,6 +116,29 @@ def test_the_four_verdicts_on_hand_made_replicates():
     assert one[7] == "inconclusive" and math.isnan(one[1])
 
 
+def test_pretrained_plateau_is_judged_over_seeds_paired_by_seed():
+    """Each seed scores both long schedules on one trunk: the change is paired by seed."""
+    # Changes +0.005, +0.010, +0.015 (sd 0.005): the 90% interval [-0.0, +0.02] lies in ±0.05.
+    flat = {s: {1.0: 0.1, 2.0: 0.50 + 0.01 * s, 3.0: 0.505 + 0.015 * s} for s in range(3)}
+    # Changes +0.08, +0.10, +0.12: still rising.
+    rising = {s: {1.0: 0.1, 2.0: 0.40, 3.0: 0.48 + 0.02 * s} for s in range(3)}
+    # Changes -0.04, +0.06, +0.00 with 3 seeds: too wide for either.
+    unclear = {
+        0: {1.0: 0.1, 2.0: 0.5, 3.0: 0.46},
+        1: {1.0: 0.1, 2.0: 0.5, 3.0: 0.56},
+        2: {1.0: 0.1, 2.0: 0.5, 3.0: 0.5},
+    }
+    scratch = {s: {1.0: 0.05, 2.0: 0.3, 3.0: 0.4} for s in range(3)}
+    for finals, reading in ((flat, "plateaued"), (rising, "still rising"), (unclear, "inconclusive")):
+        rows = replicates.replicate_rows(
+            _frame(_seeded("scratch", 0.3, scratch) + _seeded("pretrained", 0.3, finals)), RECIPES
+        )
+        out = replicates.plateau_test(rows, "recipe = best", margin=0.05)
+        assert (out["from"], out["to"], out["seeds"], out["reading"]) == (2.0, 3.0, 3, reading)
+        line = replicates.headline(replicates.gap_intervals(rows, margin=0.05), rows)[0]
+        assert line.endswith(f": {reading}") and "pretrained 2x -> 3x" in line
+
+
 def test_a_gap_outside_the_margin_is_never_equivalent():
     # Means 0.05 apart with almost no spread: behind, however many seeds.
     gap = _two_inits([0.45, 0.4501, 0.4499, 0.45], [0.50, 0.5001, 0.4999, 0.50])
@@ -181,13 +204,16 @@ def test_the_report_leads_with_the_answer_and_states_the_verdict(tmp_path, repli
     lead = text.split("## The answer")[1].split("## How to read it")[0]
     assert (
         "**tiny, data fraction 1, best (lr, wd): scratch is equivalent to pretrained (±0.05) from 3x on; "
-        "pretrained has plateaued (+0.010 from 2x to 3x, within the margin)**" in lead
+        "pretrained 2x -> 3x: +0.010 over 3 seeds, 90% CI [+0.010, +0.010]: plateaued**" in lead
     )
     # Table 1's shape: inits as rows, schedules as columns, the verdict and the plateau below.
     assert "|  | 1× | 2× | 3× |" in lead
     assert "| scratch | 0.110 ± 0.010 (3) | 0.220 ± 0.020 (3) | 0.320 ± 0.020 (3) |" in lead
     assert "| verdict (margin ±0.05) | **behind** | **behind** | **equivalent** |" in lead
-    assert "| pretrained: change from the schedule before | – | -0.090 | +0.010 (plateau: within the margin) |" in lead
+    assert (
+        "| pretrained: change from the schedule before | – | -0.090 | +0.010 (**plateaued**: 90% CI "
+        "[+0.010, +0.010] against ±0.05) |" in lead
+    )
     section = text.split("## Seed replicates")[1]
     # Without the recipes (study.json has no arms) the replicated configuration is each arm's best.
     assert "| tiny | 1 | best | 3 | 0.320 ± 0.020 (3) | 0.330 ± 0.020 (3) | -0.010 |" in section
