@@ -17,8 +17,8 @@ import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from analysis.results import final_rows  # noqa: E402
-from analysis.schema import COMPLETED, FINAL  # noqa: E402
 from analysis.tables import completed, scaling  # noqa: E402
+from trainables.rows import COMPLETED, FINAL  # noqa: E402
 
 COLOURS = {"scratch": "#d62728", "pretrained": "#1f77b4"}
 SCHEDULE_STYLES = ["-", "--", ":", "-."]

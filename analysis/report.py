@@ -18,7 +18,7 @@ import pandas as pd
 
 from analysis import answer, figures, replicates, tables
 from analysis.results import final_rows, load_results, trial_rows
-from analysis.schema import COLUMNS, COMPLETED, DIVERGED, STUDY_FILE
+from trainables.rows import COLUMNS, COMPLETED, DIVERGED, STUDY_FILE
 
 
 def read_study(study_dir: str | os.PathLike) -> dict[str, Any]:

@@ -1,6 +1,8 @@
 """Load a study's evaluation rows into pandas: de-duplicated, typed, ordered.
 
-Needs only pandas and pyarrow (no Ray, no torch), so results can be read on any laptop.
+Needs only pandas and pyarrow (no Ray, no torch), so results can be read on any laptop;
+the rows' contract and the storage helpers are the trials' own (trainables/rows.py,
+trainables/storage.py), which import nothing else.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ import pandas as pd
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from analysis.schema import COMPLETED, METRICS_DIR, ROW_KEY, SCHEMA, STOPPED
+from trainables import storage
+from trainables.rows import COMPLETED, FINAL, METRICS_DIR, ROW_KEY, SCHEMA, STOPPED, is_own_final
 
 KEY = list(ROW_KEY)
 
@@ -32,9 +35,7 @@ def load_results(path: str | os.PathLike) -> pd.DataFrame:
     Should a (trial_id, cost_iterations) appear twice, the row written last wins.
     """
     folder = metrics_path(path)
-    fs, inner = (
-        pafs.FileSystem.from_uri(folder) if "://" in folder else (pafs.LocalFileSystem(), os.path.abspath(folder))
-    )
+    fs, inner = storage.filesystem(folder)
     info = fs.get_file_info(inner)
     if info.type == pafs.FileType.NotFound:
         raise FileNotFoundError(f"no results at {folder} (expected DIR/NAME or DIR/NAME/metrics)")
@@ -60,7 +61,7 @@ def final_rows(df: pd.DataFrame) -> pd.DataFrame:
     (status "completed") or diverged on the way ("diverged")."""
     if df.empty:
         return df
-    return df[df["phase"] == "final"].sort_values(["arm", "trial_id", "schedule"])
+    return df[df["phase"] == FINAL].sort_values(["arm", "trial_id", "schedule"])
 
 
 def trial_rows(df: pd.DataFrame) -> pd.DataFrame:
@@ -72,7 +73,7 @@ def trial_rows(df: pd.DataFrame) -> pd.DataFrame:
     if df.empty:
         return df.assign(trial_status=pd.Series(dtype="string"))
     last = df.sort_values("cost_iterations").groupby("trial_id", sort=False).tail(1).sort_values(["arm", "trial_id"])
-    reached = (last["phase"] == "final") & (last["schedule"] == last["trunk_schedule"])
+    reached = is_own_final(last)
     status = last["status"].astype(object).copy()
     status[(status == COMPLETED) & ~reached] = STOPPED
     return last.assign(trial_status=status.astype("string"))

@@ -14,9 +14,8 @@ import pandas as pd
 
 from analysis.paper import DATA_FRACTION_BBOX_AP, TABLE2, table1_frame
 from analysis.results import final_rows, trial_rows
-from analysis.schema import COMPLETED, TRIAL_STATUSES
+from trainables.rows import ARM_KEYS, COMPLETED, TRIAL_STATUSES
 
-ARM_KEYS = ["model", "data_fraction", "init"]
 # The AP columns a table shows for a chosen result: the test split's, then the search split's.
 SHOWN = ("test_bbox_AP", "test_segm_AP", "bbox_AP", "segm_AP")
 
@@ -82,7 +81,7 @@ def recipe_table(df: pd.DataFrame, recipes: dict[str, tuple[float, float]], obje
     if recipe.empty:
         return pd.DataFrame(columns=["model", "data_fraction", "init"])
     column = f"test_{objective}" if recipe[f"test_{objective}"].notna().any() else objective
-    wide = recipe.pivot_table(index=ARM_KEYS, columns="schedule", values=column, aggfunc="first")
+    wide = recipe.pivot_table(index=list(ARM_KEYS), columns="schedule", values=column, aggfunc="first")
     wide.columns = [f"{s:g}x {column}" for s in wide.columns]
     return wide.reset_index()
 

@@ -28,9 +28,8 @@ from trainables.config import (
     _check,
     coerce,
 )
+from trainables.rows import ARM_KEYS, RECIPE_KEYS
 
-ARM_KEYS = ("init", "data_fraction", "model")  # the scientific axes; selectors name one
-RECIPE_KEYS = ("lr", "weight_decay", "schedule")  # the searched nuisance hyperparameters
 # Solver fields counted in iterations at the schedule batch (at_global_batch scales them).
 BATCH_SCALED = frozenset({"base_iters", "warmup_iters", "schedule_batch"})
 

@@ -21,10 +21,10 @@ from typing import Any
 import pandas as pd
 
 from analysis.results import final_rows, trial_rows
-from analysis.schema import COMPLETED, DIVERGED
 from study.config import StudyConfig, default_point, search_space
 from study.config import arms as study_arms
 from trainables import storage
+from trainables.rows import COMPLETED, DIVERGED
 
 REPLICATES_FILE = "replicates.json"
 

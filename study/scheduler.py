@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
-from analysis.schema import COMPLETED
+from trainables.rows import COMPLETED, FINAL, is_branch_final
 
 # Tie-break weight: the loss (capped at 10) moves the score by at most 0.001, a tenth of
 # one AP point, so it only decides between trials whose AP is (nearly) equal.
@@ -56,7 +56,7 @@ def rung_score(result: dict[str, Any], metric: str) -> float:
 
 def is_final(result: dict[str, Any], metric: str) -> bool:
     """A schedule's final result (completed or diverged) with a value."""
-    return result.get("phase") == "final" and result.get(metric) is not None
+    return result.get("phase") == FINAL and result.get(metric) is not None
 
 
 class Rungs:
@@ -138,7 +138,7 @@ class ScheduleRungs(FIFOScheduler):
             return TrialScheduler.CONTINUE
         arm, schedule = result["arm"], float(result["schedule"])
         self.rungs.record(arm, schedule, trial.trial_id, rung_score(result, self._metric))
-        more_trunk = schedule < float(result["trunk_schedule"]) and result.get("status") == COMPLETED
+        more_trunk = is_branch_final(result) and result.get("status") == COMPLETED
         if more_trunk and not self.is_recipe(result) and self.rungs.should_stop(arm, schedule, trial.trial_id):
             self.num_stopped += 1
             return TrialScheduler.STOP

@@ -24,13 +24,14 @@ import pickle
 from typing import Any
 
 import optuna
-from ray.tune.search import Searcher, SearchGenerator
+from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from analysis.schema import COMPLETED, DIVERGED, FINAL
 from study import failures
-from study.config import RECIPE_KEYS, SearchSpace, startup_trials
+from study.config import SearchSpace, startup_trials
 from study.sampler import ConfigurationStartupSampler
+from study.tune_compat import optuna_study, optuna_trials, restore_searcher_state, searcher_state
+from trainables.rows import COMPLETED, DIVERGED, FINAL, RECIPE_KEYS, is_branch_final, is_own_final
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ def is_branch_result(result: dict[str, Any], metric: str) -> bool:
         result.get("phase") == FINAL
         and result.get("status") == COMPLETED
         and result.get(metric) is not None
-        and result.get("schedule") != result.get("trunk_schedule")
+        and is_branch_final(result)
     )
 
 
@@ -133,7 +134,7 @@ def _is_own_final(result: dict[str, Any], metric: str) -> bool:
         result.get("phase") == FINAL
         and result.get("status") == COMPLETED
         and result.get(metric) is not None
-        and result.get("schedule") == result.get("trunk_schedule")
+        and is_own_final(result)
     )
 
 
@@ -193,12 +194,12 @@ class ArmSearch(Searcher):
         searcher = self.searchers[self.trial_arm[trial_id]]
         if is_branch_result(result, self.metric) or (trial_id in self.failed and _is_own_final(result, self.metric)):
             arm = self.trial_arm[trial_id]
-            # OptunaSearch keeps its study private; add_trial is Optuna's public call for
+            # OptunaSearch keeps its study private (study/tune_compat.py); add_trial is Optuna's public call for
             # results computed outside a sampler's ask/tell. A trial told FAIL that --resume
             # finished joins the same way, here: after a restore Tune's ConcurrencyLimiter
             # no longer passes its completion on.
             record_branch(
-                searcher._ot_study,
+                optuna_study(searcher),
                 trial_id,
                 result,
                 self.metric,
@@ -212,7 +213,7 @@ class ArmSearch(Searcher):
         if (
             result is not None
             and not (result.get("phase") == FINAL and result.get("status") == DIVERGED)
-            and not (result.get("phase") == FINAL and result.get("schedule") == result.get("trunk_schedule"))
+            and not is_own_final(result)
         ):
             # Stopped early, after a shorter schedule's result or on the trunk: its own
             # schedule has no final value. Told as PRUNED (no intermediate values: the
@@ -250,7 +251,7 @@ class ArmSearch(Searcher):
             "num_samples": self.num_samples,
             "fixed": self.fixed,
             "spaces": self.spaces,
-            "searchers": {a: s.__dict__.copy() for a, s in self.searchers.items()},
+            "searchers": {a: searcher_state(s) for a, s in self.searchers.items()},
         }
         with open(checkpoint_path, "wb") as f:
             pickle.dump(state, f)
@@ -265,7 +266,7 @@ class ArmSearch(Searcher):
             state.get("spaces", self.spaces),
         )
         for arm, blob in state["searchers"].items():
-            self.searchers[arm].__dict__.update(blob)
+            restore_searcher_state(self.searchers[arm], blob)
         # Arms closed by bad input open again; an ArmSearch pickled by an older version
         # lacks these attributes.
         self.closed = {}
@@ -276,9 +277,10 @@ class ArmSearch(Searcher):
         self.failed = set()
         for searcher in self.searchers.values():
             numbers = {
-                t.number for t in searcher._ot_study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
+                t.number
+                for t in optuna_study(searcher).get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
             }
-            self.failed |= {tid for tid, trial in searcher._ot_trials.items() if trial.number in numbers}
+            self.failed |= {tid for tid, trial in optuna_trials(searcher).items() if trial.number in numbers}
         self.fail_orphans()
 
     def fail_orphans(self) -> int:
@@ -289,8 +291,8 @@ class ArmSearch(Searcher):
         """
         count = 0
         for arm, searcher in self.searchers.items():
-            known = {t.number for t in searcher._ot_trials.values()}
-            study = searcher._ot_study
+            known = {t.number for t in optuna_trials(searcher).values()}
+            study = optuna_study(searcher)
             for frozen in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
                 if frozen.number not in known:
                     study.tell(frozen.number, state=optuna.trial.TrialState.FAIL)
@@ -301,17 +303,3 @@ class ArmSearch(Searcher):
                     )
                     count += 1
         return count
-
-
-class ResumableSearch(SearchGenerator):
-    """Tune's wrapper of a Searcher, which asks it again after a restore.
-
-    Once ArmSearch has said FINISHED (every arm used up, or closed by bad input), Tune's
-    SearchGenerator remembers it in its saved state and a restored experiment would never
-    ask again; the arms that bad input closed would then never get their remaining trials
-    after the input was fixed. A restored run asks once more: ArmSearch answers FINISHED
-    again if nothing is left.
-    """
-
-    def set_state(self, state: dict) -> None:
-        super().set_state({**state, "finished": False})

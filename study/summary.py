@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from analysis.results import final_rows, trial_rows
-from analysis.schema import COMPLETED, DIVERGED, FAILED, STOPPED
+from trainables.rows import COMPLETED, DIVERGED, FAILED, STOPPED
 
 
 def best_per_arm(df: pd.DataFrame, objective: str = "bbox_AP") -> pd.DataFrame:

@@ -22,14 +22,15 @@ from ray import tune
 from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
 
 from analysis.results import load_results
-from analysis.schema import COMPLETED, DIVERGED, FAILED, FINAL, RUNNING, STOPPED
 from study import failures, replicates
 from study.config import StudyConfig, default_point, search_space
 from study.config import arms as study_arms
 from study.scheduler import ScheduleRungs
-from study.search import ArmSearch, ResumableSearch, arm_searcher
+from study.search import ArmSearch, arm_searcher
+from study.tune_compat import ResumableSearch
 from trainables import results, storage
 from trainables.ray_entry import DRIVER_RESOURCE, train_driver_fn
+from trainables.rows import COMPLETED, DIVERGED, FAILED, RUNNING, STOPPED, is_own_final
 
 logger = logging.getLogger(__name__)
 TUNE_DIR = "tune"
@@ -99,7 +100,7 @@ def ended_early(result: dict[str, Any] | None) -> bool:
     result = result or {}
     if result.get("status") == DIVERGED:
         return False
-    return not (result.get("phase") == FINAL and result.get("schedule") == result.get("trunk_schedule"))
+    return not is_own_final(result)
 
 
 class FinalStatus(tune.Callback):
@@ -182,10 +183,8 @@ def run_single_trial(
     """One trial with fixed values, through the same Tune + Train path as a study."""
     experiment = storage.join(results_uri, TUNE_DIR)
     fn = trainable(arms, driver_resources())
-    if resume and tune.Tuner.can_restore(experiment):
-        classic_console()  # the restored run config holds its status table
-        tuner = tune.Tuner.restore(experiment, fn, resume_unfinished=True, resume_errored=True)
-    else:
+    tuner = restored(experiment, fn) if resume else None
+    if tuner is None:
         tuner = tune.Tuner(
             fn,
             param_space=values,
@@ -193,6 +192,15 @@ def run_single_trial(
             run_config=run_config(results_uri),
         )
     return tuner.fit()
+
+
+def restored(experiment: str, fn) -> tune.Tuner | None:
+    """The interrupted experiment at ``experiment``, its unfinished and errored trials to
+    resume from their checkpoints; None when there is none to restore."""
+    if not tune.Tuner.can_restore(experiment):
+        return None
+    classic_console()  # the restored run config holds its status table
+    return tune.Tuner.restore(experiment, fn, resume_unfinished=True, resume_errored=True)
 
 
 def local_optuna_db(results_uri: str) -> str:
@@ -288,10 +296,8 @@ def run_study(
     """
     experiment = storage.join(results_uri, TUNE_DIR)
     fn = trainable(arms, driver_resources())
-    if resume and tune.Tuner.can_restore(experiment):
-        classic_console()  # the restored run config holds its status table
-        tuner = tune.Tuner.restore(experiment, fn, resume_unfinished=True, resume_errored=True)
-    else:
+    tuner = restored(experiment, fn) if resume else None
+    if tuner is None:
         search = build_search(study, num_samples, results_uri, arms)
         if resume:  # killed before Tune first saved its state: nothing to restore
             search.fail_orphans()
@@ -333,9 +339,9 @@ def run_replicates(
     grids = []
     for round_ in itertools.count():
         experiment = storage.join(results_uri, f"{REPLICATES_DIR}-{round_}" if round_ else REPLICATES_DIR)
-        if tune.Tuner.can_restore(experiment):
-            classic_console()
-            grid = tune.Tuner.restore(experiment, fn, resume_unfinished=True, resume_errored=True).fit()
+        interrupted = restored(experiment, fn)
+        if interrupted is not None:
+            grid = interrupted.fit()
             reconcile_statuses(grid, results_uri)
             grids.append(grid)
             continue

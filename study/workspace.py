@@ -16,10 +16,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from analysis.schema import STUDY_FILE
 from study.config import StudyConfig, search_space
 from study.config import arms as study_arms
 from trainables import storage
+from trainables.rows import STUDY_FILE
 
 
 class StudyExists(RuntimeError):

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from trainables.engine import Session
+from trainables.runtime import Session
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -135,7 +135,7 @@ class MemoryCheckpoints:
         self.state = None
         self.reports: list[dict] = []
 
-    def session(self, log=lambda _m: None) -> Session:
+    def session(self, log=lambda _m: None, hooks=()) -> Session:
         return Session(
             rank=0,
             world_size=1,
@@ -143,6 +143,7 @@ class MemoryCheckpoints:
             report=self.report,
             load_checkpoint=lambda: copy.deepcopy(self.state),
             log=log,
+            hooks=hooks,
         )
 
     def report(self, metrics: dict, state: dict | None) -> None:

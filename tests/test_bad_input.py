@@ -18,9 +18,10 @@ from study.config import Arm, base_trial
 from study.presets import SMOKE
 from tests.conftest import MemoryCheckpoints, write_coco_fixture
 from trainables.config import PretrainSpec, TrialConfig, from_dict
-from trainables.engine import AgreedInputError, Session, agree, run_trial
+from trainables.engine import run_trial
 from trainables.errors import InputError
 from trainables.pretrain import ensure_pretrained
+from trainables.runtime import AgreedInputError, Session, agree_on_input
 
 
 @pytest.fixture(autouse=True)
@@ -121,7 +122,7 @@ def _agree_worker(rank, init_file, failing_rank, queue):
         return rank
 
     try:
-        queue.put((rank, "value", agree(session, setup)))
+        queue.put((rank, "value", agree_on_input(session, setup)))
     except AgreedInputError as err:
         queue.put((rank, "error", [(e["rank"], e["message"], e["field"]) for e in err.errors]))
     dist.destroy_process_group()

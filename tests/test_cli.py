@@ -225,7 +225,7 @@ def test_help_and_dry_run_import_neither_torch_nor_ray(args):
     assert out.stderr.strip().splitlines()[-1] == "[]"
 
 
-def _modules_after(code: str) -> set[str]:
+def _modules_after(code: str, top_level: bool = True) -> set[str]:
     out = subprocess.run(
         [sys.executable, "-c", f"{code}\nimport sys\nprint(' '.join(sys.modules))"],
         cwd=ROOT,
@@ -233,18 +233,21 @@ def _modules_after(code: str) -> set[str]:
         text=True,
         check=True,
     ).stdout
-    return {name.split(".")[0] for name in out.split()}
+    return {name.split(".")[0] for name in out.split()} if top_level else set(out.split())
 
 
 def test_layers_import_only_what_they_need():
-    """analysis needs neither study nor trainables (nor torch, Ray); the rows' contract
-    (analysis.schema) loads neither pandas nor the rest of analysis; presets load no torch."""
+    """analysis needs neither study nor torch nor Ray, and of trainables only the rows'
+    contract and its storage; the contract (trainables.rows) and the row writer load
+    neither pandas, torch, study nor analysis; presets load no torch."""
     loaded = _modules_after(
-        "import analysis, analysis.report, analysis.figures, analysis.tables\nanalysis.load_results"
+        "import analysis, analysis.report, analysis.figures, analysis.tables\nanalysis.load_results", top_level=False
     )
-    assert not loaded & {"study", "trainables", "torch", "ray"}
-    loaded = _modules_after("import trainables.results")
-    assert "pandas" not in loaded and "torch" not in loaded
+    assert not {m.split(".")[0] for m in loaded} & {"study", "torch", "ray"}
+    assert {m for m in loaded if m.startswith("trainables")} <= {"trainables", "trainables.rows", "trainables.storage"}
+    for module in ("trainables.rows", "trainables.results"):
+        loaded = _modules_after(f"import {module}")
+        assert not loaded & {"pandas", "torch", "study", "analysis", "ray"}
     loaded = _modules_after("import study.presets")
     assert not loaded & {"torch", "ray"}
 

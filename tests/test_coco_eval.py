@@ -19,9 +19,9 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from analysis.schema import AP_KEYS, BBOX_KEYS, SEGM_KEYS
 from trainables import coco_eval
 from trainables.coco_eval import dedupe_by_image, evaluate
+from trainables.rows import AP_KEYS, BBOX_KEYS, SEGM_KEYS
 
 W, H = 64, 48
 EMPTY_IMAGE = 42

@@ -13,7 +13,6 @@ import pytest
 import ray
 
 from analysis import final_rows, load_results
-from analysis.schema import AP_KEYS, COLUMNS
 from study import tuning
 from study.cli import main
 from study.config import Arm, base_trial
@@ -21,6 +20,7 @@ from study.config import arms as study_arms
 from study.presets import SMOKE
 from trainables.pretrain import ensure_pretrained
 from trainables.ray_entry import TrialInputError
+from trainables.rows import AP_KEYS, COLUMNS
 
 pytestmark = pytest.mark.e2e
 

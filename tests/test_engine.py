@@ -8,13 +8,13 @@ import pandas as pd
 import pytest
 import torch
 
-from analysis.schema import AP_KEYS, LOSS_KEYS
 from study.config import Arm, base_trial
 from study.presets import SMOKE
 from tests.conftest import MemoryCheckpoints
 from trainables.config import PretrainSpec, TrialConfig, from_dict
 from trainables.engine import InjectedFailure, run_trial
 from trainables.pretrain import ensure_pretrained
+from trainables.rows import AP_KEYS, LOSS_KEYS
 
 
 @pytest.fixture(autouse=True)
@@ -140,3 +140,19 @@ def test_pretrained_init_records_pretraining(tmp_path):
     run_trial(_cfg(tmp_path, init="pretrained"), store.session())
     df = pd.read_parquet(tmp_path / "metrics")
     assert (df["pretrain_images_seen"] == 24).all() and (df["init"] == "pretrained").all()
+
+
+def test_extra_hooks_come_in_through_the_session(tmp_path):
+    """A benchmark's timer is a hook added through the Session: it sees every step, after
+    the trial's own hooks, through the trainer's public interface."""
+    from trainables.loop import HookBase
+
+    seen = []
+
+    class StepCounter(HookBase):
+        def after_step(self, trainer):
+            seen.append((trainer.position.iteration, trainer.position.cost))
+
+    run_trial(_cfg(tmp_path, schedule=2.0, schedules=(1.0, 2.0)), MemoryCheckpoints().session(hooks=[StepCounter()]))
+    costs = [c for _, c in seen]
+    assert costs == list(range(1, len(costs) + 1)) and len(costs) > 0

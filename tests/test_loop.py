@@ -12,7 +12,7 @@ from trainables.loop import (
     PeriodicEvaluation,
     ProgressLog,
     Trainer,
-    Training,
+    TrainState,
     check_finite,
 )
 from trainables.schedule import lr_at
@@ -55,7 +55,7 @@ def _training(seed=0):
     opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
     for g in opt.param_groups:
         g["initial_lr"] = g["lr"]
-    return Training(net, opt, torch.amp.GradScaler("cuda", enabled=False), LossWindow(1))
+    return TrainState(net, opt, torch.amp.GradScaler("cuda", enabled=False), LossWindow(1))
 
 
 def _toy_trainer(plan, period=0, hooks=(), fail=None):
@@ -69,7 +69,7 @@ def _toy_trainer(plan, period=0, hooks=(), fail=None):
         for g in training.optimizer.param_groups:
             g["lr"] = lr
         # A draw from the global RNG each step: restored with the fork.
-        loss = (training.net(batch).pow(2).mean() + torch.rand(()) * 0).squeeze()
+        loss = (training.model(batch).pow(2).mean() + torch.rand(()) * 0).squeeze()
         training.optimizer.zero_grad()
         loss.backward()
         training.optimizer.step()
@@ -78,14 +78,30 @@ def _toy_trainer(plan, period=0, hooks=(), fail=None):
     def batches(start):
         return iter(data[i : i + 1] for i in range(start, 1000))
 
-    def evaluate(trainer, final):
-        return {"w": training.net.weight.sum().item(), "final": final}
+    def evaluate(final):
+        return {"w": training.model.weight.sum().item(), "final": final}
 
-    def report(trainer, kind, info):
-        calls.append((kind, trainer.position.iteration, info.get("w"), info.get("at"), info.get("final")))
-        return {"kind": kind}
+    class Recorder:
+        """The reporter interface, recording (kind, iteration, weight, ended, final)."""
 
-    return Trainer(plan, training, step, batches, evaluate, report, hooks=[PeriodicEvaluation(period), *hooks]), calls
+        def trunk(self, trainer, metrics):
+            calls.append(("trunk", trainer.position.iteration, metrics["w"], None, metrics["final"]))
+            return {"kind": "trunk"}
+
+        def final(self, trainer, ended, window, metrics):
+            calls.append(("final", trainer.position.iteration, metrics["w"], ended, metrics["final"]))
+            return {"kind": "final"}
+
+        def checkpoint(self, trainer):
+            calls.append(("checkpoint", trainer.position.iteration, None, None, None))
+            return {"kind": "checkpoint"}
+
+        def diverged(self, trainer, losses, lr):
+            calls.append(("diverged", trainer.position.iteration, None, None, None))
+            return {"kind": "diverged"}
+
+    hooks = [PeriodicEvaluation(period), *hooks]
+    return Trainer(plan, training, step, batches, evaluate, Recorder(), hooks=hooks), calls
 
 
 def test_a_branch_ends_where_an_independent_run_would():
@@ -131,12 +147,12 @@ def test_fork_store_restores_weights_momentum_window_and_rng():
     torch.manual_seed(5)
     store.save(training)
     expected_draw = torch.rand(3)
-    weights = {k: v.clone() for k, v in training.net.state_dict().items()}
-    training.net(torch.ones(1, 3)).sum().backward()
+    weights = {k: v.clone() for k, v in training.model.state_dict().items()}
+    training.model(torch.ones(1, 3)).sum().backward()
     training.optimizer.step()
     training.window.add([9.0], 0.01)
     store.restore(training)
-    assert all(torch.equal(weights[k], v) for k, v in training.net.state_dict().items())
+    assert all(torch.equal(weights[k], v) for k, v in training.model.state_dict().items())
     assert training.optimizer.state_dict()["state"] == {}  # no momentum yet at the fork
     assert training.window.mean() == [1.0] and training.window.lr == 0.1
     assert torch.equal(torch.rand(3), expected_draw)
@@ -194,3 +210,29 @@ def test_progress_log_names_the_phase():
     # Cost 4 falls in the 1x cooldown (3 -> 9).
     assert lines[0].startswith("[t] 1x cooldown iter 4/9") and any("trunk iter" in line for line in lines)
     assert len(lines) == trial_iterations(trainer.plan) // 4
+
+
+def test_the_trainer_owns_its_timeline_state():
+    """state_dict/load_state_dict carry the position and the saved fork: a trainer restored
+    in a cooldown goes on to the same results as one that never stopped."""
+    plan = branches(9, (1.0, 2.0), 2.0)
+    straight, straight_calls = _toy_trainer(plan)
+    straight.run()
+    first, _ = _toy_trainer(plan)
+    stop_at = 5  # inside the 1x cooldown (3 -> 9): a fork is saved
+
+    def halt(t, batch, original=first._step):
+        if t.position.iteration == stop_at:
+            raise KeyboardInterrupt
+        return original(t, batch)
+
+    first._step = halt
+    with pytest.raises(KeyboardInterrupt):
+        first.run()
+    saved = first.state_dict()
+    assert saved["position"]["in_branch"] and saved["fork"] is not None
+    resumed, resumed_calls = _toy_trainer(plan)
+    resumed.state.load_state_dict(first.state.snapshot())
+    resumed.load_state_dict(saved)
+    resumed.run()
+    assert [c[:3] for c in resumed_calls] == [c[:3] for c in straight_calls if c[0] == "final"]

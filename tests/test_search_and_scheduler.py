@@ -341,44 +341,6 @@ def test_failures_summary_and_scope():
     assert failures.format_failures([lost]).splitlines()[0] == "1 trial(s) failed:"
 
 
-def test_private_optuna_search_attributes_exist_in_the_pinned_ray(tmp_path):
-    """OptunaSearch has no public accessor for its Optuna study and trials: ArmSearch reads
-    ``_ot_study`` (add_trial for branch results) and ``_ot_trials`` (orphans after a restore).
-    This pins them to the Ray version pyproject.toml pins."""
-    import ray
-
-    assert ray.__version__ == "2.60.0"
-    search, _ = _search(tmp_path)
-    search.suggest("t0")
-    searcher = search.searchers["scratch-tiny-f1"]
-    assert isinstance(searcher._ot_study, optuna.Study)
-    assert isinstance(searcher._ot_trials["t0"], optuna.trial.Trial)
-
-
-def test_private_ray_train_logger_module_exists_in_the_pinned_ray():
-    """trainables/ray_entry.py quiets Ray Train's per-report INFO line through the logger of
-    this private module (the public LoggingConfig does not reach it); pinned like the above."""
-    from ray.train.v2._internal.execution import context
-
-    assert context.__file__.endswith("context.py")
-
-
-def test_a_restored_search_asks_the_searcher_again(tmp_path):
-    """Tune's SearchGenerator saves "finished"; restored, ResumableSearch asks ArmSearch
-    again, so arms that bad input closed get their remaining trials."""
-    from ray.tune.search import ConcurrencyLimiter
-
-    from study.search import ResumableSearch
-
-    search, _ = _search(tmp_path, num_samples=2)
-    generator = ResumableSearch(ConcurrencyLimiter(search, max_concurrent=1))
-    saved = {**generator.get_state(), "counter": 2, "total_samples": 4, "finished": True}
-    generator.set_state(saved)
-    assert not generator.is_finished()
-    generator.set_state({**saved, "counter": 4})
-    assert generator.is_finished()  # every trial suggested: nothing to ask for
-
-
 def _config_rung(schedule, ap, lr, wd=1e-4, trunk=3.0, arm="a"):
     return {**_rung(schedule, ap, trunk=trunk, arm=arm), "lr": lr, "weight_decay": wd}
 

@@ -34,7 +34,7 @@ import faster_coco_eval
 import pycocotools.coco
 import pycocotools.cocoeval
 
-from analysis.schema import AP_KEYS, BBOX_KEYS, SEGM_KEYS  # in COCOeval.stats[0:6] order
+from trainables.rows import AP_KEYS, BBOX_KEYS, SEGM_KEYS  # in COCOeval.stats[0:6] order
 
 Backend = Literal["faster", "pycocotools"]
 #: Backend used when ``evaluate`` is called without one (see the module docstring).

@@ -5,13 +5,18 @@ become binary masks, boxes go from xywh to xyxy, degenerate boxes are dropped, c
 are kept out of the targets (the model has no notion of "ignore"; COCOeval handles crowds at
 evaluation), and images with nothing left to learn from are skipped for training. Category
 ids stay COCO's (non-contiguous) in results; the model sees contiguous labels 1..K.
+
+``build_datasets`` assembles a trial's data from its resolved paths (trainables/splits.py):
+the training subset and the evaluation splits, every file checked before training starts.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import os
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -22,8 +27,10 @@ from pycocotools.coco import COCO
 from torch.utils.data import DistributedSampler
 from torchvision.transforms.functional import pil_to_tensor
 
-from trainables.coco_check import read_coco_json
+from trainables.coco_check import check_images_present, check_same_categories, read_coco_json
+from trainables.config import TrialConfig
 from trainables.errors import InputError
+from trainables.splits import SEARCH, TEST, DataPaths, check_disjoint, held_out_ids, subset_blob
 
 # How far a training item looks for a readable image when its own cannot be decoded.
 MAX_SUBSTITUTES = 10
@@ -273,3 +280,80 @@ def coco_results(
                 res["segmentation"] = {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
             results.append(res)
     return results
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    """A split that trials are scored on: its images and its ground truth (a path, or the
+    COCO of a split held out of the training file)."""
+
+    split: str  # "search" or "test" (trainables/splits.py)
+    dataset: CocoDetection
+    gt: str | COCO
+    field: str  # the config field of its images, for errors
+
+
+def build_datasets(cfg: TrialConfig, paths: DataPaths) -> tuple[CocoDetection, list[EvalSet]]:
+    """The training subset and the evaluation splits (search first, then test if any),
+    checked: annotations parse, categories agree, listed images exist, no image is in two
+    splits."""
+    train_coco = load_coco(paths.train_annotations, "data.train_annotations")
+    train = CocoDetection(paths.train_images, train_coco, train=True)
+    pool = train.image_ids
+    if paths.search_holdout:
+        held = held_out_ids(train_coco.getImgIds(), paths.search_holdout, cfg.data.subset_seed)
+        pool = sorted(set(pool) - set(held))
+        # A copy: the evaluators write into their ground truth's annotations.
+        search_gt = index_coco(copy.deepcopy(subset_blob(train_coco.dataset, held)))
+        search_source: str | COCO = search_gt
+    else:
+        search_gt = load_coco(paths.search_annotations, "data.search_annotations")
+        search_source = paths.search_annotations
+    train.image_ids = select_subset(pool, cfg.data_fraction, cfg.data.subset_seed, of=cfg.data.fraction_of_images)
+    evals = [
+        EvalSet(
+            SEARCH,
+            CocoDetection(paths.search_images, search_gt, train=False),
+            search_source,
+            paths.field(SEARCH, "images"),
+        )
+    ]
+    if paths.has_test:
+        test_gt = load_coco(paths.test_annotations, "data.test_annotations")
+        evals.append(
+            EvalSet(
+                TEST, CocoDetection(paths.test_images, test_gt, train=False), paths.test_annotations, "data.test_images"
+            )
+        )
+    # One directory listing each: cheap even for COCO's 118k files, and a missing image is
+    # reported here with its id instead of when an epoch reaches it.
+    check_images_present(
+        paths.train_images, [train_coco.imgs[i] for i in train.image_ids], paths.train_annotations, "data.train_images"
+    )
+    files = {
+        "training": (
+            paths.train_images,
+            [train_coco.imgs[i]["file_name"] for i in train.image_ids],
+            "data.train_images",
+        )
+    }
+    for e in evals:
+        ann_field = paths.field(e.split, "annotations")
+        check_same_categories(
+            train_coco.dataset,
+            e.dataset.coco.dataset,
+            paths.train_annotations,
+            getattr(paths, f"{e.split}_annotations"),
+            ann_field,
+        )
+        images = [e.dataset.coco.imgs[i] for i in e.dataset.image_ids]
+        check_images_present(e.dataset.images_dir, images, getattr(paths, f"{e.split}_annotations"), e.field)
+        files[e.split] = (e.dataset.images_dir, [img["file_name"] for img in images], ann_field)
+    check_disjoint(files)
+    if len(train) < cfg.num_workers * cfg.solver.ims_per_worker:
+        raise InputError(
+            f"data_fraction={cfg.data_fraction} leaves {len(train)} training images, fewer than one "
+            f"global batch of {cfg.global_batch}",
+            "data_fraction",
+        )
+    return train, evals

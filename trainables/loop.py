@@ -5,8 +5,11 @@ Shaped like detectron2's ``TrainerBase``/``HookBase`` (detectron2/engine/train_l
 its timeline (trainables/branches.py): at a fork it saves the trunk (:class:`ForkStore`),
 at a branch's end it evaluates, goes back to the trunk and reports. Everything else —
 fault injection, progress lines, periodic evaluations and checkpoints — is a hook with
-``before_step``/``after_step``. The divergence guard runs inside the step, after backward
-and before the optimizer touches the weights. Nothing here imports Ray.
+``before_step``/``after_step`` that uses the trainer's public methods (``evaluate``,
+``report_trunk``, ``checkpoint``). The trainer owns its timeline's state
+(``state_dict``/``load_state_dict``: position and saved fork); what it trains is a
+:class:`TrainState`. The divergence guard runs inside the step, after backward and before
+the optimizer touches the weights. Nothing here imports Ray.
 """
 
 from __future__ import annotations
@@ -15,9 +18,9 @@ import copy
 import dataclasses
 import math
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -93,18 +96,22 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 @dataclass
-class Training:
-    """The mutable training state a fork saves and a restore brings back."""
+class TrainState:
+    """The mutable training state a fork saves and a restore brings back.
 
-    net: torch.nn.Module
+    ``model`` is the bare model, not its DDP wrapper (detectron2 and torchvision's
+    references save ``model_without_ddp``): its state dict has no ``module.`` prefix.
+    """
+
+    model: torch.nn.Module
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
     window: LossWindow
 
-    def state(self) -> dict[str, Any]:
+    def state_dict(self) -> dict[str, Any]:
         """The state as it is now, by reference (for a checkpoint written at once)."""
         return {
-            "model": self.net.state_dict(),
+            "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
             "window": self.window.state(),
@@ -113,7 +120,7 @@ class Training:
 
     def snapshot(self) -> dict[str, Any]:
         """A deep copy (the model and the optimizer's momentum change in place), for a fork."""
-        state = self.state()
+        state = self.state_dict()
         return {
             **state,
             "model": {k: v.detach().clone() for k, v in state["model"].items()},
@@ -121,8 +128,8 @@ class Training:
             "scaler": copy.deepcopy(state["scaler"]),
         }
 
-    def restore(self, snap: dict[str, Any], rng: bool = True) -> None:
-        self.net.load_state_dict(snap["model"])
+    def load_state_dict(self, snap: dict[str, Any], rng: bool = True) -> None:
+        self.model.load_state_dict(snap["model"])
         self.optimizer.load_state_dict(snap["optimizer"])
         self.scaler.load_state_dict(snap["scaler"])
         self.window.load(snap["window"])
@@ -136,13 +143,13 @@ class ForkStore:
     def __init__(self) -> None:
         self.saved: dict[str, Any] | None = None
 
-    def save(self, training: Training) -> None:
-        self.saved = training.snapshot()
+    def save(self, state: TrainState) -> None:
+        self.saved = state.snapshot()
 
-    def restore(self, training: Training) -> None:
+    def restore(self, state: TrainState) -> None:
         if self.saved is None:
             raise RuntimeError("no saved trunk to restore")
-        training.restore(self.saved)
+        state.load_state_dict(self.saved)
         self.saved = None
 
 
@@ -159,38 +166,73 @@ class HookBase:
         pass
 
 
+class Reporter(Protocol):
+    """Where the trainer's results go (trainables/reporter.py writes rows and checkpoints);
+    each returns what was reported."""
+
+    def trunk(self, trainer: Trainer, metrics: dict[str, float]) -> dict[str, Any]: ...
+
+    def final(
+        self, trainer: Trainer, ended: Position, window: LossWindow, metrics: dict[str, float]
+    ) -> dict[str, Any]: ...
+
+    def checkpoint(self, trainer: Trainer) -> dict[str, Any]: ...
+
+    def diverged(self, trainer: Trainer, losses: list[float], lr: float) -> dict[str, Any]: ...
+
+
 class Trainer:
     """Runs a trial's plan: trunk to each fork, the branch's cooldown, back to the trunk.
 
     Args:
         plan: the branches (trainables/branches.py), in order of their forks.
-        training: model, optimizer, scaler and loss window.
+        state: model, optimizer, scaler and loss window.
         step: one optimizer update at ``trainer.position.iteration`` with the LR of
             ``trainer.schedule``; returns the reduced losses and the LR used.
         batches: iteration -> an iterator of batches from that iteration on (the sampler
             position is a function of the iteration, so a restore just asks again).
-        evaluate: ``(trainer, final)`` -> metrics of the current model; ``final`` at a
-            schedule's end (where the study also scores its test split).
-        report: ``(trainer, kind, metrics)`` with kind "trunk", "checkpoint", "final" or
-            "diverged"; writes the row and reports (with a checkpoint) to the runtime.
+        evaluate: ``final`` -> metrics of the current model; ``final`` at a schedule's end
+            (where the study also scores its test split).
+        reporter: writes the rows and reports (with a checkpoint) to the runtime.
     """
 
     def __init__(
         self,
         plan: tuple[Branch, ...],
-        training: Training,
+        state: TrainState,
         step: Callable[[Trainer, Any], tuple[list[float], float]],
         batches: Callable[[int], Iterator[Any]],
-        evaluate: Callable[[Trainer, bool], dict[str, float]],
-        report: Callable[[Trainer, str, dict[str, Any]], dict[str, Any]],
-        hooks: list[HookBase] = (),
+        evaluate: Callable[[bool], dict[str, float]],
+        reporter: Reporter,
+        hooks: Sequence[HookBase] = (),
     ) -> None:
-        self.plan, self.training = plan, training
-        self._step, self._batches, self._evaluate, self._report = step, batches, evaluate, report
+        self.plan, self.state, self.reporter = plan, state, reporter
+        self._step, self._batches, self._evaluate = step, batches, evaluate
         self.hooks = list(hooks)
         self.position = Position()
         self.forks = ForkStore()
         self.last: dict[str, Any] = {}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where the trial is and the trunk saved at the current fork (by reference)."""
+        return {"position": dataclasses.asdict(self.position), "fork": self.forks.saved}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.position = Position(**state["position"])
+        self.forks.saved = state.get("fork")
+
+    # --- what hooks may call --------------------------------------------------------------
+    def evaluate(self, final: bool = False) -> dict[str, float]:
+        """Metrics of the model as it is now (``final``: also the test split's)."""
+        return self._evaluate(final)
+
+    def report_trunk(self) -> None:
+        """Evaluate the trunk and report it as a row, with a checkpoint."""
+        self.last = self.reporter.trunk(self, self.evaluate(final=False))
+
+    def checkpoint(self) -> None:
+        """Report a checkpoint alone."""
+        self.reporter.checkpoint(self)
 
     @property
     def branch(self) -> Branch:
@@ -213,7 +255,7 @@ class Trainer:
             while not pos.finished:
                 if not pos.in_branch and pos.iteration >= self.branch.fork:
                     if not self.is_last():  # the last branch is the trunk's own cooldown
-                        self.forks.save(self.training)
+                        self.forks.save(self.state)
                     pos.in_branch = True
                 elif pos.in_branch and pos.iteration >= self.branch.end:
                     self._end_branch()
@@ -224,28 +266,28 @@ class Trainer:
                     losses, lr = self._step(self, next(data))
                     pos.iteration += 1
                     pos.cost += 1
-                    self.training.window.add(losses, lr)
+                    self.state.window.add(losses, lr)
                     for h in self.hooks:
                         h.after_step(self)
         except Diverged as d:
             pos.iteration += 1
             pos.cost += 1
-            self.last = self._report(self, "diverged", {"losses": d.losses, "lr": d.lr})
+            self.last = self.reporter.diverged(self, d.losses, d.lr)
         return self.last
 
     def _end_branch(self) -> None:
         """Evaluate the cooled-down model, go back to the trunk, then write and report."""
-        metrics = self._evaluate(self, True)
-        window = LossWindow(self.training.window.width)
-        window.load(self.training.window.state())
+        metrics = self.evaluate(final=True)
+        window = LossWindow(self.state.window.width)
+        window.load(self.state.window.state())
         pos = self.position
-        done = dataclasses.replace(pos)
+        ended = dataclasses.replace(pos)
         if self.is_last():
             pos.finished = True
         else:
-            self.forks.restore(self.training)
+            self.forks.restore(self.state)
             pos.iteration, pos.branch, pos.in_branch = self.branch.fork, pos.branch + 1, False
-        self.last = self._report(self, "final", {**metrics, "window": window, "at": done})
+        self.last = self.reporter.final(self, ended, window, metrics)
 
 
 class FaultInjection(HookBase):
@@ -283,12 +325,12 @@ class PeriodicEvaluation(HookBase):
         if not self.period or pos.iteration % self.period:
             return
         if not pos.in_branch:
-            trainer.last = trainer._report(trainer, "trunk", trainer._evaluate(trainer, False))
+            trainer.report_trunk()
         elif pos.iteration < trainer.branch.end:
-            trainer._report(trainer, "checkpoint", {})
+            trainer.checkpoint()
         else:
             return  # the branch's final result comes next
-        trainer.training.window.reset()
+        trainer.state.window.reset()
 
 
 class ProgressLog(HookBase):
@@ -304,6 +346,6 @@ class ProgressLog(HookBase):
             end = trainer.branch.end if pos.in_branch else trainer.plan[-1].end
             self.log(
                 f"{self.prefix} {where} iter {pos.iteration}/{end}"
-                f"  loss {trainer.training.window.mean()[0]:.3f}  lr {trainer.training.window.lr:.5f}  "
+                f"  loss {trainer.state.window.mean()[0]:.3f}  lr {trainer.state.window.lr:.5f}  "
                 f"{self.clock():.0f}s"
             )

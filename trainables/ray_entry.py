@@ -7,52 +7,47 @@ restores, so Train resumes its own checkpoints) and forwards every report to Tun
 ``TuneReportCallback``. ``train_fn_per_worker`` turns Ray Train's context into an engine
 ``Session``; all training logic lives in trainables/engine.py and trainables/loop.py.
 
-Start-up matters (every trial starts a Tune trial actor, a Train controller and its
-workers, each a fresh process on 2 cores in the default study): only the workers need
-torch, so torch, torchvision and the engine are imported inside the functions that run
-there. The trainer is Ray Train's ``DataParallelTrainer`` with the torch process-group
-backend of trainables/ray_backend.py (what ``TorchTrainer`` is, less its torch import), so
-neither the trial actor nor the controller, which receives ``train_fn_per_worker`` by
-reference, imports torch or the engine; and without Ray Data's per-run actor, which a
-trial without datasets does not use (``TrialTrainer``).
+The trainer is Ray Train's public ``TorchTrainer`` (NCCL between GPUs, gloo between
+CPUs). The engine is imported inside the worker function, where it runs. The one private
+Ray name the trials use lives in trainables/ray_compat.py.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import tempfile
+from collections.abc import Callable
 from typing import Any
 
 import ray
 import ray.train
 import ray.tune
-from ray.train.v2._internal.callbacks import DatasetsCallback
-from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
 from trainables import storage
 from trainables.config import TrialConfig, from_dict, to_dict
 from trainables.errors import InputError
+from trainables.rows import SEARCHED_KEYS
 
 CHECKPOINT_FILE = "state.pt"
 # Tune trial actors ask for a sliver of this custom resource instead of a CPU, so they
 # never take a core a Train worker needs (Ray docs, Train user guide "Hyperparameter
 # optimization": keep the driver functions off the workers' resources).
 DRIVER_RESOURCE = "study_driver"
-# The config key the searcher fills in; everything else comes from the arm's base config.
-SEARCHED_KEYS = ("lr", "weight_decay", "schedule", "seed")
 
 
-def train_fn_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
+def train_fn_per_worker(config: dict[str, Any], hooks: tuple = ()) -> dict[str, Any] | None:
     """Runs on every DDP rank; returns the trial's bad input, if it had any (rank 0's
-    return value is the Train run's ``Result.return_value``)."""
+    return value is the Train run's ``Result.return_value``). ``hooks``: extra loop hooks
+    (trainables/loop.py's HookBase), e.g. a benchmark's timer."""
     import ray.train.torch
     import torch
 
-    from trainables.engine import Session, run_trial
+    from trainables.engine import run_trial
+    from trainables.ray_compat import quiet_report_logging
+    from trainables.runtime import Session
 
     cfg = from_dict(TrialConfig, config)
-    _quiet_report_logging()
+    quiet_report_logging()
     # Ray sizes each worker's CPU share; keep torch inside it so workers on one node don't
     # oversubscribe the cores (2 workers x 1 CPU on a 2-core laptop, 8 x 10 on a p4d).
     torch.set_num_threads(cfg.cpus_per_worker)
@@ -70,24 +65,12 @@ def train_fn_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
         # Our own DistributedSampler (resumable mid-epoch) is kept; Ray moves batches to the device.
         prepare_loader=lambda loader: ray.train.torch.prepare_data_loader(loader, add_dist_sampler=False),
         log=lambda msg: print(msg, flush=True),
+        hooks=tuple(hooks),
     )
     outcome = run_trial(cfg, session)
     # Bad input ends the run normally: a raised error would make Ray Train restart the
     # workers into the same error max_failures times.
     return {"input_error": outcome["input_error"]} if "input_error" in outcome else None
-
-
-def _quiet_report_logging() -> None:
-    """Drop Ray Train's INFO line that repeats each report's whole metrics dict.
-
-    The logger is named after its file path, so RunConfig's LoggingConfig level (which
-    filters "ray.train*" names) does not reach it; set that logger's level directly.
-    """
-    try:
-        from ray.train.v2._internal.execution import context
-    except ImportError:  # a Ray without this module has nothing to quiet
-        return
-    logging.getLogger(context.__file__).setLevel(logging.WARNING)
 
 
 def _report(metrics: dict[str, Any], state: dict[str, Any] | None) -> None:
@@ -135,21 +118,21 @@ def train_driver_fn(
     config: dict[str, Any],
     arms: dict[str, dict[str, Any]],
     backbones: dict[str, dict[int, tuple[str, int]]] | None = None,
+    worker_fn: Callable[[dict[str, Any]], Any] = train_fn_per_worker,
 ) -> None:
-    """One Tune trial = one Ray Train run of ``num_workers`` DDP workers."""
+    """One Tune trial = one Ray Train run of ``num_workers`` DDP workers, each running
+    ``worker_fn`` (``train_fn_per_worker``; a benchmark passes its own, which adds hooks)."""
+    from ray.train.torch import TorchConfig, TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
-
-    from trainables.ray_backend import TorchProcessGroupConfig
 
     trial_id = ray.tune.get_context().get_trial_id()
     cfg = trial_config(config, arms, trial_id, backbones)
     resources = {"CPU": cfg.cpus_per_worker, **cfg.worker_resources}
     if cfg.use_gpu:
         resources["GPU"] = 1
-    trainer = TrialTrainer(
-        train_fn_per_worker,
-        # TorchTrainer's choice: NCCL between GPUs, gloo between CPUs.
-        backend_config=TorchProcessGroupConfig(backend="nccl" if cfg.use_gpu else "gloo"),
+    trainer = TorchTrainer(
+        worker_fn,
+        torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
         train_loop_config=to_dict(cfg),
         scaling_config=ray.train.ScalingConfig(
             num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker=resources
@@ -177,25 +160,6 @@ def train_driver_fn(
         # The trial's error in Tune, raised once: Tune's FailureConfig does not retry trials
         # (study/tuning.py), and the workers did not raise, so Train did not either.
         raise TrialInputError(failure)
-
-
-class TrialTrainer(DataParallelTrainer):
-    """``DataParallelTrainer`` without Ray Data's callback when the run has no datasets.
-
-    Ray Train 2.60 adds its datasets callback to every run, and that callback starts a
-    ``DatasetManager`` actor per run even without datasets: one more Python process (about
-    1 CPU-second) while the workers start, on the start-up's critical path (the README's
-    "CPU speed" measures the gain). The trials read their data with torch's DataLoader
-    (trainables/engine.py), so nothing asks for a dataset shard. With datasets the default
-    callbacks stay as they are. ``_create_default_callbacks`` is Train's private hook; Ray
-    is pinned, and tests/test_ray_backend.py checks the callback list.
-    """
-
-    def _create_default_callbacks(self):
-        callbacks = super()._create_default_callbacks()
-        if self.datasets:
-            return callbacks
-        return [c for c in callbacks if not isinstance(c, DatasetsCallback)]
 
 
 class TrialInputError(InputError):

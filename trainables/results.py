@@ -9,7 +9,7 @@ a study is running. The name is deterministic: when a restored run repeats an ev
 adding a duplicate row. The final status of a trial that Tune stopped or that
 failed is set by rewriting its last row the same way.
 
-The columns and their types are fixed by analysis/schema.py's ``SCHEMA``, so shards always
+The columns and their types are fixed by the rows' contract (trainables/rows.py), so shards always
 concatenate.
 """
 
@@ -23,8 +23,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from analysis.schema import COLUMNS, FINAL, LOSS_KEYS, METRICS_DIR, RUNNING, SCHEMA
 from trainables import storage
+from trainables.rows import COLUMNS, LOSS_KEYS, METRICS_DIR, RUNNING, SCHEMA, is_branch_final
 
 __all__ = ["COLUMNS", "LOSS_KEYS", "SCHEMA", "write_row", "read_row", "read_rows", "last_row", "mark_status"]
 
@@ -91,7 +91,7 @@ def mark_status(results_uri: str, trial_id: str, status: str, only_if: tuple[str
     row = last_row(results_uri, trial_id)
     if row is None or row["status"] not in only_if:
         return False
-    if row.get("phase") == FINAL and row.get("schedule") != row.get("trunk_schedule"):
+    if is_branch_final(row):
         return False
     row["status"] = status
     row.pop("written_at", None)

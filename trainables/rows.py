@@ -1,9 +1,10 @@
-"""The results contract, in one leaf module: columns and types of a row, phases, statuses,
-the keys that identify rows, and the file names of a study folder.
+"""The rows' contract, in one leaf module: columns and types of a row, phases, statuses,
+the keys that identify rows and arms, the predicates that classify a row, and the file
+names of a study folder.
 
-Trials write rows with it (trainables/results.py), the study marks statuses with it
-(study/), and analysis reads with it. It imports only pyarrow, so any of them can import it
-without pulling in the others (nor pandas, torch or Ray).
+Trials write rows with it (trainables/results.py), the study marks statuses and feeds its
+searchers with it (study/), and analysis reads with it. It imports only pyarrow, so any of
+them can import it without pulling in the others (nor pandas, torch or Ray).
 """
 
 from __future__ import annotations
@@ -29,6 +30,12 @@ TRIAL_STATUSES = (COMPLETED, STOPPED, DIVERGED, FAILED, RUNNING)
 ROW_KEY = ("trial_id", "cost_iterations")
 # One schedule's result of one trial.
 RESULT_KEY = ("trial_id", "schedule")
+# The scientific axes that make an arm (a separate search each); selectors name one.
+ARM_KEYS = ("model", "data_fraction", "init")
+# The searched nuisance hyperparameters of a trial, and with the seed what a Tune trial's
+# config adds to its arm's fixed base.
+RECIPE_KEYS = ("lr", "weight_decay", "schedule")
+SEARCHED_KEYS = (*RECIPE_KEYS, "seed")
 
 LOSS_KEYS = ("loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg")
 _AP_SUFFIXES = ("AP", "AP50", "AP75", "APs", "APm", "APl")  # pycocotools' stats[0:6]
@@ -85,3 +92,17 @@ SCHEMA = pa.schema(
     ]
 )
 COLUMNS = tuple(SCHEMA.names)
+
+
+def is_own_final(row) -> bool:
+    """A trial's own result: the final row of its trunk schedule (the longest it trains).
+
+    ``row`` is a dict, a pandas row or a whole DataFrame (then a boolean Series): the same
+    test everywhere a row is classified.
+    """
+    return (row.get("phase") == FINAL) & (row.get("schedule") == row.get("trunk_schedule"))
+
+
+def is_branch_final(row) -> bool:
+    """A shorter schedule's final row, scored on a branch before the trial went on."""
+    return (row.get("phase") == FINAL) & (row.get("schedule") != row.get("trunk_schedule"))

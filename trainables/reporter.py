@@ -1,0 +1,329 @@
+"""A trial's rows, checkpoints and records: what it writes beside the study and reports.
+
+Every rank calls the :class:`Reporter` at the same points (its checkpoints gather every
+rank's RNG); rank 0 writes. One method per kind of report: a trunk evaluation, a
+schedule's final result, a checkpoint alone inside a cooldown, and a divergence. A row is
+written before the checkpoint that follows it: a crash in between repeats the evaluation
+on resume and rewrites the same shard (rows are named by the iterations computed so far,
+unique within a trial), so nothing is lost or doubled. Here too: the record of a trial's
+bad input, the subset and split files, and the marker of an injected fault.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from typing import Any
+
+from trainables import results, storage
+from trainables.branches import Branch
+from trainables.config import TrialConfig
+from trainables.loop import LossWindow, Position, Trainer, TrainState, rng_state
+from trainables.rows import (
+    AP_KEYS,
+    CHECKPOINT,
+    COMPLETED,
+    DIVERGED,
+    FINAL,
+    LOSS_KEYS,
+    RUNNING,
+    TEST_AP_KEYS,
+    TRUNK,
+)
+from trainables.runtime import Session, gather
+from trainables.splits import SEARCH, TEST, DataPaths, splits_record
+
+
+def for_tune(row: dict[str, Any]) -> dict[str, Any]:
+    """A row without its test-split numbers: they go to the Parquet rows only, so nothing Tune,
+    Optuna or the early stopper sees (nor Tune's own result files) can depend on them."""
+    return {k: v for k, v in row.items() if k not in TEST_AP_KEYS}
+
+
+class SkippedImages:
+    """Training images replaced because they could not be read: a warning for each image
+    the first time this rank meets it, and the count across ranks for the rows."""
+
+    def __init__(self, log: Callable[[str], None], prefix: str) -> None:
+        self.log, self.prefix = log, prefix
+        self.count = 0
+        self.seen: set[str] = set()
+
+    def note(self, targets: list[dict[str, Any]]) -> None:
+        for t in targets:
+            for message in t.pop("skipped", ()):
+                self.count += 1
+                if message not in self.seen:
+                    self.seen.add(message)
+                    self.log(
+                        f"{self.prefix} warning: training image skipped (the next readable one is used "
+                        f"instead; counted in the rows' skipped_images): {message}"
+                    )
+
+    def total(self, world: int) -> int:
+        """The count over every rank (a gather: every rank calls it at the same point)."""
+        return sum(gather(self.count, world))
+
+
+class Reporter:
+    """Rows, checkpoints and reports of one trial; the Trainer's ``reporter``."""
+
+    def __init__(
+        self,
+        cfg: TrialConfig,
+        session: Session,
+        state: TrainState,
+        train_images: int,
+        elapsed: Callable[[], float],
+        skips: SkippedImages,
+    ) -> None:
+        self.cfg, self.session, self.state, self.elapsed, self.skips = cfg, session, state, elapsed, skips
+        self.base = _row_base(cfg, train_images)
+        self.resumed_from: int | None = None
+
+    # --- the four kinds of report ---------------------------------------------------------
+    def trunk(self, trainer: Trainer, metrics: dict[str, float]) -> dict[str, Any]:
+        """A trunk evaluation (at the peak LR): a row, then a checkpoint with the report."""
+        pos, window = trainer.position, self.state.window
+        row = self._row(trainer.plan[-1], pos, TRUNK, RUNNING, _losses(window), metrics, window.lr)
+        return self._publish(trainer, row, "trunk eval")
+
+    def final(self, trainer: Trainer, ended: Position, window: LossWindow, metrics: dict[str, float]) -> dict[str, Any]:
+        """A schedule's final result: ``ended`` is where its branch ended (the trainer has
+        moved back to the trunk since), ``window`` the losses of its last steps."""
+        branch = trainer.plan[ended.branch]
+        row = self._row(branch, ended, FINAL, COMPLETED, _losses(window), metrics, window.lr)
+        return self._publish(trainer, row, f"{branch.schedule:g}x final")
+
+    def checkpoint(self, trainer: Trainer) -> dict[str, Any]:
+        """A checkpoint alone (inside a cooldown, which reports only its final row)."""
+        cfg, pos = self.cfg, trainer.position
+        report = {
+            "trial_id": cfg.trial_id,
+            "arm": cfg.arm,
+            "phase": CHECKPOINT,
+            "iteration": pos.iteration,
+            "schedule": trainer.branch.schedule,
+            "trunk_schedule": cfg.schedule,
+            "status": RUNNING,
+            "cost_iterations": pos.cost,
+            **dict.fromkeys(AP_KEYS),
+        }
+        self.session.report(report, self.checkpoint_state(trainer))
+        return report
+
+    def diverged(self, trainer: Trainer, losses: list[float], lr: float) -> dict[str, Any]:
+        """A non-finite loss: a final row with AP 0.0 on every split, and no checkpoint."""
+        cfg, pos = self.cfg, trainer.position
+        splits = AP_KEYS + (TEST_AP_KEYS if cfg.data.has_test_split else ())
+        row = self._row(
+            trainer.branch,
+            pos,
+            FINAL,
+            DIVERGED,
+            dict(zip(("loss", *LOSS_KEYS), losses)),
+            dict.fromkeys(splits, 0.0),
+            lr,
+        )
+        self._write(row)
+        self.session.log(
+            f"[{cfg.trial_id}] diverged at iteration {pos.iteration} of {trainer.branch.schedule:g}x "
+            f"(loss {losses[0]}, lr {lr:.5f}); recorded AP 0.0"
+        )
+        # Tune and the searcher get finite numbers only.
+        clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
+        self.session.report(for_tune(clean), None)
+        return clean
+
+    # --- checkpoints ----------------------------------------------------------------------
+    def checkpoint_state(self, trainer: Trainer) -> dict[str, Any] | None:
+        """The full state on rank 0 (None elsewhere); every rank must call it (RNG gather)."""
+        world = self.session.world_size
+        # Every rank's RNG, and the training images skipped so far (with the same gather).
+        per_rank = gather((rng_state(), self.skips.count), world)
+        rng, skipped = [r for r, _ in per_rank], sum(n for _, n in per_rank)
+        timeline = trainer.state_dict()
+        fork = timeline["fork"]
+        fork_rng = gather(fork["rng"], world) if fork is not None else None
+        if self.session.rank != 0:
+            return None
+        # By reference: the runtime serialises it before training goes on.
+        state = self.state.state_dict()
+        state.update(
+            rng=rng,
+            position=timeline["position"],
+            iteration=trainer.position.iteration,
+            wall_time_s=self.elapsed(),
+            world_size=world,
+            skipped_images=skipped,
+            fork=None if fork is None else {**fork, "rng": fork_rng},
+        )
+        return state
+
+    def resume(self, trainer: Trainer, state: dict[str, Any]) -> None:
+        """Bring the trial back to a checkpoint; each rank takes its own RNG when the world
+        size is the one that saved it (else fresh draws: the run goes on, not bit for bit)."""
+        rank, world = self.session.rank, self.session.world_size
+        same_world = state.get("world_size") == world
+        self.state.load_state_dict({**state, "rng": state["rng"][rank] if same_world else None}, rng=same_world)
+        fork = state.get("fork")
+        if fork is not None:
+            fork = {**fork, "rng": fork["rng"][rank] if same_world else rng_state()}
+        trainer.load_state_dict({"position": state["position"], "fork": fork})
+        self.resumed_from = trainer.position.iteration
+        if rank == 0:
+            self.skips.count = state.get("skipped_images") or 0
+            where = f"{trainer.branch.schedule:g}x cooldown" if trainer.position.in_branch else "trunk"
+            self.session.log(
+                f"[{self.cfg.trial_id}] resumed from the checkpoint at iteration {trainer.position.iteration} ({where})"
+            )
+
+    # --- rows -----------------------------------------------------------------------------
+    def _publish(self, trainer: Trainer, row: dict[str, Any], what: str) -> dict[str, Any]:
+        self._write(row)
+        if self.session.rank == 0:
+            self.session.log(
+                f"[{self.cfg.trial_id}] {what} @ {row['iteration']}: bbox_AP {row['bbox_AP']:.3f}  "
+                f"segm_AP {row['segm_AP']:.3f}  loss {row['loss']:.3f} (search split)"
+            )
+        self.session.report(for_tune(row), self.checkpoint_state(trainer))
+        return row
+
+    def _row(
+        self,
+        branch: Branch,
+        at: Position,
+        phase: str,
+        status: str,
+        losses: dict[str, float],
+        metrics: dict[str, float],
+        lr_now: float,
+    ) -> dict[str, Any]:
+        batch = self.cfg.global_batch
+        return {
+            **self.base,
+            **losses,
+            **{k: metrics[k] for k in AP_KEYS},
+            **{k: metrics.get(k) for k in TEST_AP_KEYS},
+            "schedule": branch.schedule,
+            "max_iterations": branch.end,
+            "fork_iteration": branch.fork if phase == FINAL else None,
+            "phase": phase,
+            "iteration": at.iteration,
+            "images_seen": at.iteration * batch,
+            "cost_iterations": at.cost,
+            "cost_images": at.cost * batch,
+            "lr_now": lr_now,
+            "wall_time_s": self.elapsed(),
+            "skipped_images": self.skips.total(self.session.world_size),
+            "status": status,
+            "resumed_from": self.resumed_from,
+        }
+
+    def _write(self, row: dict[str, Any]) -> None:
+        if self.session.rank == 0:
+            results.write_row(self.cfg.results_uri, row)
+
+
+def _losses(window: LossWindow) -> dict[str, float]:
+    return dict(zip(("loss", *LOSS_KEYS), window.mean()))
+
+
+def _row_base(cfg: TrialConfig, train_images: int) -> dict[str, Any]:
+    return {
+        "study": cfg.study,
+        "arm": cfg.arm,
+        "trial_id": cfg.trial_id,
+        "init": cfg.init,
+        "data_fraction": cfg.data_fraction,
+        "train_images": train_images,
+        "model": cfg.model_name,
+        "norm": cfg.model.norm,
+        "lr": cfg.lr,
+        "weight_decay": cfg.weight_decay,
+        "trunk_schedule": cfg.schedule,
+        "batch_size": cfg.global_batch,
+        "seed": cfg.seed,
+        "num_workers": cfg.num_workers,
+        "code_version": cfg.code_version,
+        "pretrain_images_seen": cfg.pretrain_images_seen if cfg.init == "pretrained" else None,
+    }
+
+
+# --- records beside the rows -----------------------------------------------------------------
+def record_input_error(cfg: TrialConfig, session: Session, errors: list[dict[str, Any]]) -> dict[str, Any]:
+    """One description of the trial's bad input, logged once and written beside the rows.
+
+    The same error from several ranks (every rank reads the same file) is told once, with
+    the ranks and nodes that hit it; the full tracebacks go to ``failures/<trial>.log``.
+    """
+    distinct: dict[tuple[str, str], dict[str, Any]] = {}
+    for e in errors:
+        d = distinct.setdefault((e["type"], e["message"]), {**e, "ranks": [], "nodes": []})
+        d["ranks"].append(e["rank"])
+        if e["node"] not in d["nodes"]:
+            d["nodes"].append(e["node"])
+    first = next(iter(distinct.values()))
+    log_path = storage.join(cfg.results_uri, "failures", f"{cfg.trial_id}.log")
+    summary = {
+        "trial_id": cfg.trial_id,
+        "arm": cfg.arm,
+        "type": first["type"],
+        "message": first["message"],
+        "field": first["field"],
+        "ranks": first["ranks"],
+        "nodes": first["nodes"],
+        "log": log_path,
+        "distinct_errors": len(distinct),
+    }
+    if session.rank == 0:
+        text = "\n".join(
+            f"{d['type']} on rank(s) {', '.join(map(str, d['ranks']))} (node {', '.join(d['nodes'])}):\n"
+            f"{d['traceback']}"
+            for d in distinct.values()
+        )
+        storage.write_bytes_atomic(log_path, text.encode())
+        storage.write_bytes_atomic(
+            storage.join(cfg.results_uri, "failures", f"{cfg.trial_id}.json"), json.dumps(summary, indent=2).encode()
+        )
+        for d in distinct.values():
+            session.log(
+                f"[{cfg.trial_id}] bad input on rank(s) {', '.join(map(str, d['ranks']))} (node "
+                f"{', '.join(d['nodes'])}), the trial ends without a retry: {d['type']}: {d['message']}"
+            )
+    return summary
+
+
+def clear_input_error(cfg: TrialConfig) -> None:
+    """The input is good now: a bad-input record from an earlier attempt no longer holds."""
+    for suffix in (".json", ".log"):
+        storage.delete(storage.join(cfg.results_uri, "failures", f"{cfg.trial_id}{suffix}"))
+
+
+def record_data(cfg: TrialConfig, paths: DataPaths, train_ids: list[int], split_ids: dict[str, list[int]]) -> None:
+    """Write the chosen training image ids once per (fraction, seed), and the search and
+    test splits' ids once per subset seed, beside the rows (for reproducibility)."""
+    folder = storage.join(cfg.results_uri, "subsets")
+    subset = storage.join(folder, f"fraction-{cfg.data_fraction:g}-seed-{cfg.data.subset_seed}.json")
+    if not storage.exists(subset):
+        blob = {
+            "data_fraction": cfg.data_fraction,
+            "subset_seed": cfg.data.subset_seed,
+            "train_images": len(train_ids),
+            "image_ids": train_ids,
+        }
+        storage.write_bytes_atomic(subset, json.dumps(blob).encode())
+    splits = storage.join(folder, f"splits-seed-{cfg.data.subset_seed}.json")
+    if not storage.exists(splits):
+        blob = splits_record(paths, split_ids[SEARCH], split_ids.get(TEST, []))
+        storage.write_bytes_atomic(splits, json.dumps(blob).encode())
+
+
+def fault_fired(cfg: TrialConfig, iteration: int) -> bool:
+    """Whether the injected failure at ``iteration`` already happened (marking it if not)."""
+    marker = storage.join(cfg.results_uri, "faults", f"{cfg.trial_id}-{iteration}")
+    if storage.exists(marker):
+        return True
+    storage.write_bytes_atomic(marker, b"injected\n")
+    return False
