@@ -3,10 +3,12 @@
 ``run_probed_trial`` runs one trial of an arm config and returns what its rank 0 timed:
 the end of every optimizer step and the span of every evaluation, plus when Tune started
 the trial (a Tune callback in the driver). ``summarise`` turns those into loop images/s,
-start-up seconds and evaluation seconds. The hooks use only points that every version of
-the project has had: ``torch.optim`` step hooks, ``trainables.engine.evaluate_model`` and
-``trainables.ray_entry.train_fn_per_worker`` / ``train_driver_fn``, so the same probe can
-time an older checkout (benchmarks/trial_speed.py ``--against``).
+start-up seconds and evaluation seconds. The steps are timed by a ``torch.optim`` step hook,
+the evaluations by a loop hook that comes in through the trial's Session
+(``train_fn_per_worker(config, hooks=...)``), and the Tune trial runs the project's own
+driver function with this module's worker function (``train_driver_fn(..., worker_fn=...)``):
+nothing of the project is patched. benchmarks/trial_speed.py ``--against`` therefore needs a
+revision that has those two parameters.
 
 The Ray workers import this module by name, so its folder must be on ``PYTHONPATH`` before
 Ray starts (``add_to_worker_path``).
@@ -41,41 +43,34 @@ def timed_worker_fn(config: dict[str, Any]) -> None:
     import ray.train
     from torch.optim.optimizer import register_optimizer_step_post_hook
 
-    import trainables.engine as engine
     import trainables.ray_entry as ray_entry
+    from trainables.loop import HookBase
 
     stamps: list[float] = []
     evals: list[tuple[float, float]] = []
     register_optimizer_step_post_hook(lambda *_: stamps.append(time.time()))
-    evaluate = engine.evaluate_model
 
-    def timed_evaluate(*args, **kwargs):
-        start = time.time()
-        try:
-            return evaluate(*args, **kwargs)
-        finally:
-            evals.append((start, time.time()))
+    class EvaluationTimer(HookBase):
+        def before_evaluate(self, trainer) -> None:
+            self.start = time.time()
 
-    engine.evaluate_model = timed_evaluate
+        def after_evaluate(self, trainer) -> None:
+            evals.append((self.start, time.time()))
+
     try:
-        ray_entry.train_fn_per_worker(config)
+        ray_entry.train_fn_per_worker(config, hooks=(EvaluationTimer(),))
     finally:
         if ray.train.get_context().get_world_rank() == 0:
-            timing = {"steps": stamps, "evals": evals, "engine": engine.__file__}
+            timing = {"steps": stamps, "evals": evals, "engine": ray_entry.__file__}
             Path(config["results_uri"], TIMING_FILE).write_text(json.dumps(timing))
 
 
 def timed_driver_fn(config: dict[str, Any], arms: dict[str, dict[str, Any]]) -> None:
-    """The Tune trial: the project's own driver function, with the timed worker function."""
+    """The Tune trial: the project's own driver function, with the timed worker function
+    (sent by reference: the workers import this module, on their path)."""
     import trainables.ray_entry as ray_entry
 
-    # The trainer sends the worker function by reference: the workers import this module
-    # and its timed_worker_fn, which calls their own (unpatched) train_fn_per_worker.
-    ray_entry.train_fn_per_worker, original = timed_worker_fn, ray_entry.train_fn_per_worker
-    try:
-        ray_entry.train_driver_fn(config, arms)
-    finally:
-        ray_entry.train_fn_per_worker = original
+    ray_entry.train_driver_fn(config, arms, worker_fn=timed_worker_fn)
 
 
 def run_probed_trial(base: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:

@@ -20,7 +20,8 @@ the preset says), as a study does, and measures from inside each trial:
 Each tree runs in its own Python process with its own local Ray (the trees are on
 ``PYTHONPATH`` in turn), rounds alternate between the trees so that drift on a shared
 machine hits both, and the report gives the median of ``--repeats`` rounds and the ratios.
-The timing hooks (benchmarks/trial_probe.py) use only points that both trees have.
+The timing hooks (benchmarks/trial_probe.py) need a revision whose worker and driver
+functions take ``hooks`` and ``worker_fn`` (this one and later).
 """
 
 from __future__ import annotations

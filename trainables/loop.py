@@ -165,6 +165,12 @@ class HookBase:
     def after_step(self, trainer: Trainer) -> None:
         pass
 
+    def before_evaluate(self, trainer: Trainer) -> None:
+        pass
+
+    def after_evaluate(self, trainer: Trainer) -> None:
+        pass
+
 
 class Reporter(Protocol):
     """Where the trainer's results go (trainables/reporter.py writes rows and checkpoints);
@@ -224,7 +230,12 @@ class Trainer:
     # --- what hooks may call --------------------------------------------------------------
     def evaluate(self, final: bool = False) -> dict[str, float]:
         """Metrics of the model as it is now (``final``: also the test split's)."""
-        return self._evaluate(final)
+        for h in self.hooks:
+            h.before_evaluate(self)
+        metrics = self._evaluate(final)
+        for h in self.hooks:
+            h.after_evaluate(self)
+        return metrics
 
     def report_trunk(self) -> None:
         """Evaluate the trunk and report it as a row, with a checkpoint."""
