@@ -4,8 +4,9 @@ A Tune experiment has one search algorithm, but the study needs an independent O
 study for every arm (scratch and pretrained must never share a sampler: their good learning
 rates differ, and pooling would let one arm's trials steer the other's). ``ArmSearch``
 routes: it asks the arm with the fewest trials so far for the next suggestion (arms advance
-together and share the cluster) and sends each result back to the OptunaSearch that made
-it. Each OptunaSearch has its own seeded TPESampler and its own named study in one SQLite
+together and share the cluster; between arms with as many, the one with fewer finished
+trials, which lags behind) and sends each result back to the OptunaSearch that made it.
+Each OptunaSearch has its own seeded TPESampler and its own named study in one SQLite
 file, so ``optuna-dashboard sqlite:///DIR/NAME/optuna.db`` shows every arm.
 
 A Tune trial searches (lr, weight_decay, schedule S) and scores every schedule s <= S of its
@@ -160,6 +161,7 @@ class ArmSearch(Searcher):
         self.num_samples = num_samples
         self.fixed = dict(fixed or {})
         self.suggested = {arm: 0 for arm in searchers}
+        self.finished = {arm: 0 for arm in searchers}
         self.trial_arm: dict[str, str] = {}
         # Trials Optuna was told had failed; --resume may still finish them.
         self.failed: set[str] = set()
@@ -180,7 +182,7 @@ class ArmSearch(Searcher):
         open_arms = [a for a in self.searchers if self.suggested[a] < self.num_samples and a not in self.closed]
         if not open_arms:
             return Searcher.FINISHED
-        arm = min(open_arms, key=lambda a: self.suggested[a])
+        arm = min(open_arms, key=lambda a: (self.suggested[a], self.finished[a]))
         params = self.searchers[arm].suggest(trial_id)
         if params is None:
             return None
@@ -221,6 +223,7 @@ class ArmSearch(Searcher):
             # of their own.
             result = None
         arm = self.trial_arm[trial_id]
+        self.finished[arm] += 1
         if trial_id in self.failed:
             return  # told FAIL before --resume finished it; its result joined in on_trial_result
         if error:
@@ -247,6 +250,7 @@ class ArmSearch(Searcher):
     def save(self, checkpoint_path: str) -> None:
         state = {
             "suggested": self.suggested,
+            "finished": self.finished,
             "trial_arm": self.trial_arm,
             "num_samples": self.num_samples,
             "fixed": self.fixed,
@@ -260,6 +264,7 @@ class ArmSearch(Searcher):
         with open(checkpoint_path, "rb") as f:
             state = pickle.load(f)
         self.suggested, self.trial_arm = state["suggested"], state["trial_arm"]
+        self.finished = state.get("finished", dict.fromkeys(self.suggested, 0))
         self.num_samples, self.fixed, self.spaces = (
             state["num_samples"],
             state["fixed"],
