@@ -285,8 +285,16 @@ def arm_settings(study: StudyConfig, arm: Arm) -> tuple[SolverConfig, DataConfig
 def base_trial(
     study: StudyConfig, arm: Arm, *, results_uri: str, code_version: str, pretrained: dict[str, tuple[str, int | None]]
 ) -> dict[str, Any]:
-    """The arm's fixed part of a TrialConfig, as a dict (the searcher adds the rest)."""
-    weights, images_seen = pretrained.get(arm.model, ("", None)) if arm.init == "pretrained" else ("", None)
+    """The arm's fixed part of a TrialConfig, as a dict (the searcher adds the rest).
+
+    ``pretrained``: the given weights per model (study/workspace.py's prepare_inputs); a
+    pretrained arm whose model has none gets the study's generated pretraining instead.
+    """
+    weights, images_seen, spec = "", None, None
+    if arm.init == "pretrained" and arm.model in pretrained:
+        weights, images_seen = pretrained[arm.model]
+    elif arm.init == "pretrained" and study.pretrain is not None:
+        spec, images_seen = study.pretrain, study.pretrain.images_seen
     base = TrialConfig(
         study=study.name,
         arm=arm.name,
@@ -305,6 +313,7 @@ def base_trial(
         max_failures=study.max_failures,
         eval_period=study.eval_period,
         pretrained_weights=weights,
+        pretrain=spec,
         pretrain_images_seen=images_seen,
         results_uri=results_uri,
         code_version=code_version,

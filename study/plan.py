@@ -127,6 +127,19 @@ def _splits_line(s: StudyConfig) -> str:
     )
 
 
+def _pretraining_line(s: StudyConfig) -> list[str]:
+    """Where the pretrained arms' generated backbone comes from (none for given weights)."""
+    generated = [m for m in s.axes.model if m not in s.pretrained_weights]
+    if s.pretrain is None or "pretrained" not in s.axes.init or not generated:
+        return []
+    p = s.pretrain
+    return [
+        f"  pretraining (the stand-in for ImageNet): {p.num_classes}-class generated shapes at {p.image_size} px, "
+        f"{p.iterations:,} iterations x {p.batch_size} ({p.images_seen:,} images seen); done once per backbone "
+        f"by the first pretrained trial that loads it, on its own CPU, then cached"
+    ]
+
+
 def format_plan(plan: Plan) -> str:
     s = plan.study
     batch = s.num_workers * s.solver.ims_per_worker
@@ -142,6 +155,7 @@ def format_plan(plan: Plan) -> str:
         + (f"the trunk is evaluated every {s.eval_period} iterations, " if s.eval_period else "")
         + "each schedule at its end",
         _splits_line(s),
+        *_pretraining_line(s),
         _search_line(s),
         *(
             [

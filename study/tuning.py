@@ -126,7 +126,7 @@ class FinalStatus(tune.Callback):
 def trainable(
     arms: dict[str, dict[str, Any]],
     resources: dict[str, float],
-    backbones: dict[str, dict[int, tuple[str, int]]] | None = None,
+    backbones: dict[str, dict[int, dict[str, Any]]] | None = None,
 ):
     """Tune's trainable; ``backbones`` gives replicate seeds their own pretraining."""
     return tune.with_resources(tune.with_parameters(train_driver_fn, arms=arms, backbones=backbones), resources)
@@ -325,15 +325,15 @@ def run_replicates(
     results_uri: str,
     max_concurrent: int,
     log=print,
-    backbones: dict[str, dict[int, tuple[str, int]]] | None = None,
+    backbones: dict[str, dict[int, dict[str, Any]]] | None = None,
 ) -> list[tune.ResultGrid]:
     """The replicate phase (study/replicates.py): fixed trials, no search, no early stopping.
 
     Each round is one Tune experiment (``tune-replicates``, then ``-1``, ...). A round that
     can be restored was interrupted: it resumes first, its unfinished trials from their
     checkpoints. Then the trials still missing (none, unless ``replicates`` grew on
-    ``--resume``) run in a new round. ``backbones``: each pretrained arm's weights per seed
-    (study/workspace.py's seed_backbones).
+    ``--resume``) run in a new round. ``backbones``: each pretrained arm's generated
+    pretraining per seed (study/workspace.py's seed_backbones).
     """
     fn = trainable(arms, driver_resources(), backbones)
     grids = []

@@ -2,7 +2,8 @@
 
 Everything here runs in the driver process before Ray starts trials: it refuses to reuse a
 folder unless asked to resume, writes ``study.json`` (the resolved configuration), and
-prepares what all trials share (the generated dataset, the pretrained backbone).
+prepares what all trials share (the generated dataset; a generated pretrained backbone is
+made by the first trial that loads it, trainables/pretrain.py).
 """
 
 from __future__ import annotations
@@ -62,65 +63,50 @@ def code_version() -> str:
 
 
 def prepare_inputs(study: StudyConfig, log: Callable[[str], None] = print) -> dict[str, tuple[str, int | None]]:
-    """Generate the dataset and pretrain backbones once, in the driver; return weights per model.
+    """Generate the dataset once, in the driver; return the given pretrained weights per model.
 
     Returns ``{model name: (weights path or URL, pretraining images seen or None)}`` for the
-    models of arms with ``init=pretrained``.
+    models of arms with ``init=pretrained`` that have weights of their own. A model without
+    any is pretrained from ``study.pretrain`` by its first pretrained trial, on that trial's
+    CPU while scratch trials train beside it (config.base_trial hands the trial the spec).
     """
-    # Imported here: generating data and pretraining need torch and pycocotools, which
-    # --help and --dry-run (this module's other users) should not pay for.
-    from trainables.pretrain import ensure_pretrained
+    # Imported here: generating data needs pycocotools and PIL, which --help and --dry-run
+    # (this module's other users) should not pay for.
     from trainables.synthetic import ensure_dataset
 
     if study.data.source == "synthetic":
         paths = ensure_dataset(study.data.synthetic)
         log(f"data: generated COCO-format dataset at {paths.root}")
-    weights: dict[str, tuple[str, int | None]] = {}
     if "pretrained" not in study.axes.init:
-        return weights
-    for model in study.axes.model:
-        if model in study.pretrained_weights:
-            weights[model] = (study.pretrained_weights[model], study.pretrained_images.get(model))
-        elif study.pretrain is not None:
-            result = ensure_pretrained(study.models[model], study.pretrain, log=log)
-            log(
-                f"pretrained backbone for {model}: {result.path} ({result.images_seen} images, "
-                f"{result.wall_time_s:.0f}s, held-out accuracy {result.accuracy:.2f})"
-            )
-            weights[model] = (str(result.path), result.images_seen)
-    return weights
+        return {}
+    return {
+        model: (study.pretrained_weights[model], study.pretrained_images.get(model))
+        for model in study.axes.model
+        if model in study.pretrained_weights
+    }
 
 
-def seed_backbones(
-    study: StudyConfig, arms: dict[str, dict[str, Any]], seeds: list[int], log: Callable[[str], None] = print
-) -> dict[str, dict[int, tuple[str, int]]]:
-    """For the replicate phase: each pretrained arm's backbone per seed.
+def seed_backbones(study: StudyConfig, arms: dict[str, dict[str, Any]], seeds: list[int]) -> dict[str, dict[int, Any]]:
+    """For the replicate phase: each pretrained arm's generated pretraining per seed.
 
     A seed replicate varies all of an init's randomness. With the generated pretraining
     that includes the pretraining itself: trial seed ``s`` loads the backbone pretrained
     with ``pretrain.seed + (s - study.seed)`` (the search's seed keeps the study's own), one
-    cached backbone per seed. Real ImageNet weights are one fixed checkpoint, the same for
-    every seed: ``{}``, and the arms' own ``pretrained_weights`` stand.
+    cached backbone per seed, pretrained by the first trial of that seed that loads it.
+    Returns ``{arm: {seed: pretrain spec as a dict}}``. Real ImageNet weights are one fixed
+    checkpoint, the same for every seed: ``{}``, and the arms' own ``pretrained_weights``
+    stand.
     """
-    from trainables.pretrain import ensure_pretrained
-
     if study.pretrain is None or "pretrained" not in study.axes.init:
         return {}
-    chosen: dict[str, dict[int, tuple[str, int]]] = {}
-    for name, arm in arms.items():
-        if arm["init"] != "pretrained" or arm["model_name"] in study.pretrained_weights:
-            continue
-        per_seed = {}
-        for seed in seeds:
-            spec = dataclasses.replace(study.pretrain, seed=study.pretrain.seed + seed - study.seed)
-            result = ensure_pretrained(study.models[arm["model_name"]], spec, log=log)
-            per_seed[seed] = (str(result.path), result.images_seen)
-            log(
-                f"pretrained backbone for {name}, seed {seed}: {result.path} (pretraining seed {spec.seed}, "
-                f"held-out accuracy {result.accuracy:.2f})"
-            )
-        chosen[name] = per_seed
-    return chosen
+    return {
+        name: {
+            seed: dataclasses.asdict(dataclasses.replace(study.pretrain, seed=study.pretrain.seed + seed - study.seed))
+            for seed in seeds
+        }
+        for name, arm in arms.items()
+        if arm["init"] == "pretrained" and arm.get("pretrain") is not None and not arm.get("pretrained_weights")
+    }
 
 
 def write_study_file(uri: str, study: StudyConfig, arms: dict[str, dict[str, Any]], extra: dict[str, Any]) -> None:

@@ -52,9 +52,9 @@ def test_norm_mismatch_is_an_error(tmp_path):
 def test_shape_mismatch_is_an_error(tmp_path):
     path = tmp_path / "wide.pth"
     torch.save(build_backbone_body(dataclasses.replace(TINY_GN, width=64)).state_dict(), path)
-    body = build_backbone_body(TINY_GN)  # width 32
+    body = build_backbone_body(TINY_GN)  # width 16
     with pytest.raises(
-        ValueError, match=r"shape mismatches.*conv1.weight: checkpoint \(64, 3, 7, 7\) vs model \(32, 3, 7, 7\)"
+        ValueError, match=r"shape mismatches.*conv1.weight: checkpoint \(64, 3, 7, 7\) vs model \(16, 3, 7, 7\)"
     ):
         load_backbone_weights(body, str(path))
 
@@ -165,8 +165,8 @@ def test_pretrained_images_reach_the_trial_config(tmp_path):
 
 def test_each_replicate_seed_pretrains_its_own_backbone(tmp_path, monkeypatch):
     """A seed replicate varies all of the pretrained init's randomness: with the generated
-    pretraining, each seed loads a backbone pretrained under its own seed (cached apart);
-    real ImageNet weights stay one checkpoint for every seed."""
+    pretraining, each seed's trial pretrains (once, then from the cache) a backbone under its
+    own seed; real ImageNet weights stay one checkpoint for every seed."""
     import dataclasses
 
     import torch
@@ -174,28 +174,65 @@ def test_each_replicate_seed_pretrains_its_own_backbone(tmp_path, monkeypatch):
     from study.config import Arm, base_trial
     from study.presets import SMOKE
     from study.workspace import prepare_inputs, seed_backbones
+    from tests.conftest import MemoryCheckpoints
+    from trainables.engine import with_generated_backbone
     from trainables.ray_entry import trial_config
 
     monkeypatch.setenv("RETHINK_CACHE", str(tmp_path / "cache"))
     study = dataclasses.replace(SMOKE, seed=0)
     pretrained = prepare_inputs(study, log=lambda _m: None)
+    assert pretrained == {}  # nothing is pretrained in the driver
     arms = {
         arm.name: base_trial(study, arm, results_uri=str(tmp_path), code_version="", pretrained=pretrained)
         for arm in (Arm("scratch", 1.0, "tiny"), Arm("pretrained", 1.0, "tiny"))
     }
-    backbones = seed_backbones(study, arms, [0, 1, 2], log=lambda _m: None)
+    assert arms["pretrained-tiny-f1"]["pretrain"] == dataclasses.asdict(study.pretrain)
+    assert arms["pretrained-tiny-f1"]["pretrain_images_seen"] == 10 * 16 and arms["scratch-tiny-f1"]["pretrain"] is None
+    backbones = seed_backbones(study, arms, [0, 1, 2])
     assert set(backbones) == {"pretrained-tiny-f1"}  # scratch has nothing to pretrain
-    per_seed = backbones["pretrained-tiny-f1"]
-    # The search's seed keeps the study's own backbone; the others are new, one per seed.
-    assert per_seed[0][0] == arms["pretrained-tiny-f1"]["pretrained_weights"]
-    assert len({path for path, _ in per_seed.values()}) == 3
-    weights = [torch.load(per_seed[s][0], map_location="cpu") for s in (0, 1)]
-    assert any(not torch.equal(a, b) for a, b in zip(weights[0].values(), weights[1].values()))
-    # A trial of seed 2 loads seed 2's backbone; one of a seed without an entry keeps the arm's.
     point = {"arm": "pretrained-tiny-f1", "lr": 0.02, "weight_decay": 1e-4, "schedule": 1.0}
-    cfg = trial_config({**point, "seed": 2}, arms, "t2", backbones)
-    assert cfg.pretrained_weights == per_seed[2][0] and cfg.seed == 2
-    assert trial_config({**point, "seed": 5}, arms, "t5", backbones).pretrained_weights == per_seed[0][0]
-    # Real weights: one fixed checkpoint, no per-seed backbones.
+    configs = {seed: trial_config({**point, "seed": seed}, arms, f"t{seed}", backbones) for seed in (0, 1, 2, 5)}
+    # The search's seed keeps the study's own pretraining; seed s pretrains under seed + s.
+    assert [configs[s].pretrain.seed for s in (0, 1, 2)] == [study.pretrain.seed + s for s in (0, 1, 2)]
+    assert configs[5].pretrain == configs[0].pretrain  # a seed without an entry keeps the arm's
+    logs: list[str] = []
+    session = MemoryCheckpoints().session(log=logs.append)
+    paths = {s: with_generated_backbone(configs[s], session).pretrained_weights for s in (0, 1)}
+    assert len(set(paths.values())) == 2 and sum("pretraining the backbone" in m for m in logs) == 2
+    weights = [torch.load(paths[s], map_location="cpu") for s in (0, 1)]
+    assert any(not torch.equal(a, b) for a, b in zip(weights[0].values(), weights[1].values()))
+    # A later trial of seed 1 loads the cached backbone without pretraining again.
+    assert with_generated_backbone(configs[1], session).pretrained_weights == paths[1]
+    assert sum("pretraining the backbone" in m for m in logs) == 2
+    # Real weights: one fixed checkpoint, no per-seed backbones, nothing pretrained.
     real = dataclasses.replace(study, pretrained_weights={"tiny": str(tmp_path / "w.pth")})
-    assert seed_backbones(real, arms, [0, 1, 2], log=lambda _m: None) == {}
+    real_arms = {
+        arm.name: base_trial(real, arm, results_uri="", code_version="", pretrained=prepare_inputs(real, log=print))
+        for arm in (Arm("pretrained", 1.0, "tiny"),)
+    }
+    assert real_arms["pretrained-tiny-f1"]["pretrain"] is None
+    assert seed_backbones(real, real_arms, [0, 1, 2]) == {}
+
+
+def _pretrain_in_a_process(cache: str, log_file: str) -> str:
+    import os
+
+    os.environ["RETHINK_CACHE"] = cache
+    from study.presets import SMOKE
+    from trainables.pretrain import ensure_pretrained
+
+    with open(log_file, "w") as f:
+        return str(ensure_pretrained(SMOKE.models["tiny"], SMOKE.pretrain, log=lambda m: print(m, file=f)).path)
+
+
+def test_two_processes_needing_one_backbone_pretrain_it_once(tmp_path):
+    """Trials that start together and need the same generated backbone take turns on the
+    cache's lock: one pretrains, the other waits and loads the same file."""
+    import multiprocessing
+
+    logs = [str(tmp_path / f"log{i}") for i in range(2)]
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        paths = pool.starmap(_pretrain_in_a_process, [(str(tmp_path / "cache"), log) for log in logs])
+    assert paths[0] == paths[1]
+    trained = [open(log).read().count("pretraining the backbone") for log in logs]
+    assert sorted(trained) == [0, 1]

@@ -212,9 +212,10 @@ class SolverConfig:
 class PretrainSpec:
     """The embedded "ImageNet": a generated classification task the backbone is trained on.
 
-    Defaults: 8 shape classes at 48 px, 900 iterations of 64 images (57,600 images seen),
-    SGD lr 0.1 with cosine decay; the tiny GN backbone reaches about 0.9 held-out accuracy
-    in about 80 s on two CPU threads (trainables/pretrain.py).
+    Defaults: 8 shape classes at 48 px, 900 iterations of 64 images (57,600 images seen)
+    drawn from 8,192 generated training images, SGD lr 0.1 with cosine decay
+    (trainables/pretrain.py). A trial whose pretrained init has no given weights pretrains
+    its backbone from this spec on first use, and every later trial loads the cached one.
     """
 
     num_classes: int = 8
@@ -223,6 +224,18 @@ class PretrainSpec:
     iterations: int = 900
     lr: float = 0.1
     seed: int = 0
+    # Distinct generated training images (at most iterations x batch_size are ever drawn).
+    num_images: int = 8192
+
+    def __post_init__(self) -> None:
+        for name in ("num_classes", "image_size", "batch_size", "iterations", "num_images"):
+            _check(getattr(self, name) >= 1, f"pretrain.{name}", getattr(self, name), ">= 1")
+        _check(self.lr > 0, "pretrain.lr", self.lr, "> 0")
+
+    @property
+    def images_seen(self) -> int:
+        """Images the backbone sees in pretraining (iterations x batch), for the rows."""
+        return self.iterations * self.batch_size
 
 
 @dataclass(frozen=True)
@@ -255,8 +268,11 @@ class TrialConfig:
     # Ray Train restarts of the worker group (from the latest checkpoint) before the trial fails.
     max_failures: int = 2
     eval_period: int = 0  # 0: evaluate only at the end
-    # A backbone state_dict path or URL, set for init == "pretrained".
+    # A backbone state_dict path or URL, for init == "pretrained" with real weights ...
     pretrained_weights: str = ""
+    # ... or the generated pretraining of the embedded default, which the trial runs on first
+    # use (cached, one run per spec whoever needs it: trainables/pretrain.py).
+    pretrain: PretrainSpec | None = None
     pretrain_images_seen: int | None = None
     # Where Parquet rows and recorded subsets go (local folder or s3:// URI).
     results_uri: str = ""

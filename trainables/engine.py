@@ -12,6 +12,7 @@ trainables/evaluation.py. Training is counted in iterations, as in Detectron.
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 import time
 from collections.abc import Callable, Iterator
@@ -37,6 +38,7 @@ from trainables.loop import (
     check_finite,
 )
 from trainables.model import assert_scratch_ready, build_model, convert_sync_batchnorm, freeze_stages, param_groups
+from trainables.pretrain import ensure_pretrained
 from trainables.reporter import (
     Reporter,
     SkippedImages,
@@ -72,10 +74,26 @@ def run_trial(cfg: TrialConfig, session: Session) -> dict[str, Any]:
     cannot work) ends the trial on every rank at once, with ``{"input_error": ...}`` as the
     return value instead of an exception, so that no runtime retries it.
     """
+    cfg = with_generated_backbone(cfg, session)
     try:
         return _train(cfg, session)
     except AgreedInputError as err:
         return {"input_error": record_input_error(cfg, session, err.errors)}
+
+
+def with_generated_backbone(cfg: TrialConfig, session: Session) -> TrialConfig:
+    """``cfg`` with the path of its generated backbone, for a pretrained trial of the
+    embedded default (``cfg.pretrain``): the first trial that needs it pretrains it here, on
+    its own CPU, and caches it; later ones load it. Before the trial's clock starts, so the
+    rows' wall times count detection training only."""
+    if cfg.init != "pretrained" or cfg.pretrained_weights or cfg.pretrain is None:
+        return cfg
+    pretrained = ensure_pretrained(cfg.model, cfg.pretrain, log=lambda m: session.log(f"[{cfg.trial_id}] {m}"))
+    session.rank0_log(
+        f"[{cfg.trial_id}] generated backbone (pretraining seed {cfg.pretrain.seed}, held-out accuracy "
+        f"{pretrained.accuracy:.3f}): {pretrained.path}"
+    )
+    return dataclasses.replace(cfg, pretrained_weights=str(pretrained.path))
 
 
 def _train(cfg: TrialConfig, session: Session) -> dict[str, Any]:

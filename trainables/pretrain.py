@@ -6,12 +6,15 @@ generated dataset — ``num_classes`` shape kinds taken in the order of ``PRETRA
 (the default eight include star, ellipse and half-disc, which never appear in the detection
 data), drawn with the detection data's textures on their own cluttered backgrounds — and its
 weights are then loaded by the same function that loads real ImageNet weights. The result
-is cached by its parameters, with metadata (images seen, wall time, held-out accuracy) that
-the results rows and the analysis use.
+is cached by its parameters, with metadata (images seen, wall time, held-out accuracy).
 
-Recipe (version 2): 8 classes, 48 px, batch 64, 900 iterations, SGD lr 0.1 with momentum,
-5% warm-up and cosine decay; the GN width-32 ResNet-18 reaches about 0.9 held-out accuracy
-in about 80 s on two CPU threads, data generation included.
+It runs where it is first needed: in the first trial of a study whose pretrained init
+loads it (trainables/engine.py), on that trial's CPU, while other trials (scratch ones)
+train on the other CPUs. A file lock in the cache makes it one run per spec: a second
+process that needs the same backbone waits for it and loads the cached result.
+
+Recipe (version 3): 8 classes, 48 px, batch 64, SGD lr 0.1 with momentum, 5% warm-up and
+cosine decay, over ``num_images`` generated images (the preset's spec sets the iterations).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from filelock import FileLock
 from torch import nn
 
 from trainables import shapes
@@ -36,7 +40,7 @@ from trainables.config import ModelConfig, PretrainSpec
 from trainables.model import build_backbone_body, param_groups
 from trainables.storage import cache_dir, spec_key
 
-PRETRAIN_VERSION = 2
+PRETRAIN_VERSION = 3
 WEIGHTS_FILE = "backbone.pt"
 META_FILE = "meta.json"
 # Held-out images to measure the classifier's accuracy with.
@@ -101,29 +105,33 @@ def cache_key(model: ModelConfig, spec: PretrainSpec) -> str:
 def ensure_pretrained(
     model: ModelConfig, spec: PretrainSpec, root: Path | None = None, log: Callable[[str], None] = print
 ) -> Pretrained:
-    """Pretrain the backbone for ``model`` unless a cached result exists; return it."""
+    """Pretrain the backbone for ``model`` unless a cached result exists; return it.
+
+    Processes that ask for the same backbone at once (two trials, or the ranks of one) take
+    turns on a lock beside the cache folder: the first pretrains, the others then load its
+    result. The folder appears complete or not at all (written aside, then renamed).
+    """
     if model.norm == "frozenbn":
         # Frozen BN needs BN statistics: pretrain with BN, then freeze at fine-tuning.
         model = dataclasses.replace(model, norm="syncbn")
     folder = (root or cache_dir()) / f"pretrain-{cache_key(model, spec)}"
     if not (folder / META_FILE).exists():
         folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".pretrain-", dir=folder.parent))
-        try:
-            _train(model, spec, tmp, log)
-            os.rename(tmp, folder)
-        except OSError:
-            if not (folder / META_FILE).exists():  # not a lost race: a real error
-                raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        with FileLock(folder.parent / f"{folder.name}.lock"):
+            if not (folder / META_FILE).exists():
+                tmp = Path(tempfile.mkdtemp(prefix=".pretrain-", dir=folder.parent))
+                try:
+                    _train(model, spec, tmp, log)
+                    os.rename(tmp, folder)
+                finally:
+                    shutil.rmtree(tmp, ignore_errors=True)
     meta = json.loads((folder / META_FILE).read_text())
     return Pretrained(folder / WEIGHTS_FILE, meta["images_seen"], meta["wall_time_s"], meta["accuracy"])
 
 
 def _train(model_cfg: ModelConfig, spec: PretrainSpec, out: Path, log: Callable[[str], None]) -> None:
     torch.manual_seed(spec.seed)
-    num_train = min(spec.iterations * spec.batch_size, 8192)
+    num_train = min(spec.images_seen, spec.num_images)
     log(
         f"pretraining the backbone (depth {model_cfg.depth}, width {model_cfg.width}, {model_cfg.norm}) "
         f"on {num_train} generated images, {spec.iterations} iterations x {spec.batch_size}"
@@ -168,7 +176,7 @@ def _train(model_cfg: ModelConfig, spec: PretrainSpec, out: Path, log: Callable[
     state = {k: v for k, v in body.state_dict().items() if not k.startswith("fc.")}
     torch.save(state, out / WEIGHTS_FILE)
     meta = {
-        "images_seen": spec.iterations * spec.batch_size,
+        "images_seen": spec.images_seen,
         "wall_time_s": round(wall, 2),
         "accuracy": round(accuracy, 4),
         "num_classes": spec.num_classes,

@@ -98,10 +98,10 @@ def trial_config(
     config: dict[str, Any],
     arms: dict[str, dict[str, Any]],
     trial_id: str,
-    backbones: dict[str, dict[int, tuple[str, int]]] | None = None,
+    backbones: dict[str, dict[int, dict[str, Any]]] | None = None,
 ) -> TrialConfig:
     """The full trial config: the arm's fixed base plus the searched values; ``backbones``
-    (arm -> seed -> (weights, images seen)) gives a replicate seed its own pretraining."""
+    (arm -> seed -> generated pretraining spec) gives a replicate seed its own pretraining."""
     arm = config["arm"]
     if arm not in arms:
         raise KeyError(f"unknown arm {arm!r} (known: {', '.join(arms)})")
@@ -110,14 +110,14 @@ def trial_config(
     own = (backbones or {}).get(arm, {})
     seed = int(merged["seed"])
     if seed in own:
-        merged["pretrained_weights"], merged["pretrain_images_seen"] = own[seed]
+        merged["pretrain"] = own[seed]
     return from_dict(TrialConfig, merged)
 
 
 def train_driver_fn(
     config: dict[str, Any],
     arms: dict[str, dict[str, Any]],
-    backbones: dict[str, dict[int, tuple[str, int]]] | None = None,
+    backbones: dict[str, dict[int, dict[str, Any]]] | None = None,
     worker_fn: Callable[[dict[str, Any]], Any] = train_fn_per_worker,
 ) -> None:
     """One Tune trial = one Ray Train run of ``num_workers`` DDP workers, each running
