@@ -61,7 +61,7 @@ TOY_SEARCH = SearchSpace(lr=(0.08, 1.0), weight_decay=(1e-5, 1e-3), schedule=(1.
 
 TOY = StudyConfig(
     name="toy",
-    description="the embedded default: generated COCO-format data, tiny Mask R-CNN, CPU, 10-21 minutes on 2 cores",
+    description="the embedded default: generated COCO-format data, tiny Mask R-CNN, CPU, 9-11 minutes on 2 cores",
     axes=Axes(init=("scratch", "pretrained"), data_fraction=(1.0,), model=("tiny",)),
     models=LOCAL_MODELS,
     data=TOY_DATA,
@@ -149,9 +149,9 @@ TOY_REPLICATES = dataclasses.replace(
     "verdict per schedule",
     # The recipe alone (the paper's Table 1 design: one recipe at every schedule), trained
     # under seeds 0-3; each seed changes the model init, the data order and the generated
-    # pretraining (the same 600 training images). Four seeds keep the preset within about
-    # 20 minutes on 2 cores; Welch's interval is still wide at this count (t = 2.45 at 6
-    # degrees of freedom), so "inconclusive" is a likely reading wherever the gap is small.
+    # pretraining (the same 600 training images). Four seeds take about half an hour on 2
+    # cores; Welch's interval is still wide at this count (t = 2.45 at 6 degrees of
+    # freedom), so "inconclusive" is a likely reading wherever the gap is small.
     num_samples=1,
     replicates=4,
 )
