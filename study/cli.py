@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 import os
 import sys
 from typing import Any
 
-from study import failures, preflight
-from study.config import Arm, Axes, StudyConfig, at_global_batch, base_trial, default_point, search_space
+from study import disk, failures, optuna_db, preflight
+from study.arguments import DEFAULT_PRESET, TRIAL_KEYS, folder_of, resolve
+from study.config import Arm, Axes, StudyConfig, base_trial, search_space
 from study.config import arms as study_arms
-from study.overrides import apply_overrides
+from study.driver_lock import DriverLock, StudyLocked, takeover_line
+from study.interrupts import Interrupted, Interrupts, resume_line
 from study.plan import format_plan, make_plan
-from study.presets import PRESETS, get_preset
+from study.presets import PRESETS
 from study.workspace import (
     StudyExists,
     check_folder,
@@ -27,16 +28,14 @@ from study.workspace import (
     prepare_inputs,
     read_study_file,
     seed_backbones,
-    study_uri,
     write_study_file,
 )
+from trainables import storage
 from trainables.branches import branches
-from trainables.config import INITS, ConfigError, TrialConfig, from_dict
+from trainables.config import ConfigError
 from trainables.errors import InputError
+from trainables.rows import STUDY_FILE
 from trainables.storage import is_uri
-
-TRIAL_KEYS = ("init", "model", "data_fraction", "lr", "weight_decay", "schedule", "seed")
-DEFAULT_PRESET = "toy"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,132 +87,66 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def parse_trial(text: str, study: StudyConfig) -> dict[str, Any]:
-    """``init=scratch,lr=0.02,...`` -> validated values; the arm's recipe fills the rest."""
-    values: dict[str, Any] = {
-        "init": study.axes.init[0],
-        "model": study.axes.model[0],
-        "data_fraction": study.axes.data_fraction[0],
-        "seed": study.seed,
-    }
-    given: dict[str, Any] = {}
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        key, sep, raw = part.partition("=")
-        key, raw = key.strip(), raw.strip()
-        if not sep or not raw:
-            raise ConfigError(f"--trial: '{part}' is not KEY=VALUE")
-        if key not in TRIAL_KEYS:
-            raise ConfigError(f"--trial: unknown key '{key}' (known: {', '.join(TRIAL_KEYS)})")
-        given[key] = _parse_value(key, raw, study)
-    values.update(given)
-    return {**values, **default_point(study, values), **given}
-
-
-def _parse_value(key: str, raw: str, study: StudyConfig) -> Any:
-    if key == "init":
-        if raw not in INITS:
-            raise ConfigError(f"--trial: init='{raw}' must be one of {', '.join(INITS)}")
-        return raw
-    if key == "model":
-        if raw not in study.models:
-            raise ConfigError(
-                f"--trial: model='{raw}' is not a model of preset {study.name} ({', '.join(study.models)})"
-            )
-        return raw
-    if key == "seed":
-        try:
-            return int(raw)
-        except ValueError:
-            raise ConfigError(f"--trial: seed='{raw}' is not an integer") from None
-    try:
-        number = float(raw)
-    except ValueError:
-        raise ConfigError(f"--trial: {key}='{raw}' is not a number") from None
-    rules = {
-        "data_fraction": ("in (0, 1]", 0 < number <= 1),
-        "lr": ("> 0", number > 0),
-        "weight_decay": (">= 0", number >= 0),
-        "schedule": ("> 0", number > 0),
-    }
-    rule, ok = rules[key]
-    if not (ok and math.isfinite(number)):
-        raise ConfigError(f"--trial: {key}={raw} must be {rule}")
-    return number
-
-
-def resolve(args: argparse.Namespace) -> tuple[StudyConfig, str, dict[str, Any] | None]:
-    """The preset, the study folder and the --trial values, all validated.
-
-    ``--resume`` takes everything from the folder's study.json: the preset, the --set
-    overrides and trials per arm it was started with, and whether it was one --trial.
-    """
-    if args.name is not None:
-        preflight.check_name(args.name)
-    preflight.check_results(args.results)
-    uri = study_uri(args.results, args.name or args.preset or DEFAULT_PRESET)
-    if args.resume:
-        return _resolve_resume(args, uri)
-    study = get_preset(args.preset or DEFAULT_PRESET)
-    if args.num_samples:
-        study = dataclasses.replace(study, num_samples=args.num_samples)
-    if args.replicates:
-        if args.trial is not None:
-            raise ConfigError("--replicates belongs to a study's search; --trial runs one trial (set its seed instead)")
-        study = dataclasses.replace(study, replicates=args.replicates)
-    study = at_global_batch(apply_overrides(study, args.set))
-    values = parse_trial(args.trial, study) if args.trial is not None else None
-    if not args.dry_run:
-        check_folder(uri, resume=False)
-    return study, uri, values
-
-
-def _resolve_resume(args: argparse.Namespace, uri: str) -> tuple[StudyConfig, str, dict[str, Any] | None]:
-    if args.set or args.num_samples:
-        raise ConfigError(
-            "--set and --num-samples cannot change a study on --resume (its configuration is in study.json)"
-        )
-    check_folder(uri, resume=True)
-    stored = read_study_file(uri)
-    name = stored["preset"]["name"]
-    if args.preset and args.preset != name:
-        raise ConfigError(f"--resume: {uri} holds a study of preset {name}, not {args.preset}")
-    for arm, config in (stored.get("arms") or {}).items():
-        # What the trials will rebuild: a study started by an older version of the code
-        # (e.g. before the search and test splits, when data had val_* paths) fails here,
-        # before Ray, instead of in every trial.
-        try:
-            from_dict(TrialConfig, config)
-        except ConfigError as err:
-            raise ConfigError(
-                f"--resume: arm {arm} in {uri}/study.json does not build with this version of the code ({err}); "
-                f"resume it with the version that started it (study.json's code_version), or start a new study",
-                err.field,
-            ) from None
-    study = at_global_batch(apply_overrides(get_preset(name), stored.get("overrides", [])))
-    study = dataclasses.replace(
-        study,
-        num_samples=stored.get("num_samples", study.num_samples),
-        # More replicates may be asked for on --resume: they only add trials after the search.
-        replicates=args.replicates or stored.get("replicates", study.replicates),
-    )
-    values = stored.get("trial") if stored.get("mode") == "trial" else None
-    return study, uri, values
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    lock = None
     try:
+        if not args.dry_run:
+            # A second driver on an existing study folder stops here, before anything is
+            # read; a new folder is created (with its lock) only once the input is good.
+            lock = DriverLock(folder_of(args))
+            if lock.folder_exists():
+                lock.acquire()
         study, uri, values = resolve(args)
         check_before_ray(study, values, args)
-    except (KeyError, InputError, StudyExists) as err:
+        if lock is not None and not lock.held:
+            lock.acquire()
+            check_folder(uri, args.resume)  # another driver may have started it meanwhile
+    except (KeyError, InputError, StudyExists, StudyLocked) as err:
         # One line, before Ray starts or anything is written (argparse's own errors add usage).
+        if lock is not None:
+            lock.release()
         parser.exit(2, f"{parser.prog}: error: {err.args[0] if isinstance(err, KeyError) else err}\n")
     if args.dry_run:
-        return dry_run(study, values)
-    if values is not None:
-        return run_trial_command(study, values, uri, args)
-    return run_study_command(study, uri, args)
+        return dry_run(study, values, uri)
+    interrupts = Interrupts()
+    interrupts.install()
+    try:
+        if takeover_line(lock):
+            print(takeover_line(lock), file=sys.stderr, flush=True)
+        if values is not None:
+            return run_trial_command(study, values, uri, args, interrupts)
+        return run_study_command(study, uri, args, interrupts)
+    except Exception as err:
+        if disk.is_out_of_space(err):
+            _stop_ray()
+            print(f"\n{disk.out_of_space_line(uri, err)}", file=sys.stderr)
+            return 1
+        if isinstance(err, OSError) and not is_uri(uri) and not os.path.isdir(uri):
+            print(f"\nthe study folder {uri} is gone ({err}); the study stopped", file=sys.stderr)
+            return 1
+        raise
+    except Interrupted as stop:
+        _stop_ray()
+        started = storage.exists(storage.join(uri, STUDY_FILE))
+        print(
+            f"\n{resume_line(uri, stop.signum)}"
+            if started
+            else f"\ninterrupted by {stop}: nothing was written; run the same command again",
+            file=sys.stderr,
+        )
+        return 128 + stop.signum
+    finally:
+        interrupts.uninstall()
+        lock.release()
+
+
+def _stop_ray() -> None:
+    """Ends Ray's streaming of the workers' logs, so that the driver's own lines come last."""
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
 
 
 def check_before_ray(study: StudyConfig, values: dict[str, Any] | None, args: argparse.Namespace) -> None:
@@ -238,7 +171,7 @@ def check_before_ray(study: StudyConfig, values: dict[str, Any] | None, args: ar
     preflight.check_inputs(study, missing_ok)
 
 
-def dry_run(study: StudyConfig, values: dict[str, Any] | None) -> int:
+def dry_run(study: StudyConfig, values: dict[str, Any] | None, uri: str) -> int:
     cores = os.cpu_count() or 1
     if values is not None:
         study = _one_arm(study, values)
@@ -251,7 +184,9 @@ def dry_run(study: StudyConfig, values: dict[str, Any] | None) -> int:
         capacity = f"GPUs of the cluster / {study.num_workers} per trial; set --set cluster_gpus=N to plan for N"
     else:
         capacity = f"{cores} CPUs here / {study.num_workers * study.cpus_per_worker} per trial"
-    print(format_plan(make_plan(study, study.num_samples, cores, 0, capacity)))
+    plan = make_plan(study, study.num_samples, cores, 0, capacity)
+    print(format_plan(plan))
+    print(disk.plan_line(_disk_need(study, plan), uri))
     print("\n(dry run: nothing was trained or written)")
     return 0
 
@@ -287,7 +222,9 @@ def _arms(study: StudyConfig, uri: str, resume: bool) -> dict[str, dict[str, Any
     }
 
 
-def run_trial_command(study: StudyConfig, values: dict[str, Any], uri: str, args: argparse.Namespace) -> int:
+def run_trial_command(
+    study: StudyConfig, values: dict[str, Any], uri: str, args: argparse.Namespace, interrupts: Interrupts
+) -> int:
     from study import tuning  # Ray is imported only once the input is known to be good
 
     study = _one_arm(study, values)
@@ -300,11 +237,18 @@ def run_trial_command(study: StudyConfig, values: dict[str, Any], uri: str, args
     arms = _prepare(study, uri, args, {"mode": "trial", "trial": values, "overrides": args.set})
     if arms is None:
         return 2
+    interrupts.install()  # over the SIGTERM handler that ray.init put in place
     param_space = {"arm": arm.name, **{k: values[k] for k in ("lr", "weight_decay", "schedule", "seed")}}
-    grid = tuning.run_single_trial(arms, param_space, uri, study.objective, args.resume)
+    need = _disk_need(study, make_plan(study, 1, 0, 0, "one trial"))
+    with _watch(uri, need, 1) as watch, interrupts.tune_running():
+        grid = tuning.run_single_trial(arms, param_space, uri, study.objective, args.resume)
+    if watch.short is not None:
+        _stop_ray()
+        print(f"\n{disk.out_of_space_line(uri, reserve=watch.reserve)}", file=sys.stderr)
+        return 1
     failed = tuning.failed_trials(grid, uri)
     if failed:
-        print(f"\n{failures.format_failures(failed)}", file=sys.stderr)
+        print(f"\n{failures.format_failures(failed)}\n({_advice(failed, uri)})", file=sys.stderr)
         return 1
     result = grid[0]
     m = result.metrics or {}
@@ -316,7 +260,7 @@ def run_trial_command(study: StudyConfig, values: dict[str, Any], uri: str, args
     return 0
 
 
-def run_study_command(study: StudyConfig, uri: str, args: argparse.Namespace) -> int:
+def run_study_command(study: StudyConfig, uri: str, args: argparse.Namespace, interrupts: Interrupts) -> int:
     import ray
 
     from analysis import load_results
@@ -329,6 +273,7 @@ def run_study_command(study: StudyConfig, uri: str, args: argparse.Namespace) ->
     arms = _prepare(study, uri, args, mode)
     if arms is None:
         return 2
+    interrupts.install()  # over the SIGTERM handler that ray.init put in place
     cluster = ray.cluster_resources()
     concurrent = max_concurrent_trials(study, cluster.get("CPU", 0), cluster.get("GPU", 0))
     plan = make_plan(
@@ -338,15 +283,22 @@ def run_study_command(study: StudyConfig, uri: str, args: argparse.Namespace) ->
         cluster.get("GPU", 0),
         f"cluster: {cluster.get('CPU', 0):g} CPUs, {cluster.get('GPU', 0):g} GPUs",
     )
-    print(format_plan(plan), flush=True)
+    need = _disk_need(study, plan)
+    print(format_plan(plan), disk.plan_line(need, uri), sep="\n", flush=True)
     print(f"\n{'resuming' if args.resume else 'starting'} study in {uri}\n", flush=True)
-    grids = [tuning.run_study(study, arms, study.num_samples, uri, concurrent, args.resume)]
-    if study.replicates > 1:
+    with _watch(uri, need, concurrent) as watch, interrupts.tune_running():
+        grids = [tuning.run_study(study, arms, study.num_samples, uri, concurrent, args.resume)]
+    if watch.short is None and study.replicates > 1:
         print(f"\nsearch done; replicate phase ({study.replicates} seeds)", flush=True)
         from study.replicates import seeds
 
         backbones = seed_backbones(study, arms, seeds(study))
-        grids += tuning.run_replicates(study, arms, uri, concurrent, backbones=backbones)
+        with _watch(uri, need, concurrent) as watch, interrupts.tune_running():
+            grids += tuning.run_replicates(study, arms, uri, concurrent, backbones=backbones)
+    if watch.short is not None:
+        _stop_ray()
+        print(f"\n{disk.out_of_space_line(uri, reserve=watch.reserve)}", file=sys.stderr)
+        return 1
     try:
         df = load_results(uri)
     except FileNotFoundError:
@@ -359,17 +311,34 @@ def run_study_command(study: StudyConfig, uri: str, args: argparse.Namespace) ->
         report = write_report(uri)
         print(f"\nreport:  {report} (figures beside it; python -m analysis.report {uri})")
     print(f"results: {uri}/metrics  (analysis.load_results('{uri}') or pandas.read_parquet)")
-    print(f"optuna:  optuna-dashboard sqlite:///{tuning.local_optuna_db(uri)}")
+    print(f"optuna:  optuna-dashboard sqlite:///{optuna_db.local_path(uri)}")
     print(f"tune:    {uri}/tune  (tensorboard --logdir {uri}/tune)")
     failed = [f for grid in grids for f in tuning.failed_trials(grid, uri)]
     if failed:
         print(
-            f"\n{failures.format_failures(failed)}\n(their rows say 'failed'; fix the input and run the same "
-            f"command with --resume to continue)",
-            file=sys.stderr,
+            f"\n{failures.format_failures(failed)}\n(their rows say 'failed'; {_advice(failed, uri)})", file=sys.stderr
         )
         return 1
     return 0
+
+
+def _advice(failed: list[failures.Failure], uri: str) -> str:
+    """What to do about the failed trials: make room, or fix their input; then --resume."""
+    if any(disk.is_out_of_space(RuntimeError(f.message)) for f in failed):
+        return f"the disk under {uri} filled up: make room there and run the same command with --resume"
+    return "fix the input and run the same command with --resume to continue"
+
+
+def _disk_need(study: StudyConfig, plan) -> disk.DiskNeed:
+    """The plan's trials, and the replicate phase's (up to two configurations per arm and seed)."""
+    extra = 2 * (study.replicates - 1) * len(plan.arms) if study.replicates > 1 else 0
+    return disk.need(study, plan.total_trials + extra, plan.expected_iterations + extra * plan.longest_trial)
+
+
+def _watch(uri: str, need: disk.DiskNeed, concurrent: int) -> disk.DiskWatch:
+    from study.tune_compat import stop_tune_gracefully  # Ray is running by now
+
+    return disk.DiskWatch(uri, disk.reserve(need, concurrent), stop_tune_gracefully)
 
 
 def _local_cpus(study: StudyConfig) -> int:

@@ -28,8 +28,6 @@ from trainables.config import ConfigError
 from trainables.errors import InputError, MissingInputError
 from trainables.splits import check_disjoint, check_splits, held_out_ids
 
-# Images per folder whose presence is checked here; the trials check every one they use.
-FIRST_IMAGES = 5
 ADDRESS_TIMEOUT_S = 3.0
 
 
@@ -184,7 +182,7 @@ def _check_coco(study: StudyConfig, missing_ok: str | None, log: Callable[[str],
         if not os.path.exists(images):
             _missing(f"image folder {images} not found", f"data.{split}_images", missing_ok, log)
         else:
-            check_images_present(images, blobs[split]["images"], ann, f"data.{split}_images", first=FIRST_IMAGES)
+            check_images_present(images, blobs[split]["images"], ann, f"data.{split}_images")
             folders[split] = images
     if "train" not in blobs:
         return None

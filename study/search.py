@@ -5,9 +5,11 @@ study for every arm (scratch and pretrained must never share a sampler: their go
 rates differ, and pooling would let one arm's trials steer the other's). ``ArmSearch``
 routes: it asks the arm with the fewest trials so far for the next suggestion (arms advance
 together and share the cluster; between arms with as many, the one with fewer finished
-trials, which lags behind) and sends each result back to the OptunaSearch that made it.
-Each OptunaSearch has its own seeded TPESampler and its own named study in one SQLite
-file, so ``optuna-dashboard sqlite:///DIR/NAME/optuna.db`` shows every arm.
+trials, which lags behind) and tells each result to the arm's study. Every arm has its own
+seeded sampler and its own named study in one SQLite file, so
+``optuna-dashboard sqlite:///DIR/NAME/optuna.db`` shows every arm. Only Optuna's public
+ask-and-tell interface is used ("Ask-and-Tell Interface" in Optuna's docs): ``ask`` for a
+trial's parameters, ``tell`` for its end, ``add_trial`` for a branch's result.
 
 A Tune trial searches (lr, weight_decay, schedule S) and scores every schedule s <= S of its
 arm's set on a branch (trainables/branches.py). Its own Optuna trial gets S's final result
@@ -20,18 +22,19 @@ with cooled-down finals; the schedules it did finish are trials of their own.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import pickle
 from typing import Any
 
 import optuna
 from ray.tune.search import Searcher
-from ray.tune.search.optuna import OptunaSearch
 
-from study import failures
-from study.config import SearchSpace, startup_trials
+from study import failures, optuna_db
+from study.config import SearchSpace, StudyConfig, default_point, search_space, startup_trials
+from study.config import arms as study_arms
 from study.sampler import ConfigurationStartupSampler
-from study.tune_compat import optuna_study, optuna_trials, restore_searcher_state, searcher_state
+from study.tune_compat import stop_tune_gracefully
 from trainables.rows import COMPLETED, DIVERGED, FINAL, RECIPE_KEYS, is_branch_final, is_own_final
 
 logger = logging.getLogger(__name__)
@@ -45,37 +48,31 @@ def optuna_space(space: SearchSpace) -> dict[str, optuna.distributions.BaseDistr
     }
 
 
-def arm_searcher(
+def arm_study(
     arm: str,
     space: SearchSpace,
     *,
     storage: optuna.storages.BaseStorage,
     seed: int,
-    metric: str,
     num_samples: int,
     first_point: dict[str, Any] | None,
-) -> OptunaSearch:
-    """An OptunaSearch for one arm; ``first_point`` (the paper's recipe) is tried first."""
+) -> optuna.Study:
+    """One arm's Optuna study (created, or loaded when it exists); ``first_point`` (the
+    paper's recipe) is enqueued as its first trial when the study is new."""
     # A few random configurations before TPE models the space (about half of a small
     # budget), counted as (lr, weight decay), not as schedule results; TPE's constant liar
     # keeps parallel trials from all landing on the same point.
     sampler = ConfigurationStartupSampler(startup_trials(num_samples), seed=seed)
-    points = None
-    if first_point is not None:
+    study = optuna.create_study(
+        study_name=arm, storage=storage, sampler=sampler, direction="maximize", load_if_exists=True
+    )
+    if first_point is not None and not study.get_trials(deepcopy=False):
         point = {k: first_point[k] for k in RECIPE_KEYS}
         if point["schedule"] in space.schedule and _inside(point, space):
-            points = [point]
+            study.enqueue_trial(point)
         else:
             logger.warning("%s's recipe %s lies outside its search ranges; its search starts without it", arm, point)
-    return OptunaSearch(
-        space=optuna_space(space),
-        metric=metric,
-        mode="max",
-        sampler=sampler,
-        study_name=arm,
-        storage=storage,
-        points_to_evaluate=points,
-    )
+    return study
 
 
 def _inside(point: dict[str, Any], space: SearchSpace) -> bool:
@@ -140,29 +137,39 @@ def _is_own_final(result: dict[str, Any], metric: str) -> bool:
 
 
 class ArmSearch(Searcher):
-    """Routes suggestions and results between Tune and one OptunaSearch per arm."""
+    """Routes suggestions and results between Tune and one Optuna study per arm."""
 
     def __init__(
         self,
-        searchers: dict[str, OptunaSearch],
+        studies: dict[str, optuna.Study],
         num_samples: int,
         metric: str,
+        spaces: dict[str, SearchSpace],
         fixed: dict[str, Any] | None = None,
-        spaces: dict[str, SearchSpace] | None = None,
         results_uri: str | None = None,
         arm_configs: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         """``results_uri`` and ``arm_configs`` let a trial that failed on bad input close the
         arms that would fail the same way (study/failures.py)."""
         super().__init__(metric=metric, mode="max")
-        self.searchers = searchers
-        # Each arm's distributions, for the trials its branches add (record_branch).
-        self.spaces = dict(spaces or {})
+        self.studies = studies
+        # Each arm's ranges: the distributions its trials are asked with and its branches added with.
+        self.spaces = dict(spaces)
         self.num_samples = num_samples
         self.fixed = dict(fixed or {})
-        self.suggested = {arm: 0 for arm in searchers}
-        self.finished = {arm: 0 for arm in searchers}
+        self.suggested = {arm: 0 for arm in studies}
+        self.finished = {arm: 0 for arm in studies}
         self.trial_arm: dict[str, str] = {}
+        # Tune trial id -> the number of the Optuna trial asked for it in its arm's study.
+        self.numbers: dict[str, int] = {}
+        # Tune trials whose Optuna trial has ended (told once, whatever Tune reports later).
+        self.told: set[str] = set()
+        # Trials suggested and not yet complete, and how many may be (set_max_concurrency).
+        # Kept here, saved with the rest, rather than in Tune's ConcurrencyLimiter, whose
+        # count is not restored with a Tuner: a trial resumed by --resume would never have
+        # its completion passed on.
+        self.live: set[str] = set()
+        self.max_concurrent = 0
         # Trials Optuna was told had failed; --resume may still finish them.
         self.failed: set[str] = set()
         # Arms that get no more trials in this run (their input is bad); not saved, so a
@@ -178,35 +185,35 @@ class ArmSearch(Searcher):
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
         return True  # each arm's space and objective are fixed at construction
 
+    def set_max_concurrency(self, max_concurrent: int) -> bool:
+        """At most ``max_concurrent`` trials at once (0: no limit); Tune's Searcher API."""
+        self.max_concurrent = max_concurrent
+        return True
+
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
-        open_arms = [a for a in self.searchers if self.suggested[a] < self.num_samples and a not in self.closed]
+        open_arms = [a for a in self.studies if self.suggested[a] < self.num_samples and a not in self.closed]
         if not open_arms:
             return Searcher.FINISHED
+        if self.max_concurrent and len(self.live) >= self.max_concurrent:
+            return None  # asked again when a trial completes
         arm = min(open_arms, key=lambda a: (self.suggested[a], self.finished[a]))
-        params = self.searchers[arm].suggest(trial_id)
-        if params is None:
-            return None
+        trial = self.studies[arm].ask(optuna_space(self.spaces[arm]))
         self.suggested[arm] += 1
         self.trial_arm[trial_id] = arm
-        return {"arm": arm, **params, **self.fixed}
+        self.numbers[trial_id] = trial.number
+        self.live.add(trial_id)
+        return {"arm": arm, **trial.params, **self.fixed}
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if trial_id not in self.trial_arm:
             return
-        searcher = self.searchers[self.trial_arm[trial_id]]
-        if is_branch_result(result, self.metric) or (trial_id in self.failed and _is_own_final(result, self.metric)):
+        branch = is_branch_result(result, self.metric)
+        if branch or (trial_id in self.failed and _is_own_final(result, self.metric)):
+            # A trial told FAIL that --resume finished joins the arm's study here, like a
+            # branch: its Optuna trial has ended already.
             arm = self.trial_arm[trial_id]
-            # OptunaSearch keeps its study private (study/tune_compat.py); add_trial is Optuna's public call for
-            # results computed outside a sampler's ask/tell. A trial told FAIL that --resume
-            # finished joins the same way, here: after a restore Tune's ConcurrencyLimiter
-            # no longer passes its completion on.
             record_branch(
-                optuna_study(searcher),
-                trial_id,
-                result,
-                self.metric,
-                optuna_space(self.spaces[arm]),
-                branch=is_branch_result(result, self.metric),
+                self.studies[arm], trial_id, result, self.metric, optuna_space(self.spaces[arm]), branch=branch
             )
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
@@ -224,38 +231,61 @@ class ArmSearch(Searcher):
             result = None
         arm = self.trial_arm[trial_id]
         self.finished[arm] += 1
-        if trial_id in self.failed:
-            return  # told FAIL before --resume finished it; its result joined in on_trial_result
+        self.live.discard(trial_id)
+        if trial_id in self.failed or trial_id in self.told:
+            return  # told before (FAIL before --resume finished it: it joined in on_trial_result)
         if error:
             self.failed.add(trial_id)
             self._close_after(trial_id)
-        self.searchers[arm].on_trial_complete(trial_id, result=result, error=error)
+        value = None if result is None else result.get(self.metric)
+        if value is not None:
+            state = optuna.trial.TrialState.COMPLETE
+        else:
+            state = optuna.trial.TrialState.FAIL if error else optuna.trial.TrialState.PRUNED
+        try:
+            self.studies[arm].tell(self.numbers[trial_id], value, state=state)
+        except ValueError as exc:  # a value Optuna refuses (NaN): the trial stays as it was
+            logger.warning("Optuna trial %d of %s: %s", self.numbers[trial_id], arm, exc)
+        self.told.add(trial_id)
 
     def _close_after(self, trial_id: str) -> None:
         record = failures.input_failure(self.results_uri, trial_id) if self.results_uri else None
         if record is None:
             return
         arms, reason = failures.arms_to_close(record, self.arm_configs)
-        fresh = [a for a in arms if a in self.searchers and a not in self.closed]
+        fresh = [a for a in arms if a in self.studies and a not in self.closed]
         for arm in fresh:
             self.close_arm(arm, reason)
-        if fresh:
-            which = "no arm" if len(self.closed) == len(self.searchers) else ", ".join(fresh)
+        if not fresh:
+            return
+        if len(self.closed) < len(self.studies):
             logger.warning(
-                "bad input: %s; %s in this run (running trials meet the same error; fix it and --resume)",
-                reason,
-                "no further trial starts" if which == "no arm" else f"{which} gets no further trials",
+                "bad input: %s; %s gets no further trials in this run (fix it and --resume)", reason, ", ".join(fresh)
             )
+            return
+        # Every arm would meet it: the trials still running stop too, as on Ctrl-C (Tune
+        # saves them resumable from their last checkpoints), instead of running on into it.
+        stopping = stop_tune_gracefully()
+        logger.warning(
+            "bad input: %s; no further trial starts in this run%s (fix it and --resume)",
+            reason,
+            ", and the trials still running stop" if stopping else "",
+        )
 
     def save(self, checkpoint_path: str) -> None:
+        # The studies live in their database; what is saved is the routing and each arm's
+        # sampler (its random state, so a resumed search draws what an uninterrupted one would).
         state = {
             "suggested": self.suggested,
             "finished": self.finished,
             "trial_arm": self.trial_arm,
+            "numbers": self.numbers,
+            "live": self.live,
+            "max_concurrent": self.max_concurrent,
             "num_samples": self.num_samples,
             "fixed": self.fixed,
             "spaces": self.spaces,
-            "searchers": {a: searcher_state(s) for a, s in self.searchers.items()},
+            "samplers": {arm: study.sampler for arm, study in self.studies.items()},
         }
         with open(checkpoint_path, "wb") as f:
             pickle.dump(state, f)
@@ -263,48 +293,78 @@ class ArmSearch(Searcher):
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as f:
             state = pickle.load(f)
-        self.suggested, self.trial_arm = state["suggested"], state["trial_arm"]
-        self.finished = state.get("finished", dict.fromkeys(self.suggested, 0))
-        self.num_samples, self.fixed, self.spaces = (
-            state["num_samples"],
-            state["fixed"],
-            state.get("spaces", self.spaces),
-        )
-        for arm, blob in state["searchers"].items():
-            restore_searcher_state(self.searchers[arm], blob)
-        # Arms closed by bad input open again; an ArmSearch pickled by an older version
-        # lacks these attributes.
+        if "numbers" not in state:
+            raise ValueError(
+                f"{checkpoint_path}: the search state was saved by an older version of study/search.py "
+                "(around Tune's OptunaSearch); finish this study with that version, or start a new one"
+            )
+        self.suggested, self.finished, self.trial_arm = state["suggested"], state["finished"], state["trial_arm"]
+        self.numbers, self.num_samples, self.fixed = state["numbers"], state["num_samples"], state["fixed"]
+        self.spaces = state["spaces"]
+        self.live, self.max_concurrent = state["live"], state["max_concurrent"]
+        for arm, sampler in state["samplers"].items():
+            self.studies[arm].sampler = sampler
+        # Arms closed by bad input open again.
         self.closed = {}
-        self.__dict__.setdefault("results_uri", None)
-        self.__dict__.setdefault("arm_configs", {})
-        # Trials Optuna holds as FAIL, from Optuna itself: a resumed one must not report
-        # to its finished Optuna trial.
-        self.failed = set()
-        for searcher in self.searchers.values():
-            numbers = {
-                t.number
-                for t in optuna_study(searcher).get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
-            }
-            self.failed |= {tid for tid, trial in optuna_trials(searcher).items() if trial.number in numbers}
+        # Which trials Optuna holds as ended, and which as FAIL (a resumed one of those
+        # must not report to its ended Optuna trial), from Optuna itself.
+        self.told, self.failed = set(), set()
+        for arm, study in self.studies.items():
+            states = {t.number: t.state for t in study.get_trials(deepcopy=False)}
+            for trial_id, number in self.numbers.items():
+                if self.trial_arm[trial_id] != arm or number not in states:
+                    continue
+                if states[number].is_finished():
+                    self.told.add(trial_id)
+                if states[number] == optuna.trial.TrialState.FAIL:
+                    self.failed.add(trial_id)
         self.fail_orphans()
 
     def fail_orphans(self) -> int:
-        """Mark Optuna trials that no Tune trial will ever finish as FAIL.
+        """Mark Optuna trials that no Tune trial will ever finish as FAIL, and ask for them again.
 
         A driver killed between asking Optuna and saving Tune's experiment state leaves
-        RUNNING trials in the database that the restored experiment does not know.
+        RUNNING trials in the database that the restored experiment does not know. Each is
+        enqueued again, so the resumed search runs what it had asked for (the recipe above all).
         """
         count = 0
-        for arm, searcher in self.searchers.items():
-            known = {t.number for t in optuna_trials(searcher).values()}
-            study = optuna_study(searcher)
+        for arm, study in self.studies.items():
+            known = {n for tid, n in self.numbers.items() if self.trial_arm[tid] == arm}
             for frozen in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
                 if frozen.number not in known:
                     study.tell(frozen.number, state=optuna.trial.TrialState.FAIL)
+                    study.enqueue_trial(frozen.params)
                     logger.warning(
-                        "Optuna trial %d of %s was asked for before the driver stopped and never started: marked FAIL",
+                        "Optuna trial %d of %s was asked for before the driver stopped and never started: "
+                        "marked FAIL and asked for again",
                         frozen.number,
                         arm,
                     )
                     count += 1
         return count
+
+
+def build_search(
+    study: StudyConfig, num_samples: int, results_uri: str, arm_configs: dict[str, dict[str, Any]] | None = None
+) -> ArmSearch:
+    db = optuna_db.open_storage(results_uri)
+    studies, spaces = {}, {}
+    for index, arm in enumerate(study_arms(study)):
+        spaces[arm.name] = search_space(study, arm)
+        studies[arm.name] = arm_study(
+            arm.name,
+            spaces[arm.name],
+            storage=db,
+            seed=study.seed * 1000 + index,
+            num_samples=num_samples,
+            first_point=default_point(study, dataclasses.asdict(arm)),
+        )
+    return ArmSearch(
+        studies,
+        num_samples,
+        study.objective,
+        spaces,
+        fixed={"seed": study.seed},
+        results_uri=results_uri,
+        arm_configs=arm_configs,
+    )

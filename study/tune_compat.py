@@ -1,37 +1,16 @@
 """Every private Ray Tune name the study uses, in one place (Ray is pinned in
-pyproject.toml; tests/test_tune_compat.py fails when an upgrade moves one).
+pyproject.toml; tests/test_compat.py fails when an upgrade moves one).
 
-The per-arm searcher (study/search.py) wraps Tune's ``OptunaSearch``, whose Optuna study
-and its map of Tune trial ids to Optuna trials are private attributes; resuming also
-needs the searcher's pickled state and Tune's ``SearchGenerator`` state layout.
+Resuming the per-arm search (study/search.py) depends on the layout of Tune's
+``SearchGenerator`` state; stopping Tune's loop from the driver's own signal handler
+(study/interrupts.py) on the signal Tune listens to besides SIGINT.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import signal
 
-import optuna
 from ray.tune.search import SearchGenerator
-from ray.tune.search.optuna import OptunaSearch
-
-
-def optuna_study(searcher: OptunaSearch) -> optuna.Study:
-    """The Optuna study behind an ``OptunaSearch``."""
-    return searcher._ot_study
-
-
-def optuna_trials(searcher: OptunaSearch) -> dict[str, optuna.trial.Trial]:
-    """Tune trial id -> the Optuna trial an ``OptunaSearch`` asked for it."""
-    return searcher._ot_trials
-
-
-def searcher_state(searcher: OptunaSearch) -> dict[str, Any]:
-    """What ``OptunaSearch.save`` would write, as a dict to pickle with other state."""
-    return searcher.__dict__.copy()
-
-
-def restore_searcher_state(searcher: OptunaSearch, state: dict[str, Any]) -> None:
-    searcher.__dict__.update(state)
 
 
 class ResumableSearch(SearchGenerator):
@@ -46,3 +25,17 @@ class ResumableSearch(SearchGenerator):
 
     def set_state(self, state: dict) -> None:
         super().set_state({**state, "finished": False})
+
+
+def stop_tune_gracefully() -> bool:
+    """Ask a running ``Tuner.fit`` to stop as on Ctrl-C; False when no Tune loop listens.
+
+    Tune stops gracefully on SIGINT, and on SIGUSR1 whatever ``TUNE_DISABLE_SIGINT_HANDLER``
+    says (``_setup_signal_catching`` in ray/tune/tune.py, installed when ``tune.run``
+    starts): the driver handles SIGINT itself and passes the stop on through SIGUSR1. Before
+    Tune's handler is in place SIGUSR1 would kill the process, so then nothing is sent.
+    """
+    if signal.getsignal(signal.SIGUSR1) in (signal.SIG_DFL, signal.SIG_IGN, None):
+        return False
+    signal.raise_signal(signal.SIGUSR1)
+    return True

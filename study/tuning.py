@@ -13,20 +13,20 @@ import functools
 import itertools
 import logging
 import os
+import socket
 from typing import Any
 
-import optuna
 import pandas as pd
 import ray
 from ray import tune
-from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
+from ray.tune.search import BasicVariantGenerator
 
 from analysis.results import load_results
-from study import failures, replicates
-from study.config import StudyConfig, default_point, search_space
+from study import failures, optuna_db, replicates
+from study.config import StudyConfig, default_point
 from study.config import arms as study_arms
 from study.scheduler import ScheduleRungs
-from study.search import ArmSearch, arm_searcher
+from study.search import build_search
 from study.tune_compat import ResumableSearch
 from trainables import results, storage
 from trainables.ray_entry import DRIVER_RESOURCE, train_driver_fn
@@ -64,6 +64,13 @@ def start_ray(address: str | None, num_cpus: int) -> None:
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "10")
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
+        if address != "auto":
+            # Every process of the study that looks a Ray up (Train's placement-group
+            # cleaner uses the State API) finds this one, never another Ray on the machine;
+            # an API-server address inherited from elsewhere would take precedence (empty:
+            # unset).
+            env["RAY_ADDRESS"] = address
+            env["RAY_API_SERVER_ADDRESS"] = ""
         ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=True)
         return
     # A local Ray runs on no spot node: Train's preemption watcher would be one more actor
@@ -77,14 +84,27 @@ def start_ray(address: str | None, num_cpus: int) -> None:
     # address="local" always starts a new Ray, never one another process left behind
     # (Ray docs, ray.init: address="local"); the dashboard brings the State API that
     # frees the placement group of a stopped trial (ray-project/ray#54305).
+    # With another Ray on the machine, the State API that Train's placement-group cleaner
+    # calls would find "the latest cluster" (ray/dashboard/utils.py,
+    # get_address_for_submission_client) and could hang on it; the address of this Ray's
+    # own dashboard, chosen here, is given to every process instead.
+    port = _free_port()
+    env["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
     ray.init(
         address="local",
         num_cpus=num_cpus,
         resources={DRIVER_RESOURCE: 1000},
         include_dashboard=True,
+        dashboard_port=port,
         object_store_memory=512 * 2**20,
         runtime_env={"env_vars": env},
     )
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def driver_resources() -> dict[str, float]:
@@ -203,67 +223,6 @@ def restored(experiment: str, fn) -> tune.Tuner | None:
     return tune.Tuner.restore(experiment, fn, resume_unfinished=True, resume_errored=True)
 
 
-def local_optuna_db(results_uri: str) -> str:
-    """The SQLite file behind the Optuna studies (on the driver's disk for s3:// results).
-
-    For s3:// results a copy published earlier is fetched first, so a study resumed on a
-    new head keeps its Optuna trials.
-    """
-    if not storage.is_uri(results_uri):
-        os.makedirs(os.path.abspath(results_uri), exist_ok=True)
-        return os.path.join(os.path.abspath(results_uri), "optuna.db")
-    folder = storage.cache_dir() / "optuna" / results_uri.split("://", 1)[1].replace("/", "_")
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "optuna.db"
-    remote = storage.join(results_uri, "optuna.db")
-    if not path.exists() and storage.exists(remote):
-        path.write_bytes(storage.read_bytes(remote))
-    return str(path)
-
-
-def publish_optuna_db(results_uri: str) -> None:
-    """For s3:// results, copy the local Optuna database next to the results."""
-    if storage.is_uri(results_uri):
-        with open(local_optuna_db(results_uri), "rb") as f:
-            storage.write_bytes_atomic(storage.join(results_uri, "optuna.db"), f.read())
-
-
-def optuna_storage(results_uri: str) -> optuna.storages.RDBStorage:
-    """One SQLite file for every arm's study (``optuna-dashboard sqlite:///...``).
-
-    Only the Tune driver writes to it, so SQLite's single writer is enough. On shared
-    storage (s3://) it is kept on the driver's disk beside the Tune folder's local copy.
-    """
-    return optuna.storages.RDBStorage(f"sqlite:///{local_optuna_db(results_uri)}")
-
-
-def build_search(
-    study: StudyConfig, num_samples: int, results_uri: str, arm_configs: dict[str, dict[str, Any]] | None = None
-) -> ArmSearch:
-    db = optuna_storage(results_uri)
-    searchers, spaces = {}, {}
-    for index, arm in enumerate(study_arms(study)):
-        spaces[arm.name] = search_space(study, arm)
-        searchers[arm.name] = arm_searcher(
-            arm.name,
-            search_space(study, arm),
-            storage=db,
-            seed=study.seed * 1000 + index,
-            metric=study.objective,
-            num_samples=num_samples,
-            first_point=default_point(study, dataclasses.asdict(arm)),
-        )
-    return ArmSearch(
-        searchers,
-        num_samples,
-        study.objective,
-        fixed={"seed": study.seed},
-        spaces=spaces,
-        results_uri=results_uri,
-        arm_configs=arm_configs,
-    )
-
-
 def build_scheduler(study: StudyConfig, results_uri: str):
     if not study.early_stopping.enabled:
         return None
@@ -301,11 +260,11 @@ def run_study(
         search = build_search(study, num_samples, results_uri, arms)
         if resume:  # killed before Tune first saved its state: nothing to restore
             search.fail_orphans()
-        limited = ConcurrencyLimiter(search, max_concurrent=max_concurrent) if max_concurrent else search
+        search.set_max_concurrency(max_concurrent)
         tuner = tune.Tuner(
             fn,
             tune_config=tune.TuneConfig(
-                search_alg=ResumableSearch(limited),
+                search_alg=ResumableSearch(search),
                 scheduler=build_scheduler(study, results_uri),
                 num_samples=num_samples * len(arms),
                 metric=study.objective,
@@ -315,7 +274,7 @@ def run_study(
         )
     grid = tuner.fit()
     reconcile_statuses(grid, results_uri)
-    publish_optuna_db(results_uri)
+    optuna_db.publish(results_uri)
     return grid
 
 

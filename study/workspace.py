@@ -20,6 +20,7 @@ from typing import Any
 from study.config import StudyConfig, search_space
 from study.config import arms as study_arms
 from trainables import storage
+from trainables.config import ConfigError
 from trainables.rows import STUDY_FILE
 
 
@@ -123,7 +124,20 @@ def write_study_file(uri: str, study: StudyConfig, arms: dict[str, dict[str, Any
 
 
 def read_study_file(uri: str) -> dict[str, Any]:
-    return json.loads(storage.read_bytes(storage.join(uri, STUDY_FILE)))
+    """The study's resolved configuration; a damaged file is a ConfigError naming it."""
+    path = storage.join(uri, STUDY_FILE)
+    try:
+        stored = json.loads(storage.read_bytes(path))
+        name = stored["preset"]["name"]
+        if not isinstance(name, str) or not isinstance(stored.get("arms", {}), dict):
+            raise ValueError("no preset name or arms")
+    except (ValueError, KeyError, TypeError) as err:
+        raise ConfigError(
+            f"{path} is damaged ({type(err).__name__}: {err}); nothing was changed. Restore it from a copy, "
+            f"or start the study again in another folder",
+            STUDY_FILE,
+        ) from None
+    return stored
 
 
 def _version(package: str) -> str | None:

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from study.cli import build_parser, main, parse_trial
+from study.arguments import parse_trial
+from study.cli import build_parser, main
 from study.config import Arm, base_trial
 from study.presets import SMOKE, TOY
 from trainables.branches import branches, trial_iterations
@@ -145,7 +146,7 @@ def build_parser_text():
 def test_resume_takes_the_configuration_from_study_json(capsys, tmp_path):
     import json
 
-    from study.cli import resolve
+    from study.arguments import resolve
 
     folder = tmp_path / "R"
     folder.mkdir()

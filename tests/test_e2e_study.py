@@ -52,16 +52,51 @@ def _wait_for_rows(folder: Path, count: int, proc: subprocess.Popen, timeout: fl
     raise AssertionError(f"no {count} rows in {folder} after {timeout}s")
 
 
-def test_killed_study_resumes_without_lost_or_duplicated_rows(tmp_path):
+def _interrupt(proc: subprocess.Popen, signum: int, log: Path) -> str:
+    """Send ``signum`` to the driver alone (as a terminal's Ctrl-C or a scheduler's SIGTERM
+    would) and return its output once it has exited, within two minutes."""
+    os.kill(proc.pid, signum)
+    try:
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return log.read_text()
+
+
+def test_interrupted_study_resumes_without_lost_or_duplicated_rows(tmp_path):
+    """SIGTERM, then SIGINT mid-trial: each stops the study cleanly (exit 143, 130; no
+    summary; the project's own resume command last), and --resume finishes it with every
+    row once. While it runs, a second driver on its folder is refused."""
     cmd = [sys.executable, "study/run.py", "--preset", "smoke", "--results", str(tmp_path), "--name", "S"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    log = open(tmp_path / "first.log", "w")
-    first = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        _wait_for_rows(tmp_path / "S" / "metrics", 3, first, timeout=240)
-    finally:
-        os.killpg(first.pid, signal.SIGKILL)  # the driver and the local Ray it started
-        first.wait()
+    rows = tmp_path / "S" / "metrics"
+    resume_cmd = f"python study/run.py --results {tmp_path} --name S --resume"
+    for attempt, signum in enumerate((signal.SIGTERM, signal.SIGINT)):
+        log_path = tmp_path / f"run{attempt}.log"
+        with open(log_path, "w") as log:
+            run = [*cmd, "--resume"] if attempt else cmd
+            proc = subprocess.Popen(
+                run, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+            before = len(list(rows.glob("*.parquet"))) if rows.exists() else 0
+            _wait_for_rows(rows, before + 2, proc, timeout=240)
+            if attempt == 0:
+                start = time.time()
+                second = subprocess.run(
+                    [*cmd, "--resume"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+                )
+                assert second.returncode == 2 and time.time() - start < 30, second.stderr
+                assert (
+                    f"is in use by another driver: host {socket.gethostname()}, pid {proc.pid}, since" in second.stderr
+                )
+                assert len(second.stderr.strip().splitlines()) == 1, second.stderr
+            out = _interrupt(proc, signum, log_path)
+        assert proc.returncode == 128 + signum, out[-3000:]
+        assert out.strip().splitlines()[-1].strip() == resume_cmd, out[-3000:]
+        assert f"interrupted by {signal.Signals(signum).name}" in out
+        assert "best schedule result per arm" not in out and "Tuner.restore" not in out.splitlines()[-1]
     again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 2 and "--resume" in again.stderr  # refuses to overwrite
     resumed = subprocess.run([*cmd, "--resume"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
@@ -115,6 +150,45 @@ def test_killed_study_resumes_without_lost_or_duplicated_rows(tmp_path):
     assert sorted(_dashboard_studies(tmp_path / "S" / "optuna.db")) == names
 
 
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 56 MB tmpfs (root only): smaller than a smoke study's checkpoints need."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=56m", "tmpfs", str(mount)], capture_output=True)
+    if made.returncode != 0:
+        pytest.skip(f"mounting a tmpfs needs root: {made.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def test_a_full_disk_stops_the_study_in_one_line_and_resume_finishes(small_disk):
+    # One trial per arm: the resume, which finishes the study, stays short.
+    cmd = [sys.executable, "study/run.py", "--preset", "smoke", "--num-samples", "1", "--results", str(small_disk)]
+    cmd += ["--name", "F"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    full = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
+    out = full.stdout + full.stderr
+    assert full.returncode == 1, out[-3000:]
+    assert "WARNING: only 56 MB free there" in full.stdout  # the plan said so before it started
+    last = full.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"out of space under {small_disk / 'F'}: ") and "run the same command with --resume" in last
+    assert "best schedule result per arm" not in out and "Traceback" not in out
+    written = pd.read_parquet(small_disk / "F" / "metrics")  # the rows so far, readable
+    assert len(written) >= 1
+
+    subprocess.run(["mount", "-o", "remount,size=400m", str(small_disk)], check=True)  # room made
+    resume = [sys.executable, "study/run.py", "--results", str(small_disk), "--name", "F", "--resume"]
+    resumed = subprocess.run(resume, cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    raw = pd.read_parquet(small_disk / "F" / "metrics")
+    assert not raw.duplicated(["trial_id", "cost_iterations"]).any()
+    trials = trial_rows(load_results(small_disk / "F"))
+    assert len(trials) == 2 and set(trials["trial_status"]) <= {"completed", "stopped", "diverged"}
+
+
 def _dashboard_studies(db: Path) -> list[str]:
     """Start optuna-dashboard (the monitor extra) on a study's database and read its studies over HTTP."""
     with socket.socket() as s:
@@ -147,7 +221,21 @@ def _dashboard_studies(db: Path) -> list[str]:
         server.wait(timeout=30)
 
 
+def _other_ray() -> subprocess.Popen:
+    """Another user's local Ray on the same machine, started after the study's own: Ray's
+    look-ups without an address ("the latest cluster") would find this one."""
+    code = (
+        "import ray, time; ray.init(address='local', num_cpus=1, include_dashboard=False); "
+        "print('up', flush=True); time.sleep(900)"
+    )
+    other = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, start_new_session=True)
+    assert other.stdout.readline().strip() == "up"
+    return other
+
+
 def test_two_node_cluster_frees_placement_groups_of_stopped_trials(tmp_path):
+    """With another Ray running on the machine too: no trial waits for ever on a placement
+    group that a stopped trial left behind."""
     from ray.cluster_utils import Cluster
 
     cluster = Cluster(
@@ -157,6 +245,7 @@ def test_two_node_cluster_frees_placement_groups_of_stopped_trials(tmp_path):
     for _ in range(2):
         cluster.add_node(num_cpus=1, resources={"worker_node": 1}, object_store_memory=100 * 2**20)
     cluster.wait_for_nodes()
+    other = _other_ray()
     try:
         tuning.start_ray(cluster.address, num_cpus=0)
         # One arm, schedules 1x and 2x, three trials: the 1x results are a rung, where a 2x
@@ -218,6 +307,8 @@ def test_two_node_cluster_frees_placement_groups_of_stopped_trials(tmp_path):
             time.sleep(1)
         assert not live, live
     finally:
+        os.killpg(other.pid, signal.SIGKILL)
+        other.wait()
         ray.shutdown()
         cluster.shutdown()
 

@@ -251,3 +251,47 @@ def test_missing_pretrained_weights(tmp_path):
     )
     proc = run_cli(*flags, "--dry-run")
     assert proc.returncode == 0 and "note: pretrained weights for model tiny not found" in proc.stdout
+
+
+def _stored_smoke_study(root):
+    """A smoke study's folder as its driver leaves it before the first trial: study.json."""
+    from study.config import arms as study_arms
+    from study.config import base_trial
+    from study.workspace import study_uri, write_study_file
+
+    uri = study_uri(str(root), "smoke")
+    arms = {
+        a.name: base_trial(SMOKE, a, results_uri=uri, code_version="test", pretrained={}) for a in study_arms(SMOKE)
+    }
+    write_study_file(uri, SMOKE, arms, {"mode": "search", "num_samples": 2, "replicates": 1, "overrides": []})
+    return Path(uri)
+
+
+def test_a_damaged_study_json_or_optuna_db_is_refused_before_ray(tmp_path):
+    folder = _stored_smoke_study(tmp_path)
+    flags = ("--preset", "smoke", "--results", str(tmp_path), "--resume")
+    (folder / "optuna.db").write_bytes(b"SQLite format 3\x00" + b"\x07" * 3000)  # a header, then garbage
+    assert_refused(run_cli(*flags), str(folder / "optuna.db"), "is damaged", "rows in metrics/ are intact")
+    (folder / "optuna.db").unlink()
+    good = (folder / "study.json").read_text()
+    (folder / "study.json").write_text(good[: len(good) // 2])  # cut short
+    assert_refused(run_cli(*flags), str(folder / "study.json"), "is damaged", "nothing was changed")
+    assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == ["study.json"]
+
+
+def test_every_listed_image_is_checked_not_only_the_first_few(tmp_path):
+    """One directory listing per folder, so preflight checks all of them (a 9th image missing
+    used to be found inside a trial, after Ray's start)."""
+    from trainables.coco_check import check_images_present
+
+    (tmp_path / "sub").mkdir()
+    images = [{"id": i, "file_name": f"{i:06d}.jpg"} for i in range(1, 12)] + [{"id": 12, "file_name": "sub/12.jpg"}]
+    for img in images:
+        (tmp_path / img["file_name"]).write_bytes(b"")
+    check_images_present(str(tmp_path), images, "ann.json", "data.train_images")
+    (tmp_path / "000009.jpg").unlink()
+    (tmp_path / "sub" / "12.jpg").unlink()
+    with pytest.raises(
+        MissingInputError, match=r"image 9 listed in ann.json is missing: .*000009.jpg and 1 more of the 12"
+    ):
+        check_images_present(str(tmp_path), images, "ann.json", "data.train_images")

@@ -4,6 +4,7 @@ rungs, with real Optuna and Ray Tune classes."""
 import dataclasses
 import functools
 import json
+import signal
 import types
 
 import optuna
@@ -14,27 +15,26 @@ from ray.tune.search import Searcher
 
 from study.config import SearchSpace
 from study.scheduler import LOSS_WEIGHT, ScheduleRungs, rung_score
-from study.search import ArmSearch, arm_searcher
+from study.search import ArmSearch, arm_study
 
 SPACE = SearchSpace(lr=(0.01, 0.1), weight_decay=(1e-5, 1e-3), schedule=(1.0, 2.0))
 
 
 def _search(tmp_path, num_samples=3):
     storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'optuna.db'}")
-    searchers = {
-        arm: arm_searcher(
+    arms = ["scratch-tiny-f1", "pretrained-tiny-f1"]
+    studies = {
+        arm: arm_study(
             arm,
             SPACE,
             storage=storage,
             seed=i,
-            metric="bbox_AP",
             num_samples=num_samples,
             first_point={"lr": 0.02, "weight_decay": 1e-4, "schedule": 1.0},
         )
-        for i, arm in enumerate(["scratch-tiny-f1", "pretrained-tiny-f1"])
+        for i, arm in enumerate(arms)
     }
-    spaces = dict.fromkeys(searchers, SPACE)
-    return ArmSearch(searchers, num_samples, "bbox_AP", fixed={"seed": 0}, spaces=spaces), storage
+    return ArmSearch(studies, num_samples, "bbox_AP", dict.fromkeys(arms, SPACE), fixed={"seed": 0}), storage
 
 
 def test_each_arm_gets_its_own_optuna_study(tmp_path):
@@ -68,7 +68,8 @@ def test_save_restore_and_orphans(tmp_path):
     pretrained = optuna.load_study(study_name="pretrained-tiny-f1", storage=storage)
     states = [t.state for t in pretrained.trials]
     assert optuna.trial.TrialState.FAIL in states  # the orphan no longer counts as running
-    assert fresh.suggest("c")["arm"] == "pretrained-tiny-f1"
+    again = fresh.suggest("c")
+    assert again["arm"] == "pretrained-tiny-f1" and again["lr"] == 0.02  # the lost recipe is asked for again
 
 
 def _final(config, schedule, ap, status="completed", loss=1.0, arm=None):
@@ -187,17 +188,16 @@ def test_each_arm_starts_from_its_own_recipe(tmp_path):
 
 def test_a_recipe_outside_the_ranges_is_left_out_and_said(tmp_path, caplog):
     storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'optuna.db'}")
-    search = arm_searcher(
+    study = arm_study(
         "scratch-tiny-f1",
         SPACE,
         storage=storage,
         seed=0,
-        metric="bbox_AP",
         num_samples=2,
         first_point={"lr": 0.02, "weight_decay": 1e-4, "schedule": 3.0},
     )
     assert "lies outside its search ranges" in caplog.text
-    search.set_search_properties("bbox_AP", "max", {})
+    search = ArmSearch({"scratch-tiny-f1": study}, 2, "bbox_AP", {"scratch-tiny-f1": SPACE})
     assert search.suggest("a")["schedule"] in SPACE.schedule
 
 
@@ -280,8 +280,15 @@ def test_bad_input_closes_the_arms_that_would_meet_it_again(tmp_path, caplog):
     search.results_uri, search.arm_configs = str(tmp_path / "b"), ARM_CONFIGS
     search.suggest("s0")
     _input_failure(tmp_path / "b", "s0", "scratch-tiny-f1", "data.train_annotations")
-    search.on_trial_complete("s0", error=True)
+    # Inside Tune's loop its graceful-stop handler listens on SIGUSR1 (study/tune_compat.py).
+    stops = []
+    previous = signal.signal(signal.SIGUSR1, lambda *_: stops.append(1))
+    try:
+        search.on_trial_complete("s0", error=True)
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
     assert "every arm reads data.train_annotations=" in caplog.text and "no further trial starts" in caplog.text
+    assert stops == [1] and "the trials still running stop" in caplog.text  # they would meet it too
     assert search.suggest("x") == Searcher.FINISHED
     # An error without a record (a lost node after Train's retries) closes nothing.
     (tmp_path / "c").mkdir()
@@ -399,3 +406,20 @@ def test_tpe_start_up_counts_configurations_not_schedule_results():
     random_twin = study_with(optuna.samplers.RandomSampler(seed=7), two)
     suggestion = ours.ask(space).params
     assert suggestion == tpe_twin.ask(space).params and suggestion != random_twin.ask(space).params
+
+
+def test_a_trial_running_at_a_restore_is_told_when_it_ends(tmp_path):
+    """The concurrency limit and the running trials are the searcher's own saved state: a
+    trial resumed by --resume and then stopped early still reaches Optuna (as PRUNED)."""
+    search, storage = _search(tmp_path, num_samples=2)
+    search.set_max_concurrency(1)
+    config = search.suggest("t0")
+    assert search.suggest("t1") is None  # one trial at a time
+    search.save(str(tmp_path / "state.pkl"))
+    restored, _ = _search(tmp_path, num_samples=2)
+    restored.restore(str(tmp_path / "state.pkl"))
+    assert restored.suggest("t1") is None  # t0 still runs
+    restored.on_trial_complete("t0", _final({**config, "schedule": 2.0}, 1.0, 0.3))  # stopped after 1x
+    study = optuna.load_study(study_name="scratch-tiny-f1", storage=storage)
+    assert [t.state.name for t in study.trials] == ["PRUNED"]
+    assert restored.suggest("t1")["arm"] == "pretrained-tiny-f1"

@@ -1,5 +1,5 @@
 """Every private Ray name the trials use, in one place (Ray is pinned in pyproject.toml;
-tests/test_ray_compat.py fails when an upgrade moves one).
+tests/test_compat.py fails when an upgrade moves one).
 
 Study-side (Tune) private names live in study/tune_compat.py.
 """
@@ -24,3 +24,11 @@ def quiet_report_logging() -> None:
     except ImportError:  # a Ray without this module has nothing to quiet
         return
     logging.getLogger(module.__file__).setLevel(logging.WARNING)
+
+
+def is_placement_timeout(error: BaseException) -> bool:
+    """Whether Ray Train gave up because its worker group could not be placed in time: a
+    ``ControllerError`` (public) around ``WorkerGroupStartupTimeoutError`` (private)."""
+    from ray.train.v2._internal.exceptions import WorkerGroupStartupTimeoutError
+
+    return isinstance(getattr(error, "controller_failure", None), WorkerGroupStartupTimeoutError)

@@ -9,7 +9,7 @@ restores, so Train resumes its own checkpoints) and forwards every report to Tun
 
 The trainer is Ray Train's public ``TorchTrainer`` (NCCL between GPUs, gloo between
 CPUs). The engine is imported inside the worker function, where it runs. The one private
-Ray name the trials use lives in trainables/ray_compat.py.
+Ray names the trials use live in trainables/ray_compat.py.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import ray.tune
 from trainables import storage
 from trainables.config import TrialConfig, from_dict, to_dict
 from trainables.errors import InputError
+from trainables.ray_compat import is_placement_timeout
 from trainables.rows import SEARCHED_KEYS
 
 CHECKPOINT_FILE = "state.pt"
@@ -33,6 +34,10 @@ CHECKPOINT_FILE = "state.pt"
 # never take a core a Train worker needs (Ray docs, Train user guide "Hyperparameter
 # optimization": keep the driver functions off the workers' resources).
 DRIVER_RESOURCE = "study_driver"
+# Tries to start a trial's worker group before the trial fails (a start that cannot be
+# placed waits RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S each time: room for an autoscaler's
+# new nodes, never for ever).
+CONTROLLER_FAILURE_LIMIT = 3
 
 
 def train_fn_per_worker(config: dict[str, Any], hooks: tuple = ()) -> dict[str, Any] | None:
@@ -85,13 +90,32 @@ def _report(metrics: dict[str, Any], state: dict[str, Any] | None) -> None:
 
 
 def _load_checkpoint() -> dict[str, Any] | None:
+    """The latest checkpoint that loads (trainables/checkpoints.py), or None to start afresh."""
+    import pyarrow.fs as pafs
     import torch
+
+    from trainables.checkpoints import first_loadable, older_first_newest
 
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
         return None
-    with checkpoint.as_directory() as folder:
-        return torch.load(os.path.join(folder, CHECKPOINT_FILE), map_location="cpu", weights_only=False)
+    fs, latest = checkpoint.filesystem, checkpoint.path
+    parent = latest.rstrip("/").rsplit("/", 1)[0]
+    siblings = [
+        info.path
+        for info in fs.get_file_info(pafs.FileSelector(parent, allow_not_found=True))
+        if info.type == pafs.FileType.Directory
+    ]
+
+    def load(folder: str) -> dict[str, Any]:
+        with ray.train.Checkpoint(path=folder, filesystem=fs).as_directory() as local:
+            return torch.load(os.path.join(local, CHECKPOINT_FILE), map_location="cpu", weights_only=False)
+
+    rank = ray.train.get_context().get_world_rank()
+    trial = ray.train.get_context().get_experiment_name()
+    log = (lambda msg: print(f"[{trial}] {msg}", flush=True)) if rank == 0 else None
+    state, _ = first_loadable(older_first_newest(latest, siblings), load, log)
+    return state
 
 
 def trial_config(
@@ -145,7 +169,9 @@ def train_driver_fn(
             # A bounded controller_failure_limit: an unschedulable worker group fails the
             # trial instead of retrying forever (ray.train.FailureConfig: the default -1 retries
             # forever).
-            failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures, controller_failure_limit=3),
+            failure_config=ray.train.FailureConfig(
+                max_failures=cfg.max_failures, controller_failure_limit=CONTROLLER_FAILURE_LIMIT
+            ),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
             # Ray Train logs each report's whole metrics dict at INFO; the engine prints one
             # line per evaluation instead.
@@ -154,12 +180,28 @@ def train_driver_fn(
     )
     # A failure after max_failures restarts propagates to Tune, whose callback marks the
     # trial's last row "failed" (study/tuning.py).
-    result = trainer.fit()
+    try:
+        result = trainer.fit()
+    except ray.train.ControllerError as err:
+        if not is_placement_timeout(err):
+            raise
+        # One line that names what the trial waited for, instead of Train's retry log.
+        attempts = CONTROLLER_FAILURE_LIMIT + 1
+        timeout = float(os.environ.get("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "60"))
+        raise TrialPlacementError(
+            f"{cfg.num_workers} worker(s) of {resources} each could not be placed in {attempts} attempts of "
+            f"{timeout:g} s (RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S); free in the cluster now: "
+            f"{ray.available_resources()}"
+        ) from None
     failure = (result.return_value or {}).get("input_error") if isinstance(result.return_value, dict) else None
     if failure:
         # The trial's error in Tune, raised once: Tune's FailureConfig does not retry trials
         # (study/tuning.py), and the workers did not raise, so Train did not either.
         raise TrialInputError(failure)
+
+
+class TrialPlacementError(RuntimeError):
+    """A trial whose workers could not be placed within the stated time; the study goes on."""
 
 
 class TrialInputError(InputError):

@@ -1,0 +1,137 @@
+"""What the command line's arguments name: the study folder, the preset with its overrides,
+and ``--trial``'s values, each validated (bad input raises ConfigError naming the part)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+from typing import Any
+
+from study import optuna_db, preflight
+from study.config import StudyConfig, at_global_batch, default_point
+from study.overrides import apply_overrides
+from study.presets import get_preset
+from study.workspace import check_folder, read_study_file, study_uri
+from trainables.config import INITS, ConfigError, TrialConfig, from_dict
+
+TRIAL_KEYS = ("init", "model", "data_fraction", "lr", "weight_decay", "schedule", "seed")
+DEFAULT_PRESET = "toy"
+
+
+def parse_trial(text: str, study: StudyConfig) -> dict[str, Any]:
+    """``init=scratch,lr=0.02,...`` -> validated values; the arm's recipe fills the rest."""
+    values: dict[str, Any] = {
+        "init": study.axes.init[0],
+        "model": study.axes.model[0],
+        "data_fraction": study.axes.data_fraction[0],
+        "seed": study.seed,
+    }
+    given: dict[str, Any] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, raw = part.partition("=")
+        key, raw = key.strip(), raw.strip()
+        if not sep or not raw:
+            raise ConfigError(f"--trial: '{part}' is not KEY=VALUE")
+        if key not in TRIAL_KEYS:
+            raise ConfigError(f"--trial: unknown key '{key}' (known: {', '.join(TRIAL_KEYS)})")
+        given[key] = _parse_value(key, raw, study)
+    values.update(given)
+    return {**values, **default_point(study, values), **given}
+
+
+def _parse_value(key: str, raw: str, study: StudyConfig) -> Any:
+    if key == "init":
+        if raw not in INITS:
+            raise ConfigError(f"--trial: init='{raw}' must be one of {', '.join(INITS)}")
+        return raw
+    if key == "model":
+        if raw not in study.models:
+            raise ConfigError(
+                f"--trial: model='{raw}' is not a model of preset {study.name} ({', '.join(study.models)})"
+            )
+        return raw
+    if key == "seed":
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigError(f"--trial: seed='{raw}' is not an integer") from None
+    try:
+        number = float(raw)
+    except ValueError:
+        raise ConfigError(f"--trial: {key}='{raw}' is not a number") from None
+    rules = {
+        "data_fraction": ("in (0, 1]", 0 < number <= 1),
+        "lr": ("> 0", number > 0),
+        "weight_decay": (">= 0", number >= 0),
+        "schedule": ("> 0", number > 0),
+    }
+    rule, ok = rules[key]
+    if not (ok and math.isfinite(number)):
+        raise ConfigError(f"--trial: {key}={raw} must be {rule}")
+    return number
+
+
+def folder_of(args: argparse.Namespace) -> str:
+    """The study folder DIR/NAME the arguments name."""
+    if args.name is not None:
+        preflight.check_name(args.name)
+    preflight.check_results(args.results)
+    return study_uri(args.results, args.name or args.preset or DEFAULT_PRESET)
+
+
+def resolve(args: argparse.Namespace) -> tuple[StudyConfig, str, dict[str, Any] | None]:
+    """The preset, the study folder and the --trial values, all validated.
+
+    ``--resume`` takes everything from the folder's study.json: the preset, the --set
+    overrides and trials per arm it was started with, and whether it was one --trial.
+    """
+    uri = folder_of(args)
+    if args.resume:
+        return _resolve_resume(args, uri)
+    study = get_preset(args.preset or DEFAULT_PRESET)
+    if args.num_samples:
+        study = dataclasses.replace(study, num_samples=args.num_samples)
+    if args.replicates:
+        if args.trial is not None:
+            raise ConfigError("--replicates belongs to a study's search; --trial runs one trial (set its seed instead)")
+        study = dataclasses.replace(study, replicates=args.replicates)
+    study = at_global_batch(apply_overrides(study, args.set))
+    values = parse_trial(args.trial, study) if args.trial is not None else None
+    if not args.dry_run:
+        check_folder(uri, resume=False)
+    return study, uri, values
+
+
+def _resolve_resume(args: argparse.Namespace, uri: str) -> tuple[StudyConfig, str, dict[str, Any] | None]:
+    if args.set or args.num_samples:
+        raise ConfigError(
+            "--set and --num-samples cannot change a study on --resume (its configuration is in study.json)"
+        )
+    check_folder(uri, resume=True)
+    stored = read_study_file(uri)
+    optuna_db.check(uri)
+    name = stored["preset"]["name"]
+    if args.preset and args.preset != name:
+        raise ConfigError(f"--resume: {uri} holds a study of preset {name}, not {args.preset}")
+    for arm, config in (stored.get("arms") or {}).items():
+        # What the trials will rebuild: a study started by an older version of the code
+        # (e.g. before the search and test splits, when data had val_* paths) fails here,
+        # before Ray, instead of in every trial.
+        try:
+            from_dict(TrialConfig, config)
+        except ConfigError as err:
+            raise ConfigError(
+                f"--resume: arm {arm} in {uri}/study.json does not build with this version of the code ({err}); "
+                f"resume it with the version that started it (study.json's code_version), or start a new study",
+                err.field,
+            ) from None
+    study = at_global_batch(apply_overrides(get_preset(name), stored.get("overrides", [])))
+    study = dataclasses.replace(
+        study,
+        num_samples=stored.get("num_samples", study.num_samples),
+        # More replicates may be asked for on --resume: they only add trials after the search.
+        replicates=args.replicates or stored.get("replicates", study.replicates),
+    )
+    values = stored.get("trial") if stored.get("mode") == "trial" else None
+    return study, uri, values
