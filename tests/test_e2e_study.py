@@ -248,14 +248,14 @@ def test_two_node_cluster_frees_placement_groups_of_stopped_trials(tmp_path):
     other = _other_ray()
     try:
         tuning.start_ray(cluster.address, num_cpus=0)
-        # One arm, schedules 1x and 2x, three trials: the 1x results are a rung, where a 2x
+        # One arm, schedules 1x and 2x, two trials: the 1x results are a rung, where a 2x
         # trial worse than the cutoff stops before training more trunk. With seed 11
-        # Optuna's two picks are 2x trunks (lr 0.036 and 0.0012 against the recipe's 0.02)
-        # whose 1x results fall below the rung's cutoff.
+        # Optuna's pick is a 2x trunk (lr 0.036 against the recipe's 0.02) whose 1x result
+        # falls below the rung's cutoff.
         study = dataclasses.replace(
             SMOKE,
             axes=dataclasses.replace(SMOKE.axes, init=("scratch",)),
-            num_samples=3,
+            num_samples=2,
             seed=11,
             solver=dataclasses.replace(SMOKE.solver, base_iters=24),
             eval_period=6,
@@ -274,7 +274,7 @@ def test_two_node_cluster_frees_placement_groups_of_stopped_trials(tmp_path):
         assert not [r for r in grid if r.error]
         df = load_results(uri)
         trials = trial_rows(df)
-        assert len(trials) == 3
+        assert len(trials) == 2
         stopped = trials[trials["trial_status"] == "stopped"]
         assert len(stopped) >= 1, df[["trial_id", "phase", "schedule", "iteration", "bbox_AP", "loss", "status"]]
         # Stopped at the 1x rung: no 2x result.
