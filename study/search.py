@@ -35,6 +35,7 @@ from study.config import SearchSpace, StudyConfig, default_point, search_space, 
 from study.config import arms as study_arms
 from study.sampler import ConfigurationStartupSampler
 from study.tune_compat import stop_tune_gracefully
+from trainables import results
 from trainables.rows import COMPLETED, DIVERGED, FINAL, RECIPE_KEYS, is_branch_final, is_own_final
 
 logger = logging.getLogger(__name__)
@@ -319,6 +320,24 @@ class ArmSearch(Searcher):
                 if states[number] == optuna.trial.TrialState.FAIL:
                     self.failed.add(trial_id)
         self.fail_orphans()
+        self.rejoin_branches()
+
+    def rejoin_branches(self) -> int:
+        """Add the branch results that the rows hold and the arms' studies lack.
+
+        A trial reports a branch's final after writing its row and checkpoint; a driver
+        stopped in between (Ctrl-C, a kill) never passed that report on, and the resumed
+        trial, restored from the checkpoint after it, does not report it again.
+        """
+        if not self.results_uri:
+            return 0
+        added = 0
+        for row in results.read_rows(self.results_uri):
+            trial_id = row.get("trial_id")
+            if trial_id in self.trial_arm and is_branch_result(row, self.metric):
+                arm = self.trial_arm[trial_id]
+                added += record_branch(self.studies[arm], trial_id, row, self.metric, optuna_space(self.spaces[arm]))
+        return added
 
     def fail_orphans(self) -> int:
         """Mark Optuna trials that no Tune trial will ever finish as FAIL, and ask for them again.

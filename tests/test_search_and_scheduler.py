@@ -423,3 +423,23 @@ def test_a_trial_running_at_a_restore_is_told_when_it_ends(tmp_path):
     study = optuna.load_study(study_name="scratch-tiny-f1", storage=storage)
     assert [t.state.name for t in study.trials] == ["PRUNED"]
     assert restored.suggest("t1")["arm"] == "pretrained-tiny-f1"
+
+
+def test_a_branch_whose_report_was_lost_joins_optuna_at_restore(tmp_path):
+    """Stopped between a branch's row and its report to Tune: the resumed trial restarts after
+    it and never reports it again, so the restore adds it from the rows, once."""
+    from trainables import results
+
+    search, storage = _search(tmp_path, num_samples=2)
+    search.results_uri = str(tmp_path)
+    config = search.suggest("t0")
+    search.save(str(tmp_path / "state.pkl"))
+    row = {**_final({**config, "schedule": 2.0}, 1.0, 0.3), "trial_id": "t0", "iteration": 9, "cost_iterations": 9}
+    results.write_row(str(tmp_path), row)
+    for _ in range(2):  # restored twice: added once
+        restored, _ = _search(tmp_path, num_samples=2)
+        restored.results_uri = str(tmp_path)
+        restored.restore(str(tmp_path / "state.pkl"))
+    study = optuna.load_study(study_name="scratch-tiny-f1", storage=storage)
+    branches = [t for t in study.trials if t.user_attrs.get("branch")]
+    assert [(t.params["schedule"], t.value, t.user_attrs["tune_trial"]) for t in branches] == [(1.0, 0.3, "t0")]
