@@ -220,6 +220,10 @@ class ArmSearch(Searcher):
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id not in self.trial_arm:
             return
+        if result is not None and not is_own_final(result) and self.results_uri:
+            # Its own final may be in the rows and not in this result: a driver stopped as
+            # the trial reported it (tuning.py's reconcile_statuses keeps that row).
+            result = results.finished_row(self.results_uri, trial_id) or result
         if (
             result is not None
             and not (result.get("phase") == FINAL and result.get("status") == DIVERGED)

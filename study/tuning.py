@@ -363,5 +363,7 @@ def reconcile_statuses(grid: tune.ResultGrid, results_uri: str) -> None:
             continue
         if result.error:
             results.mark_status(results_uri, trial_id, FAILED, only_if=(RUNNING, COMPLETED))
-        elif ended_early(result.metrics):
+        elif ended_early(result.metrics) and results.finished_row(results_uri, trial_id) is None:
+            # (A trial whose rows end with its own final finished: a driver stopped as it
+            # reported missed that report, and Optuna is told it from the rows.)
             results.mark_status(results_uri, trial_id, STOPPED, only_if=(RUNNING, COMPLETED))

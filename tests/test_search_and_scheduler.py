@@ -443,3 +443,18 @@ def test_a_branch_whose_report_was_lost_joins_optuna_at_restore(tmp_path):
     study = optuna.load_study(study_name="scratch-tiny-f1", storage=storage)
     branches = [t for t in study.trials if t.user_attrs.get("branch")]
     assert [(t.params["schedule"], t.value, t.user_attrs["tune_trial"]) for t in branches] == [(1.0, 0.3, "t0")]
+
+
+def test_a_trial_whose_rows_end_with_its_own_final_is_complete_in_optuna(tmp_path):
+    """A driver stopped as a trial reported its own final heard only an earlier result; the
+    rows are the record: Optuna gets the final's value, not PRUNED."""
+    from trainables import results
+
+    search, storage = _search(tmp_path, num_samples=1)
+    search.results_uri = str(tmp_path)
+    config = search.suggest("t0")  # the recipe at 1x
+    own = {**_final(config, 1.0, 0.4), "trial_id": "t0", "iteration": 9, "cost_iterations": 9}
+    results.write_row(str(tmp_path), own)
+    search.on_trial_complete("t0", {"phase": "trunk", "status": "running", "bbox_AP": 0.1, "trial_id": "t0"})
+    study = optuna.load_study(study_name="scratch-tiny-f1", storage=storage)
+    assert [(t.state.name, t.value) for t in study.trials] == [("COMPLETE", 0.4)]

@@ -24,7 +24,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from trainables import storage
-from trainables.rows import COLUMNS, LOSS_KEYS, METRICS_DIR, RUNNING, SCHEMA, is_branch_final
+from trainables.rows import (
+    COLUMNS,
+    COMPLETED,
+    FINAL,
+    LOSS_KEYS,
+    METRICS_DIR,
+    RUNNING,
+    SCHEMA,
+    is_branch_final,
+    is_own_final,
+)
 
 __all__ = ["COLUMNS", "LOSS_KEYS", "SCHEMA", "write_row", "read_row", "read_rows", "last_row", "mark_status"]
 
@@ -79,6 +89,15 @@ def read_rows(results_uri: str) -> list[dict[str, Any]]:
 def last_row(results_uri: str, trial_id: str) -> dict[str, Any] | None:
     shards = trial_shards(results_uri, trial_id)  # zero-padded costs sort in the order written
     return read_row(shards[-1]) if shards else None
+
+
+def finished_row(results_uri: str, trial_id: str) -> dict[str, Any] | None:
+    """The trial's own final result if its rows end with it, completed: the trial finished,
+    whatever a driver stopped at that moment last heard of it."""
+    row = last_row(results_uri, trial_id)
+    if row is not None and row.get("phase") == FINAL and row.get("status") == COMPLETED and is_own_final(row):
+        return row
+    return None
 
 
 def mark_status(results_uri: str, trial_id: str, status: str, only_if: tuple[str, ...] = (RUNNING,)) -> bool:
