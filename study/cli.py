@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
             else f"\ninterrupted by {stop}: nothing was written; run the same command again",
             file=sys.stderr,
         )
-        return 128 + stop.signum
+        return interrupts.exit_status
     finally:
         interrupts.uninstall()
         lock.release()
