@@ -16,7 +16,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from analysis.results import final_rows  # noqa: E402
+from analysis.results import best_row, final_rows  # noqa: E402
 from analysis.tables import completed, scaling  # noqa: E402
 from trainables.rows import COMPLETED, FINAL  # noqa: E402
 
@@ -36,7 +36,7 @@ def _showcase(done: pd.DataFrame, init: str, objective: str) -> pd.Series | None
     if pool.empty:
         return None
     pool = pool[pool["schedule"] == pool["schedule"].max()]
-    return pool.loc[pool[objective].idxmax()]
+    return best_row(pool, objective)
 
 
 def reported(done: pd.DataFrame, objective: str) -> tuple[str, str]:
@@ -204,7 +204,7 @@ def landscape(
     for row, arm in zip(axes, arms):
         sub = final[final["arm"] == arm]
         init = sub["init"].iloc[0]
-        best = sub.loc[sub[objective].idxmax()] if sub[objective].notna().any() else None
+        best = best_row(sub, objective) if sub[objective].notna().any() else None
         for ax, param in zip(row, ("lr", "weight_decay")):
             for k, sched in enumerate(schedules):
                 pts = sub[sub["schedule"] == sched]

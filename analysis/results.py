@@ -64,6 +64,19 @@ def final_rows(df: pd.DataFrame) -> pd.DataFrame:
     return df[df["phase"] == FINAL].sort_values(["arm", "trial_id", "schedule"])
 
 
+def ranked(df: pd.DataFrame, objective: str) -> pd.DataFrame:
+    """Rows best first on ``objective``; ties go to the lower training loss (the early-stopping
+    rungs' tie-break), then to trial id and iteration, so that equal APs (every AP is 0 in a
+    smoke run) choose the same row however the files were listed or the trials named."""
+    keys = [objective, "loss", "trial_id", "iteration"]
+    return df.sort_values(keys, ascending=[False, True, True, True], na_position="last", kind="stable")
+
+
+def best_row(df: pd.DataFrame, objective: str) -> pd.Series:
+    """The row :func:`ranked` puts first (``df`` not empty)."""
+    return ranked(df, objective).iloc[0]
+
+
 def trial_rows(df: pd.DataFrame) -> pd.DataFrame:
     """The last row of every trial, with ``trial_status``: one of :data:`TRIAL_STATUSES`.
 

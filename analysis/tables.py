@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.paper import DATA_FRACTION_BBOX_AP, TABLE2, table1_frame
-from analysis.results import final_rows, trial_rows
+from analysis.results import best_row, final_rows, ranked, trial_rows
 from trainables.rows import ARM_KEYS, COMPLETED, TRIAL_STATUSES
 
 # The AP columns a table shows for a chosen result: the test split's, then the search split's.
@@ -40,7 +40,7 @@ def best_by_schedule(df: pd.DataFrame, objective: str = "bbox_AP") -> pd.DataFra
         return pd.DataFrame(columns=cols)
     rows = []
     for key, group in done.groupby([*ARM_KEYS, "schedule"], sort=True):
-        best = group.sort_values(objective, ascending=False).iloc[0]
+        best = best_row(group, objective)
         rows.append(
             {
                 **dict(zip([*ARM_KEYS, "schedule"], key)),
@@ -162,8 +162,8 @@ def scaling(df: pd.DataFrame, objective: str = "bbox_AP", with_paper: bool = Fal
     cols = ["model", "init", "data_fraction", "train_images", f"test_{objective}", objective, "trial_id"]
     if done.empty:
         return pd.DataFrame(columns=cols + (["paper_bbox_AP"] if with_paper else []))
-    idx = done.groupby(["model", "init", "data_fraction"])[objective].idxmax()
-    out = done.loc[idx, cols].sort_values(["model", "init", "train_images"]).reset_index(drop=True)
+    best = ranked(done, objective).groupby(["model", "init", "data_fraction"]).head(1)
+    out = best[cols].sort_values(["model", "init", "train_images"]).reset_index(drop=True)
     if with_paper:
         out["paper_bbox_AP"] = [
             DATA_FRACTION_BBOX_AP[int(n)][0 if init == "pretrained" else 1] / 100.0
@@ -193,7 +193,7 @@ def table2(df: pd.DataFrame, objective: str = "bbox_AP") -> pd.DataFrame:
     done = done[(done["data_fraction"] == 1.0) & in_paper]
     rows = []
     for (model, init), group in done.groupby(["model", "init"], sort=True):
-        best = group.loc[group[objective].idxmax()]
+        best = best_row(group, objective)
         paper = TABLE2[(model, init)]
         rows.append(
             {
@@ -251,7 +251,7 @@ def boundary_warnings(
     for arm, group in final.groupby("arm", sort=True):
         if arm not in ranges or group[objective].isna().all():
             continue
-        best = group.loc[group[objective].idxmax()]
+        best = best_row(group, objective)
         for name, (low, high) in ranges[arm].items():
             value = float(best[name])
             span = np.log(high) - np.log(low)

@@ -20,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.results import final_rows, trial_rows
+from analysis.results import best_row, final_rows, trial_rows
 from study.config import StudyConfig, default_point, search_space
 from study.config import arms as study_arms
 from trainables import storage
@@ -50,7 +50,7 @@ def choose_configs(study: StudyConfig, df: pd.DataFrame) -> dict[str, Any]:
                 & finals[study.objective].notna()
             ]
             if not mine.empty:
-                top = mine.loc[mine[study.objective].idxmax()]
+                top = best_row(mine, study.objective)
                 configs["best"] = [float(top["lr"]), float(top["weight_decay"])]
         configs.setdefault("best", configs["recipe"])
         chosen[arm.name] = {"trunk": float(max((*space.schedule, float(recipe["schedule"])))), "configs": configs}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from analysis.results import final_rows, trial_rows
+from analysis.results import best_row, final_rows, trial_rows
 from trainables.rows import COMPLETED, DIVERGED, FAILED, STOPPED
 
 
@@ -20,7 +20,7 @@ def best_per_arm(df: pd.DataFrame, objective: str = "bbox_AP") -> pd.DataFrame:
         group = final[final["arm"] == arm]
         done = group[group["status"] == COMPLETED]
         pool = done if not done.empty else group if not group.empty else trials
-        best = pool.sort_values(objective, ascending=False).iloc[0]
+        best = best_row(pool, objective)
         counts = trials["trial_status"].value_counts()
         rows.append(
             {

@@ -254,3 +254,27 @@ def test_the_replicate_plan_reruns_recipe_and_best_to_the_longest_schedule(tmp_p
     assert "scratch-tiny-f1" in plan.describe(study, chosen, []) and "0 trial(s) to run" in plan.describe(
         study, chosen, []
     )
+
+
+def test_equal_aps_choose_the_lower_loss_whatever_the_trial_ids():
+    """Every smoke AP is 0: the best is the lower training loss (the rungs' tie-break), not
+    whichever trial id sorts first; the Table 1 pick agrees."""
+    import dataclasses
+
+    from analysis.tables import best_by_schedule
+    from study import replicates as plan
+    from study.presets import SMOKE
+
+    rows = _rows("b-recipe", "scratch", 0.02, 1e-4, 2.0, {1.0: 0.0, 2.0: 0.0})
+    rows += _rows("a-other", "scratch", 0.04, 1e-5, 1.0, {1.0: 0.0})  # sorts first by id
+    df = _frame(rows)
+    df["loss"] = np.where(df["trial_id"] == "a-other", 2.9, 1.8)
+    chosen = plan.choose_configs(dataclasses.replace(SMOKE, replicates=2), df)
+    assert chosen["scratch-tiny-f1"]["configs"]["best"] == [0.02, 1e-4]
+    table = best_by_schedule(df)
+    assert table.set_index("schedule").loc[1.0, "trial_id"] == "b-recipe"
+    df["loss"] = np.where(df["trial_id"] == "a-other", 1.0, 1.8)
+    assert plan.choose_configs(dataclasses.replace(SMOKE, replicates=2), df)["scratch-tiny-f1"]["configs"]["best"] == [
+        0.04,
+        1e-5,
+    ]
