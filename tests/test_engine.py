@@ -22,12 +22,13 @@ def one_thread():
     torch.set_num_threads(1)
 
 
-def _cfg(tmp_path, init="scratch", **changes):
+def _cfg(tmp_path, init="scratch", group_by_aspect=False, **changes):
     pretrained = {}
     if init == "pretrained":
         p = ensure_pretrained(SMOKE.models["tiny"], PretrainSpec(iterations=3, batch_size=8))
         pretrained = {"tiny": (str(p.path), p.images_seen)}
     d = base_trial(SMOKE, Arm(init, 1.0, "tiny"), results_uri=str(tmp_path), code_version="test", pretrained=pretrained)
+    d["data"] = {**d["data"], "group_by_aspect": group_by_aspect}
     return from_dict(TrialConfig, {**d, "trial_id": f"trial-{init}", **changes})
 
 
@@ -93,9 +94,14 @@ def _same_weights(straight, broken):
         assert torch.equal(value, broken.state["model"][key]), key
 
 
-def test_resume_inside_a_branch_continues_at_the_exact_iteration(tmp_path):
+@pytest.mark.parametrize("grouped", [False, True], ids=["random-batches", "aspect-grouped"])
+def test_resume_inside_a_branch_continues_at_the_exact_iteration(tmp_path, grouped):
     # Iteration 7 comes first inside the 1x cooldown (3 -> 9), after its checkpoint at 6.
-    straight, broken, cfg = _straight_and_broken(tmp_path, 7, schedule=2.0, schedules=(1.0, 2.0), eval_period=2)
+    # Grouped batches (the generated images are both landscape and portrait) resume alike.
+    straight, broken, cfg = _straight_and_broken(
+        tmp_path, 7, schedule=2.0, schedules=(1.0, 2.0), eval_period=2, group_by_aspect=grouped
+    )
+    assert cfg.data.group_by_aspect == grouped
     assert broken.state["position"]["in_branch"] and broken.state["iteration"] == 6
     assert broken.state["fork"] is not None
     lines = []

@@ -86,6 +86,8 @@ class DataConfig:
     max_size: int = 1333
     test_min_size: int = 800
     hflip_prob: float = 0.5
+    # Batches of one orientation (trainables/grouping.py; detectron2's AspectRatioGroupedDataset).
+    group_by_aspect: bool = False
     loader_workers: int = 0
     # Seed of the data-fraction subset and of the held-out search split; the same seed picks
     # the same images for every arm.

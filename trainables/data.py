@@ -16,6 +16,7 @@ import contextlib
 import copy
 import io
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +31,7 @@ from torchvision.transforms.functional import pil_to_tensor
 from trainables.coco_check import check_images_present, check_same_categories, read_coco_json
 from trainables.config import TrialConfig
 from trainables.errors import InputError
+from trainables.grouping import grouped_order, orientation
 from trainables.splits import SEARCH, TEST, DataPaths, check_disjoint, held_out_ids, subset_blob
 
 # How far a training item looks for a readable image when its own cannot be decoded.
@@ -108,6 +110,10 @@ class CocoDetection(torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return len(self.image_ids)
+
+    def orientations(self) -> list[int]:
+        """Each position's orientation from the annotation file's width and height."""
+        return [orientation(self.coco.imgs[i]["width"], self.coco.imgs[i]["height"]) for i in self.image_ids]
 
     def image_path(self, image_id: int) -> str:
         return os.path.join(self.images_dir, self.coco.imgs[image_id]["file_name"])
@@ -224,21 +230,35 @@ class ResumableDistributedSampler(DistributedSampler):
     yields this rank's samples of epoch ``e`` from position ``k`` on, with the same order a
     run without interruption would have seen. With ``hflip_prob`` it yields
     ``(index, flip)`` pairs whose flips depend only on (seed, epoch, rank, position), so
-    they repeat after a restart whatever the number of loader processes.
+    they repeat after a restart whatever the number of loader processes. With ``groups``
+    (an orientation per dataset position) each rank's epoch is reordered into batches of
+    ``batch_size`` images of one orientation (trainables/grouping.py).
     """
 
     def __init__(
-        self, dataset, num_replicas: int, rank: int, *, shuffle: bool, seed: int, hflip_prob: float = 0.0
+        self,
+        dataset,
+        num_replicas: int,
+        rank: int,
+        *,
+        shuffle: bool,
+        seed: int,
+        hflip_prob: float = 0.0,
+        groups: Sequence[int] | None = None,
+        batch_size: int = 1,
     ) -> None:
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=False)
         self.start = 0
         self.hflip_prob = hflip_prob
+        self.groups, self.batch_size = groups, batch_size
 
     def set_start(self, start: int) -> None:
         self.start = start
 
     def __iter__(self):
         indices = list(super().__iter__())
+        if self.groups is not None:
+            indices = grouped_order(indices, self.groups, self.batch_size)
         if self.hflip_prob:
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch * 1_009 + self.rank)
             flips = (torch.rand(len(indices), generator=g) < self.hflip_prob).tolist()
@@ -246,7 +266,8 @@ class ResumableDistributedSampler(DistributedSampler):
         return iter(indices[self.start :])
 
     def __len__(self) -> int:
-        return self.num_samples - self.start
+        epoch = self.num_samples if self.groups is None else self.num_samples // self.batch_size * self.batch_size
+        return epoch - self.start
 
 
 def coco_results(

@@ -210,7 +210,14 @@ class TrainingBatches:
     def __init__(self, cfg: TrialConfig, session: Session, train_set: CocoDetection) -> None:
         self.cfg, self.per_worker = cfg, cfg.solver.ims_per_worker
         self.sampler = ResumableDistributedSampler(
-            train_set, session.world_size, session.rank, shuffle=True, seed=cfg.seed, hflip_prob=cfg.data.hflip_prob
+            train_set,
+            session.world_size,
+            session.rank,
+            shuffle=True,
+            seed=cfg.seed,
+            hflip_prob=cfg.data.hflip_prob,
+            groups=train_set.orientations() if cfg.data.group_by_aspect else None,
+            batch_size=self.per_worker,
         )
         # The loader's private generator is reseeded for every epoch: creating an iterator
         # draws from it, and a restore creates more iterators than a straight run.
