@@ -144,6 +144,11 @@ class StudyConfig:
     cluster_gpus: int = 0
     # Seconds per iteration per GPU type, for --dry-run cost estimates (cited in presets).
     seconds_per_iteration: dict[str, float] = field(default_factory=dict)
+    # GPU-seconds per evaluated image (forward and post-processing, one image per GPU) per
+    # GPU type, for the evaluations' share of the cost; and the test split's image count
+    # where the plan cannot count it (COCO's val2017), 0 = none or generated.
+    eval_seconds_per_image: dict[str, float] = field(default_factory=dict)
+    test_split_images: int = 0
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.axes.model if m not in self.models]
@@ -151,6 +156,9 @@ class StudyConfig:
         _check(self.num_samples >= 1, "num_samples", self.num_samples, ">= 1")
         _check(self.num_workers >= 1, "num_workers", self.num_workers, ">= 1")
         _check(self.replicates >= 1, "replicates", self.replicates, ">= 1 (1: no replicates)")
+        for gpu, value in self.eval_seconds_per_image.items():
+            _check(value > 0, f"eval_seconds_per_image.{gpu}", value, "> 0")
+        _check(self.test_split_images >= 0, "test_split_images", self.test_split_images, ">= 0")
         for name, overrides in (
             ("default_overrides", self.default_overrides),
             ("trial_overrides", self.trial_overrides),

@@ -28,6 +28,9 @@ class ArmPlan:
     # and the same trials with every schedule run separately.
     expected_iterations: int
     expected_independent: int
+    # Images the same trials evaluate: the trunk's evaluations (search split) and every
+    # schedule's final (search and test splits).
+    expected_eval_images: int = 0
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,10 @@ class Plan:
     @property
     def expected_independent(self) -> int:
         return sum(a.expected_independent for a in self.arms)
+
+    @property
+    def expected_eval_images(self) -> int:
+        return sum(a.expected_eval_images for a in self.arms)
 
     @property
     def longest_trial(self) -> int:
@@ -85,6 +92,8 @@ def make_plan(study: StudyConfig, num_samples: int, cluster_cpus: float, cluster
         mean_alone = sum(map(independent_iterations, plans_by_s)) / len(schedules)
         expected = trial_iterations(recipe_plan) + round((num_samples - 1) * mean)
         alone = independent_iterations(recipe_plan) + round((num_samples - 1) * mean_alone)
+        mean_eval = sum(_eval_images(study, p) for p in plans_by_s) / len(schedules)
+        evaluated = _eval_images(study, recipe_plan) + round((num_samples - 1) * mean_eval)
         plans.append(
             ArmPlan(
                 arm,
@@ -96,6 +105,7 @@ def make_plan(study: StudyConfig, num_samples: int, cluster_cpus: float, cluster
                 independent_iterations(recipe_plan),
                 expected,
                 alone,
+                evaluated,
             )
         )
     return Plan(
@@ -107,6 +117,23 @@ def make_plan(study: StudyConfig, num_samples: int, cluster_cpus: float, cluster
         max_concurrent_trials(study, cluster_cpus, cluster_gpus),
         capacity,
     )
+
+
+def split_sizes(s: StudyConfig) -> tuple[int, int]:
+    """Images in the search and test splits (0 where the plan cannot know: a search file)."""
+    d = s.data
+    synthetic = d.source == "synthetic"
+    search = d.search_holdout or (d.synthetic.num_search if synthetic else 0)
+    test = (d.synthetic.num_test if synthetic else s.test_split_images) if d.has_test_split else 0
+    return search, test
+
+
+def _eval_images(study: StudyConfig, plan) -> int:
+    """Images one trial of this branch plan evaluates: the trunk every ``eval_period`` up to
+    its last fork (search split), then each schedule's final (search and test splits)."""
+    search, test = split_sizes(study)
+    trunk = plan[-1].fork // study.eval_period if study.eval_period else 0
+    return trunk * search + len(plan) * (search + test)
 
 
 def _splits_line(s: StudyConfig) -> str:
@@ -219,15 +246,28 @@ def format_plan(plan: Plan) -> str:
             f"{batch}-image step, cited in study/presets.py; override with --set seconds_per_iteration.GPU=S):",
         ]
         for gpu, seconds in sorted(s.seconds_per_iteration.items()):
-            hours = gpu_hours(plan, seconds)
+            train = gpu_hours(plan, seconds)
+            evaluation = eval_gpu_hours(plan, gpu)
+            hours = train + (evaluation or 0.0)
             alone = plan.expected_independent * seconds * plan.gpus_per_trial / 3600
-            lines.append(
-                f"    {gpu:<6} {seconds:.3f} s/iter -> {hours:,.0f} GPU-hours, "
-                f"{hours / plan.gpus_per_trial / plan.max_concurrent:,.0f} h wall clock at "
-                f"{plan.max_concurrent} trial(s) at once (every schedule run separately: "
-                f"{alone:,.0f} GPU-hours); longest trial "
-                f"{plan.longest_trial * seconds / 3600:,.0f} h"
+            share = (
+                f"evaluation {evaluation:,.0f} of them ({evaluation / hours:.1%}, "
+                f"{s.eval_seconds_per_image[gpu]:g} s per image)"
+                if evaluation is not None
+                else "evaluation not counted (no eval_seconds_per_image for it)"
             )
+            lines.append(
+                f"    {gpu:<6} {seconds:.3f} s/iter -> {hours:,.0f} GPU-hours, {share}; "
+                f"{hours / plan.gpus_per_trial / plan.max_concurrent:,.0f} h wall clock at "
+                f"{plan.max_concurrent} trial(s) at once (training with every schedule run separately: "
+                f"{alone:,.0f} GPU-hours); longest trial "
+                f"{plan.longest_trial * seconds / 3600:,.0f} h of training"
+            )
+        search, test = split_sizes(s)
+        lines.append(
+            f"  evaluation: {plan.expected_eval_images:,} images ({search:,} per search-split and "
+            f"{test:,} per test-split pass: the trunk's evaluations and every schedule's final)"
+        )
     return "\n".join(lines)
 
 
@@ -236,6 +276,13 @@ def _k(n: int) -> str:
     if n >= 1_000_000 and n % 100_000 == 0:
         return f"{n / 1e6:g}M"
     return f"{n // 1000}k" if n >= 10_000 and n % 1000 == 0 else f"{n:,}"
+
+
+def eval_gpu_hours(plan: Plan, gpu: str) -> float | None:
+    """GPU-hours of the plan's evaluations on ``gpu``: images x GPU-seconds per image (the
+    images are sharded over the trial's GPUs, so the GPU time is the same); None if unknown."""
+    seconds = plan.study.eval_seconds_per_image.get(gpu)
+    return None if seconds is None else plan.expected_eval_images * seconds / 3600
 
 
 def gpu_hours(plan: Plan, seconds_per_iteration: float) -> float:

@@ -252,6 +252,12 @@ COCO_R50_GN = StudyConfig(
     # H200: benchmarks/gpu_step.py on one H200 (2026-11-26): 23.2 images/s with AMP, i.e.
     # 2 images per GPU in 0.086 s, before DDP's gradient all-reduce over 8 GPUs.
     seconds_per_iteration={"V100": 0.338, "P100": 1.087, "H200": 0.086},
+    # GPU-seconds per evaluated image, forward and post-processing at one image per GPU:
+    # V100: detectron2 MODEL_ZOO scratch_mask_rcnn_R_50_FPN_3x_gn, 0.061 s/im; P100: Detectron
+    # GN README, R-50-FPN GN scratch 3x, 0.140 + 0.019 s/im; H200: the V100 figure scaled by
+    # the two step times (not measured).
+    eval_seconds_per_image={"V100": 0.061, "P100": 0.159, "H200": round(0.061 * 0.086 / 0.338, 4)},
+    test_split_images=5_000,  # val2017
 )
 COCO_R101_GN = dataclasses.replace(
     COCO_R50_GN,
@@ -264,6 +270,9 @@ COCO_R101_GN = dataclasses.replace(
     # P100: Detectron GN README, R-101-FPN GN scratch 3x, 1.243 s/iter; V100: the R50
     # figure x 1.243/1.087 (no published R101 GN scratch speed on V100).
     seconds_per_iteration={"V100": round(0.338 * 1.243 / 1.087, 3), "P100": 1.243},
+    # P100: Detectron GN README, R-101-FPN GN scratch 3x, 0.177 + 0.019 s/im; V100: the R50
+    # figure x 0.196/0.159, as for the step.
+    eval_seconds_per_image={"V100": round(0.061 * 0.196 / 0.159, 3), "P100": 0.196},
 )
 COCO_R50_SYNCBN = dataclasses.replace(
     COCO_R50_GN,
@@ -274,8 +283,9 @@ COCO_R50_SYNCBN = dataclasses.replace(
     # torchvision's IMAGENET1K_V1 ResNet-50 (BN), fine-tuned with SyncBN, nothing frozen.
     pretrained_weights={"r50-syncbn": TORCHVISION_R50[0]},
     pretrained_images={"r50-syncbn": TORCHVISION_R50[1]},
-    # V100: detectron2 MODEL_ZOO mask_rcnn_R_50_FPN_3x_syncbn, 0.345 s/iter.
+    # V100: detectron2 MODEL_ZOO mask_rcnn_R_50_FPN_3x_syncbn, 0.345 s/iter, 0.053 s/im.
     seconds_per_iteration={"V100": 0.345},
+    eval_seconds_per_image={"V100": 0.053},
 )
 COCO_R50_GN_TIMM = dataclasses.replace(
     COCO_R50_GN,

@@ -96,7 +96,7 @@ def test_dry_run_states_the_splits_and_the_replicate_phase(capsys, tmp_path):
     assert "replicates: after the search, each arm's recipe and best (lr, wd) under 3 seeds (0-2)" in out
     assert main(["--preset", "toy-replicates", "--dry-run", "--results", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "under 4 seeds (0-3)" in out and "each seed pretrains its own backbone" in out
+    assert "under 3 seeds (0-2)" in out and "each seed pretrains its own backbone" in out
     assert "lies within ±0.02 AP" in out and "needs --replicates" not in out
     assert main(["--preset", "toy", "--dry-run", "--results", str(tmp_path)]) == 0
     assert "replicates:" not in capsys.readouterr().out
@@ -263,3 +263,33 @@ def test_the_plan_says_whether_tpe_gets_to_model(capsys):
     assert main(["--preset", "toy", "--dry-run", "--num-samples", "2"]) == 0
     line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.strip().startswith("search:"))
     assert "with 2 trial(s) per arm TPE will not model yet (--num-samples 3 or more)" in line
+
+
+def test_the_coco_plan_counts_evaluation_in_the_gpu_hours(capsys):
+    """Every trunk evaluation (search split) and every schedule's final (search and test
+    splits) adds images x GPU-seconds per image to the GPU-hours, and its share is said."""
+    from study.plan import make_plan
+    from study.presets import PRESETS
+
+    study = PRESETS["coco-r50-gn"]
+    plan = make_plan(study, study.num_samples, 0, 0, "")
+    # The recipe's 6x trial: the trunk to its last fork (6x's first drop, 480k) evaluated
+    # every 30k on the 5,000 held-out images, then 5 finals on those and val2017's 5,000.
+    recipe = branches(study.solver.base_iters, study.search.schedule, 6.0)
+    assert recipe[-1].fork == 480_000
+    recipe_images = 480_000 // 30_000 * 5_000 + 5 * 10_000
+    # The 5 searched trials: the mean over the schedules their trunk may have.
+    images = []
+    for schedule in study.search.schedule:
+        b = branches(study.solver.base_iters, study.search.schedule, schedule)
+        images.append(b[-1].fork // 30_000 * 5_000 + len(b) * 10_000)
+    per_arm = recipe_images + round((study.num_samples - 1) * sum(images) / len(images))
+    assert plan.arms[0].expected_eval_images == per_arm and plan.expected_eval_images == 2 * per_arm
+    training = plan.expected_iterations * 0.338 * 8 / 3600
+    evaluation = plan.expected_eval_images * 0.061 / 3600
+    assert main(["--preset", "coco-r50-gn", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if x.strip().startswith("V100"))
+    share = evaluation / (training + evaluation)
+    assert f"-> {training + evaluation:,.0f} GPU-hours, evaluation {evaluation:,.0f} of them ({share:.1%}" in line
+    assert f"evaluation: {plan.expected_eval_images:,} images (5,000 per search-split and 5,000 per test-split" in out
