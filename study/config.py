@@ -148,6 +148,10 @@ class StudyConfig:
     # GPU type, for the evaluations' share of the cost; and the test split's image count
     # where the plan cannot count it (COCO's val2017), 0 = none or generated.
     eval_seconds_per_image: dict[str, float] = field(default_factory=dict)
+    # The CPU side, during which the trial's GPUs wait: each rank's RLE encoding of its
+    # images, and rank 0's COCOeval of the split (all GPUs wait), seconds per image.
+    encode_seconds_per_image: float = 0.0
+    cocoeval_seconds_per_image: float = 0.0
     test_split_images: int = 0
 
     def __post_init__(self) -> None:
@@ -159,6 +163,8 @@ class StudyConfig:
         for gpu, value in self.eval_seconds_per_image.items():
             _check(value > 0, f"eval_seconds_per_image.{gpu}", value, "> 0")
         _check(self.test_split_images >= 0, "test_split_images", self.test_split_images, ">= 0")
+        for name in ("encode_seconds_per_image", "cocoeval_seconds_per_image"):
+            _check(getattr(self, name) >= 0, name, getattr(self, name), ">= 0")
         for name, overrides in (
             ("default_overrides", self.default_overrides),
             ("trial_overrides", self.trial_overrides),

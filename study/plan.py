@@ -251,8 +251,9 @@ def format_plan(plan: Plan) -> str:
             hours = train + (evaluation or 0.0)
             alone = plan.expected_independent * seconds * plan.gpus_per_trial / 3600
             share = (
-                f"evaluation {evaluation:,.0f} of them ({evaluation / hours:.1%}, "
-                f"{s.eval_seconds_per_image[gpu]:g} s per image)"
+                f"evaluation {evaluation:,.0f} of them ({evaluation / hours:.1%}: {s.eval_seconds_per_image[gpu]:g} s "
+                f"per image on the GPU, {s.encode_seconds_per_image:g} s encoding, {s.cocoeval_seconds_per_image:g} s "
+                f"COCOeval)"
                 if evaluation is not None
                 else "evaluation not counted (no eval_seconds_per_image for it)"
             )
@@ -279,10 +280,15 @@ def _k(n: int) -> str:
 
 
 def eval_gpu_hours(plan: Plan, gpu: str) -> float | None:
-    """GPU-hours of the plan's evaluations on ``gpu``: images x GPU-seconds per image (the
-    images are sharded over the trial's GPUs, so the GPU time is the same); None if unknown."""
-    seconds = plan.study.eval_seconds_per_image.get(gpu)
-    return None if seconds is None else plan.expected_eval_images * seconds / 3600
+    """GPU-hours of the plan's evaluations on ``gpu``: images x (GPU-seconds per image, plus
+    the CPU work the GPUs wait for: each rank encodes its own images, rank 0 runs COCOeval
+    while every GPU of the trial waits); None if the GPU's inference speed is unknown."""
+    s = plan.study
+    seconds = s.eval_seconds_per_image.get(gpu)
+    if seconds is None:
+        return None
+    waiting = s.encode_seconds_per_image + s.cocoeval_seconds_per_image * plan.gpus_per_trial
+    return plan.expected_eval_images * (seconds + waiting) / 3600
 
 
 def gpu_hours(plan: Plan, seconds_per_iteration: float) -> float:
