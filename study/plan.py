@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 
 from study.config import Arm, StudyConfig, arms, default_point, search_space, selector_matches, startup_trials
-from trainables.branches import branches, independent_iterations, trial_iterations
+from trainables.branches import Branch, branches, independent_iterations, trial_iterations
 
 
 @dataclass(frozen=True)
@@ -128,12 +128,12 @@ def split_sizes(s: StudyConfig) -> tuple[int, int]:
     return search, test
 
 
-def _eval_images(study: StudyConfig, plan) -> int:
-    """Images one trial of this branch plan evaluates: the trunk every ``eval_period`` up to
+def _eval_images(study: StudyConfig, trial: tuple[Branch, ...]) -> int:
+    """Images one trial of these branches evaluates: the trunk every ``eval_period`` up to
     its last fork (search split), then each schedule's final (search and test splits)."""
     search, test = split_sizes(study)
-    trunk = plan[-1].fork // study.eval_period if study.eval_period else 0
-    return trunk * search + len(plan) * (search + test)
+    trunk = trial[-1].fork // study.eval_period if study.eval_period else 0
+    return trunk * search + len(trial) * (search + test)
 
 
 def _splits_line(s: StudyConfig) -> str:
