@@ -168,6 +168,13 @@ def test_resume_takes_the_configuration_from_study_json(capsys, tmp_path):
     # More replicates may be asked for on --resume (they only add trials after the search).
     study, _, _ = resolve(build_parser().parse_args([*resume, "--replicates", "3"]))
     assert study.replicates == 3 and study.num_samples == 5
+    # A --trial run resumes as the same trial, with its --set overrides.
+    trial = {"init": "scratch", "model": "tiny", "schedule": 2.0, "lr": 0.02}
+    blob = json.loads((folder / "study.json").read_text())
+    (folder / "study.json").write_text(json.dumps({**blob, "mode": "trial", "trial": trial}))
+    study, _, values = resolve(build_parser().parse_args(resume))
+    assert values == trial and study.solver.base_iters == 12 and study.eval_period == 4
+    (folder / "study.json").write_text(json.dumps(blob))
     err = _fails(["--trial", "init=scratch", "--replicates", "2", "--dry-run"], capsys)
     assert "--replicates belongs to a study's search" in err
     # A study started before the search and test splits (data.val_*) is refused before Ray.

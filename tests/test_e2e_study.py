@@ -27,6 +27,7 @@ from study.config import EarlyStopping, SearchSpace, base_trial
 from study.config import arms as study_arms
 from study.presets import SMOKE
 from trainables.branches import branches
+from trainables.schedule import total_iterations
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,6 +52,17 @@ def _wait_for_rows(folder: Path, count: int, proc: subprocess.Popen, timeout: fl
             return
         time.sleep(0.5)
     raise AssertionError(f"no {count} rows in {folder} after {timeout}s")
+
+
+def _wait_for_line(log: Path, text: str, proc: subprocess.Popen, timeout: float) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"the driver ended before printing {text!r}: {log.read_text()[-2000:]}")
+        if text in log.read_text():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"no {text!r} in {log} after {timeout}s")
 
 
 def _interrupt(proc: subprocess.Popen, signum: int, log: Path) -> str:
@@ -80,12 +92,19 @@ def results_disk(tmp_path):
 
 
 def test_interrupted_study_resumes_without_lost_or_duplicated_rows(tmp_path, results_disk):
-    """SIGTERM, then SIGINT mid-trial: each stops the study cleanly (exit 143, 130; no
-    summary; the project's own resume command last). While it runs, a second driver on its
-    folder is refused. Then the disk fills (on a tmpfs, as root): the resume stops in one
-    line naming it, rows kept; with room made, --resume finishes the study with every row
-    once. One arm of two trials (the search and early stopping across restarts) keeps it
-    short; 1x = 30 iterations gives the first trial rows enough to be interrupted in."""
+    """Every way a study's driver is stopped, one after another on one study, and --resume
+    always continues it:
+    - SIGINT (Ctrl-C) mid-trial stops it cleanly (exit 130, no summary, the project's own
+      resume command last); while it ran, a second driver on its folder was refused;
+    - kill -9 inside a cooldown: the next run takes the dead driver's lock over and
+      continues in that branch;
+    - SIGTERM once Ray is up (whose core installs its own SIGTERM handler): exit 143, the
+      same last line;
+    - the disk fills (on a tmpfs, as root): the resume stops in one line naming it, rows
+      kept; with room made, --resume finishes the study with every row once.
+    One arm of two trials (the search and early stopping across restarts) keeps it short;
+    1x = 30 iterations gives the first trial rows enough to be interrupted in, and its 2x
+    cooldown (40 to 60) checkpoints at 42, 48 and 54."""
     results, mount = results_disk
     base_iters = 30
     cmd = [sys.executable, "study/run.py", "--preset", "smoke", "--results", str(results), "--name", "S"]
@@ -94,30 +113,31 @@ def test_interrupted_study_resumes_without_lost_or_duplicated_rows(tmp_path, res
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     rows = results / "S" / "metrics"
     resume_cmd = f"python study/run.py --results {results} --name S --resume"
-    for attempt, signum in enumerate((signal.SIGTERM, signal.SIGINT)):
-        log_path = tmp_path / f"run{attempt}.log"
-        with open(log_path, "w") as log:
-            run = resume if attempt else cmd
-            proc = subprocess.Popen(
-                run, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
-            before = len(list(rows.glob("*.parquet"))) if rows.exists() else 0
-            _wait_for_rows(rows, before + 2, proc, timeout=240)
-            if attempt == 0:
-                start = time.time()
-                second = subprocess.run(resume, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
-                assert second.returncode == 2 and time.time() - start < 30, second.stderr
-                assert (
-                    f"is in use by another driver: host {socket.gethostname()}, pid {proc.pid}, since" in second.stderr
-                )
-                assert len(second.stderr.strip().splitlines()) == 1, second.stderr
-            out = _interrupt(proc, signum, log_path)
+
+    def stopped_cleanly(proc: subprocess.Popen, out: str, signum: int) -> None:
         assert proc.returncode == 128 + signum, out[-3000:]
         assert out.strip().splitlines()[-1].strip() == resume_cmd, out[-3000:]
         assert f"interrupted by {signal.Signals(signum).name}" in out
         assert "best schedule result per arm" not in out and "Tuner.restore" not in out.splitlines()[-1]
+
+    with open(tmp_path / "sigint.log", "w") as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        _wait_for_rows(rows, 2, proc, timeout=240)
+        start = time.time()
+        second = subprocess.run(resume, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+        assert second.returncode == 2 and time.time() - start < 30, second.stderr
+        assert f"is in use by another driver: host {socket.gethostname()}, pid {proc.pid}, since" in second.stderr
+        assert len(second.stderr.strip().splitlines()) == 1, second.stderr
+        stopped_cleanly(proc, _interrupt(proc, signal.SIGINT, tmp_path / "sigint.log"), signal.SIGINT)
     again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 2 and "--resume" in again.stderr  # refuses to overwrite
+    killed_at = _kill_inside_a_cooldown(resume, results / "S", env, tmp_path / "killed.log", base_iters)
+    with open(tmp_path / "sigterm.log", "w") as log:
+        proc = subprocess.Popen(resume, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        _wait_for_line(tmp_path / "sigterm.log", "resuming study in", proc, timeout=120)
+        out = _interrupt(proc, signal.SIGTERM, tmp_path / "sigterm.log")
+    stopped_cleanly(proc, out, signal.SIGTERM)
+    assert "note: took over" in out  # the lock the killed driver left
     if mount is not None:
         # 30 MB left: above the stop's reserve (a 17 MB checkpoint + 8 MB), below it after
         # the next checkpoint.
@@ -143,6 +163,13 @@ def test_interrupted_study_resumes_without_lost_or_duplicated_rows(tmp_path, res
 
     raw = pd.read_parquet(results / "S" / "metrics")
     assert not raw.duplicated(["trial_id", "cost_iterations"]).any()
+    # The branch the kill -9 met was continued from a checkpoint inside its cooldown (the
+    # kill's, or the full disk's later one): no iteration of it was trained twice from the fork.
+    trial_id, schedule, checkpoint = killed_at
+    final = raw[(raw["trial_id"] == trial_id) & (raw["phase"] == "final") & (raw["schedule"] == schedule)]
+    fork = next(b.fork for b in branches(base_iters, SMOKE.search.schedule, schedule) if b.schedule == schedule)
+    assert len(final) == 1 and checkpoint <= final["resumed_from"].iloc[0] < final["iteration"].iloc[0], final
+    assert final["resumed_from"].iloc[0] > fork
     df = load_results(results / "S")
     trials = trial_rows(df)
     assert len(trials) == SMOKE.num_samples  # every planned trial
@@ -179,6 +206,47 @@ def test_interrupted_study_resumes_without_lost_or_duplicated_rows(tmp_path, res
     assert told[optuna.trial.TrialState.PRUNED] == (trials["trial_status"] == "stopped").sum()
     assert sum(told.values()) == len(trials) + branch_results
     assert sorted(_dashboard_studies(results / "S" / "optuna.db")) == names
+
+
+def _kill_inside_a_cooldown(
+    resume: list[str], folder: Path, env: dict, log_path: Path, base_iters: int
+) -> tuple[str, float, int]:
+    """Resume the study and kill -9 its whole process group as soon as Ray Train has
+    recorded a checkpoint two evaluation periods or more before its cooldown's end (so that
+    the kill lands before the branch's final row); return (trial, schedule, iteration) of
+    that checkpoint."""
+    snapshots = "train/train-*/checkpoint_manager_snapshot.json"
+    before = {p: p.read_text() for p in folder.glob(snapshots)}  # the earlier runs' last states
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(resume, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            deadline = time.time() + 240
+            while time.time() < deadline and proc.poll() is None:
+                # A checkpoint counts once it is in Ray Train's snapshot: a checkpoint folder
+                # alone may be an upload the controller never recorded.
+                for snapshot in folder.glob(snapshots):
+                    try:
+                        text = snapshot.read_text()
+                        if text == before.get(snapshot):
+                            continue
+                        last = json.loads(text)["checkpoint_results"][-1]["metrics"]
+                    except (json.JSONDecodeError, KeyError, IndexError):
+                        continue  # being written
+                    end = total_iterations(base_iters, last["schedule"])
+                    if last.get("phase") != "checkpoint" or last["iteration"] > end - 2 * SMOKE.eval_period:
+                        continue
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+                    finals = pd.read_parquet(folder / "metrics")
+                    written = finals[(finals["trial_id"] == last["trial_id"]) & (finals["phase"] == "final")]
+                    assert last["schedule"] not in set(written["schedule"]), "killed after the branch's end"
+                    return last["trial_id"], last["schedule"], last["iteration"]
+                time.sleep(0.2)
+            pytest.fail(f"no checkpoint inside a cooldown: {log_path.read_text()[-2000:]}")
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
 
 
 def _dashboard_studies(db: Path) -> list[str]:
@@ -303,71 +371,3 @@ def test_two_node_cluster_frees_placement_groups_of_stopped_trials(tmp_path):
         other.wait()
         ray.shutdown()
         cluster.shutdown()
-
-
-def test_driver_killed_inside_a_branch_resumes_there(tmp_path):
-    """kill -9 of the driver during a cooldown: --resume continues in that branch."""
-    root = ROOT
-    # 1x = 60: the trunk forks at 20, the 1x cooldown runs to 60 with a checkpoint at 25
-    # and 50 (eval_period 25 brings no trunk row before the fork); then the trunk to 80
-    # (rows at 25, 50, 75) and the 2x cooldown to 120.
-    cmd = [
-        sys.executable,
-        "study/run.py",
-        "--preset",
-        "smoke",
-        "--trial",
-        "init=scratch,schedule=2",
-        "--set",
-        "solver.base_iters=60",
-        "--set",
-        "eval_period=25",
-        "--results",
-        str(tmp_path),
-        "--name",
-        "K",
-    ]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    folder = tmp_path / "K"
-    with open(tmp_path / "first.log", "w") as log:
-        first = subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            deadline = time.time() + 240
-            while time.time() < deadline and first.poll() is None:
-                # A checkpoint counts once Ray Train has registered it in its snapshot: a
-                # checkpoint folder alone may be an upload the controller never recorded.
-                snapshots = list(folder.glob("train/train-*/checkpoint_manager_snapshot.json"))
-                rows = list(folder.glob("metrics/*.parquet"))
-                if rows:
-                    pytest.fail("the 1x final was written before the driver could be killed in its cooldown")
-                if any("checkpoint_dir_name" in p.read_text() for p in snapshots):
-                    break
-                time.sleep(0.2)
-            else:
-                pytest.fail(f"no checkpoint inside the 1x cooldown: {(tmp_path / 'first.log').read_text()[-2000:]}")
-        finally:
-            os.killpg(first.pid, signal.SIGKILL)
-            first.wait()
-    # --resume takes the trial and its --set overrides from study.json.
-    resumed = subprocess.run(
-        [sys.executable, "study/run.py", "--resume", "--results", str(tmp_path), "--name", "K"],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    out = resumed.stdout + resumed.stderr
-    assert resumed.returncode == 0, out[-3000:]
-    df = pd.read_parquet(folder / "metrics").sort_values("cost_iterations")
-    assert list(zip(df["phase"], df["schedule"], df["iteration"])) == [
-        ("final", 1.0, 60),
-        ("trunk", 2.0, 25),
-        ("trunk", 2.0, 50),
-        ("trunk", 2.0, 75),
-        ("final", 2.0, 120),
-    ]
-    assert df["cost_iterations"].tolist() == [60, 65, 90, 115, 160]
-    # Resumed from a checkpoint inside the 1x cooldown (25 or 50): no row existed at the kill,
-    # and every row, the 1x final first, comes from the resumed run.
-    assert df["resumed_from"].isin([25, 50]).all() and df["status"].iloc[-1] == "completed"
