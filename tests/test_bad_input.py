@@ -112,42 +112,42 @@ def test_truncated_training_image_is_skipped_counted_and_warned_once(tmp_path):
     assert len(warnings) == 1 and "image 1 (" in warnings[0] and "cannot be decoded" in warnings[0]
 
 
-def _agree_worker(rank, init_file, failing_rank, queue):
+def _agree_worker(rank, init_file, queue):
+    """Both cases in one process group: rank 1 finds bad input, then no rank does."""
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
     session = Session(rank=rank, world_size=2, device=torch.device("cpu"), report=None, load_checkpoint=None)
+    for failing_rank in (1, None):
 
-    def setup():
-        if rank == failing_rank:
-            raise InputError(f"rank {rank} cannot read /data/x.json", "data.train_annotations")
-        return rank
+        def setup(failing_rank=failing_rank):
+            if rank == failing_rank:
+                raise InputError(f"rank {rank} cannot read /data/x.json", "data.train_annotations")
+            return rank
 
-    try:
-        queue.put((rank, "value", agree_on_input(session, setup)))
-    except AgreedInputError as err:
-        queue.put((rank, "error", [(e["rank"], e["message"], e["field"]) for e in err.errors]))
+        try:
+            queue.put((failing_rank, rank, "value", agree_on_input(session, setup)))
+        except AgreedInputError as err:
+            queue.put((failing_rank, rank, "error", [(e["rank"], e["message"], e["field"]) for e in err.errors]))
     dist.destroy_process_group()
 
 
 def test_ranks_agree_on_bad_input_that_one_rank_found():
     """A rank that finds bad input never leaves the others waiting in a collective."""
     ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    with tempfile.TemporaryDirectory() as tmp:
+        procs = [ctx.Process(target=_agree_worker, args=(r, os.path.join(tmp, "init"), queue)) for r in range(2)]
+        for p in procs:
+            p.start()
+        got = [queue.get(timeout=60) for _ in range(4)]
+        for p in procs:
+            p.join(timeout=30)
     for failing_rank, expected in ((1, "error"), (None, "value")):
-        queue = ctx.Queue()
-        with tempfile.TemporaryDirectory() as tmp:
-            procs = [
-                ctx.Process(target=_agree_worker, args=(r, os.path.join(tmp, "init"), failing_rank, queue))
-                for r in range(2)
-            ]
-            for p in procs:
-                p.start()
-            got = sorted(queue.get(timeout=60) for _ in procs)
-            for p in procs:
-                p.join(timeout=30)
-        assert [kind for _, kind, _ in got] == [expected, expected]
+        mine = sorted(g[1:] for g in got if g[0] == failing_rank)
+        assert [kind for _, kind, _ in mine] == [expected, expected]
         if expected == "error":
-            assert got[0][2] == got[1][2] == [(1, "rank 1 cannot read /data/x.json", "data.train_annotations")]
+            assert mine[0][2] == mine[1][2] == [(1, "rank 1 cannot read /data/x.json", "data.train_annotations")]
         else:
-            assert [value for _, _, value in got] == [0, 1]
+            assert [value for _, _, value in mine] == [0, 1]
 
 
 def test_a_value_error_while_setting_up_is_not_retried_either(tmp_path):

@@ -6,6 +6,7 @@ Marked e2e: these run several Train runs each (a few minutes on 2 cores).
 import dataclasses
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -65,6 +66,11 @@ def _wait_for_line(log: Path, text: str, proc: subprocess.Popen, timeout: float)
     raise AssertionError(f"no {text!r} in {log} after {timeout}s")
 
 
+def _driver_lines(out: str) -> list[str]:
+    """The driver's own output lines, without those Ray forwards from its actors and workers."""
+    return [line for line in out.splitlines() if not re.match(r"(\x1b\[\d+m)?\(\S+ pid=\d+", line)]
+
+
 def _interrupt(proc: subprocess.Popen, signum: int, log: Path) -> str:
     """Send ``signum`` to the driver alone (as a terminal's Ctrl-C or a scheduler's SIGTERM
     would) and return its output once it has exited, within two minutes."""
@@ -98,8 +104,8 @@ def test_interrupted_study_resumes_without_lost_or_duplicated_rows(tmp_path, res
       resume command last); while it ran, a second driver on its folder was refused;
     - kill -9 inside a cooldown: the next run takes the dead driver's lock over and
       continues in that branch;
-    - SIGTERM once Ray is up (whose core installs its own SIGTERM handler): exit 143, the
-      same last line;
+    - SIGTERM mid-trial (over the SIGTERM handler Ray's core installs), once the trial has
+      resumed: exit 143, the same last line;
     - the disk fills (on a tmpfs, as root): the resume stops in one line naming it, rows
       kept; with room made, --resume finishes the study with every row once.
     One arm of two trials (the search and early stopping across restarts) keeps it short;
@@ -134,7 +140,7 @@ def test_interrupted_study_resumes_without_lost_or_duplicated_rows(tmp_path, res
     killed_at = _kill_inside_a_cooldown(resume, results / "S", env, tmp_path / "killed.log", base_iters)
     with open(tmp_path / "sigterm.log", "w") as log:
         proc = subprocess.Popen(resume, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        _wait_for_line(tmp_path / "sigterm.log", "resuming study in", proc, timeout=120)
+        _wait_for_line(tmp_path / "sigterm.log", "resumed from the checkpoint at iteration", proc, timeout=240)
         out = _interrupt(proc, signal.SIGTERM, tmp_path / "sigterm.log")
     stopped_cleanly(proc, out, signal.SIGTERM)
     assert "note: took over" in out  # the lock the killed driver left
@@ -149,7 +155,10 @@ def test_interrupted_study_resumes_without_lost_or_duplicated_rows(tmp_path, res
         assert "WARNING: only" in full.stdout  # the plan said so before it started
         last = full.stderr.strip().splitlines()[-1]
         assert last.startswith(f"out of space under {results / 'S'}: ") and "the same command with --resume" in last
-        assert "best schedule result per arm" not in out and "Traceback" not in out
+        # No traceback from the driver. (A trial actor that Ray's shutdown terminates may print
+        # "Exception ignored ... SystemExit" from Ray's own SIGTERM handler, forwarded as
+        # "(train_driver_fn pid=N) ..." lines: Ray's teardown, not the study's.)
+        assert "best schedule result per arm" not in out and "Traceback" not in "\n".join(_driver_lines(out))
         assert len(pd.read_parquet(rows)) >= 1  # the rows so far, readable
         subprocess.run(["mount", "-o", "remount,size=400m", str(mount)], check=True)  # room made
     resumed = subprocess.run(resume, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)

@@ -15,8 +15,8 @@ import ray
 from analysis import final_rows, load_results
 from study import tuning
 from study.cli import main
-from study.config import Arm, base_trial
 from study.config import arms as study_arms
+from study.config import base_trial
 from study.presets import SMOKE
 from trainables.pretrain import ensure_pretrained
 from trainables.ray_entry import TrialInputError
@@ -32,35 +32,14 @@ def local_ray():
     ray.shutdown()
 
 
-def test_worker_failure_resumes_from_checkpoint(local_ray, tmp_path):
-    uri = str(tmp_path / "F")
-    arm = Arm("scratch", 1.0, "tiny")
-    base = base_trial(SMOKE, arm, results_uri=uri, code_version="test", pretrained={})
-    # The last rank raises once at iteration 7, inside the 1x branch (3 -> 9) after its
-    # checkpoint at 6; Train restarts the worker group (FailureConfig(max_failures=2)) and
-    # resumes in the branch, with the trunk saved at the fork in the checkpoint.
-    arms = {arm.name: {**base, "fail_at_iteration": 7}}
-    grid = tuning.run_single_trial(
-        arms, {"arm": arm.name, "lr": 0.02, "weight_decay": 1e-4, "schedule": 2.0}, uri, "bbox_AP", resume=False
-    )
-    assert grid[0].error is None
-    df = pd.read_parquet(f"{uri}/metrics").sort_values("cost_iterations")
-    assert df["phase"].tolist() == ["final", "trunk", "trunk", "final"]
-    assert df["iteration"].tolist() == [9, 6, 12, 18] and df["cost_iterations"].tolist() == [9, 12, 18, 24]
-    assert df["status"].tolist() == ["completed", "running", "running", "completed"]
-    assert (df["resumed_from"] == 6).all()
-    # The rows' contract, whole and finite, from 2 DDP workers of 2 images each.
-    assert set(COLUMNS) <= set(df.columns) and df[list(AP_KEYS)].map(math.isfinite).all().all()
-    assert (df["num_workers"] == 2).all() and (df["batch_size"] == 4).all() and df["code_version"].notna().all()
-    assert df["trial_id"].nunique() == 1 and (df["init"] == "scratch").all()
-    assert len(list((tmp_path / "F" / "faults").iterdir())) == 1
-
-
-def test_one_arms_bad_input_fails_once_the_others_complete_and_resume_continues(local_ray, tmp_path, capfd):
-    """The pretrained arm's weights are missing on the workers (the driver could not check
-    them): that trial fails once, without a retry, scratch completes, the summary names the
-    failure; after the file appears, --resume finishes the failed trial. (One trial per arm
-    keeps it short; that a closed arm gets no further trial is tested on the searcher,
+def test_a_lost_worker_is_restarted_and_bad_input_fails_once_then_resume_continues(local_ray, tmp_path, capfd):
+    """Two faults of different kinds in one study of one trial per arm:
+    - a worker of the scratch trial dies inside a cooldown: Ray Train restarts the worker
+      group, which resumes from the checkpoint there, and the trial completes;
+    - the pretrained arm's weights are missing on the workers (the driver could not check
+      them): that trial fails once, without a retry, and the summary names the failure;
+      after the file appears, --resume finishes the failed trial.
+    (That a closed arm gets no further trial is tested on the searcher,
     tests/test_search_and_scheduler.py.)"""
     uri = str(tmp_path / "S")
     study = dataclasses.replace(SMOKE, num_samples=1)
@@ -69,7 +48,21 @@ def test_one_arms_bad_input_fails_once_the_others_complete_and_resume_continues(
         arm.name: base_trial(study, arm, results_uri=uri, code_version="test", pretrained={"tiny": (str(weights), 96)})
         for arm in study_arms(study)
     }
+    # The scratch recipe's last rank raises once at iteration 7, inside the 1x branch (3 -> 9)
+    # after its checkpoint at 6; Train restarts the worker group (FailureConfig(max_failures=2))
+    # and resumes in the branch, with the trunk saved at the fork in the checkpoint.
+    arms["scratch-tiny-f1"] = {**arms["scratch-tiny-f1"], "fail_at_iteration": 7}
     grid = tuning.run_study(study, arms, 1, uri, max_concurrent=1, resume=False)
+    scratch = pd.read_parquet(f"{uri}/metrics").query("arm == 'scratch-tiny-f1'").sort_values("cost_iterations")
+    assert scratch["phase"].tolist() == ["final", "trunk", "trunk", "final"]
+    assert scratch["iteration"].tolist() == [9, 6, 12, 18] and scratch["cost_iterations"].tolist() == [9, 12, 18, 24]
+    assert scratch["status"].tolist() == ["completed", "running", "running", "completed"]
+    assert (scratch["resumed_from"] == 6).all()
+    # The rows' contract, whole and finite, from 2 DDP workers of 2 images each.
+    assert set(COLUMNS) <= set(scratch.columns) and scratch[list(AP_KEYS)].map(math.isfinite).all().all()
+    assert (scratch["num_workers"] == 2).all() and (scratch["batch_size"] == 4).all()
+    assert scratch["code_version"].notna().all() and (scratch["init"] == "scratch").all()
+    assert len(list((tmp_path / "S" / "faults").iterdir())) == 1
     failed = tuning.failed_trials(grid, uri)
     assert len(failed) == 1 and failed[0].arm == "pretrained-tiny-f1"
     assert failed[0].error_type == "MissingInputError" and str(weights) in failed[0].message
