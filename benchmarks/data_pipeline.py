@@ -3,7 +3,7 @@
 On generated COCO-format data shaped like train2017 (640 px on the long side for most
 images, about a quarter portrait, about 7 polygon instances per image, JPEG files), prints
 
-    padding overhead: grouped G.GG x, ungrouped U.UU x
+    padding overhead: grouped G.GGG x, ungrouped U.UUU x
     loader: N.N images/s per worker at 800 px
     workers per GPU for 25 images/s: W (the COCO presets set data.loader_workers = L)
     evaluation, CPU side per image at 800 px with 100 detections: ...
@@ -11,7 +11,8 @@ images, about a quarter portrait, about 7 polygon instances per image, JPEG file
 - **Padding**: padded pixels over image pixels for 2-image batches after the model's resize
   (shorter side 800, longer at most 1333, batch padded to a multiple of 32, as torchvision's
   ``GeneralizedRCNNTransform`` does), with the batches drawn at random or grouped by
-  orientation (trainables/grouping.py), over many simulated image sizes.
+  aspect ratio as the COCO presets group them, and by orientation alone
+  (trainables/grouping.py), over many simulated image sizes.
 - **Loader**: one loader process (``num_workers=0``: what each worker does) through the
   training path of trainables/data.py: JPEG decode, flip, every instance's mask rasterised
   once, collate. The resize to 800 px is not in it: torchvision's detection models resize
@@ -43,7 +44,7 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from study.presets import PRESETS
 from trainables.coco_eval import evaluate
 from trainables.data import CocoDetection, ResumableDistributedSampler, coco_results, collate, load_coco
-from trainables.grouping import grouped_order, orientation
+from trainables.grouping import aspect_group, grouped_order
 
 GPU_IMAGES_PER_S = 25.0  # one GPU step of the R50-FPN-GN model at 2 images (benchmarks/README.md)
 
@@ -96,11 +97,12 @@ def write_dataset(root: Path, count: int, seed: int = 0) -> Path:
     return path
 
 
-def padding_overhead(sizes: list[tuple[int, int]], grouped: bool, seed: int = 0, per_batch: int = 2) -> float:
-    """Padded pixels over image pixels for batches of ``per_batch`` after an 800/1333 resize."""
+def padding_overhead(sizes: list[tuple[int, int]], factor: int | None, seed: int = 0, per_batch: int = 2) -> float:
+    """Padded pixels over image pixels for batches of ``per_batch`` after an 800/1333 resize,
+    grouped by aspect ratio with ``factor`` (trainables/grouping.py), or drawn at random (None)."""
     order = list(np.random.default_rng(seed).permutation(len(sizes)))
-    if grouped:
-        order = grouped_order(order, [orientation(w, h) for w, h in sizes], per_batch)
+    if factor is not None:
+        order = grouped_order(order, [aspect_group(w, h, factor) for w, h in sizes], per_batch)
     order = order[: len(order) // per_batch * per_batch]
     padded = real = 0
     for start in range(0, len(order), per_batch):
@@ -175,10 +177,17 @@ def main(argv: list[str] | None = None) -> None:
 
     rng = np.random.default_rng(1)
     sizes = [coco_like_size(rng) for _ in range(args.sizes)]
-    portrait = sum(orientation(w, h) for w, h in sizes) / len(sizes)
-    grouped, ungrouped = padding_overhead(sizes, True), padding_overhead(sizes, False)
+    portrait = sum(h >= w for w, h in sizes) / len(sizes)
+    factor = PRESETS["coco-r50-gn"].data.aspect_group_factor
+    grouped, ungrouped = padding_overhead(sizes, factor), padding_overhead(sizes, None)
     print(f"sizes: {len(sizes):,} simulated, {portrait:.0%} portrait or square")
-    print(f"padding overhead: grouped {grouped:.2f} x, ungrouped {ungrouped:.2f} x")
+    print(f"padding overhead: grouped {grouped:.3f} x, ungrouped {ungrouped:.3f} x")
+    others = ", ".join(f"{k} {padding_overhead(sizes, k):.3f} x" for k in range(5) if k != factor)
+    alone = padding_overhead(sizes, None, per_batch=1)
+    print(
+        f"  grouped: aspect-ratio factor {factor}, the COCO presets'; other factors: {others} (0: by orientation, "
+        f"as detectron2); one image alone, padded to a multiple of 32: {alone:.3f} x"
+    )
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

@@ -177,9 +177,13 @@ COCO_DATA = DataConfig(
     max_size=1333,
     test_min_size=800,
     hflip_prob=0.5,
-    # Batches of one orientation, as Detectron and detectron2 batch (detectron2
-    # config/defaults.py: DATALOADER.ASPECT_RATIO_GROUPING = True).
+    # Batches of one aspect-ratio group, as Detectron and detectron2 batch (detectron2
+    # config/defaults.py: DATALOADER.ASPECT_RATIO_GROUPING = True), in torchvision's finer
+    # bins (references/detection/train.py, --aspect-ratio-group-factor; 3 by default there),
+    # which pad a 2-image batch of COCO-sized images less than orientation alone; factor 4
+    # from benchmarks/data_pipeline.py (the padding figures are in benchmarks/README.md).
     group_by_aspect=True,
+    aspect_group_factor=4,
     # benchmarks/data_pipeline.py: one loader process reads 110 COCO-sized images/s on a
     # 2-core VM's core (decode, flip, ~7 masks each; the model resizes on the GPU), against
     # the 25 images/s a GPU trains; 2 per GPU leave room for slower cores and jitter.

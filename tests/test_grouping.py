@@ -1,9 +1,10 @@
-"""Aspect-ratio grouped batches: one orientation per batch, equal shares, resumable, seeded."""
+"""Aspect-ratio grouped batches: one group per batch, equal shares, resumable, seeded."""
 
+import numpy as np
 import pytest
 
 from trainables.data import CocoDetection, ResumableDistributedSampler, load_coco
-from trainables.grouping import grouped_order, orientation
+from trainables.grouping import aspect_group, grouped_order
 
 
 def _batches(order, size):
@@ -27,9 +28,22 @@ def test_torchvisions_rule_on_a_hand_made_order():
         grouped_order(order, groups, 0)
 
 
-def test_grouped_sampler_single_orientation_equal_shares_resumable_and_seeded():
-    groups = [orientation(w, h) for w, h in [(640, 480), (480, 640), (500, 500)] * 13 + [(800, 600)]]  # 40
-    assert groups[:3] == [0, 1, 1]  # a square image goes with the portraits (detectron2)
+def test_aspect_groups_are_torchvisions_bins():
+    """torchvision's references: bisect_right over 2 ** linspace(-1, 1, 2k + 1), k = factor;
+    factor 0: the one edge 1.0 (portrait; landscape or square)."""
+    ratios = [0.4, 0.5, 0.75, 1.0, 4 / 3, 1.5, 1.6, 2.0, 3.0]
+    edges = 2 ** np.linspace(-1, 1, 7)
+    assert [aspect_group(round(r * 600), 600, 3) for r in ratios] == [0, 1, 2, 4, 5, 5, 6, 7, 7]
+    assert [aspect_group(round(r * 600), 600, 3) for r in ratios] == list(np.searchsorted(edges, ratios, "right"))
+    assert [aspect_group(round(r * 600), 600, 0) for r in ratios] == [0, 0, 0, 1, 1, 1, 1, 1, 1]
+    assert aspect_group(480, 640, 1) == 1 and aspect_group(640, 480, 1) == 2  # edges 0.5, 1, 2
+    with pytest.raises(ValueError, match="factor"):
+        aspect_group(640, 480, -1)
+
+
+def test_grouped_sampler_single_group_equal_shares_resumable_and_seeded():
+    groups = [aspect_group(w, h, 0) for w, h in [(640, 480), (480, 640), (500, 500)] * 13 + [(800, 600)]]  # 40
+    assert groups[:3] == [1, 0, 1]  # a square image goes with the landscapes (torchvision)
 
     def sampler(rank, seed=5, start=0):
         s = ResumableDistributedSampler(
@@ -55,7 +69,8 @@ def test_grouped_sampler_single_orientation_equal_shares_resumable_and_seeded():
     assert list(sampler(0)) == orders[0] and list(sampler(0, seed=6)) != orders[0]
 
 
-def test_orientations_come_from_the_annotation_file(coco_fixture):
+def test_aspect_groups_come_from_the_annotation_file(coco_fixture):
     root, ann_file, _ = coco_fixture
     ds = CocoDetection(str(root), load_coco(str(ann_file)), train=True)
-    assert ds.orientations() == [0] * len(ds)  # the fixture's images are 64 x 48
+    # The fixture's images are 64 x 48: ratio 1.33, between the edges 1.26 and 1.59.
+    assert ds.aspect_groups(3) == [5] * len(ds) and ds.aspect_groups(0) == [1] * len(ds)

@@ -86,8 +86,11 @@ class DataConfig:
     max_size: int = 1333
     test_min_size: int = 800
     hflip_prob: float = 0.5
-    # Batches of one orientation (trainables/grouping.py; detectron2's AspectRatioGroupedDataset).
+    # Batches of one aspect-ratio group (trainables/grouping.py): with factor 0, of one
+    # orientation, as Detectron and detectron2 batch; with k, the ratio in 2k + 2 bins, as
+    # torchvision's references do (--aspect-ratio-group-factor, 3 by default).
     group_by_aspect: bool = False
+    aspect_group_factor: int = 3
     loader_workers: int = 0
     # Seed of the data-fraction subset and of the held-out search split; the same seed picks
     # the same images for every arm.
@@ -107,6 +110,7 @@ class DataConfig:
         _check(self.max_size >= max(self.min_size), "data.max_size", self.max_size, ">= every data.min_size")
         _check(0.0 <= self.hflip_prob <= 1.0, "data.hflip_prob", self.hflip_prob, "in [0, 1]")
         _check(self.loader_workers >= 0, "data.loader_workers", self.loader_workers, ">= 0")
+        _check(self.aspect_group_factor >= 0, "data.aspect_group_factor", self.aspect_group_factor, ">= 0")
         _check(self.fraction_of_images >= 0, "data.fraction_of_images", self.fraction_of_images, ">= 0")
         _check(self.search_holdout >= 0, "data.search_holdout", self.search_holdout, ">= 0")
 

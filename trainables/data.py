@@ -31,7 +31,7 @@ from torchvision.transforms.functional import pil_to_tensor
 from trainables.coco_check import check_images_present, check_same_categories, read_coco_json
 from trainables.config import TrialConfig
 from trainables.errors import InputError
-from trainables.grouping import grouped_order, orientation
+from trainables.grouping import aspect_group, grouped_order
 from trainables.splits import SEARCH, TEST, DataPaths, check_disjoint, held_out_ids, subset_blob
 
 # How far a training item looks for a readable image when its own cannot be decoded.
@@ -111,9 +111,10 @@ class CocoDetection(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.image_ids)
 
-    def orientations(self) -> list[int]:
-        """Each position's orientation from the annotation file's width and height."""
-        return [orientation(self.coco.imgs[i]["width"], self.coco.imgs[i]["height"]) for i in self.image_ids]
+    def aspect_groups(self, factor: int) -> list[int]:
+        """Each position's aspect-ratio group (trainables/grouping.py) from the annotation
+        file's width and height."""
+        return [aspect_group(self.coco.imgs[i]["width"], self.coco.imgs[i]["height"], factor) for i in self.image_ids]
 
     def image_path(self, image_id: int) -> str:
         return os.path.join(self.images_dir, self.coco.imgs[image_id]["file_name"])
@@ -231,8 +232,8 @@ class ResumableDistributedSampler(DistributedSampler):
     run without interruption would have seen. With ``hflip_prob`` it yields
     ``(index, flip)`` pairs whose flips depend only on (seed, epoch, rank, position), so
     they repeat after a restart whatever the number of loader processes. With ``groups``
-    (an orientation per dataset position) each rank's epoch is reordered into batches of
-    ``batch_size`` images of one orientation (trainables/grouping.py).
+    (an aspect-ratio group per dataset position) each rank's epoch is reordered into
+    batches of ``batch_size`` images of one group (trainables/grouping.py).
     """
 
     def __init__(

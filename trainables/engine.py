@@ -216,7 +216,7 @@ class TrainingBatches:
             shuffle=True,
             seed=cfg.seed,
             hflip_prob=cfg.data.hflip_prob,
-            groups=train_set.orientations() if cfg.data.group_by_aspect else None,
+            groups=train_set.aspect_groups(cfg.data.aspect_group_factor) if cfg.data.group_by_aspect else None,
             batch_size=self.per_worker,
         )
         # The loader's private generator is reseeded for every epoch: creating an iterator
