@@ -42,6 +42,9 @@ _AP_SUFFIXES = ("AP", "AP50", "AP75", "APs", "APm", "APl")  # pycocotools' stats
 BBOX_KEYS = tuple(f"bbox_{s}" for s in _AP_SUFFIXES)
 SEGM_KEYS = tuple(f"segm_{s}" for s in _AP_SUFFIXES)
 AP_KEYS = BBOX_KEYS + SEGM_KEYS
+# Keypoint AP (OKS), pycocotools' stats[0:5] for keypoints (no small objects), as the
+# evaluator returns it for predictions with keypoints (trainables/coco_eval.py).
+KEYPOINT_KEYS = tuple(f"keypoints_{s}" for s in ("AP", "AP50", "AP75", "APm", "APl"))
 # The same on the test split: only at a schedule's final result (trainables/splits.py). The
 # unprefixed AP_KEYS are the search split's, the only ones Tune and Optuna see.
 TEST_AP_KEYS = tuple(f"test_{k}" for k in AP_KEYS)
