@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from tests.test_search_and_scheduler import _search
+from tests.test_search import _search
 from trainables import ray_compat
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -40,7 +40,7 @@ def test_a_lost_worker_is_restarted_and_bad_input_fails_once_then_resume_continu
       them): that trial fails once, without a retry, and the summary names the failure;
       after the file appears, --resume finishes the failed trial.
     (That a closed arm gets no further trial is tested on the searcher,
-    tests/test_search_and_scheduler.py.)"""
+    tests/test_search.py.)"""
     uri = str(tmp_path / "S")
     study = dataclasses.replace(SMOKE, num_samples=1)
     weights = tmp_path / "weights" / "tiny.pth"

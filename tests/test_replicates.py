@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from analysis import replicates
-from tests.test_analysis import _frame, _rows
+from tests.analysis_rows import frame as _frame
+from tests.analysis_rows import rows_of as _rows
 
 # Student's t, 97.5th percentile, 4 degrees of freedom (printed tables: 2.776).
 T_975_DF4 = 2.7764451051977987
