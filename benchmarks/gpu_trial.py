@@ -11,8 +11,8 @@ On one GPU, in this order (about 5 minutes on an H200, well under 10):
    ``torch.compile`` (dynamic shapes: detection images vary in size), and all three
    together: images/s and peak memory of each.
 2. **One trial through Ray Tune + Ray Train** (1 worker, 1 GPU, AMP, the engine's own loop with
-   its evaluation, checkpoint and Parquet row) on a generated COCO-format dataset of 800-px
-   images: the loop's images/s (benchmarks/trial_probe.py), its start-up and evaluation
+   its evaluation, checkpoint and Parquet row, batches grouped by aspect ratio and 2 loader
+   workers as in the COCO presets) on a generated COCO-format dataset of 800-px images: the loop's images/s (benchmarks/trial_probe.py), its start-up and evaluation
    time, and the loop's speed as a fraction of the bare step's.
 
 The GPU machines this project is measured on have torch but neither Ray nor the COCO
@@ -138,6 +138,9 @@ def trial(scale: Scale, iterations: int) -> dict[str, float]:
             max_size=scale.max_size,
             test_min_size=scale.min_size,
             loader_workers=2,
+            # Grouped as the COCO presets group (the generated images are of both orientations).
+            group_by_aspect=True,
+            aspect_group_factor=COCO_R50_GN.data.aspect_group_factor,
         ),
         num_workers=1,
         cpus_per_worker=min(8, os.cpu_count() or 1) if scale.device == "cuda" else 1,
