@@ -110,3 +110,44 @@ def test_evaluation_uses_its_own_size():
     model.train()
     trained, _ = model.transform([image], [{"boxes": torch.tensor([[1.0, 1, 9, 9]]), "labels": torch.tensor([1])}])
     assert min(trained.image_sizes[0]) in (64, 80)
+
+
+def test_a_keypoint_task_adds_a_normalized_keypoint_head_that_trains():
+    """Mask R-CNN with a keypoint branch (torchvision's RoIHeads runs it beside the mask's):
+    a GN after every conv of the head, nothing frozen from scratch, a keypoint loss whose
+    step moves the head, and keypoints with scores from evaluation."""
+    torch.manual_seed(0)
+    model = build_model(TINY_GN, 1, min_size=(96,), max_size=128, num_keypoints=5)
+    head = model.roi_heads.keypoint_head
+    convs = [m for m in head if isinstance(m, nn.Conv2d)]
+    norms = [m for m in head if isinstance(m, nn.GroupNorm)]
+    assert len(convs) == len(norms) == TINY_GN.keypoint_head_convs and convs[0].bias is None
+    assert convs[-1].out_channels == TINY_GN.keypoint_head_dim
+    assert model.roi_heads.keypoint_predictor.kps_score_lowres.out_channels == 5
+    assert_scratch_ready(model)
+    masks = torch.zeros(1, 96, 112, dtype=torch.uint8)
+    masks[0, 20:60, 30:80] = 1
+    # x, y, visibility: two visible, one hidden but labelled, two unlabelled.
+    points = torch.tensor([[[35.0, 25, 2], [75, 25, 2], [55, 40, 1], [0, 0, 0], [0, 0, 0]]])
+    target = {"boxes": torch.tensor([[30.0, 20, 80, 60]]), "labels": torch.tensor([1]), "masks": masks}
+    losses = model([torch.rand(3, 96, 112)], [{**target, "keypoints": points}])
+    assert set(losses) == {
+        "loss_classifier",
+        "loss_box_reg",
+        "loss_mask",
+        "loss_keypoint",
+        "loss_objectness",
+        "loss_rpn_box_reg",
+    }
+    before = model.roi_heads.keypoint_predictor.kps_score_lowres.weight.clone()
+    opt = torch.optim.SGD(param_groups(model, 1e-4, 0.0), lr=0.01, momentum=0.9)
+    sum(losses.values()).backward()
+    opt.step()
+    assert not torch.equal(before, model.roi_heads.keypoint_predictor.kps_score_lowres.weight)
+    model.eval()
+    with torch.no_grad():
+        out = model([torch.rand(3, 96, 112)])[0]
+    assert {"keypoints", "keypoints_scores", "masks"} <= set(out)
+    assert out["keypoints"].shape[1:] == (5, 3) and out["keypoints_scores"].shape[1:] == (5,)
+    # Without keypoints the model is the plain Mask R-CNN.
+    assert build_model(TINY_GN, 1, min_size=(96,), max_size=128).roi_heads.keypoint_head is None

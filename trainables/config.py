@@ -132,6 +132,10 @@ class ModelConfig:
     box_head_convs: int = 4
     box_head_fc: int = 1024
     mask_head_convs: int = 4
+    # The keypoint head of a keypoint task (Mask R-CNN, He et al. 2017, Sec. 5: eight 3x3
+    # 512-d convs, a deconv and 2x bilinear upscaling to 56 x 56 heatmaps); unused otherwise.
+    keypoint_head_convs: int = 8
+    keypoint_head_dim: int = 512
     anchor_sizes: tuple[int, ...] = (32, 64, 128, 256, 512)
     rpn_pre_nms_top_n_train: int = 2000
     rpn_post_nms_top_n_train: int = 2000
@@ -161,6 +165,12 @@ class ModelConfig:
             "model.fpn_channels",
             self.fpn_channels,
             f"a multiple of model.gn_groups={self.gn_groups}",
+        )
+        _check(
+            self.keypoint_head_convs >= 1 and (self.keypoint_head_dim % self.gn_groups == 0 or self.norm != "gn"),
+            "model.keypoint_head_convs/keypoint_head_dim",
+            (self.keypoint_head_convs, self.keypoint_head_dim),
+            f">= 1 conv, of a width that is a multiple of model.gn_groups={self.gn_groups}",
         )
         _check(len(self.anchor_sizes) == 5, "model.anchor_sizes", self.anchor_sizes, "5 sizes, one per FPN level")
         _check(0 <= self.frozen_stages <= 5, "model.frozen_stages", self.frozen_stages, "in [0, 5]")
