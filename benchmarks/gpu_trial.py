@@ -12,8 +12,9 @@ On one GPU, in this order (about 5 minutes on an H200, well under 10):
    together: images/s and peak memory of each.
 2. **One trial through Ray Tune + Ray Train** (1 worker, 1 GPU, AMP, the engine's own loop with
    its evaluation, checkpoint and Parquet row, batches grouped by aspect ratio and 2 loader
-   workers as in the COCO presets) on a generated COCO-format dataset of 800-px images: the loop's images/s (benchmarks/trial_probe.py), its start-up and evaluation
-   time, and the loop's speed as a fraction of the bare step's.
+   workers as in the COCO presets) on a generated COCO-format dataset of 800-px images:
+   the loop's images/s (benchmarks/trial_probe.py), its start-up and evaluation time, and
+   the loop's speed as a fraction of the bare step's.
 
 The GPU machines this project is measured on have torch but neither Ray nor the COCO
 tools; install ``ray[default,tune,train]==2.60.0``, ``pycocotools``, ``faster-coco-eval``
