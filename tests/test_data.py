@@ -10,10 +10,10 @@ from trainables.data import (
     coco_results,
     hflip,
     load_coco,
-    select_subset,
     trainable_image_ids,
 )
 from trainables.errors import InputError
+from trainables.splits import select_subset
 
 
 def test_training_targets(coco_fixture):

@@ -32,7 +32,8 @@ from trainables.coco_check import check_images_present, check_same_categories, r
 from trainables.config import TrialConfig
 from trainables.errors import InputError
 from trainables.grouping import aspect_group, grouped_order
-from trainables.splits import SEARCH, TEST, DataPaths, check_disjoint, held_out_ids, subset_blob
+from trainables.keypoints import flip_index, hflip_keypoints, keypoint_array, keypoint_names, trains_keypoints
+from trainables.splits import SEARCH, TEST, DataPaths, check_disjoint, held_out_ids, select_subset, subset_blob
 
 # How far a training item looks for a readable image when its own cannot be decoded.
 MAX_SUBSTITUTES = 10
@@ -53,34 +54,18 @@ def index_coco(blob: dict[str, Any]) -> COCO:
     return coco
 
 
-def trainable_image_ids(coco: COCO) -> list[int]:
-    """Images with at least one non-crowd annotation whose box has positive size."""
-    return sorted(img_id for img_id in coco.getImgIds() if any(_valid(a) for a in coco.imgToAnns.get(img_id, [])))
+def trainable_image_ids(coco: COCO, keypoints: bool = False) -> list[int]:
+    """Images with at least one non-crowd annotation whose box has positive size; for a
+    keypoint task, also with a labelled keypoint (trainables/keypoints.py)."""
+    return sorted(
+        img_id
+        for img_id, anns in ((i, coco.imgToAnns.get(i, [])) for i in coco.getImgIds())
+        if any(_valid(a) for a in anns) and (not keypoints or trains_keypoints(anns))
+    )
 
 
 def _valid(ann: dict) -> bool:
     return not ann.get("iscrowd", 0) and ann["bbox"][2] >= 1 and ann["bbox"][3] >= 1
-
-
-def select_subset(image_ids: list[int], fraction: float, seed: int, of: int = 0) -> list[int]:
-    """A fixed, seeded subset of ``round(fraction * of)`` of the images (at least one, at
-    most all); ``of`` = 0 counts the images given.
-
-    The subset is the start of one seeded permutation of the images, so the same (ids,
-    seed) gives the same images whichever process asks (every arm at one data fraction
-    trains on the same images) and a smaller fraction's subset lies inside a larger one's
-    (paper Sec. 5.2: 1k within 3.5k within 10k within 35k). With ``of`` = 118,287 (COCO
-    train2017, as the paper counts) the fractions n / 118,287 give exactly n images,
-    counted on the images that are trained on.
-    """
-    if not 0 < fraction <= 1:
-        raise ValueError(f"data_fraction must be in (0, 1], got {fraction}")
-    ids = sorted(image_ids)
-    k = min(len(ids), max(1, round(fraction * (of or len(ids)))))
-    if k == len(ids):
-        return ids
-    order = np.random.default_rng(seed).permutation(len(ids))
-    return sorted(ids[i] for i in order[:k])
 
 
 class CocoDetection(torch.utils.data.Dataset):
@@ -92,16 +77,21 @@ class CocoDetection(torch.utils.data.Dataset):
     decides the horizontal flip, so it is a pure function of (seed, epoch, rank, position).
     """
 
-    def __init__(self, images_dir: str, coco: COCO, *, train: bool, image_ids: list[int] | None = None) -> None:
+    def __init__(
+        self, images_dir: str, coco: COCO, *, train: bool, image_ids: list[int] | None = None, keypoints: bool = False
+    ) -> None:
         self.images_dir = images_dir
         self.coco = coco
         self.train = train
+        # A keypoint task's targets carry (N, K, 3) keypoints, which a flip reorders.
+        self.keypoint_names = keypoint_names(coco) if keypoints else ()
+        self.flip_index = flip_index(self.keypoint_names)
         self.category_ids = sorted(coco.getCatIds())
         # label 0 is background in torchvision's detection models.
         self.category_to_label = {c: i + 1 for i, c in enumerate(self.category_ids)}
         self.label_to_category = {i + 1: c for i, c in enumerate(self.category_ids)}
         if image_ids is None:
-            image_ids = trainable_image_ids(coco) if train else sorted(coco.getImgIds())
+            image_ids = trainable_image_ids(coco, keypoints) if train else sorted(coco.getImgIds())
         self.image_ids = list(image_ids)
 
     @property
@@ -166,7 +156,7 @@ class CocoDetection(torch.utils.data.Dataset):
         if skipped:
             target["skipped"] = skipped
         if flip:
-            image, target = hflip(image, target)
+            image, target = hflip(image, target, self.flip_index)
         return image, target
 
     def target(self, image_id: int, height: int, width: int) -> dict[str, Any]:
@@ -180,12 +170,15 @@ class CocoDetection(torch.utils.data.Dataset):
             if anns
             else np.zeros((0, height, width), np.uint8)
         )
-        return {
+        target = {
             "boxes": boxes,
             "labels": torch.tensor([self.category_to_label[a["category_id"]] for a in anns], dtype=torch.int64),
             "masks": torch.from_numpy(masks),
             "image_id": image_id,
         }
+        if self.keypoint_names:
+            target["keypoints"] = keypoint_array(anns, len(self.keypoint_names))
+        return target
 
     @staticmethod
     def ann_to_mask(ann: dict, height: int, width: int) -> np.ndarray:
@@ -211,11 +204,18 @@ class UnreadableImage(InputError):
         return type(self), (self.image_id, self.path, self.reason)
 
 
-def hflip(image: torch.Tensor, target: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
+def hflip(
+    image: torch.Tensor, target: dict[str, Any], flip_index: list[int] | None = None
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    """The image and its target flipped horizontally; keypoints (if any) swap sides by
+    ``flip_index`` (trainables/keypoints.py)."""
     width = image.shape[-1]
     boxes = target["boxes"].clone()
     boxes[:, [0, 2]] = width - target["boxes"][:, [2, 0]]
-    return image.flip(-1), {**target, "boxes": boxes, "masks": target["masks"].flip(-1)}
+    flipped = {**target, "boxes": boxes, "masks": target["masks"].flip(-1)}
+    if "keypoints" in target:
+        flipped["keypoints"] = hflip_keypoints(target["keypoints"], width, flip_index or [])
+    return image.flip(-1), flipped
 
 
 def collate(batch: list[tuple[torch.Tensor, dict]]) -> tuple[list[torch.Tensor], list[dict]]:

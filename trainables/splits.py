@@ -174,3 +174,24 @@ def splits_record(paths: DataPaths, search_ids: list[int], test_ids: list[int]) 
             else None
         ),
     }
+
+
+def select_subset(image_ids: list[int], fraction: float, seed: int, of: int = 0) -> list[int]:
+    """A fixed, seeded subset of ``round(fraction * of)`` of the images (at least one, at
+    most all); ``of`` = 0 counts the images given.
+
+    The subset is the start of one seeded permutation of the images, so the same (ids,
+    seed) gives the same images whichever process asks (every arm at one data fraction
+    trains on the same images) and a smaller fraction's subset lies inside a larger one's
+    (paper Sec. 5.2: 1k within 3.5k within 10k within 35k). With ``of`` = 118,287 (COCO
+    train2017, as the paper counts) the fractions n / 118,287 give exactly n images,
+    counted on the images that are trained on.
+    """
+    if not 0 < fraction <= 1:
+        raise ValueError(f"data_fraction must be in (0, 1], got {fraction}")
+    ids = sorted(image_ids)
+    k = min(len(ids), max(1, round(fraction * (of or len(ids)))))
+    if k == len(ids):
+        return ids
+    order = np.random.default_rng(seed).permutation(len(ids))
+    return sorted(ids[i] for i in order[:k])
