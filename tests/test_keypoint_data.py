@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -81,3 +82,37 @@ def test_a_keypoint_task_without_keypoint_names_is_bad_input(coco_fixture):
     with pytest.raises(InputError, match="no category lists them") as err:
         CocoDetection(str(_root), load_coco(str(ann_file)), train=True, keypoints=True)
     assert err.value.field == "data.train_annotations"
+
+
+def test_the_generated_keypoint_task_is_coco_person_keypoints_shaped(tmp_path):
+    """Kites with 4 named keypoints: one category with names, skeleton and sigmas; every
+    shown keypoint inside its object's box, hidden ones under a later object, the ones
+    outside the image unlabelled; it trains and flips through the same dataset class."""
+    from trainables.config import SyntheticSpec
+    from trainables.shapes import KITE_KEYPOINTS
+    from trainables.synthetic import generate
+
+    spec = SyntheticSpec(num_train=24, num_search=4, num_test=4, max_occlusion=0.5, keypoints=True, seed=3)
+    paths = generate(spec, tmp_path)
+    blob = json.loads(paths.train_annotations.read_text())
+    (category,) = blob["categories"]
+    assert category["keypoints"] == list(KITE_KEYPOINTS) == ["apex", "left_base", "right_base", "centre"]
+    assert len(category["keypoint_sigmas"]) == 4 and category["skeleton"]
+    flags = []
+    for a in blob["annotations"]:
+        points = np.array(a["keypoints"]).reshape(4, 3)
+        assert a["num_keypoints"] == int((points[:, 2] > 0).sum())
+        if a["iscrowd"]:
+            assert not points.any()
+            continue
+        x, y, w, h = a["bbox"]
+        shown = points[points[:, 2] == 2]  # on the visible part (a sharp tip may not rasterize)
+        assert ((shown[:, 0] >= x - 3) & (shown[:, 0] <= x + w + 3)).all()
+        assert ((shown[:, 1] >= y - 3) & (shown[:, 1] <= y + h + 3)).all()
+        assert not points[points[:, 2] == 0].any()
+        flags += points[:, 2].tolist()
+    assert {0, 1, 2} <= set(flags)  # off the image, hidden, shown: all three occur
+    ds = CocoDetection(str(paths.train_images), load_coco(str(paths.train_annotations)), train=True, keypoints=True)
+    assert ds.flip_index == [0, 2, 1, 3] and len(ds) > 0
+    image, target = ds[(0, True)]
+    assert target["keypoints"].shape[1:] == (4, 3) and image.shape[0] == 3

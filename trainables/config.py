@@ -57,6 +57,9 @@ class SyntheticSpec:
     categories: int = 5
     # Object textures: the first ``textures`` of solid, stripes, checks, per-pixel noise.
     textures: int = 4
+    # A keypoint task instead: every object is a kite with 4 named keypoints (trainables/
+    # synthetic.py's KITE), the categories above unused.
+    keypoints: bool = False
     seed: int = 0
 
 

@@ -51,10 +51,26 @@ def outline(kind: str, cx: float, cy: float, r: float, angle: float) -> list[tup
         ]
         c, s = math.cos(angle), math.sin(angle)
         return [(cx + x * c - y * s, cy + x * s + y * c) for x, y in pts]
+    if kind == "kite":
+        # The keypoint task's object (not one the pretraining classifies): an arrowhead
+        # whose apex points along ``angle``; kite_keypoints names its corners.
+        return kite_keypoints(cx, cy, r, angle)[:3]
     if kind == "disc":
         # COCO stores round objects as many-sided polygons too.
         return [(cx + r * math.cos(2 * math.pi * i / 24), cy + r * math.sin(2 * math.pi * i / 24)) for i in range(24)]
     return None
+
+
+# The kite's keypoints, in this order. "left" is the base corner next after the apex
+# counterclockwise on screen, like a person's own left: a mirrored image swaps the two
+# (trainables/keypoints.py's flip_index).
+KITE_KEYPOINTS = ("apex", "left_base", "right_base", "centre")
+
+
+def kite_keypoints(cx: float, cy: float, r: float, angle: float) -> list[tuple[float, float]]:
+    """The apex, the left and right base corners and the centre of a kite of radius ``r``."""
+    corners = [(r, angle), (0.8 * r, angle - math.radians(140)), (0.8 * r, angle + math.radians(140))]
+    return [(cx + d * math.cos(a), cy + d * math.sin(a)) for d, a in corners] + [(cx, cy)]
 
 
 def shape_mask(kind: str, height: int, width: int, cx: float, cy: float, r: float, angle: float) -> np.ndarray:

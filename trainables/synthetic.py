@@ -38,6 +38,18 @@ CATEGORIES = (
     {"id": 25, "name": "ring", "supercategory": "round"},
     {"id": 40, "name": "cross", "supercategory": "polygon"},
 )
+# The keypoint task's one category, shaped like COCO's person in person_keypoints_*.json:
+# named keypoints and a skeleton (1-based), plus each keypoint's OKS sigma, which COCO keeps
+# in its evaluator (the corners are as sharp as COCO's wrists, 0.062; the centre, inside
+# the object, is looser, like COCO's hips, 0.107). Evaluation reads them from here.
+KITE = {
+    "id": 1,
+    "name": "kite",
+    "supercategory": "keypoint",
+    "keypoints": list(shapes.KITE_KEYPOINTS),
+    "skeleton": [[1, 2], [1, 3], [2, 3]],
+    "keypoint_sigmas": [0.06, 0.06, 0.06, 0.1],
+}
 # Image ids of the search and test splits start here, so no id is in two splits.
 SEARCH_ID_OFFSET = 1_000_000
 TEST_ID_OFFSET = 2_000_000
@@ -125,7 +137,7 @@ def _split(spec: SyntheticSpec, rng: np.random.Generator, images_dir: Path, coun
         "licenses": [{"id": 1, "name": "generated", "url": ""}],
         "images": images,
         "annotations": annotations,
-        "categories": [dict(c) for c in CATEGORIES[: spec.categories]],
+        "categories": [dict(KITE)] if spec.keypoints else [dict(c) for c in CATEGORIES[: spec.categories]],
     }
 
 
@@ -135,7 +147,7 @@ def _draw_image(spec: SyntheticSpec, rng: np.random.Generator, height: int, widt
     n_objects = int(rng.integers(1, spec.max_objects + 1))
     short = min(height, width)
     for _ in range(n_objects):
-        cat = CATEGORIES[int(rng.integers(spec.categories))]
+        cat = KITE if spec.keypoints else CATEGORIES[int(rng.integers(spec.categories))]
         for _attempt in range(5):
             # Log-uniform radius: as many small as medium objects, as in COCO.
             r = float(np.exp(rng.uniform(np.log(spec.min_radius), np.log(spec.max_radius_frac * short))))
@@ -149,6 +161,8 @@ def _draw_image(spec: SyntheticSpec, rng: np.random.Generator, height: int, widt
                 placed.append(
                     {"category_id": cat["id"], "mask": mask, "visible": mask.copy(), "polygon": poly, "crowd": False}
                 )
+                if spec.keypoints:
+                    placed[-1]["keypoints"] = shapes.kite_keypoints(cx, cy, r, angle)
                 shapes.composite(img, mask, shapes.texture(rng, height, width, spec.textures))
                 break
     if rng.random() < CROWD_PROB:
@@ -157,11 +171,12 @@ def _draw_image(spec: SyntheticSpec, rng: np.random.Generator, height: int, widt
             _place(placed, mask)
             placed.append(
                 {
-                    "category_id": CATEGORIES[0]["id"],
+                    "category_id": KITE["id"] if spec.keypoints else CATEGORIES[0]["id"],
                     "mask": mask,
                     "visible": mask.copy(),
                     "polygon": None,
                     "crowd": True,
+                    **({"keypoints": []} if spec.keypoints else {}),
                 }
             )
             shapes.composite(img, mask, shapes.texture(rng, height, width, spec.textures))
@@ -185,6 +200,8 @@ def _fits(mask: np.ndarray, placed: list[dict], max_occlusion: float) -> bool:
 def _place(placed: list[dict], mask: np.ndarray) -> None:
     for p in placed:
         p["visible"] &= ~mask
+        if "keypoints" in p:  # what hides its keypoints: the objects placed after it
+            p["covered"] = p["covered"] | mask if "covered" in p else mask.copy()
 
 
 def _crowd_mask(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
@@ -208,13 +225,32 @@ def _annotation(p: dict) -> dict:
         segmentation = [[round(c, 2) for pt in p["polygon"] for c in pt]]
     else:
         segmentation = {"size": rle["size"], "counts": rle["counts"].decode("ascii")}
-    return {
+    out = {
         "category_id": p["category_id"],
         "segmentation": segmentation,
         "area": float(mask_utils.area(rle)),
         "bbox": [x, y, w, h],
         "iscrowd": int(p["crowd"]),
     }
+    if "keypoints" in p:
+        out.update(_keypoints(p["keypoints"], p.get("covered"), visible.shape))
+    return out
+
+
+def _keypoints(points: list[tuple[float, float]], covered: np.ndarray | None, shape: tuple[int, int]) -> dict:
+    """COCO's keypoint fields: v = 1 where a later object hides the point, 2 where it shows,
+    and 0 (with x = y = 0) outside the image; a crowd region has none labelled."""
+    height, width = shape
+    flat: list[float] = []
+    for x, y in points:
+        col, row = int(x), int(y)
+        if 0 <= col < width and 0 <= row < height:
+            hidden = covered is not None and covered[row, col]
+            flat += [round(x, 2), round(y, 2), 1 if hidden else 2]
+        else:
+            flat += [0.0, 0.0, 0]
+    flat += [0.0, 0.0, 0] * (len(KITE["keypoints"]) - len(points))
+    return {"keypoints": flat, "num_keypoints": sum(v > 0 for v in flat[2::3])}
 
 
 def _uncompressed_counts(mask: np.ndarray) -> list[int]:
