@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from trainables.coco_eval import evaluate
 from trainables.data import CocoDetection, hflip, load_coco, trainable_image_ids
 from trainables.errors import InputError
-from trainables.keypoints import flip_index, hflip_keypoints
+from trainables.keypoints import flip_index, hflip_keypoints, keypoint_sigmas
 
 NAMES = ["nose", "left_hand", "right_hand"]
 COCO_17 = [
@@ -112,7 +113,35 @@ def test_the_generated_keypoint_task_is_coco_person_keypoints_shaped(tmp_path):
         assert not points[points[:, 2] == 0].any()
         flags += points[:, 2].tolist()
     assert {0, 1, 2} <= set(flags)  # off the image, hidden, shown: all three occur
-    ds = CocoDetection(str(paths.train_images), load_coco(str(paths.train_annotations)), train=True, keypoints=True)
+    coco = load_coco(str(paths.train_annotations))
+    ds = CocoDetection(str(paths.train_images), coco, train=True, keypoints=True)
     assert ds.flip_index == [0, 2, 1, 3] and len(ds) > 0
     image, target = ds[(0, True)]
     assert target["keypoints"].shape[1:] == (4, 3) and image.shape[0] == 3
+    # Scored with the category's sigmas, the ground truth itself as detections is perfect.
+    sigmas = keypoint_sigmas(coco)
+    assert sigmas == tuple(category["keypoint_sigmas"])
+    truth = [
+        {"image_id": a["image_id"], "category_id": 1, "bbox": a["bbox"], "score": 1.0, "keypoints": a["keypoints"]}
+        for a in blob["annotations"]
+        if not a["iscrowd"] and a["num_keypoints"]
+    ]
+    assert evaluate(str(paths.train_annotations), truth, keypoint_sigmas=sigmas)["keypoints_AP"] == pytest.approx(1.0)
+
+
+def test_sigmas_come_from_the_category_or_are_cocos(coco_fixture):
+    root, ann_file = _keypoint_fixture(coco_fixture)
+    with pytest.raises(InputError, match="3 keypoints need their OKS sigmas"):
+        keypoint_sigmas(load_coco(str(ann_file)))
+    blob = json.loads(ann_file.read_text())
+    person = next(c for c in blob["categories"] if c["id"] == 1)
+    person["keypoint_sigmas"] = [0.05, 0.06, 0.06]
+    ann_file.write_text(json.dumps(blob))
+    assert keypoint_sigmas(load_coco(str(ann_file))) == (0.05, 0.06, 0.06)
+    person["keypoint_sigmas"] = [0.05, 0.06]
+    ann_file.write_text(json.dumps(blob))
+    with pytest.raises(InputError, match="one list of 3 positive values"):
+        keypoint_sigmas(load_coco(str(ann_file)))
+    person["keypoints"], person["keypoint_sigmas"] = COCO_17, None
+    ann_file.write_text(json.dumps(blob))
+    assert keypoint_sigmas(load_coco(str(ann_file))) is None  # COCO's own, in the evaluator

@@ -65,3 +65,26 @@ def trains_keypoints(annotations: Sequence[dict]) -> bool:
     non-crowd object (detectron2's MODEL.ROI_KEYPOINT_HEAD.MIN_KEYPOINTS_PER_IMAGE = 1);
     images without people are skipped in training."""
     return any(not a.get("iscrowd", 0) and a.get("num_keypoints", 0) > 0 for a in annotations)
+
+
+def keypoint_sigmas(coco: COCO) -> tuple[float, ...] | None:
+    """The OKS sigma of each keypoint, from the categories' ``keypoint_sigmas`` (where the
+    generated data states them); None for COCO's 17 person keypoints, whose sigmas the
+    evaluators know. Any other keypoint set must state its own."""
+    names = keypoint_names(coco)
+    stated = {tuple(c["keypoint_sigmas"]) for c in coco.loadCats(coco.getCatIds()) if c.get("keypoint_sigmas")}
+    if not stated:
+        if len(names) == 17:
+            return None
+        raise InputError(
+            f"{len(names)} keypoints need their OKS sigmas in the category's 'keypoint_sigmas' "
+            "(COCO's evaluator knows only those of its 17 person keypoints)",
+            "data.train_annotations",
+        )
+    sigmas = stated.pop()
+    if stated or len(sigmas) != len(names) or not all(s > 0 for s in sigmas):
+        raise InputError(
+            f"'keypoint_sigmas' must be one list of {len(names)} positive values, one per keypoint",
+            "data.train_annotations",
+        )
+    return tuple(float(s) for s in sigmas)
