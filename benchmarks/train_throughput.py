@@ -32,7 +32,8 @@ from study import tuning
 from study.config import Arm, base_trial
 from study.presets import get_preset
 from trainables import engine
-from trainables.config import TrialConfig, from_dict
+from trainables.config import TrialConfig
+from trainables.config_io import from_dict
 from trainables.data import CocoDetection, collate, load_coco
 from trainables.model import build_model, param_groups
 from trainables.splits import resolve_data

@@ -13,7 +13,8 @@ from study.config import StudyConfig, at_global_batch, default_point
 from study.overrides import apply_overrides
 from study.presets import get_preset
 from study.workspace import check_folder, read_study_file, study_uri
-from trainables.config import INITS, ConfigError, TrialConfig, from_dict
+from trainables.config import INITS, ConfigError, TrialConfig
+from trainables.config_io import from_dict
 
 TRIAL_KEYS = ("init", "model", "data_fraction", "lr", "weight_decay", "schedule", "seed")
 DEFAULT_PRESET = "toy"

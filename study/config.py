@@ -26,8 +26,8 @@ from trainables.config import (
     SolverConfig,
     TrialConfig,
     _check,
-    coerce,
 )
+from trainables.config_io import coerce
 from trainables.rows import ARM_KEYS, RECIPE_KEYS
 
 # Solver fields counted in iterations at the schedule batch (at_global_batch scales them).

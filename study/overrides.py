@@ -15,7 +15,8 @@ import typing
 from typing import Any
 
 from study.config import StudyConfig
-from trainables.config import ConfigError, coerce
+from trainables.config import ConfigError
+from trainables.config_io import coerce
 
 
 def parse_assignment(text: str) -> tuple[list[str], Any]:

@@ -17,7 +17,8 @@ from analysis import load_results
 from study.config import Arm, base_trial
 from study.presets import SMOKE
 from tests.conftest import MemoryCheckpoints, write_coco_fixture
-from trainables.config import PretrainSpec, TrialConfig, from_dict
+from trainables.config import PretrainSpec, TrialConfig
+from trainables.config_io import from_dict
 from trainables.engine import run_trial
 from trainables.errors import InputError
 from trainables.pretrain import ensure_pretrained

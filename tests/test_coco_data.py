@@ -12,7 +12,8 @@ from study.stage_data import MARKER, stage
 from study.stage_data import main as stage_main
 from tests.conftest import MemoryCheckpoints, write_coco_fixture
 from trainables.branches import branches, trial_iterations
-from trainables.config import DataConfig, TrialConfig, from_dict
+from trainables.config import DataConfig, TrialConfig
+from trainables.config_io import from_dict
 from trainables.engine import run_trial
 from trainables.schedule import drop_iterations, scaled_lr, total_iterations
 

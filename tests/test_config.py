@@ -7,7 +7,8 @@ import pytest
 
 from study.config import Arm, arms, base_trial, default_point, search_space
 from study.presets import PRESETS, SMOKE, TOY
-from trainables.config import ConfigError, DataConfig, ModelConfig, SolverConfig, TrialConfig, from_dict
+from trainables.config import ConfigError, DataConfig, ModelConfig, SolverConfig, TrialConfig
+from trainables.config_io import from_dict
 
 
 def _trial(**changes):

@@ -11,7 +11,8 @@ import torch
 from study.config import Arm, base_trial
 from study.presets import SMOKE
 from tests.conftest import MemoryCheckpoints
-from trainables.config import PretrainSpec, TrialConfig, from_dict
+from trainables.config import PretrainSpec, TrialConfig
+from trainables.config_io import from_dict
 from trainables.engine import InjectedFailure, run_trial
 from trainables.pretrain import ensure_pretrained
 from trainables.rows import AP_KEYS, LOSS_KEYS

@@ -1,18 +1,15 @@
 """Frozen, typed configuration of one trial: data, model, solver and evaluation.
 
 A trial travels through Ray as a plain dict (``dataclasses.asdict``) and is rebuilt on every
-worker with :func:`from_dict`, so what a worker runs is exactly what the driver resolved and
-wrote to ``study.json``. Nothing here imports Ray or torch.
+worker with ``trainables.config_io.from_dict``, so what a worker runs is exactly what the
+driver resolved and wrote to ``study.json``. Nothing here imports Ray or torch.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import types
-import typing
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 from trainables.errors import InputError
 
@@ -339,59 +336,3 @@ class TrialConfig:
 def _check(ok: bool, name: str, value: Any, expected: str) -> None:
     if not ok:
         raise ConfigError(f"{name}={value!r} is invalid: expected {expected}", field=name)
-
-
-T = TypeVar("T")
-
-
-def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
-    """Rebuild a (nested) frozen dataclass from ``dataclasses.asdict`` output or user input.
-
-    Unknown keys raise :class:`ConfigError` naming the key, so a typo never passes silently.
-    """
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where or cls.__name__} must be a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ConfigError(
-            f"unknown field {where + '.' if where else ''}{unknown[0]} (known: {', '.join(sorted(names))})"
-        )
-    kwargs = {k: coerce(hints[k], v, f"{where + '.' if where else ''}{k}") for k, v in data.items()}
-    return cls(**kwargs)
-
-
-def coerce(tp: Any, value: Any, where: str) -> Any:
-    """``value`` as type ``tp`` (dataclasses from dicts, tuples from lists, int -> float)."""
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        return value if isinstance(value, tp) else from_dict(tp, value, where)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        return coerce(next(a for a in args if a is not type(None)), value, where)
-    if origin is tuple:
-        args = typing.get_args(tp)
-        if not isinstance(value, (list, tuple)):
-            value = (value,)
-        if len(args) == 2 and args[1] is Ellipsis:  # tuple[X, ...]
-            return tuple(coerce(args[0], v, where) for v in value)
-        if len(value) != len(args):  # tuple[X, Y]: one value per position
-            raise ConfigError(f"{where}={value!r} is invalid: expected {len(args)} values")
-        return tuple(coerce(a, v, where) for a, v in zip(args, value))
-    if origin is Literal:
-        return value
-    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if tp is int and isinstance(value, float) and value.is_integer():
-        return int(value)
-    if tp in (int, float, str, bool) and not isinstance(value, tp):
-        raise ConfigError(f"{where}={value!r} is invalid: expected {tp.__name__}")
-    return value
-
-
-def to_dict(config: Any) -> dict[str, Any]:
-    """A JSON-ready dict of a config (tuples become lists on the way through JSON)."""
-    return dataclasses.asdict(config)

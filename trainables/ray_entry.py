@@ -24,7 +24,8 @@ import ray.train
 import ray.tune
 
 from trainables import storage
-from trainables.config import TrialConfig, from_dict, to_dict
+from trainables.config import TrialConfig
+from trainables.config_io import from_dict, to_dict
 from trainables.errors import InputError
 from trainables.ray_compat import is_placement_timeout
 from trainables.rows import SEARCHED_KEYS
