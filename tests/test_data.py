@@ -139,6 +139,11 @@ def test_coco_results_round_trip():
     assert isinstance(res[0]["segmentation"]["counts"], str)
     decoded = mask_utils.decode({**res[0]["segmentation"], "counts": res[0]["segmentation"]["counts"].encode()})
     assert decoded.sum() == 6 and decoded[1:3, 2:5].all()
+    assert "keypoints" not in res[0]
+    # A keypoint model's (N, K, 3) keypoints become COCO's flat [x, y, v] list.
+    points = torch.tensor([[[2.0, 1.5, 1.0], [4.25, 2.0, 1.0]], [[0.5, 4.0, 1.0], [1.0, 5.5, 1.0]]])
+    res = coco_results([{**out, "keypoints": points}], [7], {1: 1, 2: 18, 3: 90})
+    assert res[0]["keypoints"] == [2.0, 1.5, 1.0, 4.25, 2.0, 1.0] and res[1]["keypoints"][1] == 4.0
 
 
 def test_trainable_ids_on_generated_data(coco_fixture):

@@ -277,7 +277,9 @@ def coco_results(
     label_to_category: dict[int, int],
     mask_threshold: float = 0.5,
 ) -> list[dict]:
-    """torchvision detections -> COCO result dicts (xywh boxes, RLE masks with str counts)."""
+    """torchvision detections -> COCO result dicts (xywh boxes, RLE masks with str counts,
+    and keypoints as ``[x1, y1, v1, ...]`` where the model predicts them, as torchvision's
+    references/detection/coco_eval.py writes them)."""
     results = []
     for out, image_id in zip(outputs, image_ids):
         boxes = out["boxes"].detach().cpu()
@@ -300,6 +302,8 @@ def coco_results(
             if masks is not None:
                 rle = masks[i]
                 res["segmentation"] = {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
+            if "keypoints" in out:
+                res["keypoints"] = [round(float(v), 2) for v in out["keypoints"][i].flatten().tolist()]
             results.append(res)
     return results
 
