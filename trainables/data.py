@@ -57,11 +57,12 @@ def index_coco(blob: dict[str, Any]) -> COCO:
 def trainable_image_ids(coco: COCO, keypoints: bool = False) -> list[int]:
     """Images with at least one non-crowd annotation whose box has positive size; for a
     keypoint task, also with a labelled keypoint (trainables/keypoints.py)."""
-    return sorted(
-        img_id
-        for img_id, anns in ((i, coco.imgToAnns.get(i, [])) for i in coco.getImgIds())
-        if any(_valid(a) for a in anns) and (not keypoints or trains_keypoints(anns))
-    )
+    ids = []
+    for img_id in coco.getImgIds():
+        anns = coco.imgToAnns.get(img_id, [])
+        if any(_valid(a) for a in anns) and (not keypoints or trains_keypoints(anns)):
+            ids.append(img_id)
+    return sorted(ids)
 
 
 def _valid(ann: dict) -> bool:
@@ -214,7 +215,9 @@ def hflip(
     boxes[:, [0, 2]] = width - target["boxes"][:, [2, 0]]
     flipped = {**target, "boxes": boxes, "masks": target["masks"].flip(-1)}
     if "keypoints" in target:
-        flipped["keypoints"] = hflip_keypoints(target["keypoints"], width, flip_index or [])
+        if flip_index is None:
+            raise ValueError("a target with keypoints needs the dataset's flip_index to be flipped")
+        flipped["keypoints"] = hflip_keypoints(target["keypoints"], width, flip_index)
     return image.flip(-1), flipped
 
 
@@ -288,6 +291,7 @@ def coco_results(
         xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1).tolist()
         scores = out["scores"].detach().cpu().tolist()
         labels = out["labels"].detach().cpu().tolist()
+        points = out["keypoints"].detach().cpu().flatten(1).tolist() if "keypoints" in out else None
         masks = None
         if "masks" in out:
             binary = (out["masks"][:, 0] > mask_threshold).cpu().numpy().astype(np.uint8)
@@ -302,8 +306,8 @@ def coco_results(
             if masks is not None:
                 rle = masks[i]
                 res["segmentation"] = {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
-            if "keypoints" in out:
-                res["keypoints"] = [round(float(v), 2) for v in out["keypoints"][i].flatten().tolist()]
+            if points is not None:
+                res["keypoints"] = [round(v, 2) for v in points[i]]
             results.append(res)
     return results
 
