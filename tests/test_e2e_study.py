@@ -6,7 +6,6 @@ Marked e2e: these run several Train runs each (a few minutes on 2 cores).
 import dataclasses
 import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -27,6 +26,7 @@ from study import tuning
 from study.config import EarlyStopping, SearchSpace, base_trial
 from study.config import arms as study_arms
 from study.presets import SMOKE
+from tests.ray_output import driver_lines
 from trainables.branches import branches
 from trainables.schedule import total_iterations
 
@@ -64,11 +64,6 @@ def _wait_for_line(log: Path, text: str, proc: subprocess.Popen, timeout: float)
             return
         time.sleep(0.2)
     raise AssertionError(f"no {text!r} in {log} after {timeout}s")
-
-
-def _driver_lines(out: str) -> list[str]:
-    """The driver's own output lines, without those Ray forwards from its actors and workers."""
-    return [line for line in out.splitlines() if not re.match(r"(\x1b\[\d+m)?\(\S+ pid=\d+", line)]
 
 
 def _interrupt(proc: subprocess.Popen, signum: int, log: Path) -> str:
@@ -158,7 +153,7 @@ def test_interrupted_study_resumes_without_lost_or_duplicated_rows(tmp_path, res
         # No traceback from the driver. (A trial actor that Ray's shutdown terminates may print
         # "Exception ignored ... SystemExit" from Ray's own SIGTERM handler, forwarded as
         # "(train_driver_fn pid=N) ..." lines: Ray's teardown, not the study's.)
-        assert "best schedule result per arm" not in out and "Traceback" not in "\n".join(_driver_lines(out))
+        assert "best schedule result per arm" not in out and "Traceback" not in "\n".join(driver_lines(out))
         assert len(pd.read_parquet(rows)) >= 1  # the rows so far, readable
         subprocess.run(["mount", "-o", "remount,size=400m", str(mount)], check=True)  # room made
     resumed = subprocess.run(resume, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
