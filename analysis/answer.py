@@ -15,7 +15,7 @@ import math
 import pandas as pd
 
 from analysis import replicates
-from analysis.paper import table1_frame
+from analysis.paper import paper_frame
 from analysis.tables import best_by_schedule
 
 
@@ -37,8 +37,9 @@ def answer_tables(
     schedule, on the test split (the search split where the study has none). With them
     (``gaps`` from replicates.gap_intervals), the "best" configuration's seeds (or the recipe,
     where it was the best) give mean ± std (seeds), Δ with its 95 % interval and the verdict.
-    ``with_paper`` adds the paper's Table 1 bbox AP (val2017, percent) for a COCO study's
-    full-data model. ``rows`` (replicate_rows' output) judge pretrained's plateau over seeds.
+    ``with_paper`` adds the paper's AP for ``objective`` (Table 1's bbox AP, or the keypoint
+    AP of Sec. 5.1; val2017, as fractions) for a COCO study's full-data model. ``rows``
+    (replicate_rows' output) judge pretrained's plateau over seeds.
     """
     best = best_by_schedule(df, objective)
     column = f"test_{objective}" if best[f"test_{objective}"].notna().any() else objective
@@ -83,11 +84,11 @@ def answer_tables(
             paired = replicates.plateau_test(arm_rows, config, margin)
         cells_by_row["pretrained: change from the schedule before"] = _changes(means, margin, paired)
         if with_paper and fraction == 1.0:
-            paper = table1_frame()
+            paper = paper_frame(objective)
             for init, name in (("scratch", "paper: random init"), ("pretrained", "paper: w/ pre-train")):
                 mine_paper = paper[(paper["model"] == model) & (paper["init"] == init)].set_index("schedule")
                 if not mine_paper.empty:
-                    cells_by_row[name] = [_ap(mine_paper["paper_bbox_AP"].get(s, math.nan) / 100) for s in schedules]
+                    cells_by_row[name] = [_ap(mine_paper["paper_AP"].get(s, math.nan) / 100) for s in schedules]
         table = pd.DataFrame(
             [[name, *cells] for name, cells in cells_by_row.items()], columns=["", *map(_label, schedules)]
         )

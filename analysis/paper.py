@@ -3,7 +3,8 @@
 Table 1: bbox AP on COCO val2017 of Mask R-CNN with GroupNorm, by schedule (N x 90k
 iterations at 16 images). Table 2: the multi-metric rows (Table 1's 6x entries, except R101
 pretrained, which equals its 3x/4x entry of 42.3). Sec. 5.2: the data-fraction results.
-All values are AP in percent, as printed in the paper.
+Sec. 5.1 ("multiple tasks and metrics"): COCO person keypoint AP. All values are AP in
+percent, as printed in the paper.
 """
 
 from __future__ import annotations
@@ -34,6 +35,27 @@ DATA_FRACTION_BBOX_AP: dict[int, tuple[float, float]] = {
     3_500: (16.0, 9.3),
     1_000: (9.9, 5.4),
 }
+
+
+# Sec. 5.1, Mask R-CNN R50-FPN GN on COCO person keypoints (val2017 keypoint AP): 2x is the
+# one value the text prints; 3x is shown only in a figure, so it is left out.
+KEYPOINT_AP: dict[tuple[str, str], dict[float, float]] = {
+    ("r50", "scratch"): {2.0: 65.6},
+    ("r50", "pretrained"): {2.0: 65.5},
+}
+
+
+def paper_frame(objective: str) -> pd.DataFrame:
+    """The paper's AP by schedule for ``objective`` as a long frame (model, init, schedule,
+    paper_AP, percent): Table 1 for bbox_AP, the keypoint AP for keypoints_AP; empty for
+    others (the paper gives mask AP at 6x only, Table 2)."""
+    source = {"bbox_AP": TABLE1_BBOX_AP, "keypoints_AP": KEYPOINT_AP}.get(objective, {})
+    rows = [
+        {"model": m, "init": i, "schedule": s, "paper_AP": ap}
+        for (m, i), by_schedule in source.items()
+        for s, ap in by_schedule.items()
+    ]
+    return pd.DataFrame(rows, columns=["model", "init", "schedule", "paper_AP"])
 
 
 def table1_frame() -> pd.DataFrame:

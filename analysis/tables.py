@@ -20,6 +20,14 @@ from trainables.rows import ARM_KEYS, COMPLETED, TRIAL_STATUSES
 SHOWN = ("test_bbox_AP", "test_segm_AP", "bbox_AP", "segm_AP")
 
 
+def shown(objective: str) -> tuple[str, ...]:
+    """The AP columns a table carries: box and mask AP, and the objective's where it is
+    another (a keypoint study's keypoint AP), each on the test split, then the search split."""
+    if objective in SHOWN:
+        return SHOWN
+    return (*SHOWN[:2], f"test_{objective}", *SHOWN[2:], objective)
+
+
 def completed(df: pd.DataFrame) -> pd.DataFrame:
     """Every schedule's final result that ended its cooldown (one per trial and schedule)."""
     final = final_rows(df)
@@ -35,7 +43,7 @@ def best_by_schedule(df: pd.DataFrame, objective: str = "bbox_AP") -> pd.DataFra
     trials (trials that scored this schedule: their own or on a branch).
     """
     done = completed(df)
-    cols = [*ARM_KEYS, "schedule", *SHOWN, "lr", "weight_decay", "trial_id", "trials"]
+    cols = [*ARM_KEYS, "schedule", *shown(objective), "lr", "weight_decay", "trial_id", "trials"]
     if done.empty:
         return pd.DataFrame(columns=cols)
     rows = []
@@ -44,7 +52,7 @@ def best_by_schedule(df: pd.DataFrame, objective: str = "bbox_AP") -> pd.DataFra
         rows.append(
             {
                 **dict(zip([*ARM_KEYS, "schedule"], key)),
-                **{k: best[k] for k in SHOWN},
+                **{k: best[k] for k in shown(objective)},
                 "lr": best["lr"],
                 "weight_decay": best["weight_decay"],
                 "trial_id": best["trial_id"],
@@ -54,15 +62,17 @@ def best_by_schedule(df: pd.DataFrame, objective: str = "bbox_AP") -> pd.DataFra
     return pd.DataFrame(rows, columns=cols)
 
 
-def recipe_by_schedule(df: pd.DataFrame, recipes: dict[str, tuple[float, float]]) -> pd.DataFrame:
+def recipe_by_schedule(
+    df: pd.DataFrame, recipes: dict[str, tuple[float, float]], objective: str = "bbox_AP"
+) -> pd.DataFrame:
     """The paper's design: each arm's recipe (lr, weight decay) at every schedule.
 
     ``recipes``: arm -> (lr, weight_decay) of its recipe (study.json's arms). Where several
     trials ran the recipe (seeds), the mean. Columns: model, data_fraction, init,
-    schedule, test_bbox_AP, test_segm_AP, bbox_AP, segm_AP.
+    schedule, test_bbox_AP, test_segm_AP, bbox_AP, segm_AP (and ``objective``'s, shown()).
     """
     done = completed(df)
-    cols = [*ARM_KEYS, "schedule", *SHOWN]
+    cols = [*ARM_KEYS, "schedule", *shown(objective)]
     if done.empty or not recipes:
         return pd.DataFrame(columns=cols)
     mask = pd.Series(False, index=done.index)
@@ -71,13 +81,13 @@ def recipe_by_schedule(df: pd.DataFrame, recipes: dict[str, tuple[float, float]]
     picked = done[mask]
     if picked.empty:
         return pd.DataFrame(columns=cols)
-    return picked.groupby([*ARM_KEYS, "schedule"], as_index=False)[list(SHOWN)].mean()[cols]
+    return picked.groupby([*ARM_KEYS, "schedule"], as_index=False)[list(shown(objective))].mean()[cols]
 
 
 def recipe_table(df: pd.DataFrame, recipes: dict[str, tuple[float, float]], objective: str = "bbox_AP") -> pd.DataFrame:
     """Each arm's recipe at every schedule, inits as rows and schedules as columns (the
     paper's Table 1 layout); the test split's ``objective`` where there is one."""
-    recipe = recipe_by_schedule(df, recipes)
+    recipe = recipe_by_schedule(df, recipes, objective)
     if recipe.empty:
         return pd.DataFrame(columns=["model", "data_fraction", "init"])
     column = f"test_{objective}" if recipe[f"test_{objective}"].notna().any() else objective
@@ -106,10 +116,11 @@ def scratch_vs_pretrained(
     index = ["model", "data_fraction", "schedule"]
     if best.empty:
         return pd.DataFrame(columns=[*index, "scratch_test_bbox_AP", "pretrained_test_bbox_AP", "delta_test_bbox_AP"])
-    wide = best.pivot_table(index=index, columns="init", values=[*SHOWN, "lr", "weight_decay"], aggfunc="first")
+    metrics = shown(objective)
+    wide = best.pivot_table(index=index, columns="init", values=[*metrics, "lr", "weight_decay"], aggfunc="first")
     wide.columns = [f"{init}_{metric}" for metric, init in wide.columns]
     wide = wide.reset_index()
-    for metric in SHOWN:
+    for metric in metrics:
         for init in ("scratch", "pretrained"):
             if f"{init}_{metric}" not in wide:
                 wide[f"{init}_{metric}"] = np.nan

@@ -19,7 +19,7 @@ images, about a quarter portrait, about 7 polygon instances per image, JPEG file
   inside the model, on the GPU. Medians of 3 passes.
 - **Evaluation**: per image, the CPU work of scoring one model output of 100 detections:
   pasting the 28 x 28 masks at the image's size (the model's ``postprocess``), RLE encoding
-  (trainables/data.py's ``coco_results``), and COCOeval's share (bbox and segm, over the
+  (trainables/evaluation.py's ``coco_results``), and COCOeval's share (bbox and segm, over the
   generated split).
 
     python benchmarks/data_pipeline.py [--images 48] [--repeats 3]
@@ -43,7 +43,8 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
 from study.presets import PRESETS
 from trainables.coco_eval import evaluate
-from trainables.data import CocoDetection, ResumableDistributedSampler, coco_results, collate, load_coco
+from trainables.data import CocoDetection, ResumableDistributedSampler, collate, load_coco
+from trainables.evaluation import coco_results
 from trainables.grouping import aspect_group, grouped_order
 
 GPU_IMAGES_PER_S = 25.0  # one GPU step of the R50-FPN-GN model at 2 images (benchmarks/README.md)

@@ -188,7 +188,8 @@ class StudyConfig:
                     key,
                     f"solver.FIELD or data.FIELD, not one of {sorted(BATCH_SCALED)} (study-wide)",
                 )
-        _check(self.objective in ("bbox_AP", "segm_AP"), "objective", self.objective, "bbox_AP or segm_AP")
+        objectives = ("bbox_AP", "segm_AP", "keypoints_AP") if self.data.keypoints else ("bbox_AP", "segm_AP")
+        _check(self.objective in objectives, "objective", self.objective, " or ".join(objectives))
         _check(0 < self.equivalence_margin < 1, "equivalence_margin", self.equivalence_margin, "in (0, 1) AP")
         _check(
             self.pretrain is not None

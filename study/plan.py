@@ -243,7 +243,7 @@ def format_plan(plan: Plan) -> str:
         lines += [
             "",
             f"  cost estimate ({plan.gpus_per_trial} GPUs per trial; seconds per iteration of the whole "
-            f"{batch}-image step, cited in study/presets.py; override with --set seconds_per_iteration.GPU=S):",
+            f"{batch}-image step, cited in study/coco_presets.py; override with --set seconds_per_iteration.GPU=S):",
         ]
         for gpu, seconds in sorted(s.seconds_per_iteration.items()):
             train = gpu_hours(plan, seconds)

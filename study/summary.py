@@ -31,6 +31,8 @@ def best_per_arm(df: pd.DataFrame, objective: str = "bbox_AP") -> pd.DataFrame:
                 "test_segm_AP": best.get("test_segm_AP"),
                 "bbox_AP": best["bbox_AP"],
                 "segm_AP": best["segm_AP"],
+                "test_keypoints_AP": best.get("test_keypoints_AP"),
+                "keypoints_AP": best.get("keypoints_AP"),
                 "lr": best["lr"],
                 "weight_decay": best["weight_decay"],
                 "schedule": best["schedule"],
@@ -48,14 +50,19 @@ def best_per_arm(df: pd.DataFrame, objective: str = "bbox_AP") -> pd.DataFrame:
 def format_summary(table: pd.DataFrame) -> str:
     if table.empty:
         return "no evaluation rows yet"
+    # A keypoint task's keypoint AP beside box and mask AP, on both splits.
+    keys = ["bbox_AP", "segm_AP"] + (["keypoints_AP"] if table["keypoints_AP"].notna().any() else [])
+    names = " ".join(f"{k.replace('_AP', ' AP').replace('keypoints', 'kp'):>8}" for k in keys)
+    width = 9 * len(keys) - 1
     lines = [
-        f"{'':<26} {'test split':^17} {'search split':^17}",
-        f"{'arm':<26} {'bbox AP':>8} {'segm AP':>8} {'bbox AP':>8} {'segm AP':>8} {'lr':>9} {'wd':>9} {'sched':>6} "
+        f"{'':<26} {'test split':^{width}} {'search split':^{width}}",
+        f"{'arm':<26} {names} {names} {'lr':>9} {'wd':>9} {'sched':>6} "
         f"{'trials':>6} {'results':>7} {'stopped':>7} {'diverged':>8}  best trial",
     ]
     for r in table.itertuples():
+        scores = " ".join(_ap(getattr(r, f"test_{k}")) for k in keys) + " " + " ".join(_ap(getattr(r, k)) for k in keys)
         lines.append(
-            f"{r.arm:<26} {_ap(r.test_bbox_AP)} {_ap(r.test_segm_AP)} {_ap(r.bbox_AP)} {_ap(r.segm_AP)} "
+            f"{r.arm:<26} {scores} "
             f"{r.lr:>9.4g} {r.weight_decay:>9.2g} "
             f"{r.schedule:>5g}x {r.trials:>6} {r.schedule_results:>7} {r.stopped:>7} {r.diverged:>8}  "
             f"{r.trial_id} ({r.status})"

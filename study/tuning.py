@@ -161,6 +161,7 @@ TABLE_METRICS = {
     "iteration": "iteration",
     "bbox_AP": "bbox AP",
     "segm_AP": "segm AP",
+    "keypoints_AP": "keypoints AP",  # a keypoint task's (Tune leaves out a column no trial has)
 }
 
 

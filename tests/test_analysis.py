@@ -224,3 +224,42 @@ def test_recipes_come_from_study_json(tmp_path):
     )
     assert recipes(read_study(str(tmp_path))) == {"scratch-tiny-f1": (0.3, 1e-4), "pretrained-tiny-f1": (0.2, 1e-5)}
     assert recipes(read_study(tmp_path / "absent")) == {}
+
+
+def test_a_keypoint_study_leads_with_keypoint_ap_beside_the_papers(tmp_path, study_rows):
+    """The lead table is the objective's: a keypoint study's is keypoint AP, inits x
+    schedules, with the paper's Sec. 5.1 values (65.6 / 65.5 at 2x; no 1x) for COCO."""
+    from analysis.answer import answer_tables
+
+    kp = study_rows.assign(
+        model="r50",
+        keypoints_AP=study_rows["bbox_AP"] - 0.1,
+        test_keypoints_AP=study_rows["test_bbox_AP"] - 0.1,
+    )
+    [(title, table)] = answer_tables(kp, "keypoints_AP", 0.005, with_paper=True)
+    assert title == "r50, data fraction 1: keypoints_AP on the test split, one seed"
+    rows = table.set_index("")
+    assert rows.loc["scratch"].tolist() == ["0.180", "0.430"] and rows.loc["pretrained"].tolist() == ["0.380", "0.400"]
+    assert rows.loc["paper: random init"].tolist() == ["–", "0.656"]
+    assert rows.loc["paper: w/ pre-train"].tolist() == ["–", "0.655"]
+    # Box AP keeps Table 1's numbers.
+    [(_, table)] = answer_tables(kp, "bbox_AP", 0.005, with_paper=True)
+    assert table.set_index("").loc["paper: random init"].tolist() == ["–", "0.368"]
+    # The report of a keypoint study (study.json's objective) leads with keypoint AP.
+    study = tmp_path / "K"
+    for row in kp.to_dict("records"):
+        results.write_row(str(study), {k: v for k, v in row.items() if not pd.isna(v)})
+    (study / "study.json").write_text(
+        json.dumps({"preset": {"objective": "keypoints_AP", "equivalence_margin": 0.005}})
+    )
+    text = write_report(study).read_text()
+    lead = text.split("## The answer")[1].split("## How to read it")[0]
+    assert "r50, data fraction 1: keypoints_AP on the test split, one seed:" in lead
+    assert "| scratch | 0.180 | 0.430 |" in lead and "| pretrained | 0.380 | 0.400 |" in lead
+    # The closing summary shows keypoint AP beside box and mask AP, on both splits.
+    from study.summary import best_per_arm, format_summary
+
+    lines = format_summary(best_per_arm(kp, "keypoints_AP")).splitlines()
+    assert lines[1].split()[1:10] == ["bbox", "AP", "segm", "AP", "kp", "AP", "bbox", "AP", "segm"]
+    scratch = next(ln for ln in lines if ln.startswith("scratch"))
+    assert scratch.split()[1:7] == ["0.530", "0.477", "0.430", "0.550", "0.495", "0.450"]

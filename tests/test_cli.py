@@ -2,6 +2,7 @@
 
 import dataclasses
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -302,3 +303,20 @@ def test_the_coco_plan_counts_evaluation_in_the_gpu_hours(capsys):
     share = evaluation / (training + evaluation)
     assert f"-> {training + evaluation:,.0f} GPU-hours, evaluation {evaluation:,.0f} of them ({share:.1%}" in line
     assert f"evaluation: {plan.expected_eval_images:,} images (5,000 per search-split and 5,000 per test-split" in out
+
+
+def test_the_coco_keypoint_plan(capsys):
+    """coco-r50-gn-keypoints: person keypoints, keypoint AP decides, 2x and 3x (Sec. 5.1),
+    the recipe's trial scoring both; the GPU-hours at the keypoint model's cost."""
+    from study.presets import PRESETS
+
+    study = PRESETS["coco-r50-gn-keypoints"]
+    assert study.data.keypoints and study.data.train_annotations.endswith("person_keypoints_train2017.json")
+    assert study.search.schedule == (2.0, 3.0) and study.default_trial["schedule"] == 3.0
+    assert main(["--preset", "coco-r50-gn-keypoints", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "objective keypoints_AP" in out and "test (each schedule's final result, reported only) = " in out
+    # A trunk to 3x's first drop (210k) and two 60k cooldowns.
+    assert "recipe 3x (lr 0.02): 330k iterations with branches, 450k as separate runs of 2x, 3x" in out
+    # torchvision's Keypoint R-CNN / Mask R-CNN training-time ratio on detectron2's 0.338 s/iter.
+    assert re.search(r"V100 +0\.469 s/iter -> [\d,]+ GPU-hours, evaluation [\d,]+ of them", out)

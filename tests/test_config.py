@@ -68,6 +68,18 @@ def test_component_validation():
         SolverConfig(gamma=0)
 
 
+def test_a_keypoint_task_is_one_switch_that_generated_data_must_agree_with():
+    with pytest.raises(
+        ConfigError, match=r"data.keypoints=True is invalid: expected equal to data.synthetic.keypoints"
+    ):
+        DataConfig(keypoints=True)
+    assert DataConfig(source="coco", keypoints=True).keypoints
+    # Keypoint AP is an objective of a keypoint task only.
+    with pytest.raises(ConfigError, match="objective='keypoints_AP' is invalid: expected bbox_AP or segm_AP"):
+        dataclasses.replace(TOY, objective="keypoints_AP")
+    assert PRESETS["toy-keypoints"].objective == "keypoints_AP" and PRESETS["toy-keypoints"].data.keypoints
+
+
 def test_presets_are_consistent():
     for preset in PRESETS.values():
         for model in preset.axes.model:

@@ -7,12 +7,12 @@ from pycocotools import mask as mask_utils
 from trainables.data import (
     CocoDetection,
     ResumableDistributedSampler,
-    coco_results,
     hflip,
     load_coco,
     trainable_image_ids,
 )
 from trainables.errors import InputError
+from trainables.evaluation import coco_results
 from trainables.splits import select_subset
 
 

@@ -17,11 +17,11 @@ from study import tuning
 from study.cli import main
 from study.config import arms as study_arms
 from study.config import base_trial
-from study.presets import SMOKE
+from study.presets import SMOKE, SMOKE_KEYPOINTS
 from tests.ray_output import driver_lines, forwarded_lines
 from trainables.pretrain import ensure_pretrained
 from trainables.ray_entry import TrialInputError
-from trainables.rows import AP_KEYS, COLUMNS
+from trainables.rows import AP_KEYS, COLUMNS, KEYPOINT_KEYS
 
 pytestmark = pytest.mark.e2e
 
@@ -40,10 +40,11 @@ def test_a_lost_worker_is_restarted_and_bad_input_fails_once_then_resume_continu
     - the pretrained arm's weights are missing on the workers (the driver could not check
       them): that trial fails once, without a retry, and the summary names the failure;
       after the file appears, --resume finishes the failed trial.
-    (That a closed arm gets no further trial is tested on the searcher,
+    The study is smoke-keypoints: the keypoint task's rows come through Ray Tune and Ray
+    Train too. (That a closed arm gets no further trial is tested on the searcher,
     tests/test_search.py.)"""
     uri = str(tmp_path / "S")
-    study = dataclasses.replace(SMOKE, num_samples=1)
+    study = dataclasses.replace(SMOKE_KEYPOINTS, num_samples=1)
     weights = tmp_path / "weights" / "tiny.pth"
     arms = {
         arm.name: base_trial(study, arm, results_uri=uri, code_version="test", pretrained={"tiny": (str(weights), 96)})
@@ -61,6 +62,8 @@ def test_a_lost_worker_is_restarted_and_bad_input_fails_once_then_resume_continu
     assert (scratch["resumed_from"] == 6).all()
     # The rows' contract, whole and finite, from 2 DDP workers of 2 images each.
     assert set(COLUMNS) <= set(scratch.columns) and scratch[list(AP_KEYS)].map(math.isfinite).all().all()
+    assert scratch[["loss_keypoint", *KEYPOINT_KEYS]].map(math.isfinite).all().all()
+    assert scratch.query("phase == 'final'")["test_keypoints_AP"].notna().all()
     assert (scratch["num_workers"] == 2).all() and (scratch["batch_size"] == 4).all()
     assert scratch["code_version"].notna().all() and (scratch["init"] == "scratch").all()
     assert len(list((tmp_path / "S" / "faults").iterdir())) == 1

@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from study.config import Arm, base_trial
-from study.presets import SMOKE
+from study.presets import SMOKE, SMOKE_KEYPOINTS
 from tests.conftest import MemoryCheckpoints
 from trainables.config import PretrainSpec, TrialConfig
 from trainables.config_io import from_dict
 from trainables.engine import InjectedFailure, run_trial
 from trainables.pretrain import ensure_pretrained
-from trainables.rows import AP_KEYS, LOSS_KEYS
+from trainables.rows import AP_KEYS, KEYPOINT_KEYS, LOSS_KEYS
 
 
 @pytest.fixture(autouse=True)
@@ -23,12 +23,12 @@ def one_thread():
     torch.set_num_threads(1)
 
 
-def _cfg(tmp_path, init="scratch", group_by_aspect=False, **changes):
+def _cfg(tmp_path, init="scratch", group_by_aspect=False, study=SMOKE, **changes):
     pretrained = {}
     if init == "pretrained":
-        p = ensure_pretrained(SMOKE.models["tiny"], PretrainSpec(iterations=3, batch_size=8))
+        p = ensure_pretrained(study.models["tiny"], PretrainSpec(iterations=3, batch_size=8))
         pretrained = {"tiny": (str(p.path), p.images_seen)}
-    d = base_trial(SMOKE, Arm(init, 1.0, "tiny"), results_uri=str(tmp_path), code_version="test", pretrained=pretrained)
+    d = base_trial(study, Arm(init, 1.0, "tiny"), results_uri=str(tmp_path), code_version="test", pretrained=pretrained)
     d["data"] = {**d["data"], "group_by_aspect": group_by_aspect}
     return from_dict(TrialConfig, {**d, "trial_id": f"trial-{init}", **changes})
 
@@ -51,6 +51,7 @@ def test_rows_of_a_trunk_and_its_branches(tmp_path):
     assert df["images_seen"].tolist() == [36, 24, 48, 72] and df["max_iterations"].tolist() == [9, 18, 18, 18]
     assert df["status"].tolist() == ["completed", "running", "running", "completed"]
     assert df[list(AP_KEYS)].notna().all().all() and df["loss"].notna().all()
+    assert df[["loss_keypoint", *KEYPOINT_KEYS]].isna().all().all()  # not a keypoint task
     assert df["pretrain_images_seen"].isna().all() and df["resumed_from"].isna().all()
     # Reports: a checkpoint inside the 1x cooldown at 6, the 1x final, the trunk rows, the 2x final.
     assert [(r["phase"], r["iteration"]) for r in store.reports] == [
@@ -142,11 +143,21 @@ def test_divergence_ends_cleanly_with_zero_ap(tmp_path):
     assert df["iteration"].item() < 9
 
 
-def test_pretrained_init_records_pretraining(tmp_path):
+def test_a_pretrained_keypoint_trial_records_pretraining_and_keypoint_ap(tmp_path):
+    """smoke-keypoints: the generated kites, Mask R-CNN with a keypoint head on the
+    pretrained backbone; every row has the keypoint loss and keypoint AP (the test split's
+    on finals), next to box and mask AP."""
     store = MemoryCheckpoints()
-    run_trial(_cfg(tmp_path, init="pretrained"), store.session())
+    run_trial(_cfg(tmp_path, init="pretrained", study=SMOKE_KEYPOINTS), store.session())
     df = pd.read_parquet(tmp_path / "metrics")
     assert (df["pretrain_images_seen"] == 24).all() and (df["init"] == "pretrained").all()
+    assert df[["loss_keypoint", *KEYPOINT_KEYS, *AP_KEYS]].map(math.isfinite).all().all()
+    assert (df["loss_keypoint"] > 0).all() and (df["loss"] > df["loss_keypoint"]).all()
+    finals = df[df["phase"] == "final"]
+    assert len(finals) and finals[[f"test_{k}" for k in KEYPOINT_KEYS]].notna().all().all()
+    # Tune sees the objective (keypoint AP on the search split) and no test-split number.
+    final = [r for r in store.reports if r["phase"] == "final"][-1]
+    assert "keypoints_AP" in final and not any(k.startswith("test_") for k in final)
 
 
 def test_extra_hooks_come_in_through_the_session(tmp_path):

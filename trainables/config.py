@@ -93,6 +93,11 @@ class DataConfig:
     group_by_aspect: bool = False
     aspect_group_factor: int = 0
     loader_workers: int = 0
+    # The task: False = instance segmentation (boxes and masks); True = also keypoints, as
+    # COCO person keypoints (the categories name their keypoints): Mask R-CNN gains a
+    # keypoint head, training skips images without a labelled keypoint, rows gain keypoint
+    # AP. A generated dataset must be generated for it (synthetic.keypoints).
+    keypoints: bool = False
     # Seed of the data-fraction subset and of the held-out search split; the same seed picks
     # the same images for every arm.
     subset_seed: int = 0
@@ -114,6 +119,12 @@ class DataConfig:
         _check(self.aspect_group_factor >= 0, "data.aspect_group_factor", self.aspect_group_factor, ">= 0")
         _check(self.fraction_of_images >= 0, "data.fraction_of_images", self.fraction_of_images, ">= 0")
         _check(self.search_holdout >= 0, "data.search_holdout", self.search_holdout, ">= 0")
+        _check(
+            self.source != "synthetic" or self.keypoints == self.synthetic.keypoints,
+            "data.keypoints",
+            self.keypoints,
+            f"equal to data.synthetic.keypoints={self.synthetic.keypoints} (generated data is made for one task)",
+        )
 
     @property
     def has_test_split(self) -> bool:

@@ -17,7 +17,7 @@ import copy
 import io
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -32,7 +32,14 @@ from trainables.coco_check import check_images_present, check_same_categories, r
 from trainables.config import TrialConfig
 from trainables.errors import InputError
 from trainables.grouping import aspect_group, grouped_order
-from trainables.keypoints import flip_index, hflip_keypoints, keypoint_array, keypoint_names, trains_keypoints
+from trainables.keypoints import (
+    flip_index,
+    hflip_keypoints,
+    keypoint_array,
+    keypoint_names,
+    keypoint_sigmas,
+    trains_keypoints,
+)
 from trainables.splits import SEARCH, TEST, DataPaths, check_disjoint, held_out_ids, select_subset, subset_blob
 
 # How far a training item looks for a readable image when its own cannot be decoded.
@@ -274,44 +281,6 @@ class ResumableDistributedSampler(DistributedSampler):
         return epoch - self.start
 
 
-def coco_results(
-    outputs: list[dict[str, torch.Tensor]],
-    image_ids: list[int],
-    label_to_category: dict[int, int],
-    mask_threshold: float = 0.5,
-) -> list[dict]:
-    """torchvision detections -> COCO result dicts (xywh boxes, RLE masks with str counts,
-    and keypoints as ``[x1, y1, v1, ...]`` where the model predicts them, as torchvision's
-    references/detection/coco_eval.py writes them)."""
-    results = []
-    for out, image_id in zip(outputs, image_ids):
-        boxes = out["boxes"].detach().cpu()
-        if len(boxes) == 0:
-            continue
-        xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1).tolist()
-        scores = out["scores"].detach().cpu().tolist()
-        labels = out["labels"].detach().cpu().tolist()
-        points = out["keypoints"].detach().cpu().flatten(1).tolist() if "keypoints" in out else None
-        masks = None
-        if "masks" in out:
-            binary = (out["masks"][:, 0] > mask_threshold).cpu().numpy().astype(np.uint8)
-            masks = mask_utils.encode(np.asfortranarray(binary.transpose(1, 2, 0)))
-        for i, (box, score, label) in enumerate(zip(xywh, scores, labels)):
-            res = {
-                "image_id": int(image_id),
-                "category_id": label_to_category[int(label)],
-                "bbox": [round(v, 2) for v in box],
-                "score": round(float(score), 5),
-            }
-            if masks is not None:
-                rle = masks[i]
-                res["segmentation"] = {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
-            if points is not None:
-                res["keypoints"] = [round(v, 2) for v in points[i]]
-            results.append(res)
-    return results
-
-
 @dataclass(frozen=True)
 class EvalSet:
     """A split that trials are scored on: its images and its ground truth (a path, or the
@@ -321,6 +290,8 @@ class EvalSet:
     dataset: CocoDetection
     gt: str | COCO
     field: str  # the config field of its images, for errors
+    # A keypoint task's OKS sigmas, one per keypoint (None: COCO's 17 person keypoints').
+    keypoint_sigmas: tuple[float, ...] | None = None
 
 
 def build_datasets(cfg: TrialConfig, paths: DataPaths) -> tuple[CocoDetection, list[EvalSet]]:
@@ -328,7 +299,8 @@ def build_datasets(cfg: TrialConfig, paths: DataPaths) -> tuple[CocoDetection, l
     checked: annotations parse, categories agree, listed images exist, no image is in two
     splits."""
     train_coco = load_coco(paths.train_annotations, "data.train_annotations")
-    train = CocoDetection(paths.train_images, train_coco, train=True)
+    keypoints = cfg.data.keypoints
+    train = CocoDetection(paths.train_images, train_coco, train=True, keypoints=keypoints)
     pool = train.image_ids
     if paths.search_holdout:
         held = held_out_ids(train_coco.getImgIds(), paths.search_holdout, cfg.data.subset_seed)
@@ -343,7 +315,7 @@ def build_datasets(cfg: TrialConfig, paths: DataPaths) -> tuple[CocoDetection, l
     evals = [
         EvalSet(
             SEARCH,
-            CocoDetection(paths.search_images, search_gt, train=False),
+            CocoDetection(paths.search_images, search_gt, train=False, keypoints=keypoints),
             search_source,
             paths.field(SEARCH, "images"),
         )
@@ -352,7 +324,10 @@ def build_datasets(cfg: TrialConfig, paths: DataPaths) -> tuple[CocoDetection, l
         test_gt = load_coco(paths.test_annotations, "data.test_annotations")
         evals.append(
             EvalSet(
-                TEST, CocoDetection(paths.test_images, test_gt, train=False), paths.test_annotations, "data.test_images"
+                TEST,
+                CocoDetection(paths.test_images, test_gt, train=False, keypoints=keypoints),
+                paths.test_annotations,
+                "data.test_images",
             )
         )
     # One directory listing each: cheap even for COCO's 118k files, and a missing image is
@@ -380,6 +355,9 @@ def build_datasets(cfg: TrialConfig, paths: DataPaths) -> tuple[CocoDetection, l
         check_images_present(e.dataset.images_dir, images, getattr(paths, f"{e.split}_annotations"), e.field)
         files[e.split] = (e.dataset.images_dir, [img["file_name"] for img in images], ann_field)
     check_disjoint(files)
+    if keypoints:
+        # Stated by the dataset, read before training so that a bad list fails at once.
+        evals = [replace(e, keypoint_sigmas=keypoint_sigmas(e.dataset.coco)) for e in evals]
     if len(train) < cfg.num_workers * cfg.solver.ims_per_worker:
         raise InputError(
             f"data_fraction={cfg.data_fraction} leaves {len(train)} training images, fewer than one "

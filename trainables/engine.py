@@ -48,7 +48,7 @@ from trainables.reporter import (
     record_data,
     record_input_error,
 )
-from trainables.rows import LOSS_KEYS
+from trainables.rows import loss_keys
 from trainables.runtime import (
     AgreedInputError,
     MeanAcrossRanks,
@@ -124,7 +124,10 @@ def _train(cfg: TrialConfig, session: Session) -> dict[str, Any]:
         group["initial_lr"] = group["lr"]
     use_amp = s.amp and session.device.type == "cuda"
     state = TrainState(
-        model_without_ddp, optimizer, torch.amp.GradScaler("cuda", enabled=use_amp), LossWindow(1 + len(LOSS_KEYS))
+        model_without_ddp,
+        optimizer,
+        torch.amp.GradScaler("cuda", enabled=use_amp),
+        LossWindow(1 + len(loss_keys(cfg.data.keypoints))),
     )
 
     # Loaders: a resumable training stream and one loader per evaluation split.
@@ -177,14 +180,24 @@ def _set_up(cfg: TrialConfig, session: Session) -> tuple[tuple[Branch, ...], Any
     plan = branches(cfg.solver.base_iters, cfg.schedules, cfg.schedule)
     paths = resolve_data(cfg.data)
     train_set, evals = build_datasets(cfg, paths)
-    model = build_trial_model(cfg, train_set.num_classes, session.rank0_log)
+    model = build_trial_model(cfg, train_set.num_classes, session.rank0_log, len(train_set.keypoint_names))
     return plan, paths, train_set, evals, model
 
 
-def build_trial_model(cfg: TrialConfig, num_classes: int, log: Callable[[str], None]) -> torch.nn.Module:
-    """The detector of the trial's config: scratch-ready, or with its pretrained backbone."""
+def build_trial_model(
+    cfg: TrialConfig, num_classes: int, log: Callable[[str], None], num_keypoints: int = 0
+) -> torch.nn.Module:
+    """The detector of the trial's config: scratch-ready, or with its pretrained backbone;
+    with a keypoint head for ``num_keypoints`` > 0 (a keypoint task)."""
     d = cfg.data
-    model = build_model(cfg.model, num_classes, min_size=d.min_size, max_size=d.max_size, test_min_size=d.test_min_size)
+    model = build_model(
+        cfg.model,
+        num_classes,
+        min_size=d.min_size,
+        max_size=d.max_size,
+        test_min_size=d.test_min_size,
+        num_keypoints=num_keypoints,
+    )
     if cfg.init == "pretrained":
         if not cfg.pretrained_weights:
             raise InputError("init=pretrained needs pretrained_weights (a path or URL)", "pretrained_weights")
@@ -274,6 +287,7 @@ class SGDStep:
     ) -> None:
         self.solver, self.session, self.model, self.state = cfg.solver, session, model, state
         self.skips, self.use_amp = skips, use_amp
+        self.loss_keys = loss_keys(cfg.data.keypoints)
 
     def __call__(self, trainer: Trainer, batch) -> tuple[list[float], float]:
         s, optimizer, world = self.solver, self.state.optimizer, self.session.world_size
@@ -302,7 +316,7 @@ class SGDStep:
         # the losses' all-reduce, so every rank learns it at the same point.
         flag = loss.detach().new_tensor(float(bool(unreadable)))
         pending = MeanAcrossRanks(
-            torch.stack([loss.detach(), *[loss_dict[k].detach() for k in LOSS_KEYS], flag]), world
+            torch.stack([loss.detach(), *[loss_dict[k].detach() for k in self.loss_keys], flag]), world
         )
         optimizer.zero_grad(set_to_none=True)
         self.state.scaler.scale(loss).backward()

@@ -10,13 +10,15 @@ from __future__ import annotations
 import socket
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
+from pycocotools import mask as mask_utils
 
 from trainables import coco_eval
-from trainables.data import EvalSet, coco_results
+from trainables.data import EvalSet
 from trainables.errors import InputError
-from trainables.rows import AP_KEYS
+from trainables.rows import ap_keys
 from trainables.runtime import AgreedInputError, Session, describe_input_error
 
 
@@ -57,9 +59,10 @@ def evaluate_model(model: torch.nn.Module, loader, split: EvalSet, session: Sess
         if failed:
             metrics = [{"unreadable": failed}]
         else:
-            metrics = [coco_eval.evaluate(split.gt, coco_eval.dedupe_by_image([p for p, _, _ in gathered]))]
-            # Bbox-only output (no masks predicted at all) still reports every key.
-            metrics[0] = {k: metrics[0].get(k, 0.0) for k in AP_KEYS}
+            predictions = coco_eval.dedupe_by_image([p for p, _, _ in gathered])
+            scores = coco_eval.evaluate(split.gt, predictions, keypoint_sigmas=split.keypoint_sigmas)
+            # Output without masks (or keypoints) predicted at all still reports every key, 0.
+            metrics = [{k: scores.get(k, 0.0) for k in ap_keys(bool(dataset.keypoint_names))}]
     if session.world_size > 1:
         dist.broadcast_object_list(metrics, src=0)
     if "unreadable" in metrics[0]:
@@ -70,3 +73,41 @@ def evaluate_model(model: torch.nn.Module, loader, split: EvalSet, session: Sess
 def _unreadable_message(errors: list[str], split: str) -> str:
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
     return f"{errors[0]}{more}; the evaluation needs every image of the {split} split"
+
+
+def coco_results(
+    outputs: list[dict[str, torch.Tensor]],
+    image_ids: list[int],
+    label_to_category: dict[int, int],
+    mask_threshold: float = 0.5,
+) -> list[dict]:
+    """torchvision detections -> COCO result dicts (xywh boxes, RLE masks with str counts,
+    and keypoints as ``[x1, y1, v1, ...]`` where the model predicts them, as torchvision's
+    references/detection/coco_eval.py writes them)."""
+    results = []
+    for out, image_id in zip(outputs, image_ids):
+        boxes = out["boxes"].detach().cpu()
+        if len(boxes) == 0:
+            continue
+        xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1).tolist()
+        scores = out["scores"].detach().cpu().tolist()
+        labels = out["labels"].detach().cpu().tolist()
+        points = out["keypoints"].detach().cpu().flatten(1).tolist() if "keypoints" in out else None
+        masks = None
+        if "masks" in out:
+            binary = (out["masks"][:, 0] > mask_threshold).cpu().numpy().astype(np.uint8)
+            masks = mask_utils.encode(np.asfortranarray(binary.transpose(1, 2, 0)))
+        for i, (box, score, label) in enumerate(zip(xywh, scores, labels)):
+            res = {
+                "image_id": int(image_id),
+                "category_id": label_to_category[int(label)],
+                "bbox": [round(v, 2) for v in box],
+                "score": round(float(score), 5),
+            }
+            if masks is not None:
+                rle = masks[i]
+                res["segmentation"] = {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
+            if points is not None:
+                res["keypoints"] = [round(v, 2) for v in points[i]]
+            results.append(res)
+    return results

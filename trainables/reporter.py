@@ -21,15 +21,16 @@ from trainables.branches import Branch
 from trainables.config import TrialConfig
 from trainables.loop import LossWindow, Position, Trainer, TrainState, rng_state
 from trainables.rows import (
-    AP_KEYS,
     CHECKPOINT,
     COMPLETED,
     DIVERGED,
     FINAL,
-    LOSS_KEYS,
     RUNNING,
     TEST_AP_KEYS,
+    TEST_KEYPOINT_KEYS,
     TRUNK,
+    ap_keys,
+    loss_keys,
 )
 from trainables.runtime import Session, gather
 from trainables.splits import SEARCH, TEST, DataPaths, splits_record
@@ -38,7 +39,7 @@ from trainables.splits import SEARCH, TEST, DataPaths, splits_record
 def for_tune(row: dict[str, Any]) -> dict[str, Any]:
     """A row without its test-split numbers: they go to the Parquet rows only, so nothing Tune,
     Optuna or the early stopper sees (nor Tune's own result files) can depend on them."""
-    return {k: v for k, v in row.items() if k not in TEST_AP_KEYS}
+    return {k: v for k, v in row.items() if k not in TEST_AP_KEYS and k not in TEST_KEYPOINT_KEYS}
 
 
 class SkippedImages:
@@ -81,19 +82,22 @@ class Reporter:
         self.cfg, self.session, self.state, self.elapsed, self.skips = cfg, session, state, elapsed, skips
         self.base = _row_base(cfg, train_images)
         self.resumed_from: int | None = None
+        # The losses and APs this task's rows fill (a keypoint task's: also keypoints).
+        self.loss_names = ("loss", *loss_keys(cfg.data.keypoints))
+        self.ap_names = ap_keys(cfg.data.keypoints)
 
     # --- the four kinds of report ---------------------------------------------------------
     def trunk(self, trainer: Trainer, metrics: dict[str, float]) -> dict[str, Any]:
         """A trunk evaluation (at the peak LR): a row, then a checkpoint with the report."""
         pos, window = trainer.position, self.state.window
-        row = self._row(trainer.plan[-1], pos, TRUNK, RUNNING, _losses(window), metrics, window.lr)
+        row = self._row(trainer.plan[-1], pos, TRUNK, RUNNING, self._losses(window), metrics, window.lr)
         return self._publish(trainer, row, "trunk eval")
 
     def final(self, trainer: Trainer, ended: Position, window: LossWindow, metrics: dict[str, float]) -> dict[str, Any]:
         """A schedule's final result: ``ended`` is where its branch ended (the trainer has
         moved back to the trunk since), ``window`` the losses of its last steps."""
         branch = trainer.plan[ended.branch]
-        row = self._row(branch, ended, FINAL, COMPLETED, _losses(window), metrics, window.lr)
+        row = self._row(branch, ended, FINAL, COMPLETED, self._losses(window), metrics, window.lr)
         return self._publish(trainer, row, f"{branch.schedule:g}x final")
 
     def checkpoint(self, trainer: Trainer) -> dict[str, Any]:
@@ -108,7 +112,7 @@ class Reporter:
             "trunk_schedule": cfg.schedule,
             "status": RUNNING,
             "cost_iterations": pos.cost,
-            **dict.fromkeys(AP_KEYS),
+            **dict.fromkeys(self.ap_names),
         }
         self.session.report(report, self.checkpoint_state(trainer))
         return report
@@ -116,13 +120,13 @@ class Reporter:
     def diverged(self, trainer: Trainer, losses: list[float], lr: float) -> dict[str, Any]:
         """A non-finite loss: a final row with AP 0.0 on every split, and no checkpoint."""
         cfg, pos = self.cfg, trainer.position
-        splits = AP_KEYS + (TEST_AP_KEYS if cfg.data.has_test_split else ())
+        splits = self.ap_names + (tuple(f"test_{k}" for k in self.ap_names) if cfg.data.has_test_split else ())
         row = self._row(
             trainer.branch,
             pos,
             FINAL,
             DIVERGED,
-            dict(zip(("loss", *LOSS_KEYS), losses)),
+            dict(zip(self.loss_names, losses)),
             dict.fromkeys(splits, 0.0),
             lr,
         )
@@ -180,12 +184,16 @@ class Reporter:
             )
 
     # --- rows -----------------------------------------------------------------------------
+    def _losses(self, window: LossWindow) -> dict[str, float]:
+        return dict(zip(self.loss_names, window.mean()))
+
     def _publish(self, trainer: Trainer, row: dict[str, Any], what: str) -> dict[str, Any]:
         self._write(row)
         if self.session.rank == 0:
+            points = f"keypoints_AP {row['keypoints_AP']:.3f}  " if self.cfg.data.keypoints else ""
             self.session.log(
                 f"[{self.cfg.trial_id}] {what} @ {row['iteration']}: bbox_AP {row['bbox_AP']:.3f}  "
-                f"segm_AP {row['segm_AP']:.3f}  loss {row['loss']:.3f} (search split)"
+                f"segm_AP {row['segm_AP']:.3f}  {points}loss {row['loss']:.3f} (search split)"
             )
         self.session.report(for_tune(row), self.checkpoint_state(trainer))
         return row
@@ -204,8 +212,8 @@ class Reporter:
         return {
             **self.base,
             **losses,
-            **{k: metrics[k] for k in AP_KEYS},
-            **{k: metrics.get(k) for k in TEST_AP_KEYS},
+            **{k: metrics[k] for k in self.ap_names},
+            **{f"test_{k}": metrics.get(f"test_{k}") for k in self.ap_names},
             "schedule": branch.schedule,
             "max_iterations": branch.end,
             "fork_iteration": branch.fork if phase == FINAL else None,
@@ -224,10 +232,6 @@ class Reporter:
     def _write(self, row: dict[str, Any]) -> None:
         if self.session.rank == 0:
             results.write_row(self.cfg.results_uri, row)
-
-
-def _losses(window: LossWindow) -> dict[str, float]:
-    return dict(zip(("loss", *LOSS_KEYS), window.mean()))
 
 
 def _row_base(cfg: TrialConfig, train_images: int) -> dict[str, Any]:

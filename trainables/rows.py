@@ -38,6 +38,8 @@ RECIPE_KEYS = ("lr", "weight_decay", "schedule")
 SEARCHED_KEYS = (*RECIPE_KEYS, "seed")
 
 LOSS_KEYS = ("loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg")
+# A keypoint task's model (data.keypoints) has one loss more; null in other rows.
+KEYPOINT_LOSS_KEYS = ("loss_keypoint",)
 _AP_SUFFIXES = ("AP", "AP50", "AP75", "APs", "APm", "APl")  # pycocotools' stats[0:6]
 BBOX_KEYS = tuple(f"bbox_{s}" for s in _AP_SUFFIXES)
 SEGM_KEYS = tuple(f"segm_{s}" for s in _AP_SUFFIXES)
@@ -48,6 +50,7 @@ KEYPOINT_KEYS = tuple(f"keypoints_{s}" for s in ("AP", "AP50", "AP75", "APm", "A
 # The same on the test split: only at a schedule's final result (trainables/splits.py). The
 # unprefixed AP_KEYS are the search split's, the only ones Tune and Optuna see.
 TEST_AP_KEYS = tuple(f"test_{k}" for k in AP_KEYS)
+TEST_KEYPOINT_KEYS = tuple(f"test_{k}" for k in KEYPOINT_KEYS)
 
 SCHEMA = pa.schema(
     [
@@ -83,6 +86,10 @@ SCHEMA = pa.schema(
         *[(k, pa.float64()) for k in LOSS_KEYS],
         *[(k, pa.float64()) for k in AP_KEYS],
         *[(k, pa.float64()) for k in TEST_AP_KEYS],
+        # A keypoint task's: its loss and keypoint AP (OKS) on both splits; null otherwise.
+        *[(k, pa.float64()) for k in KEYPOINT_LOSS_KEYS],
+        *[(k, pa.float64()) for k in KEYPOINT_KEYS],
+        *[(k, pa.float64()) for k in TEST_KEYPOINT_KEYS],
         ("wall_time_s", pa.float64()),
         # Training images replaced so far because they could not be read.
         ("skipped_images", pa.int64()),
@@ -95,6 +102,17 @@ SCHEMA = pa.schema(
     ]
 )
 COLUMNS = tuple(SCHEMA.names)
+
+
+def loss_keys(keypoints: bool) -> tuple[str, ...]:
+    """The model's losses in a row, in order: Mask R-CNN's, and a keypoint task's own."""
+    return LOSS_KEYS + (KEYPOINT_LOSS_KEYS if keypoints else ())
+
+
+def ap_keys(keypoints: bool) -> tuple[str, ...]:
+    """The search split's AP columns an evaluation fills (the test split's are these
+    prefixed ``test_``)."""
+    return AP_KEYS + (KEYPOINT_KEYS if keypoints else ())
 
 
 def is_own_final(row) -> bool:

@@ -51,3 +51,8 @@ TINY_GN = ModelConfig(
     box_batch_size_per_image=32,
     detections_per_img=50,
 )
+
+# The tiny model for the generated keypoint task (4 keypoints per kite): the keypoint head
+# of Mask R-CNN (He et al. 2017, Sec. 5; torchvision's KeypointRCNNHeads) scaled down as
+# the other heads are, 4 convs of 64 channels instead of 8 of 512, with GN.
+TINY_GN_KEYPOINTS = dataclasses.replace(TINY_GN, keypoint_head_convs=4, keypoint_head_dim=64)
