@@ -173,9 +173,10 @@ TOY_REPLICATES = dataclasses.replace(
 # kites with 4 named keypoints (trainables/synthetic.py's KITE), the same images' sizes and
 # counts, the toy's generated pretraining (the backbone is the same, so its cache is shared),
 # the model with a keypoint head, keypoint AP (OKS, the sigmas the dataset states) the
-# objective. The paper needed only 2x and 3x for keypoints; here 1x, 2x and 3x (1x = 300
-# iterations, as the toy's), the recipe and one Optuna trial per init, to fit the default's
-# budget (not calibrated to a plateau, as the toy's bbox AP was).
+# objective. The paper needed only 2x and 3x for keypoints; here 2x, 3x and 4x (1x = 300
+# iterations, as the toy's; at 1x neither init's keypoint AP is above 0.01 on the search
+# split), the recipe alone per init (Table 1's design), to stay within the default's
+# budget: keypoint AP is still rising at 4x (docs/keypoints.md), not calibrated to a plateau.
 TOY_KEYPOINT_DATA = dataclasses.replace(
     TOY_DATA, keypoints=True, synthetic=dataclasses.replace(TOY_DATA.synthetic, keypoints=True)
 )
@@ -185,8 +186,9 @@ TOY_KEYPOINTS = dataclasses.replace(
     description="the toy on a generated keypoint task (kites, 4 keypoints): keypoint AP, scratch vs pretrained",
     models={"tiny": TINY_GN_KEYPOINTS},
     data=TOY_KEYPOINT_DATA,
-    search=dataclasses.replace(TOY_SEARCH, schedule=(1.0, 2.0, 3.0)),
-    default_trial={**TOY.default_trial, "schedule": 3.0},
+    search=dataclasses.replace(TOY_SEARCH, schedule=(2.0, 3.0, 4.0)),
+    default_trial={**TOY.default_trial, "schedule": 4.0},
+    num_samples=1,
     # Trunk evaluations every 1x: the training curves' points.
     eval_period=300,
     objective="keypoints_AP",

@@ -6,7 +6,7 @@ from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
 from trainables.model import assert_scratch_ready, build_model, count_parameters, freeze_stages, param_groups
-from trainables.zoo import R50_GN, TINY_GN
+from trainables.zoo import R50_GN, TINY_GN, TINY_GN_KEYPOINTS
 
 
 def _norm_types(model):
@@ -124,6 +124,10 @@ def test_a_keypoint_task_adds_a_normalized_keypoint_head_that_trains():
     assert len(convs) == len(norms) == TINY_GN.keypoint_head_convs and convs[0].bias is None
     assert convs[-1].out_channels == TINY_GN.keypoint_head_dim
     assert model.roi_heads.keypoint_predictor.kps_score_lowres.out_channels == 5
+    # 14 x 14 RoIs by default (56 x 56 heatmaps); the toy's keypoint model pools 7 x 7.
+    assert tuple(model.roi_heads.keypoint_roi_pool.output_size) == (14, 14)
+    small = build_model(TINY_GN_KEYPOINTS, 1, min_size=(96,), max_size=128, num_keypoints=5)
+    assert tuple(small.roi_heads.keypoint_roi_pool.output_size) == (7, 7)
     assert_scratch_ready(model)
     masks = torch.zeros(1, 96, 112, dtype=torch.uint8)
     masks[0, 20:60, 30:80] = 1

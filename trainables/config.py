@@ -148,6 +148,8 @@ class ModelConfig:
     # 512-d convs, a deconv and 2x bilinear upscaling to 56 x 56 heatmaps); unused otherwise.
     keypoint_head_convs: int = 8
     keypoint_head_dim: int = 512
+    # The keypoint head's RoI side (14 there: 56 x 56 heatmaps, 4x).
+    keypoint_roi_size: int = 14
     anchor_sizes: tuple[int, ...] = (32, 64, 128, 256, 512)
     rpn_pre_nms_top_n_train: int = 2000
     rpn_post_nms_top_n_train: int = 2000
@@ -184,6 +186,7 @@ class ModelConfig:
             (self.keypoint_head_convs, self.keypoint_head_dim),
             f">= 1 conv, of a width that is a multiple of model.gn_groups={self.gn_groups}",
         )
+        _check(self.keypoint_roi_size >= 2, "model.keypoint_roi_size", self.keypoint_roi_size, ">= 2")
         _check(len(self.anchor_sizes) == 5, "model.anchor_sizes", self.anchor_sizes, "5 sizes, one per FPN level")
         _check(0 <= self.frozen_stages <= 5, "model.frozen_stages", self.frozen_stages, "in [0, 5]")
         _check(

@@ -191,10 +191,11 @@ def build_model(
     )
     if num_keypoints > 0:
         # torchvision's RoIHeads runs a keypoint branch beside the mask branch when these
-        # three are set (as KeypointRCNN sets them): 14 x 14 RoIs, heatmaps upscaled to 56 x 56.
+        # three are set (as KeypointRCNN sets them): RoIs of keypoint_roi_size (14), heatmaps
+        # upscaled 4x (to 56 x 56).
         heads = model.roi_heads
         heads.keypoint_roi_pool = MultiScaleRoIAlign(
-            featmap_names=["0", "1", "2", "3"], output_size=14, sampling_ratio=2
+            featmap_names=["0", "1", "2", "3"], output_size=cfg.keypoint_roi_size, sampling_ratio=2
         )
         heads.keypoint_head = KeypointHead(c, cfg.keypoint_head_dim, cfg.keypoint_head_convs, head_norm)
         heads.keypoint_predictor = KeypointRCNNPredictor(cfg.keypoint_head_dim, num_keypoints)
