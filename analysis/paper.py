@@ -56,13 +56,3 @@ def paper_frame(objective: str) -> pd.DataFrame:
         for s, ap in by_schedule.items()
     ]
     return pd.DataFrame(rows, columns=["model", "init", "schedule", "paper_AP"])
-
-
-def table1_frame() -> pd.DataFrame:
-    """Table 1 as a long frame: model, init, schedule, paper_bbox_AP (percent)."""
-    rows = [
-        {"model": m, "init": i, "schedule": s, "paper_bbox_AP": ap}
-        for (m, i), by_schedule in TABLE1_BBOX_AP.items()
-        for s, ap in by_schedule.items()
-    ]
-    return pd.DataFrame(rows)

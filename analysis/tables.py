@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analysis.paper import DATA_FRACTION_BBOX_AP, TABLE2, table1_frame
+from analysis.paper import DATA_FRACTION_BBOX_AP, TABLE2, paper_frame
 from analysis.results import best_row, final_rows, ranked, trial_rows
 from trainables.rows import ARM_KEYS, COMPLETED, TRIAL_STATUSES
 
@@ -109,8 +109,10 @@ def scratch_vs_pretrained(
     (``scratch_bbox_AP``, ..., biased upward by the choice). With ``recipes`` (arm -> its
     recipe's lr and weight decay) the recipe's test AP at the same schedule as
     ``recipe_*`` columns: the paper's Table 1 design, one recipe at every schedule for both
-    inits. ``with_paper`` adds the paper's Table 1 bbox AP (as fractions; val2017, the COCO
-    presets' test split) for the same model and schedule, for COCO studies.
+    inits. The objective's columns come first where it is another (a keypoint study's).
+    ``with_paper`` adds the paper's AP for the objective (Table 1's bbox AP, Sec. 5.1's
+    keypoint AP; as fractions; val2017, the COCO presets' test split) for the same model and
+    schedule, for COCO studies.
     """
     best = best_by_schedule(df, objective)
     index = ["model", "data_fraction", "schedule"]
@@ -125,22 +127,30 @@ def scratch_vs_pretrained(
             if f"{init}_{metric}" not in wide:
                 wide[f"{init}_{metric}"] = np.nan
         wide[f"delta_{metric}"] = wide[f"scratch_{metric}"] - wide[f"pretrained_{metric}"]
-    recipe = recipe_by_schedule(df, recipes or {})
-    if not recipe.empty and recipe["test_bbox_AP"].notna().any():
-        r = recipe.pivot_table(index=index, columns="init", values="test_bbox_AP", aggfunc="first")
-        r.columns = [f"recipe_{c}_test_bbox_AP" for c in r.columns]
+    recipe = recipe_by_schedule(df, recipes or {}, objective)
+    # The recipe's and the paper's columns are the objective's (bbox AP: Table 1; keypoint AP:
+    # Sec. 5.1), on the test split.
+    test = f"test_{objective}"
+    if not recipe.empty and recipe[test].notna().any():
+        r = recipe.pivot_table(index=index, columns="init", values=test, aggfunc="first")
+        r.columns = [f"recipe_{c}_{test}" for c in r.columns]
         wide = wide.merge(r.reset_index(), on=index, how="left")
-    if with_paper:
-        # Table 1 is on all of train2017: only full-data rows get it (subsets: scaling()).
-        paper = table1_frame().pivot_table(index=["model", "schedule"], columns="init", values="paper_bbox_AP")
-        paper.columns = [f"paper_{c}_bbox_AP" for c in paper.columns]
+    published = paper_frame(objective)
+    if with_paper and not published.empty:
+        # On all of train2017: only full-data rows get it (subsets: scaling()).
+        paper = published.pivot_table(index=["model", "schedule"], columns="init", values="paper_AP") / 100.0
+        paper.columns = [f"paper_{c}_{objective}" for c in paper.columns]
         paper = paper.reset_index().assign(data_fraction=1.0)
         wide = wide.merge(paper, on=["model", "data_fraction", "schedule"], how="left")
-        for c in ("paper_scratch_bbox_AP", "paper_pretrained_bbox_AP"):
-            if c in wide:
-                wide[c] = wide[c] / 100.0
     order = [
         *index,
+        f"scratch_test_{objective}",
+        f"pretrained_test_{objective}",
+        f"delta_test_{objective}",
+        f"paper_scratch_{objective}",
+        f"paper_pretrained_{objective}",
+        f"recipe_scratch_test_{objective}",
+        f"recipe_pretrained_test_{objective}",
         "scratch_test_bbox_AP",
         "pretrained_test_bbox_AP",
         "delta_test_bbox_AP",
@@ -158,6 +168,7 @@ def scratch_vs_pretrained(
         "pretrained_segm_AP",
         "delta_segm_AP",
     ]
+    order = list(dict.fromkeys(order))
     rest = [c for c in wide.columns if c not in order]
     return wide[[c for c in order if c in wide] + rest].sort_values(index).reset_index(drop=True)
 
@@ -166,9 +177,11 @@ def scaling(df: pd.DataFrame, objective: str = "bbox_AP", with_paper: bool = Fal
     """Best final AP per init against training-set size (paper Sec. 5.2), completed trials:
     the result best on the search split (``objective``), with its test-split value first.
 
-    ``with_paper`` (COCO studies) adds the paper's Sec. 5.2 best bbox AP (as a fraction) to
-    the R50 rows whose training-set size is one of its subsets (35k, 10k, 3.5k, 1k images).
+    ``with_paper`` (COCO studies on bbox AP) adds the paper's Sec. 5.2 best bbox AP (as a
+    fraction) to the R50 rows whose training-set size is one of its subsets (35k, 10k, 3.5k,
+    1k images).
     """
+    with_paper = with_paper and objective == "bbox_AP"
     done = completed(df)
     cols = ["model", "init", "data_fraction", "train_images", f"test_{objective}", objective, "trial_id"]
     if done.empty:
@@ -176,6 +189,7 @@ def scaling(df: pd.DataFrame, objective: str = "bbox_AP", with_paper: bool = Fal
     best = ranked(done, objective).groupby(["model", "init", "data_fraction"]).head(1)
     out = best[cols].sort_values(["model", "init", "train_images"]).reset_index(drop=True)
     if with_paper:
+        # Sec. 5.2's subsets were scored on bbox AP only.
         out["paper_bbox_AP"] = [
             DATA_FRACTION_BBOX_AP[int(n)][0 if init == "pretrained" else 1] / 100.0
             if model == "r50" and int(n) in DATA_FRACTION_BBOX_AP

@@ -252,10 +252,11 @@ def run_trial_command(
         return 1
     result = grid[0]
     m = result.metrics or {}
-    print(
-        f"\ntrial {m.get('trial_id')} {m.get('status')}: bbox AP {m.get('bbox_AP', float('nan')):.3f}, "
-        f"segm AP {m.get('segm_AP', float('nan')):.3f} after {m.get('iteration')} iterations"
+    scores = ", ".join(
+        f"{k.replace('_AP', ' AP')} {m.get(k, float('nan')):.3f}"
+        for k in dict.fromkeys(("bbox_AP", "segm_AP", study.objective))
     )
+    print(f"\ntrial {m.get('trial_id')} {m.get('status')}: {scores} after {m.get('iteration')} iterations")
     print(f"results: {uri}/metrics (pandas.read_parquet), config: {uri}/study.json")
     return 0
 

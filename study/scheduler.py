@@ -87,7 +87,7 @@ class ScheduleRungs(FIFOScheduler):
     """Stops a trial whose final result at a schedule is in the bottom 1 - 1/reduction_factor.
 
     Args:
-        metric: the objective (bbox_AP or segm_AP), maximised.
+        metric: the objective (bbox_AP, segm_AP or a keypoint task's keypoints_AP), maximised.
         reduction_factor: at each rung this fraction of trials goes on (ASHA's eta).
         history: the study's rows so far (to rebuild the rungs after ``--resume``).
         min_gap: how far below the cutoff a score must lie to stop its trial (AP units).

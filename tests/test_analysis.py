@@ -263,3 +263,21 @@ def test_a_keypoint_study_leads_with_keypoint_ap_beside_the_papers(tmp_path, stu
     assert lines[1].split()[1:10] == ["bbox", "AP", "segm", "AP", "kp", "AP", "bbox", "AP", "segm"]
     scratch = next(ln for ln in lines if ln.startswith("scratch"))
     assert scratch.split()[1:7] == ["0.530", "0.477", "0.430", "0.550", "0.495", "0.450"]
+    # The wide table: the objective's columns first, the recipe's and the paper's keypoint AP.
+    wide = tables.scratch_vs_pretrained(kp, "keypoints_AP", with_paper=True, recipes=RECIPES).set_index("schedule")
+    assert list(wide.columns[2:5]) == [
+        "scratch_test_keypoints_AP",
+        "pretrained_test_keypoints_AP",
+        "delta_test_keypoints_AP",
+    ]
+    assert wide.loc[2.0, "paper_scratch_keypoints_AP"] == pytest.approx(0.656)
+    assert "paper_scratch_bbox_AP" not in wide and wide["recipe_scratch_test_keypoints_AP"].notna().any()
+    assert "paper_bbox_AP" not in tables.scaling(kp, "keypoints_AP", with_paper=True)
+    # A COCO keypoint study's report: Sec. 5.1 in the lead, no Table 2 (the box study's).
+    blob = {
+        "preset": {"objective": "keypoints_AP", "equivalence_margin": 0.005},
+        "arms": {"scratch-tiny-f1": {"data": {"source": "coco"}, "lr": 0.3, "weight_decay": 1e-4}},
+    }
+    (study / "study.json").write_text(json.dumps(blob))
+    text = write_report(study).read_text()
+    assert "| paper: random init | – | 0.656 |" in text and "paper Table 2" not in text

@@ -26,8 +26,6 @@ from trainables.rows import (
     DIVERGED,
     FINAL,
     RUNNING,
-    TEST_AP_KEYS,
-    TEST_KEYPOINT_KEYS,
     TRUNK,
     ap_keys,
     loss_keys,
@@ -39,7 +37,7 @@ from trainables.splits import SEARCH, TEST, DataPaths, splits_record
 def for_tune(row: dict[str, Any]) -> dict[str, Any]:
     """A row without its test-split numbers: they go to the Parquet rows only, so nothing Tune,
     Optuna or the early stopper sees (nor Tune's own result files) can depend on them."""
-    return {k: v for k, v in row.items() if k not in TEST_AP_KEYS and k not in TEST_KEYPOINT_KEYS}
+    return {k: v for k, v in row.items() if not k.startswith("test_")}
 
 
 class SkippedImages:
