@@ -74,9 +74,34 @@ def _interrupt(proc: subprocess.Popen, signum: int, log: Path) -> str:
         proc.wait(timeout=120)
     finally:
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            _kill_session(proc)
     return log.read_text()
+
+
+def _kill_session(proc: subprocess.Popen) -> None:
+    """kill -9 the driver and every process of its session, as a crashed machine would lose
+    them: Ray's worker processes lead process groups of their own (a ``killpg`` of the
+    driver's group leaves them training, and writing rows, for a second or two)."""
+    sid = proc.pid  # the driver was started with start_new_session=True
+    while True:
+        members = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except (FileNotFoundError, ProcessLookupError, IndexError):
+                continue  # gone meanwhile
+            # After the command's ")": state, ppid, pgrp, session; a zombie is dead already.
+            if fields[0] != "Z" and int(fields[3]) == sid:
+                members.append(int(stat.parent.name))
+        if not members:
+            break
+        for pid in members:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.05)
+    proc.wait()
 
 
 @pytest.fixture
@@ -239,8 +264,7 @@ def _kill_inside_a_cooldown(
                     end = total_iterations(base_iters, last["schedule"])
                     if last.get("phase") != "checkpoint" or last["iteration"] > end - 2 * SMOKE.eval_period:
                         continue
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
+                    _kill_session(proc)
                     finals = pd.read_parquet(folder / "metrics")
                     written = finals[(finals["trial_id"] == last["trial_id"]) & (finals["phase"] == "final")]
                     assert last["schedule"] not in set(written["schedule"]), "killed after the branch's end"
@@ -249,8 +273,7 @@ def _kill_inside_a_cooldown(
             pytest.fail(f"no checkpoint inside a cooldown: {log_path.read_text()[-2000:]}")
         finally:
             if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+                _kill_session(proc)
 
 
 def _dashboard_studies(db: Path) -> list[str]:
@@ -371,7 +394,6 @@ def test_two_node_cluster_frees_placement_groups_of_stopped_trials(tmp_path):
             time.sleep(1)
         assert not live, live
     finally:
-        os.killpg(other.pid, signal.SIGKILL)
-        other.wait()
+        _kill_session(other)
         ray.shutdown()
         cluster.shutdown()
