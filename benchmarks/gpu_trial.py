@@ -1,20 +1,26 @@
 """The GPU trial path, measured in one run: a Ray Tune + Ray Train trial with AMP, and the step's knobs.
 
-    python benchmarks/gpu_trial.py [--iterations 150] [--step-iterations 100]
+    python benchmarks/gpu_trial.py [--iterations 150] [--step-iterations 100] [--loader-workers 2]
+                                   [--no-knobs] [--compile]
     python benchmarks/gpu_trial.py --cpu-check      # the same code at toy size on a CPU
 
-On one GPU, in this order (about 5 minutes on an H200, well under 10):
+On one GPU, in this order (about 3 minutes on an H200 without ``--compile``), so that a run
+cut short by its time limit has measured what matters first:
 
 1. **The bare step** (benchmarks/gpu_step.py's loop: ``coco-r50-gn``'s R50-FPN-GN Mask R-CNN
-   from scratch, 2 generated 800 x 1066-1333 images per step, AMP) as it runs today, then
-   with channels-last tensors, with cuDNN's benchmark mode, with the backbone under
-   ``torch.compile`` (dynamic shapes: detection images vary in size), and all three
-   together: images/s and peak memory of each.
+   from scratch, 2 generated 800 x 1066-1333 images per step, AMP) as it runs today:
+   images/s and peak memory.
 2. **One trial through Ray Tune + Ray Train** (1 worker, 1 GPU, AMP, the engine's own loop with
    its evaluation, checkpoint and Parquet row, batches grouped by aspect ratio and 2 loader
    workers as in the COCO presets) on a generated COCO-format dataset of 800-px images:
-   the loop's images/s (benchmarks/trial_probe.py), its start-up and evaluation time, and
-   the loop's speed as a fraction of the bare step's.
+   the loop's images/s (benchmarks/trial_probe.py), its start-up and evaluation time, its
+   peak GPU memory, and the loop's speed as a fraction of the bare step's.
+3. **The step's knobs** (skipped with ``--no-knobs``): channels-last tensors and cuDNN's
+   benchmark mode, each against step 1; with ``--compile`` also the backbone under
+   ``torch.compile`` (dynamic shapes: detection images vary in size) alone and with both
+   knobs, which compiles for minutes.
+
+Results and the date they were measured: docs/cluster.md, "GPU trial benchmark".
 
 The GPU machines this project is measured on have torch but neither Ray nor the COCO
 tools; install ``ray[default,tune,train]==2.60.0``, ``pycocotools``, ``faster-coco-eval``
@@ -62,6 +68,7 @@ GPU = Scale(
     SyntheticSpec(
         num_train=48,
         num_search=8,
+        num_test=8,
         min_side=800,
         max_side=1066,
         max_objects=8,
@@ -76,17 +83,24 @@ GPU = Scale(
 CPU_CHECK = Scale("cpu", TINY_GN, 128, 192, dataclasses.replace(TOY.data.synthetic, num_train=16, num_search=4))
 
 
-def step_variants(scale: Scale, iterations: int, amp: bool) -> list[tuple[str, float, float]]:
-    """(name, images/s, peak GiB) of the bare step, as today and with each knob."""
+AS_TODAY = [("as today", {})]
+KNOBS = [
+    ("channels-last", {"channels_last": True}),
+    ("cuDNN benchmark", {"cudnn_benchmark": True}),
+]
+COMPILED = [
+    ("compiled backbone", {"compile": True}),
+    ("all three", {"channels_last": True, "cudnn_benchmark": True, "compile": True}),
+]
+
+
+def step_variants(
+    scale: Scale, iterations: int, amp: bool, variants: list[tuple[str, dict]], against: float | None = None
+) -> list[tuple[str, float, float]]:
+    """(name, images/s, peak GiB) of the bare step with each variant's knobs; ``against``:
+    the step as today's images/s, printed as a ratio beside each."""
     data = gpu_step.generated_batch(8, seed=0) if scale.device == "cuda" else _small_batch(scale)
     lr = 0.02 * 2 / 16
-    variants = [
-        ("as today", {}),
-        ("channels-last", {"channels_last": True}),
-        ("cuDNN benchmark", {"cudnn_benchmark": True}),
-        ("compiled backbone", {"compile": True}),
-        ("all three", {"channels_last": True, "cudnn_benchmark": True, "compile": True}),
-    ]
     out = []
     for name, knobs in variants:
         if knobs.get("compile") and scale.device == "cpu":
@@ -102,7 +116,7 @@ def step_variants(scale: Scale, iterations: int, amp: bool) -> list[tuple[str, f
         start = time.perf_counter()
         speed, peak = gpu_step.train_speed(model, data, iterations, 2, amp, lr, device=scale.device)
         print(
-            f"  step, {name:<18} {speed:7.2f} images/s, peak {peak:5.2f} GiB "
+            f"  step, {name:<18} {speed:7.2f} images/s{ratio(speed, against)}, peak {peak:5.2f} GiB "
             f"({time.perf_counter() - start:.0f} s with warm-up)",
             flush=True,
         )
@@ -112,6 +126,10 @@ def step_variants(scale: Scale, iterations: int, amp: bool) -> list[tuple[str, f
             torch.cuda.empty_cache()
     torch.backends.cudnn.benchmark = False
     return out
+
+
+def ratio(speed: float, against: float | None) -> str:
+    return "" if against is None else f" ({speed / against:.2f} x as today)"
 
 
 def _small_batch(scale: Scale):
@@ -124,7 +142,7 @@ def _small_batch(scale: Scale):
     return [p[0] for p in pairs], [{k: v for k, v in p[1].items() if k != "image_id"} for p in pairs]
 
 
-def trial(scale: Scale, iterations: int) -> dict[str, float]:
+def trial(scale: Scale, iterations: int, loader_workers: int = 2) -> dict[str, float]:
     """One scratch trial of the scale's model through Ray Tune + Ray Train, 1 worker."""
     from study import tuning
 
@@ -138,7 +156,7 @@ def trial(scale: Scale, iterations: int) -> dict[str, float]:
             min_size=(scale.min_size,),
             max_size=scale.max_size,
             test_min_size=scale.min_size,
-            loader_workers=2,
+            loader_workers=loader_workers,
             # Grouped as the COCO presets group (the generated images are of both orientations).
             group_by_aspect=True,
             aspect_group_factor=COCO_R50_GN.data.aspect_group_factor,
@@ -161,20 +179,28 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=150, help="trial iterations of 2 images (default 150)")
     parser.add_argument("--step-iterations", type=int, default=100, help="timed bare steps per variant")
     parser.add_argument("--cpu-check", action="store_true", help="run the same code at toy size on the CPU")
+    parser.add_argument("--loader-workers", type=int, default=2, help="the trial's loader workers (presets: 2)")
+    parser.add_argument("--no-knobs", action="store_true", help="skip the step's knobs (step 3)")
+    parser.add_argument("--compile", action="store_true", help="step 3 also compiles the backbone (minutes)")
     args = parser.parse_args()
     scale = CPU_CHECK if args.cpu_check else GPU
     if scale.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("no CUDA GPU: run with --cpu-check to exercise the code on a CPU")
     name = torch.cuda.get_device_name() if scale.device == "cuda" else "CPU"
     print(f"{name} | torch {torch.__version__} | {time.strftime('%Y-%m-%d')}", flush=True)
-    steps = step_variants(scale, args.step_iterations if scale.device == "cuda" else 3, amp=True)
-    result = trial(scale, args.iterations if scale.device == "cuda" else 12)
-    bare = steps[0][1]
+    step_iterations = args.step_iterations if scale.device == "cuda" else 3
+    bare = step_variants(scale, step_iterations, True, AS_TODAY)[0]
+    result = trial(scale, args.iterations if scale.device == "cuda" else 12, args.loader_workers)
+    peak = f"peak {result['peak_gib']:.2f} GiB" if result.get("peak_gib") is not None else "peak n/a on a CPU"
     print(
-        f"  trial (Ray Tune + Ray Train, 1 worker, AMP): loop {result['loop_images_per_s']:.2f} images/s "
-        f"= {result['loop_images_per_s'] / bare:.2f} x the bare step; start-up {result['startup_s']:.1f} s; "
-        f"evaluation {result['eval_s']:.1f} s"
+        f"  trial (Ray Tune + Ray Train, 1 worker, AMP, {args.loader_workers} loader workers): "
+        f"loop {result['loop_images_per_s']:.2f} images/s "
+        f"= {result['loop_images_per_s'] / bare[1]:.2f} x the bare step; start-up {result['startup_s']:.1f} s; "
+        f"evaluation {result['eval_s']:.1f} s ({scale.images.num_search + scale.images.num_test} images); {peak}",
+        flush=True,
     )
+    if not args.no_knobs:
+        step_variants(scale, step_iterations, True, KNOBS + (COMPILED if args.compile else []), against=bare[1])
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ def add_to_worker_path() -> None:
 def timed_worker_fn(config: dict[str, Any]) -> None:
     """``train_fn_per_worker`` with step and evaluation timestamps written by rank 0."""
     import ray.train
+    import torch
     from torch.optim.optimizer import register_optimizer_step_post_hook
 
     import trainables.ray_entry as ray_entry
@@ -61,7 +62,9 @@ def timed_worker_fn(config: dict[str, Any]) -> None:
         ray_entry.train_fn_per_worker(config, hooks=(EvaluationTimer(),))
     finally:
         if ray.train.get_context().get_world_rank() == 0:
-            timing = {"steps": stamps, "evals": evals, "engine": ray_entry.__file__}
+            # The trial's peak GPU memory on rank 0 (training and evaluation), None on a CPU.
+            peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
+            timing = {"steps": stamps, "evals": evals, "engine": ray_entry.__file__, "peak_gib": peak}
             Path(config["results_uri"], TIMING_FILE).write_text(json.dumps(timing))
 
 
@@ -104,7 +107,8 @@ def run_probed_trial(base: dict[str, Any], params: dict[str, Any]) -> dict[str, 
             raise RuntimeError(f"the benchmark trial failed: {grid[0].error}")
         timing = json.loads(Path(results, TIMING_FILE).read_text())
     batch = base["num_workers"] * base["solver"]["ims_per_worker"]
-    return {**summarise(timing["steps"], timing["evals"], started[0], batch), "engine": timing["engine"]}
+    summary = summarise(timing["steps"], timing["evals"], started[0], batch)
+    return {**summary, "engine": timing["engine"], "peak_gib": timing.get("peak_gib")}
 
 
 def summarise(
