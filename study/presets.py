@@ -72,7 +72,7 @@ TOY_SEARCH = SearchSpace(lr=(0.08, 1.0), weight_decay=(1e-5, 1e-3), schedule=(1.
 
 TOY = StudyConfig(
     name="toy",
-    description="the embedded default: generated COCO-format data, tiny Mask R-CNN, CPU, 9-12.5 minutes on 2 cores",
+    description="the embedded default: generated COCO-format data, tiny Mask R-CNN, CPU, 8.5-12.5 minutes on 2 cores",
     axes=Axes(init=("scratch", "pretrained"), data_fraction=(1.0,), model=("tiny",)),
     models=LOCAL_MODELS,
     data=TOY_DATA,
