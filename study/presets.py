@@ -27,24 +27,26 @@ LOCAL_MODELS = {"tiny": TINY_GN}
 
 # --- Local presets ----------------------------------------------------------------------
 # Where the toy's constants come from: the task, the model's cost, the 1x length, the
-# schedule set, the batch and the recipe were each chosen from bbox AP on the generated
-# search split, and from the study's time on 2 cores. None was chosen on the test split,
-# which is scored only for the report. The aim (the paper's regime, Table 1): pretrained
-# flat at the longest schedules, and ahead at the shortest. At batch 2 the tiny model's AP
-# grows with the optimizer steps it takes, by about the same amount per step whatever the
-# task's details or the LR in the searched range, and pretrained levels off only after
-# about 2,000 steps: the budget is spent on steps (cheap images, a cheap model, two trials
-# at once), not on a harder task.
+# schedule set, the batch, the number of training images and the recipe were each chosen
+# from bbox AP on the generated search split, and from the study's time on 2 cores. None was
+# chosen on the test split, which is scored only for the report. The aim (the paper's regime,
+# Table 1): pretrained flat at the longest schedules, and ahead at the shortest. At batch 2
+# the tiny model's AP grows with the optimizer steps it takes, about the same per step
+# whatever the task's details or the LR in the searched range; with 600 training images
+# pretrained still climbs after 2,400 steps, with 200 it levels off by 2,100
+# (docs/toy_calibration.md): the budget is spent on steps (cheap images, a cheap model, two
+# trials at once), and the plateau comes from the size of the training set, as the paper's
+# own plateau is that of COCO's 118k images.
 TOY_DATA = DataConfig(
     source="synthetic",
     # 5 shape categories in random solid colours, 1-6 objects of 32-100 px that do not
     # occlude each other, over noisy gradients, crowd regions included; 96-128 px images.
     # Textures, distractors and occlusion (SyntheticSpec's defaults) only slow the learning
     # down; larger images cost more per step for no faster learning per step.
-    # 600 training images; 100 search-split images score the search, early stopping and
+    # 200 training images; 100 search-split images score the search, early stopping and
     # the best trial; 100 test-split images score only the report.
     synthetic=SyntheticSpec(
-        num_train=600,
+        num_train=200,
         num_search=100,
         num_test=100,
         min_side=96,
@@ -76,7 +78,7 @@ TOY = StudyConfig(
     axes=Axes(init=("scratch", "pretrained"), data_fraction=(1.0,), model=("tiny",)),
     models=LOCAL_MODELS,
     data=TOY_DATA,
-    # 1x = 300 iterations of 2 images = 600 images, one pass over the training set; the LR
+    # 1x = 300 iterations of 2 images = 600 images, three passes over the training set; the LR
     # drops at the last 200 and 67 iterations of each schedule (the paper's last 60k and
     # 20k of 90k, scaled), after 60 iterations of warm-up. The recipe's trial scores all
     # three schedules in 2,800 iterations (a trunk to 2,200, three cooldowns of 200)
@@ -147,9 +149,9 @@ SMOKE = dataclasses.replace(
 TOY_SCALING = dataclasses.replace(
     TOY,
     name="toy-scaling",
-    description="toy plus a data-fraction axis (all images and 10%), paper Sec. 5.2 in miniature",
-    # 10% of 600 images = 60 (the paper's 118k -> 10k/1k subsets, scaled).
-    axes=Axes(init=("scratch", "pretrained"), data_fraction=(1.0, 0.1), model=("tiny",)),
+    description="toy plus a data-fraction axis (all images and 30%), paper Sec. 5.2 in miniature",
+    # 30% of 200 images = 60 (the paper's 118k -> 35k subset, scaled).
+    axes=Axes(init=("scratch", "pretrained"), data_fraction=(1.0, 0.3), model=("tiny",)),
     num_samples=2,
 )
 
@@ -160,7 +162,7 @@ TOY_REPLICATES = dataclasses.replace(
     "verdict per schedule",
     # The recipe alone (the paper's Table 1 design: one recipe at every schedule), trained
     # under seeds 0-2; each seed changes the model init, the data order and the generated
-    # pretraining (the same 600 training images). Three seeds keep it within half an hour
+    # pretraining (the same 200 training images). Three seeds keep it within half an hour
     # on 2 cores (four took 32 minutes); Welch's interval is wide at this count (t = 2.78
     # at 4 degrees of freedom), so "inconclusive" is a likely reading wherever the gap is
     # small: raise it with --replicates on --resume.
@@ -170,15 +172,16 @@ TOY_REPLICATES = dataclasses.replace(
 
 # The paper's third claim, "multiple tasks and metrics" (Sec. 5.1: COCO person keypoints,
 # 65.6 keypoint AP from scratch against 65.5 pretrained at 2x): the toy's data redrawn as
-# kites with 4 named keypoints (trainables/synthetic.py's KITE), the same images' sizes and
-# counts, the toy's generated pretraining (the backbone is the same, so its cache is shared),
-# the model with a keypoint head, keypoint AP (OKS, the sigmas the dataset states) the
-# objective. The paper needed only 2x and 3x for keypoints; here 2x, 3x and 4x (1x = 300
-# iterations, as the toy's; at 1x neither init's keypoint AP is above 0.01 on the search
-# split), the recipe alone per init (Table 1's design), to stay within the default's
-# budget: keypoint AP is still rising at 4x (docs/keypoints.md), not calibrated to a plateau.
+# kites with 4 named keypoints (trainables/synthetic.py's KITE), the same image sizes, 600
+# training images (the keypoint task was calibrated with them), the toy's generated
+# pretraining (the backbone is the same, so its cache is shared), the model with a keypoint
+# head, keypoint AP (OKS, the sigmas the dataset states) the objective. The paper needed only
+# 2x and 3x for keypoints; here 2x, 3x and 4x (1x = 300 iterations, as the toy's; at 1x
+# neither init's keypoint AP is above 0.01 on the search split), the recipe alone per init
+# (Table 1's design), to stay within the default's budget: keypoint AP is still rising at
+# 4x (docs/keypoints.md), not calibrated to a plateau.
 TOY_KEYPOINT_DATA = dataclasses.replace(
-    TOY_DATA, keypoints=True, synthetic=dataclasses.replace(TOY_DATA.synthetic, keypoints=True)
+    TOY_DATA, keypoints=True, synthetic=dataclasses.replace(TOY_DATA.synthetic, keypoints=True, num_train=600)
 )
 TOY_KEYPOINTS = dataclasses.replace(
     TOY,

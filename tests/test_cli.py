@@ -128,7 +128,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(capsys, tmp_path):
 def test_dry_run_of_the_scaling_preset(capsys):
     assert main(["--preset", "toy-scaling", "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "arms: 4" in out and "scratch-tiny-f0.1" in out and "pretrained-tiny-f1" in out
+    assert "arms: 4" in out and "scratch-tiny-f0.3" in out and "pretrained-tiny-f1" in out
 
 
 def test_help_mentions_every_option():
