@@ -16,7 +16,7 @@ import pandas as pd
 
 from analysis import replicates
 from analysis.paper import paper_frame
-from analysis.tables import best_by_schedule
+from analysis.tables import best_by_schedule, completed
 
 
 def _label(schedule: float) -> str:
@@ -57,7 +57,9 @@ def answer_tables(
             schedules = sorted(set(schedules) | set(mine.index))
             means = mine["pretrained_mean"].reindex(schedules)
         else:
-            means = values["pretrained"].reindex(schedules)
+            # One seed: the change along one trial's branches, not across the cells above
+            # (each best on the search split, possibly from different trials).
+            means, curve_trial = _one_trial_curve(df, group, column, schedules)
         for s in schedules:
             gap = mine.loc[s] if mine is not None and s in mine.index else None
             if gap is not None:
@@ -78,11 +80,13 @@ def answer_tables(
             if mine is not None:
                 cells_by_row[f"verdict (margin ±{margin:g})"].append("no replicates")
         paired = None
+        if mine is not None:
+            curve_trial = None
         if mine is not None and rows is not None:
             config = str(mine["config"].iloc[0])
             arm_rows = rows[(rows["model"] == model) & (rows["data_fraction"] == fraction)]
             paired = replicates.plateau_test(arm_rows, config, margin)
-        cells_by_row["pretrained: change from the schedule before"] = _changes(means, margin, paired)
+        cells_by_row["pretrained: change from the schedule before"] = _changes(means, margin, paired, curve_trial)
         if with_paper and fraction == 1.0:
             paper = paper_frame(objective)
             for init, name in (("scratch", "paper: random init"), ("pretrained", "paper: w/ pre-train")):
@@ -110,10 +114,27 @@ def _replicated(gaps: pd.DataFrame | None, model: str, fraction: float) -> pd.Da
     return None
 
 
-def _changes(means: pd.Series, margin: float, paired: dict | None = None) -> list[str]:
+def _one_trial_curve(
+    df: pd.DataFrame, best: pd.DataFrame, column: str, schedules: list[float]
+) -> tuple[pd.Series, str | None]:
+    """Pretrained's AP at every schedule along one trial: the trial of the longest schedule's
+    cell, which scored each shorter schedule on a branch of the same trunk. A plateau is a
+    property of one recipe's schedule curve (Table 1: one recipe per init at every
+    schedule); the cells of different schedules may be different trials, chosen on the
+    search split, whose difference mixes the trials' seed noise and that choice into it."""
+    mine = best[(best["init"] == "pretrained") & best[column].notna()]
+    if mine.empty:
+        return pd.Series(math.nan, index=schedules), None
+    trial = str(mine.sort_values("schedule")["trial_id"].iloc[-1])
+    done = completed(df)
+    curve = done[done["trial_id"] == trial].drop_duplicates("schedule").set_index("schedule")[column]
+    return curve.reindex(schedules), trial
+
+
+def _changes(means: pd.Series, margin: float, paired: dict | None = None, trial: str | None = None) -> list[str]:
     """Pretrained's change from each schedule to the next; at the longest, whether it has
     levelled off: over seeds (``paired``, replicates.plateau_test) or, with one seed, the
-    point estimate against the margin, said to be one."""
+    point estimate along one ``trial``'s branches against the margin, said to be one."""
     cells, previous = [], math.nan
     for i, value in enumerate(means):
         if i == 0 or math.isnan(previous) or math.isnan(value):
@@ -128,7 +149,9 @@ def _changes(means: pd.Series, margin: float, paired: dict | None = None) -> lis
                         f"against ±{margin:g})"
                     )
                 else:
-                    cell += f" ({'within' if abs(change) <= margin else 'beyond'} ±{margin:g}; one seed, no interval)"
+                    along = f"trial {trial}'s branches, " if trial else ""
+                    reading = "within" if abs(change) <= margin else "beyond"
+                    cell += f" ({reading} ±{margin:g}; {along}one seed, no interval)"
             cells.append(cell)
         previous = value
     return cells

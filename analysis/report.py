@@ -285,7 +285,10 @@ def _answer_section(
         lines += [
             "Each cell is one seed's result: it has no interval, so no verdict is drawn from it. Run with "
             "`--replicates K` (or the `toy-replicates` preset) for mean ± std over seeds and an equivalence "
-            f"verdict against the margin ±{margin:g}.",
+            f"verdict against the margin ±{margin:g}. Pretrained's change from schedule to schedule is read along "
+            "one trial, the one of its longest schedule's cell, which scored every shorter schedule on a branch of "
+            "the same trunk: the cells above it are each the best on the search split and may come from different "
+            "trials.",
             "",
         ]
     return lines
