@@ -51,6 +51,7 @@ def answer_tables(
             for init in ("scratch", "pretrained")
         }
         mine = _replicated(gaps, model, fraction)
+        curve_trial = None
         cells_by_row = {"scratch": [], "pretrained": [], "Δ scratch − pretrained": []}
         if mine is not None:
             cells_by_row[f"verdict (margin ±{margin:g})"] = []
@@ -80,8 +81,6 @@ def answer_tables(
             if mine is not None:
                 cells_by_row[f"verdict (margin ±{margin:g})"].append("no replicates")
         paired = None
-        if mine is not None:
-            curve_trial = None
         if mine is not None and rows is not None:
             config = str(mine["config"].iloc[0])
             arm_rows = rows[(rows["model"] == model) & (rows["data_fraction"] == fraction)]
