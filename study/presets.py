@@ -162,10 +162,10 @@ TOY_REPLICATES = dataclasses.replace(
     "verdict per schedule",
     # The recipe alone (the paper's Table 1 design: one recipe at every schedule), trained
     # under seeds 0-2; each seed changes the model init, the data order and the generated
-    # pretraining (the same 200 training images). Three seeds keep it within half an hour
-    # on 2 cores (four took 32 minutes); Welch's interval is wide at this count (t = 2.78
-    # at 4 degrees of freedom), so "inconclusive" is a likely reading wherever the gap is
-    # small: raise it with --replicates on --resume.
+    # pretraining (the same 200 training images). Three seeds took 16.5 minutes on 2 cores
+    # (docs/replicates.md); Welch's interval is wide at this count (t = 2.78 at 4 degrees of
+    # freedom), so "inconclusive" is a likely reading wherever the gap is small: raise it
+    # with --replicates on --resume.
     num_samples=1,
     replicates=3,
 )
