@@ -42,6 +42,7 @@ def answer_tables(
     (replicate_rows' output) judge pretrained's plateau over seeds.
     """
     best = best_by_schedule(df, objective)
+    done = completed(df)
     column = f"test_{objective}" if best[f"test_{objective}"].notna().any() else objective
     out = []
     for (model, fraction), group in best.groupby(["model", "data_fraction"], sort=True):
@@ -60,7 +61,7 @@ def answer_tables(
         else:
             # One seed: the change along one trial's branches, not across the cells above
             # (each best on the search split, possibly from different trials).
-            means, curve_trial = _one_trial_curve(df, group, column, schedules)
+            means, curve_trial = _one_trial_curve(done, group, column, schedules)
         for s in schedules:
             gap = mine.loc[s] if mine is not None and s in mine.index else None
             if gap is not None:
@@ -114,18 +115,18 @@ def _replicated(gaps: pd.DataFrame | None, model: str, fraction: float) -> pd.Da
 
 
 def _one_trial_curve(
-    df: pd.DataFrame, best: pd.DataFrame, column: str, schedules: list[float]
+    done: pd.DataFrame, best: pd.DataFrame, column: str, schedules: list[float]
 ) -> tuple[pd.Series, str | None]:
-    """Pretrained's AP at every schedule along one trial: the trial of the longest schedule's
-    cell, which scored each shorter schedule on a branch of the same trunk. A plateau is a
-    property of one recipe's schedule curve (Table 1: one recipe per init at every
-    schedule); the cells of different schedules may be different trials, chosen on the
-    search split, whose difference mixes the trials' seed noise and that choice into it."""
+    """Pretrained's AP at every schedule along one trial (``done``: the completed final rows):
+    the trial of the longest schedule's cell, which scored each shorter schedule on a branch
+    of the same trunk. A plateau is a property of one recipe's schedule curve (Table 1: one
+    recipe per init at every schedule); the cells of different schedules may be different
+    trials, chosen on the search split, whose difference mixes the trials' seed noise and
+    that choice into it."""
     mine = best[(best["init"] == "pretrained") & best[column].notna()]
     if mine.empty:
         return pd.Series(math.nan, index=schedules), None
     trial = str(mine.sort_values("schedule")["trial_id"].iloc[-1])
-    done = completed(df)
     curve = done[done["trial_id"] == trial].drop_duplicates("schedule").set_index("schedule")[column]
     return curve.reindex(schedules), trial
 
