@@ -1,163 +1,224 @@
 """The report's lead: the study's answer in the shape of the paper's Table 1.
 
-One table per (model, data fraction): the inits as rows, the schedules as columns, the test
-split's AP of each init's result chosen on the search split; then the gap Δ = scratch −
-pretrained and, where seed replicates exist, their mean ± std, Δ's 95 % interval and the
-equivalence verdict (analysis/replicates.py); and pretrained's change from one schedule to
-the next, with its plateau marked where the change lies within the equivalence margin (the
-paper: 40.3 → 41.1 from 2× to 6×, Table 1).
+The paper's design is one recipe per init at every schedule, so the lead table is each
+init's recipe against the other's: per (model, data fraction), inits as rows and schedules
+as columns, the test split's AP; with seed replicates their mean ± std, Δ with the 90 %
+interval the verdict reads, the verdict (analysis/verdict.py), and each init's change from
+schedule to schedule with its plateau at the longest (paired by seed). The paper's numbers
+stand beside the recipe rows where the study's model and weights are the paper's.
+
+The best of the search follows as a second table, never beside the paper: each cell is the
+trial best on the search split among the N that scored that schedule (N in the cell), and
+its test-split value keeps part of the luck that chose it.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
+import numpy as np
 import pandas as pd
 
 from analysis import replicates
+from analysis.headline import plateaus
 from analysis.paper import paper_frame
-from analysis.tables import best_by_schedule, completed
+from analysis.tables import best_by_schedule
+from analysis.verdict import NO_SPREAD, TOO_FEW
+from trainables.rows import DIVERGED, FINAL
+
+INITS = ("scratch", "pretrained")
+DELTA = "Δ scratch − pretrained"
 
 
 def _label(schedule: float) -> str:
     return f"{schedule:g}×"
 
 
-def answer_tables(
+def _ap(value: float, signed: bool = False) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:+.3f}" if signed else f"{value:.3f}"
+
+
+def recipe_tables(
     df: pd.DataFrame,
     objective: str,
-    margin: float,
+    recipes: dict[str, tuple[float, float]],
+    margins: Callable[[str, float], float],
     gaps: pd.DataFrame | None = None,
-    with_paper: bool = False,
     rows: pd.DataFrame | None = None,
+    seed: int = 0,
+    with_paper: bool = False,
 ) -> list[tuple[str, pd.DataFrame]]:
-    """[(title, table)] per (model, data fraction); cells are formatted strings.
+    """[(title, table)] per (model, data fraction): each init's recipe at every schedule.
 
-    Without replicates each cell is one draw: the trial best on the search split at that
-    schedule, on the test split (the search split where the study has none). With them
-    (``gaps`` from replicates.gap_intervals), the "best" configuration's seeds (or the recipe,
-    where it was the best) give mean ± std (seeds), Δ with its 95 % interval and the verdict.
-    ``with_paper`` adds the paper's AP for ``objective`` (Table 1's bbox AP, or the keypoint
-    AP of Sec. 5.1; val2017, as fractions) for a COCO study's full-data model. ``rows``
-    (replicate_rows' output) judge pretrained's plateau over seeds.
+    ``df``: every row of the study; ``recipes``: arm -> its recipe's (lr, wd); ``gaps`` and
+    ``rows``: analysis/replicates.py's, where the recipe was replicated (else the recipe's
+    own trial under the study's ``seed``, one draw without an interval). ``with_paper`` adds
+    the paper's AP for ``objective`` (Table 1's bbox AP, Sec. 5.1's keypoint AP; val2017, as
+    fractions) for full-data rows of the paper's models.
     """
-    best = best_by_schedule(df, objective)
-    done = completed(df)
-    column = f"test_{objective}" if best[f"test_{objective}"].notna().any() else objective
+    finals = df[df["phase"] == FINAL] if not df.empty else df
+    if finals.empty:
+        return []
+    column = replicates.value_column(finals, objective)
     out = []
-    for (model, fraction), group in best.groupby(["model", "data_fraction"], sort=True):
-        schedules = sorted(group["schedule"].unique())
-        values = {
-            init: group[group["init"] == init].set_index("schedule")[column].reindex(schedules)
-            for init in ("scratch", "pretrained")
-        }
-        mine = _replicated(gaps, model, fraction)
-        curve_trial = None
-        cells_by_row = {"scratch": [], "pretrained": [], "Δ scratch − pretrained": []}
+    for (model, fraction), pair in finals.groupby(["model", "data_fraction"], sort=True):
+        margin = margins(model, fraction)
+        schedules = sorted(pair["schedule"].unique())
+        mine = _reading(gaps, model, fraction, replicates.RECIPE)
         if mine is not None:
-            cells_by_row[f"verdict (margin ±{margin:g})"] = []
-            schedules = sorted(set(schedules) | set(mine.index))
-            means = mine["pretrained_mean"].reindex(schedules)
+            table = _replicated_table(mine, schedules, rows, model, fraction, margin)
+            what = "mean ± std over seeds"
         else:
-            # One seed: the change along one trial's branches, not across the cells above
-            # (each best on the search split, possibly from different trials).
-            means, curve_trial = _one_trial_curve(done, group, column, schedules)
-        for s in schedules:
-            gap = mine.loc[s] if mine is not None and s in mine.index else None
-            if gap is not None:
-                cells_by_row["scratch"].append(
-                    replicates.seeds_cell(gap.scratch_seeds, gap.scratch_mean, gap.scratch_std)
-                )
-                cells_by_row["pretrained"].append(
-                    replicates.seeds_cell(gap.pretrained_seeds, gap.pretrained_mean, gap.pretrained_std)
-                )
-                ci = "" if math.isnan(gap.low) else f" [{gap.low:+.3f}, {gap.high:+.3f}]"
-                cells_by_row["Δ scratch − pretrained"].append(f"{gap.delta:+.3f}{ci}")
-                cells_by_row[f"verdict (margin ±{margin:g})"].append(f"**{gap.verdict}**")
-                continue
-            cells = {init: values[init].get(s, math.nan) for init in values}
-            for init in ("scratch", "pretrained"):
-                cells_by_row[init].append(_ap(cells[init]))
-            cells_by_row["Δ scratch − pretrained"].append(_ap(cells["scratch"] - cells["pretrained"], signed=True))
-            if mine is not None:
-                cells_by_row[f"verdict (margin ±{margin:g})"].append("no replicates")
-        paired = None
-        if mine is not None and rows is not None:
-            config = str(mine["config"].iloc[0])
-            arm_rows = rows[(rows["model"] == model) & (rows["data_fraction"] == fraction)]
-            paired = replicates.plateau_test(arm_rows, config, margin)
-        cells_by_row["pretrained: change from the schedule before"] = _changes(means, margin, paired, curve_trial)
+            table = _one_seed_table(pair, recipes, column, schedules, seed, margin)
+            what = "one seed"
+        if table is None:
+            continue
         if with_paper and fraction == 1.0:
             paper = paper_frame(objective)
             for init, name in (("scratch", "paper: random init"), ("pretrained", "paper: w/ pre-train")):
-                mine_paper = paper[(paper["model"] == model) & (paper["init"] == init)].set_index("schedule")
-                if not mine_paper.empty:
-                    cells_by_row[name] = [_ap(mine_paper["paper_AP"].get(s, math.nan) / 100) for s in schedules]
-        table = pd.DataFrame(
-            [[name, *cells] for name, cells in cells_by_row.items()], columns=["", *map(_label, schedules)]
-        )
+                theirs = paper[(paper["model"] == model) & (paper["init"] == init)].set_index("schedule")
+                if not theirs.empty:
+                    table[name] = [_ap(theirs["paper_AP"].get(s, math.nan) / 100) for s in schedules]
+        frame = pd.DataFrame([[k, *v] for k, v in table.items()], columns=["", *map(_label, schedules)])
         split = "test split" if column.startswith("test_") else "search split (the study has no test split)"
-        what = "mean ± std over seeds" if mine is not None else "one seed"
-        out.append((f"{model}, data fraction {fraction:g}: {objective} on the {split}, {what}", table))
+        out.append(
+            (f"{model}, data fraction {fraction:g}: each init's recipe, {objective} on the {split}, {what}", frame)
+        )
     return out
 
 
-def _replicated(gaps: pd.DataFrame | None, model: str, fraction: float) -> pd.DataFrame | None:
-    """The replicated "best" configuration's gaps (or "recipe = best") for one arm pair, by schedule."""
+def _reading(gaps: pd.DataFrame | None, model: str, fraction: float, reading: str) -> pd.DataFrame | None:
     if gaps is None or gaps.empty:
         return None
-    mine = gaps[(gaps["model"] == model) & (gaps["data_fraction"] == fraction)]
-    for kind in (replicates.BOTH, replicates.BEST):
-        chosen = mine[mine["config"] == kind]
-        if not chosen.empty:
-            return chosen.set_index("schedule")
-    return None
+    mine = gaps[(gaps["model"] == model) & (gaps["data_fraction"] == fraction) & (gaps["reading"] == reading)]
+    return mine.set_index("schedule") if not mine.empty else None
 
 
-def _one_trial_curve(
-    done: pd.DataFrame, best: pd.DataFrame, column: str, schedules: list[float]
-) -> tuple[pd.Series, str | None]:
-    """Pretrained's AP at every schedule along one trial (``done``: the completed final rows):
-    the trial of the longest schedule's cell, which scored each shorter schedule on a branch
-    of the same trunk. A plateau is a property of one recipe's schedule curve (Table 1: one
-    recipe per init at every schedule); the cells of different schedules may be different
-    trials, chosen on the search split, whose difference mixes the trials' seed noise and
-    that choice into it."""
-    mine = best[(best["init"] == "pretrained") & best[column].notna()]
-    if mine.empty:
-        return pd.Series(math.nan, index=schedules), None
-    trial = str(mine.sort_values("schedule")["trial_id"].iloc[-1])
-    curve = done[done["trial_id"] == trial].drop_duplicates("schedule").set_index("schedule")[column]
-    return curve.reindex(schedules), trial
+def _replicated_table(
+    gaps: pd.DataFrame, schedules: list[float], rows: pd.DataFrame, model: str, fraction: float, margin: float
+) -> dict[str, list[str]]:
+    """Mean ± std (seeds), Δ [90 % interval], the verdict and each init's changes."""
+    table: dict[str, list[str]] = {init: [] for init in INITS}
+    table[f"{DELTA} [90% CI]"] = []
+    table[f"verdict (margin {margin:g})"] = []
+    for s in schedules:
+        if s not in gaps.index:
+            for key in table:
+                table[key].append("–")
+            continue
+        g = gaps.loc[s]
+        for init in INITS:
+            table[init].append(
+                replicates.seeds_cell(g[f"{init}_seeds"], g[f"{init}_mean"], g[f"{init}_std"], g[f"{init}_diverged"])
+            )
+        ci = "" if math.isnan(g["low90"]) else f" [{g['low90']:+.3f}, {g['high90']:+.3f}]"
+        table[f"{DELTA} [90% CI]"].append(f"{g['delta']:+.3f}{ci}")
+        table[f"verdict (margin {margin:g})"].append(_verdict_cell(g))
+    changes = plateaus(rows, model, fraction, replicates.RECIPE, margin)
+    for init in INITS:
+        means = gaps[f"{init}_mean"].reindex(schedules)
+        table[f"{init}: change from the schedule before"] = _changes(means, margin, changes.get(init))
+    return table
 
 
-def _changes(means: pd.Series, margin: float, paired: dict | None = None, trial: str | None = None) -> list[str]:
-    """Pretrained's change from each schedule to the next; at the longest, whether it has
-    levelled off: over seeds (``paired``, replicates.plateau_test) or, with one seed, the
-    point estimate along one ``trial``'s branches against the margin, said to be one."""
+def _verdict_cell(g: pd.Series) -> str:
+    cell = f"**{g['verdict']}**"
+    beside = [
+        b
+        for b in ("equivalent" if g["equivalent"] else "", f"scratch {g['difference']}" if g["difference"] else "")
+        if b
+    ]
+    return cell + (f" ({', '.join(beside)})" if beside else "")
+
+
+def _one_seed_table(
+    pair: pd.DataFrame,
+    recipes: dict[str, tuple[float, float]],
+    column: str,
+    schedules: list[float],
+    seed: int,
+    margin: float,
+) -> dict[str, list[str]] | None:
+    """The recipe's own trial per init under the study's seed: one draw, no interval; the
+    change from schedule to schedule along that one trial's branches."""
+    curves = {}
+    for init in INITS:
+        mine = pair[(pair["init"] == init) & (pair["seed"] == seed)]
+        arm = mine["arm"].iloc[0] if not mine.empty else None
+        if arm is None or arm not in recipes:
+            curves[init] = pd.Series(math.nan, index=schedules)
+            continue
+        lr, wd = recipes[arm]
+        trial = mine[np.isclose(mine["lr"], lr, rtol=1e-9) & np.isclose(mine["weight_decay"], wd, rtol=1e-9)]
+        trial = trial.sort_values("written_at").drop_duplicates("schedule", keep="last").set_index("schedule")
+        value = trial[column].where(trial["status"] != DIVERGED, 0.0) if not trial.empty else trial[column]
+        curves[init] = value.reindex(schedules)
+    if all(c.isna().all() for c in curves.values()):
+        return None
+    table = {init: [_ap(v) for v in curves[init]] for init in INITS}
+    table[DELTA] = [_ap(a - b, signed=True) for a, b in zip(curves["scratch"], curves["pretrained"])]
+    for init in INITS:
+        table[f"{init}: change from the schedule before"] = _changes(curves[init], margin, None)
+    return table
+
+
+def _changes(values: pd.Series, margin: float, paired=None) -> list[str]:
+    """Each schedule's change from the one before; at the longest, whether the init has
+    levelled off: over seeds (``paired``, a verdict.Change) or, with one seed, the point
+    change against the margin, said to be one."""
     cells, previous = [], math.nan
-    for i, value in enumerate(means):
+    for i, value in enumerate(values):
         if i == 0 or math.isnan(previous) or math.isnan(value):
             cells.append("–")
         else:
-            change = value - previous
-            cell = f"{change:+.3f}"
-            if i == len(means) - 1:
-                if paired is not None and paired["seeds"] >= 2:
-                    cell += (
-                        f" (**{paired['reading']}**: 90% CI [{paired['low90']:+.3f}, {paired['high90']:+.3f}] "
-                        f"against ±{margin:g})"
-                    )
+            cell = f"{value - previous:+.3f}"
+            if i == len(values) - 1:
+                if paired is not None and paired.reading not in (NO_SPREAD, TOO_FEW):
+                    ci = f"[{paired.low90:+.3f}, {paired.high90:+.3f}]"
+                    cell += f" (**{paired.reading}**: 90% CI {ci} against ±{margin:g})"
+                elif paired is not None:
+                    cell += f" ({paired.reading})"
                 else:
-                    along = f"trial {trial}'s branches, " if trial else ""
-                    reading = "within" if abs(change) <= margin else "beyond"
-                    cell += f" ({reading} ±{margin:g}; {along}one seed, no interval)"
+                    reading = "within" if abs(value - previous) <= margin else "beyond"
+                    cell += f" ({reading} ±{margin:g}; one seed, no interval)"
             cells.append(cell)
         previous = value
     return cells
 
 
-def _ap(value: float, signed: bool = False) -> str:
-    if value is None or math.isnan(value):
-        return "–"
-    return f"{value:+.3f}" if signed else f"{value:.3f}"
+def best_tables(df: pd.DataFrame, objective: str) -> list[tuple[str, pd.DataFrame]]:
+    """[(title, table)] per (model, data fraction): each init's best of the search per
+    schedule, with N, the trials that scored that schedule, in every cell. ``df``: the
+    search's own trials (the study's seed)."""
+    best = best_by_schedule(df, objective)
+    if best.empty:
+        return []
+    column = f"test_{objective}" if best[f"test_{objective}"].notna().any() else objective
+    out = []
+    for (model, fraction), group in best.groupby(["model", "data_fraction"], sort=True):
+        schedules = sorted(group["schedule"].unique())
+        by_init = {init: group[group["init"] == init].set_index("schedule") for init in INITS}
+        table = {}
+        for init in INITS:
+            mine = by_init[init]
+            table[init] = [
+                f"{_ap(mine.loc[s, column])} (N={mine.loc[s, 'trials']})" if s in mine.index else "–" for s in schedules
+            ]
+        table[DELTA] = [
+            _ap(by_init["scratch"].loc[s, column] - by_init["pretrained"].loc[s, column], signed=True)
+            if all(s in by_init[i].index for i in INITS)
+            else "–"
+            for s in schedules
+        ]
+        frame = pd.DataFrame([[k, *v] for k, v in table.items()], columns=["", *map(_label, schedules)])
+        out.append(
+            (f"{model}, data fraction {fraction:g}: best of the search, {objective} on the {_split(column)}", frame)
+        )
+    return out
+
+
+def _split(column: str) -> str:
+    return "test split" if column.startswith("test_") else "search split"

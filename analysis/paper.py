@@ -9,7 +9,10 @@ percent, as printed in the paper.
 
 from __future__ import annotations
 
-import pandas as pd
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pandas only where a frame is built: the presets import the numbers
+    import pandas as pd
 
 # (model, init) -> {schedule: bbox AP}
 TABLE1_BBOX_AP: dict[tuple[str, str], dict[float, float]] = {
@@ -49,6 +52,8 @@ def paper_frame(objective: str) -> pd.DataFrame:
     """The paper's AP by schedule for ``objective`` as a long frame (model, init, schedule,
     paper_AP, percent): Table 1 for bbox_AP, the keypoint AP for keypoints_AP; empty for
     others (the paper gives mask AP at 6x only, Table 2)."""
+    import pandas as pd
+
     source = {"bbox_AP": TABLE1_BBOX_AP, "keypoints_AP": KEYPOINT_AP}.get(objective, {})
     rows = [
         {"model": m, "init": i, "schedule": s, "paper_AP": ap}

@@ -1,59 +1,83 @@
 """``python -m analysis.report DIR/NAME [--out OUTDIR]``: the study's tables and figures.
 
 Writes ``report.md`` and PNG figures (default ``DIR/NAME/report/``) and prints where. Missing
-or partial data never crashes it: the report says what is missing instead.
+or partial data never crashes it: the report says what is missing instead. Each section is
+one function of a :class:`Inputs`.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from analysis import answer, figures, replicates, tables
+from analysis import answer, figures, headline, record, regime, replicates, tables
+from analysis.rank_agreement import rank_agreement
+from analysis.record import read_study, recipes, search_ranges  # noqa: F401  (the report's readers, re-exported)
 from analysis.results import final_rows, load_results, trial_rows
 from trainables.rows import COLUMNS, COMPLETED, DIVERGED, STUDY_FILE
 
-
-def read_study(study_dir: str | os.PathLike) -> dict[str, Any]:
-    """The study folder's study.json as a dict ({} when there is none)."""
-    path = Path(study_dir) / STUDY_FILE
-    return json.loads(path.read_text()) if path.exists() else {}
-
-
-def search_ranges(study: dict[str, Any]) -> dict[str, dict[str, tuple[float, float]]]:
-    """arm -> its searched lr and weight-decay ranges, from study.json's ``search_spaces``
-    (each arm's ranges with the preset's per-arm overrides applied)."""
-    spaces = study.get("search_spaces") or {}
-    return {
-        arm: {"lr": tuple(space["lr"]), "weight_decay": tuple(space["weight_decay"])} for arm, space in spaces.items()
-    }
+# Each init's best result per schedule with every AP column, beside the report.
+WIDE_CSV = "scratch_vs_pretrained.csv"
+# The paper's own pretrained weights (Detectron's GN ResNets): only beside these do the
+# paper's numbers stand (another checkpoint answers another question).
+PAPER_WEIGHTS = ("/R-50-GN.pkl", "/R-101-GN.pkl")
 
 
-def recipes(study: dict[str, Any]) -> dict[str, tuple[float, float]]:
-    """arm -> the recipe's (lr, weight_decay): study.json's arm configs carry it."""
-    return {arm: (float(t["lr"]), float(t["weight_decay"])) for arm, t in (study.get("arms") or {}).items()}
+@dataclass
+class Inputs:
+    """Everything the sections read, loaded once."""
+
+    study_dir: Path
+    study: dict[str, Any]
+    objective: str
+    df: pd.DataFrame  # every row
+    searched: pd.DataFrame  # the search's own trials (the study's seed)
+    seed: int
+    margin: Any  # (model, data fraction) -> δ
+    rows: pd.DataFrame  # replicate_rows'
+    gaps: pd.DataFrame | None
+    notes: list[str]
+    with_paper: bool
 
 
-def split_notes(study_dir: Path) -> list[str]:
-    """What the trials recorded about the search and test splits (subsets/splits-seed-*.json)."""
-    lines = []
-    for path in sorted((study_dir / "subsets").glob("splits-seed-*.json")):
-        blob = json.loads(path.read_text())
-        search, test = blob.get("search") or {}, blob.get("test")
-        where = "held out of the training images" if search.get("held_out_of_training") else search.get("annotations")
-        lines.append(
-            f"search split: {search.get('images')} images ({where}); "
-            + (f"test split: {test['images']} images ({test['annotations']})" if test else "no test split")
-            + f"; ids in `subsets/{path.name}`"
+def load_inputs(study_dir: Path) -> Inputs:
+    study = record.read_study(study_dir)
+    preset = study.get("preset") or {}
+    objective = preset.get("objective", "bbox_AP")
+    margin, notes = record.margins(study)
+    try:
+        df = load_results(study_dir)
+    except FileNotFoundError as err:
+        df = pd.DataFrame(columns=list(COLUMNS))
+        notes.append(f"No evaluation rows: {err}.")
+    if not study:
+        notes.append(f"No {STUDY_FILE} next to the results: search ranges and the preset are unknown.")
+    seed = preset.get("seed", 0)
+    # Best results come from the search's own trials (the study's seed): a replicate seed's
+    # result is one draw of seed noise, and the best of several draws is biased upward.
+    searched = df[df["seed"] == seed] if not df.empty else df
+    if len(searched) < len(df):
+        notes.append(
+            f"Tables of best results and figures use the search's own trials (seed {seed}); the other seeds' "
+            "results are in the recipe table and the seed replicates section."
         )
-    return lines
+    configs = replicates.planned_configs(df, record.recipes(study), record.read_replicates(study_dir), seed, objective)
+    rows = replicates.replicate_rows(df, configs, seed, objective)
+    gaps = replicates.gap_intervals(rows, margin) if not rows.empty else None
+    if gaps is not None and gaps.empty:  # replicated in one init only: no gap to judge
+        gaps = None
+    arms = (study.get("arms") or {}).values()
+    is_coco = any((a.get("data") or {}).get("source") == "coco" for a in arms)
+    weights = [a.get("pretrained_weights", "") for a in arms if a.get("init") == "pretrained"]
+    paper_weights = all(w.endswith(PAPER_WEIGHTS) for w in weights)
+    return Inputs(study_dir, study, objective, df, searched, seed, margin, rows, gaps, notes, is_coco and paper_weights)
 
 
 def markdown_table(df: pd.DataFrame) -> str:
@@ -74,143 +98,196 @@ def _fmt(value: Any, is_ap: bool) -> str:
     return str(value)
 
 
-# Each init's best result per schedule with every AP column, beside the report.
-WIDE_CSV = "scratch_vs_pretrained.csv"
-# The equivalence margin when study.json is missing: the COCO presets' (study/config.py).
-DEFAULT_MARGIN = 0.005
-
-
 def write_report(study_dir: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:
     """Write report.md and the figures; return the report's path."""
     study_dir = Path(study_dir)
     out_dir = Path(out) if out else study_dir / "report"
     out_dir.mkdir(parents=True, exist_ok=True)
-    study = read_study(study_dir)
-    objective = (study.get("preset") or {}).get("objective", "bbox_AP")
-    ranges = search_ranges(study)
-    notes: list[str] = []
-    margin = (study.get("preset") or {}).get("equivalence_margin")
-    if margin is None:
-        margin = DEFAULT_MARGIN
-        notes.append(f"The study's equivalence margin is unknown (no study.json): ±{margin:g} AP is assumed.")
-    try:
-        df = load_results(study_dir)
-    except FileNotFoundError as err:
-        df = pd.DataFrame()
-        notes.append(f"No evaluation rows: {err}.")
-    if not study:
-        notes.append(f"No {STUDY_FILE} next to the results: search ranges and the preset are unknown.")
+    i = load_inputs(study_dir)
+    i.notes += data_notes(i)
+    tables.scratch_vs_pretrained(
+        i.searched, i.objective, with_paper=i.with_paper, recipes=record.recipes(i.study)
+    ).to_csv(out_dir / WIDE_CSV, index=False)
+    written = draw_figures(i, out_dir)
+    name = (i.study.get("preset") or {}).get("name", study_dir.name)
+    trials = trial_rows(i.df) if not i.df.empty else i.df
+    sections = [
+        f"# Study report: {name}",
+        "",
+        f"Results: `{study_dir}` — {len(trials)} trials, {len(final_rows(i.df)) if not i.df.empty else 0} schedule "
+        f"results, {len(i.df)} evaluations; objective `{i.objective}`. AP values are fractions (the paper prints "
+        "percent).",
+        "",
+        *answer_section(i),
+        *reading_section(i),
+        *regime_section(i),
+        *missing_section(i),
+        *detail_section(i, written),
+        *early_stopping_section(i),
+        *replicates_section(i),
+    ]
+    report = out_dir / "report.md"
+    report.write_text("\n".join(sections) + "\n")
+    return report
 
-    final = final_rows(df) if not df.empty else df
-    trials = trial_rows(df) if not df.empty else df
-    if not df.empty:
-        status = final["status"].value_counts()
-        if not status.get(COMPLETED, 0):
-            notes.append("No schedule has a final result yet: the tables of best results are empty.")
-        if (trials["trial_status"] == DIVERGED).all():
-            notes.append("Every trial diverged (NaN/inf loss): lower the learning-rate range.")
-        for init in ("scratch", "pretrained"):
-            if init not in set(trials["init"]):
-                notes.append(f"The study has no {init} arm, so scratch and pretrained cannot be compared.")
-        if df[objective].isna().all():
-            notes.append(f"No trial reported {objective}.")
-        has_test = f"test_{objective}" in final and final[f"test_{objective}"].notna().any()
-        if status.get(COMPLETED, 0) and not has_test:
-            notes.append(
-                "No test-split numbers: the study has no test split (data.test_images/test_annotations), so "
-                "the `test_*` columns are empty, and the search-split numbers shown chose the results they show "
-                "(biased upward)."
-            )
 
-    is_coco = any((a.get("data") or {}).get("source") == "coco" for a in (study.get("arms") or {}).values())
+def data_notes(i: Inputs) -> list[str]:
+    """What the rows cannot answer."""
+    if i.df.empty:
+        return []
+    notes = []
+    final, trials = final_rows(i.df), trial_rows(i.df)
+    status = final["status"].value_counts()
+    if not status.get(COMPLETED, 0):
+        notes.append("No schedule has a final result yet: the tables of results are empty.")
+    if (trials["trial_status"] == DIVERGED).all():
+        notes.append("Every trial diverged (NaN/inf loss): lower the learning-rate range.")
+    for init in ("scratch", "pretrained"):
+        if init not in set(trials["init"]):
+            notes.append(f"The study has no {init} arm, so scratch and pretrained cannot be compared.")
+    if i.df[i.objective].isna().all():
+        notes.append(f"No trial reported {i.objective}.")
+    has_test = f"test_{i.objective}" in final and final[f"test_{i.objective}"].notna().any()
+    if status.get(COMPLETED, 0) and not has_test:
+        notes.append(
+            "No test-split numbers: the study has no test split (data.test_images/test_annotations), so the "
+            "`test_*` columns are empty, and the search-split numbers shown chose the results they show "
+            "(biased upward)."
+        )
+    return notes
+
+
+def draw_figures(i: Inputs, out_dir: Path) -> list[str]:
+    ranges = record.search_ranges(i.study)
     figs = {
         "training_curves.png": figures.training_curves,
         "ap_vs_images.png": figures.ap_vs_images,
         "landscape.png": lambda data, objective: figures.landscape(data, objective, ranges),
     }
-    if not df.empty and df["data_fraction"].nunique() > 1:
+    if not i.df.empty and i.df["data_fraction"].nunique() > 1:
         figs["scaling.png"] = figures.scaling_plot
-    written = []
-    data = df if not df.empty else _empty_frame()
-    # Best results come from the search's own trials (the study's seed): a replicate seed's
-    # result is one draw of seed noise, and the best of several draws is biased upward.
-    seed = (study.get("preset") or {}).get("seed", 0)
-    searched = data[data["seed"] == seed] if not data.empty else data
-    if len(searched) < len(data):
-        notes.append(
-            f"Tables and figures of best results use the search's own trials (seed {seed}); the other seeds' "
-            "results are in the seed replicates section."
-        )
-    tables.scratch_vs_pretrained(searched, objective, with_paper=is_coco, recipes=recipes(study)).to_csv(
-        out_dir / WIDE_CSV, index=False
-    )
     for name, make in figs.items():
-        fig = make(searched, objective)
+        fig = make(i.searched, i.objective)
         fig.savefig(out_dir / name, dpi=110)
         figures.plt.close(fig)
-        written.append(name)
+    return list(figs)
 
-    rows = replicates.replicate_rows(data, recipes(study), objective)
-    gaps = replicates.gap_intervals(rows, margin) if not rows.empty else None
-    if gaps is not None and gaps.empty:  # replicated in one init only: no gap to judge
-        gaps = None
-    sections = [
-        f"# Study report: {(study.get('preset') or {}).get('name', study_dir.name)}",
-        "",
-        f"Results: `{study_dir}` — {len(trials)} trials, {len(final)} schedule results, {len(df)} evaluations; "
-        f"objective `{objective}`. AP values are fractions (the paper prints percent).",
-        "",
-        *_answer_section(searched, objective, margin, gaps, is_coco, rows),
+
+def answer_section(i: Inputs) -> list[str]:
+    """The lead: the verdict's headline (primary first), recipe against recipe in Table 1's
+    shape, then the best of the search with N in every cell."""
+    lines = ["## The answer: scratch vs. pretrained per schedule (paper Table 1)", ""]
+    if i.gaps is not None:
+        lines += [*[f"- **{line}**" for line in headline.headline(i.gaps, i.rows)], ""]
+    lead = answer.recipe_tables(
+        i.df, i.objective, record.recipes(i.study), i.margin, i.gaps, i.rows, i.seed, i.with_paper
+    )
+    if not lead and not record.recipes(i.study):
+        lines += ["_The recipes are unknown (no arms in study.json), so the lead table cannot be drawn._", ""]
+    elif not lead:
+        lines += ["_No recipe has a completed final result yet._", ""]
+    for title, table in lead:
+        lines += [f"{title}:", "", markdown_table(table), ""]
+    if lead and i.gaps is None:
+        lines += [
+            "Each cell is one seed's result of the recipe: it has no interval, so no verdict is drawn from it. Run "
+            "with `--replicates K` (or the `toy-replicates` preset) for mean ± std over seeds and the "
+            "non-inferiority verdict. Each init's change from schedule to schedule is read along its recipe trial's "
+            "branches, one trunk.",
+            "",
+        ]
+    best = answer.best_tables(i.searched, i.objective)
+    if best:
+        lines += [
+            "### Best of the search (secondary)",
+            "",
+            "Each cell is the trial best on the search split among the N that scored that schedule. The search and "
+            "test scores come from one model, so the test value keeps part of the luck that chose it: compare "
+            "recipe with recipe for the answer, and the replicate section's best, rerun on fresh seeds.",
+            "",
+        ]
+        for title, table in best:
+            lines += [f"{title}:", "", markdown_table(table), ""]
+    return lines
+
+
+def reading_section(i: Inputs) -> list[str]:
+    images = record.test_images(i.study_dir)
+    return [
         "## How to read it",
         "",
-        "Every trial trains one peak-LR trunk and scores each schedule of its arm up to its own on a "
-        "branch: from the schedule's first LR drop, its cooldown to its end. A schedule's result is that "
-        "of an independent run of it with the same seed.",
+        "The paper's claim is one-sided: scratch is **no worse** than pretrained. The verdict is a non-inferiority "
+        "test per schedule, on Δ = scratch − pretrained over seeds (Welch's t): **no worse** when the 90% interval "
+        "of Δ lies above −δ (the one-sided test of Δ ≤ −δ rejects at 5%), **worse** when it lies below −δ, "
+        "**inconclusive** otherwise, with the seeds per init that would settle it. Beside it: **equivalent** (the "
+        "90% interval inside ±δ) and a significant difference (the 95% interval excludes 0: scratch ahead or "
+        "behind). A gap that is not significant is never read as a match. δ is each comparison's margin, fixed "
+        "before the study ran (below). Seeds that diverged enter at AP 0 and are counted; seeds without a result "
+        "are counted and left out.",
         "",
-        "Two evaluation splits: the **search split** scored every decision (Optuna's search, early stopping, "
-        "which trial is best); the **test split** scored each schedule's final model at the same moment and "
-        "decided nothing. Tables lead with the test split (`test_*`); the search split's numbers "
-        "(unprefixed) stand beside them and are biased upward by the choice they made.",
+        "The intervals are of seed noise (model init, data order, generated pretraining) and conditional on this "
+        f"test set{f' of {images} images' if images else ''}: every seed of both inits is scored on the same images, "
+        "so the set's own sampling noise is shared by both sides of Δ, but a different test set could move both. "
+        "The rows keep no per-image detections to resample.",
         "",
-        *[f"- {line}" for line in split_notes(study_dir)],
+        "Every trial trains one peak-LR trunk and scores each schedule of its arm up to its own on a branch: from "
+        "the schedule's first LR drop, its cooldown to its end. Two evaluation splits: the **search split** scored "
+        "every decision (Optuna's search, early stopping, which trial is best); the **test split** scored each "
+        "schedule's final model at the same moment and decided nothing.",
+        "",
+        *[f"- {line}" for line in record.split_notes(i.study_dir)],
+        "",
+        "Non-inferiority margins, as study.json recorded them before the first trial:",
+        "",
+        *[f"- {line}" for line in record.margin_lines(i.study)],
+        "",
     ]
-    if notes:
-        sections += ["", "## What is missing", "", *[f"- {n}" for n in notes]]
-    warnings = tables.boundary_warnings(searched, ranges, objective)
+
+
+def regime_section(i: Inputs) -> list[str]:
+    points = record.regime_points(i.study, i.df, i.study_dir)
+    if not points:
+        return []
+    return [
+        "## Regime: target data against what pretraining saw (paper Sec. 5.2)",
+        "",
+        *[f"- {regime.describe(p)}" for p in points],
+        "",
+        "The paper's points, in the same ratios:",
+        "",
+        *[f"- {line}" for line in regime.paper_lines()],
+        "",
+    ]
+
+
+def missing_section(i: Inputs) -> list[str]:
+    lines = []
+    if i.notes:
+        lines += ["## What is missing", "", *[f"- {n}" for n in i.notes], ""]
+    warnings = tables.boundary_warnings(i.searched, record.search_ranges(i.study), i.objective)
     if warnings:
-        sections += [
+        lines += ["## Warnings: best values at the edge of the searched range", "", *[f"- {w}" for w in warnings], ""]
+    return lines
+
+
+def detail_section(i: Inputs, written: list[str]) -> list[str]:
+    lines = []
+    if i.with_paper and i.objective in ("bbox_AP", "segm_AP"):
+        lines += [
+            "## Six metrics of each init's recipe (paper Table 2)",
             "",
-            "## Warnings: best values at the edge of the searched range",
+            markdown_table(tables.table2(i.searched, record.recipes(i.study))),
             "",
-            *[f"- {w}" for w in warnings],
+            "Each init's recipe at the schedule of the paper's row (6x; R101 pretrained 3x), on all of train2017, with "
+            "its test-split (val2017) metrics; `paper_*` = the paper's Table 2.",
+            "",
         ]
-    sections += [
-        "",
-        "## Each init's recipe at every schedule (the paper's Table 1 design)",
-        "",
-        markdown_table(tables.recipe_table(searched, recipes(study), objective)),
-        "",
-        "The recipe (each arm's first trial, never stopped early) scored at every schedule of its set; the test "
-        "split where there is one. Each init's best result per schedule, with the search split's numbers and "
-        f"the other APs beside it, is in `{WIDE_CSV}` next to this report.",
-        "",
-        *(
-            [
-                "## Six metrics at each init's best schedule (paper Table 2)",
-                "",
-                markdown_table(tables.table2(searched, objective)),
-                "",
-                "The result best on the search split over all schedules, on all of train2017, with its test-split "
-                "(val2017) metrics; `paper_*` = the paper's Table 2.",
-                "",
-            ]
-            # Table 2 is the instance-segmentation study's; a keypoint study has Sec. 5.1 in its lead.
-            if is_coco and objective in ("bbox_AP", "segm_AP")
-            else []
-        ),
+    lines += [
         "## Best result per arm and schedule",
         "",
-        markdown_table(tables.best_by_schedule(searched, objective)),
+        markdown_table(tables.best_by_schedule(i.searched, i.objective)),
+        "",
+        f"`trials`: the N that scored the schedule. Each init's best per schedule with every AP is in `{WIDE_CSV}`.",
         "",
         "## Training curves (paper Figs. 1, 3, 4)",
         "",
@@ -223,79 +300,57 @@ def write_report(study_dir: str | os.PathLike, out: str | os.PathLike | None = N
         "## Hyperparameter landscape per arm",
         "",
         "![landscape](landscape.png)",
+        "",
     ]
     if "scaling.png" in written:
-        sections += [
-            "",
+        lines += [
             "## Scaling with training-set size (paper Sec. 5.2)",
             "",
-            markdown_table(tables.scaling(searched, objective, with_paper=is_coco)),
+            markdown_table(tables.scaling(i.searched, i.objective, with_paper=i.with_paper)),
             "",
             "![scaling](scaling.png)",
-        ]
-    sections += ["", "## Budget", "", markdown_table(tables.budget(data))]
-    sections += ["", "## Seed replicates (paper Table 1's gaps against seed noise)", ""]
-    if gaps is None:
-        sections.append(
-            "_No configuration was scored under two or more seeds in both inits: run the study with "
-            "`--replicates K` for the seed noise of each arm's recipe and best settings, and an interval for the "
-            "gap._"
-        )
-    else:
-        split = "test" if replicates.value_column(data, objective).startswith("test_") else "search"
-        sections += [
-            *[f"- **{line}**" for line in replicates.headline(gaps, rows)],
-            "",
-            markdown_table(replicates.summary_table(gaps)),
-            "",
-            f"{objective} on the {split} split, mean ± std over seeds (model init, data order and, for the "
-            "generated pretraining, the pretraining; the training images stay the same; real ImageNet weights are "
-            "one fixed checkpoint), per configuration: `recipe` = the preset's lr and weight decay, `best` = the "
-            "arm's best on the search split, `recipe = best` where the recipe was that best. `delta_AP` = "
-            "scratch − pretrained, with Welch's 95% and 90% intervals over seeds. The verdict: **equivalent** "
-            f"when the 90% interval lies inside ±{margin:g} (two one-sided tests at 5%), **behind**/**ahead** when "
-            "the 95% interval excludes 0 and the gap is not equivalent, **inconclusive** otherwise, with about how "
-            "many seeds per init would settle it.",
-            "",
-            *[f"- {replicates.verdict(g)}" for _, g in gaps.iterrows()],
-        ]
-    report = out_dir / "report.md"
-    report.write_text("\n".join(sections) + "\n")
-    return report
-
-
-def _answer_section(
-    df: pd.DataFrame,
-    objective: str,
-    margin: float,
-    gaps: pd.DataFrame | None,
-    with_paper: bool,
-    rows: pd.DataFrame | None = None,
-) -> list[str]:
-    """The lead: Table 1's shape per (model, data fraction), and the verdict's headline."""
-    lines = ["## The answer: scratch vs. pretrained per schedule (paper Table 1)", ""]
-    if gaps is not None:
-        lines += [*[f"- **{line}**" for line in replicates.headline(gaps, rows)], ""]
-    tables_ = answer.answer_tables(df, objective, margin, gaps, with_paper, rows) if not df.empty else []
-    if not tables_:
-        lines += ["_No schedule has a completed final result yet._", ""]
-    for title, table in tables_:
-        lines += [f"{title}:", "", markdown_table(table), ""]
-    if tables_ and gaps is None:
-        lines += [
-            "Each cell is one seed's result: it has no interval, so no verdict is drawn from it. Run with "
-            "`--replicates K` (or the `toy-replicates` preset) for mean ± std over seeds and an equivalence "
-            f"verdict against the margin ±{margin:g}. Pretrained's change from schedule to schedule is read along "
-            "one trial, the one of its longest schedule's cell, which scored every shorter schedule on a branch of "
-            "the same trunk: the cells above it are each the best on the search split and may come from different "
-            "trials.",
             "",
         ]
-    return lines
+    return [*lines, "## Budget", "", markdown_table(tables.budget(i.df)), ""]
 
 
-def _empty_frame() -> pd.DataFrame:
-    return pd.DataFrame(columns=list(COLUMNS))
+def early_stopping_section(i: Inputs) -> list[str]:
+    agreement = rank_agreement(i.searched, i.objective) if not i.df.empty else pd.DataFrame()
+    if agreement.empty:
+        return []
+    return [
+        "## Early stopping: did the shorter schedules rank trials as the longest did?",
+        "",
+        markdown_table(agreement),
+        "",
+        "Spearman's rank correlation between each schedule's search-split result and the arm's longest, over the "
+        "trials that scored both (nan below 3). Measured on the trials that survived the rungs, so a low value is a "
+        "warning that early rungs may have stopped trials that would have ranked well late; a high one speaks for "
+        "the survivors only.",
+        "",
+    ]
+
+
+def replicates_section(i: Inputs) -> list[str]:
+    lines = ["## Seed replicates (paper Table 1's gaps against seed noise)", ""]
+    if i.gaps is None:
+        return lines + [
+            "_No configuration was scored under two or more seeds in both inits: run the study with `--replicates "
+            "K` for the seed noise of each arm's recipe and best settings, and the verdict._"
+        ]
+    split = "test" if replicates.value_column(i.df, i.objective).startswith("test_") else "search"
+    return lines + [
+        markdown_table(headline.summary_table(i.gaps)),
+        "",
+        f"{i.objective} on the {split} split, mean ± std over seeds (model init, data order and, for the generated "
+        "pretraining, the pretraining; the training images stay the same; real ImageNet weights are one fixed "
+        "checkpoint). `recipe`: each init's preset lr and weight decay, every seed (the primary reading). `best`: each "
+        "arm's best on the search split, on fresh seeds only (the search trial that won the choice is left out). "
+        "`seeds needed`: per init, for 80% power to show no worse if the true gap were 0 / the observed one; σ from "
+        "three seeds is good to a factor of about 0.65-2.4, so the counts to about 0.4-5.6.",
+        "",
+        *[f"- {headline.schedule_line(g)}" for _, g in i.gaps.iterrows()],
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:

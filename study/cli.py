@@ -25,6 +25,7 @@ from study.workspace import (
     StudyExists,
     check_folder,
     code_version,
+    generated_counts,
     prepare_inputs,
     read_study_file,
     seed_backbones,
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             if lock.folder_exists():
                 lock.acquire()
         study, uri, values = resolve(args)
-        check_before_ray(study, values, args)
+        counts = check_before_ray(study, values, args)
         if lock is not None and not lock.held:
             lock.acquire()
             check_folder(uri, args.resume)  # another driver may have started it meanwhile
@@ -109,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
             lock.release()
         parser.exit(2, f"{parser.prog}: error: {err.args[0] if isinstance(err, KeyError) else err}\n")
     if args.dry_run:
-        return dry_run(study, values, uri)
+        return dry_run(study, values, uri, counts)
     interrupts = Interrupts()
     interrupts.install()
     try:
@@ -117,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             print(takeover_line(lock), file=sys.stderr, flush=True)
         if values is not None:
             return run_trial_command(study, values, uri, args, interrupts)
-        return run_study_command(study, uri, args, interrupts)
+        return run_study_command(study, uri, args, interrupts, counts)
     except Exception as err:
         if disk.is_out_of_space(err):
             _stop_ray()
@@ -149,8 +150,11 @@ def _stop_ray() -> None:
         ray.shutdown()
 
 
-def check_before_ray(study: StudyConfig, values: dict[str, Any] | None, args: argparse.Namespace) -> None:
-    """Every value, path and address the driver can check (study/preflight.py)."""
+def check_before_ray(
+    study: StudyConfig, values: dict[str, Any] | None, args: argparse.Namespace
+) -> dict[float, tuple[int, int]] | None:
+    """Every value, path and address the driver can check (study/preflight.py); returns each
+    data fraction's training images and instances where preflight read the training file."""
     if values is not None:
         study = _one_arm(study, values)
         arm = Arm(values["init"], values["data_fraction"], values["model"])
@@ -168,10 +172,12 @@ def check_before_ray(study: StudyConfig, values: dict[str, Any] | None, args: ar
         missing_ok = "a run here would stop on it (on a cluster, with --address, the trials check it)"
     else:
         missing_ok = None
-    preflight.check_inputs(study, missing_ok)
+    return preflight.check_inputs(study, missing_ok)
 
 
-def dry_run(study: StudyConfig, values: dict[str, Any] | None, uri: str) -> int:
+def dry_run(
+    study: StudyConfig, values: dict[str, Any] | None, uri: str, counts: dict[float, tuple[int, int]] | None = None
+) -> int:
     cores = os.cpu_count() or 1
     if values is not None:
         study = _one_arm(study, values)
@@ -184,7 +190,7 @@ def dry_run(study: StudyConfig, values: dict[str, Any] | None, uri: str) -> int:
         capacity = f"GPUs of the cluster / {study.num_workers} per trial; set --set cluster_gpus=N to plan for N"
     else:
         capacity = f"{cores} CPUs here / {study.num_workers * study.cpus_per_worker} per trial"
-    plan = make_plan(study, study.num_samples, cores, 0, capacity)
+    plan = make_plan(study, study.num_samples, cores, 0, capacity, counts)
     print(format_plan(plan))
     print(disk.plan_line(_disk_need(study, plan), uri))
     print("\n(dry run: nothing was trained or written)")
@@ -261,7 +267,13 @@ def run_trial_command(
     return 0
 
 
-def run_study_command(study: StudyConfig, uri: str, args: argparse.Namespace, interrupts: Interrupts) -> int:
+def run_study_command(
+    study: StudyConfig,
+    uri: str,
+    args: argparse.Namespace,
+    interrupts: Interrupts,
+    counts: dict[float, tuple[int, int]] | None = None,
+) -> int:
     import ray
 
     from analysis import load_results
@@ -283,6 +295,7 @@ def run_study_command(study: StudyConfig, uri: str, args: argparse.Namespace, in
         cluster.get("CPU", 0),
         cluster.get("GPU", 0),
         f"cluster: {cluster.get('CPU', 0):g} CPUs, {cluster.get('GPU', 0):g} GPUs",
+        counts or generated_counts(study),
     )
     need = _disk_need(study, plan)
     print(format_plan(plan), disk.plan_line(need, uri), sep="\n", flush=True)
@@ -291,9 +304,9 @@ def run_study_command(study: StudyConfig, uri: str, args: argparse.Namespace, in
         grids = [tuning.run_study(study, arms, study.num_samples, uri, concurrent, args.resume)]
     if watch.short is None and study.replicates > 1:
         print(f"\nsearch done; replicate phase ({study.replicates} seeds)", flush=True)
-        from study.replicates import seeds
+        from study.replicates import all_seeds
 
-        backbones = seed_backbones(study, arms, seeds(study))
+        backbones = seed_backbones(study, arms, all_seeds(study))
         with _watch(uri, need, concurrent) as watch, interrupts.tune_running():
             grids += tuning.run_replicates(study, arms, uri, concurrent, backbones=backbones)
     if watch.short is not None:

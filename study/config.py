@@ -73,18 +73,61 @@ class Axes:
         _check(bool(self.model), "axes.model", self.model, "at least one model name")
 
 
+# z_0.95 x sqrt(2): a gap this many seed stds wide is one that two draws of an equally good
+# trial reach by chance at most 5 % of the time (early stopping's guard, study/scheduler.py).
+NOISE_GAPS = 1.6448536269514722 * math.sqrt(2)
+
+
 @dataclass(frozen=True)
 class EarlyStopping:
     """Rungs at the schedules of each arm's set (study/scheduler.py): at each schedule's
     final result the bottom 1 - 1/reduction_factor of the arm's trials stop, but only a
-    trial below the rung's cutoff by more than the study's ``equivalence_margin``: a gap
-    that would count as "no worse" decides nothing. The recipe trial is never stopped."""
+    trial below the rung's cutoff by more than two draws of seed noise differ by chance
+    (z_0.95 x sqrt(2) x the rung's seed std): two trials equally good are both kept, but for
+    one time in twenty. The rung's seed std is measured where the study has seeds of one
+    configuration at that schedule (replicates), else ``seed_std``, a prior the preset
+    states. The recipe trial is never stopped."""
 
     enabled: bool = True
     reduction_factor: int = 3
+    # The prior seed standard deviation of a schedule's final AP (AP units), with its reason
+    # in the preset.
+    seed_std: float = 0.002
 
     def __post_init__(self) -> None:
         _check(self.reduction_factor >= 2, "early_stopping.reduction_factor", self.reduction_factor, ">= 2")
+        _check(0 < self.seed_std < 1, "early_stopping.seed_std", self.seed_std, "in (0, 1) AP")
+
+
+@dataclass(frozen=True)
+class Margin:
+    """The non-inferiority margin δ of one comparison, scratch against pretrained at one
+    (model, data fraction): the largest gap scratch - pretrained that still counts as "no
+    worse" (analysis/verdict.py). A property of the question, fixed before the study runs and
+    written to study.json before its first trial; ``reason`` says where it comes from.
+
+    Absolute (``ap``), or relative: ``relative`` x ``reference`` (an AP fixed in advance, e.g.
+    the paper's pretrained AP for the setting), which :func:`relative_margin` builds.
+    """
+
+    ap: float
+    reason: str
+    relative: float = 0.0
+    reference: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check(0 < self.ap < 1, "margin.ap", self.ap, "in (0, 1) AP")
+        _check(bool(self.reason.strip()), "margin.reason", self.reason, "a reason for the margin")
+
+    def describe(self) -> str:
+        if self.relative:
+            return f"{self.ap:.4g} AP ({self.relative:.3g} x {self.reference:.4g}): {self.reason}"
+        return f"{self.ap:.4g} AP: {self.reason}"
+
+
+def relative_margin(relative: float, reference: float, reason: str) -> Margin:
+    """δ = ``relative`` x ``reference`` AP, both recorded."""
+    return Margin(ap=round(relative * reference, 6), reason=reason, relative=relative, reference=reference)
 
 
 @dataclass(frozen=True)
@@ -130,11 +173,15 @@ class StudyConfig:
     # warmup_iters, schedule_batch) stay study-wide: they scale with the global batch.
     trial_overrides: tuple[tuple[str, dict[str, Any]], ...] = ()
     objective: str = "bbox_AP"
-    # The equivalence margin (AP units): the largest gap scratch - pretrained that still
-    # counts as "no worse" (analysis/replicates.py's two one-sided tests), and the least gap
-    # at which early stopping calls one trial worse than its peers. A property of the
-    # question, fixed before the study runs.
-    equivalence_margin: float = 0.005
+    # The non-inferiority margin of every (model, data fraction), and per-comparison
+    # overrides keyed "data_fraction=0.1" or "model=r101" (later entries win): arms whose
+    # AP levels differ widely need margins of their own.
+    margin: Margin = field(
+        default_factory=lambda: Margin(
+            0.005, "half an AP point: the paper calls gaps of 0.1-0.5 points caught up (Table 1)"
+        )
+    )
+    margin_overrides: tuple[tuple[str, Margin], ...] = ()
     early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
     max_failures: int = 2
     # Trials at once; 0 derives it from the cluster's CPUs/GPUs when the study starts.
@@ -190,7 +237,13 @@ class StudyConfig:
                 )
         objectives = ("bbox_AP", "segm_AP", "keypoints_AP") if self.data.keypoints else ("bbox_AP", "segm_AP")
         _check(self.objective in objectives, "objective", self.objective, " or ".join(objectives))
-        _check(0 < self.equivalence_margin < 1, "equivalence_margin", self.equivalence_margin, "in (0, 1) AP")
+        for selector, _ in self.margin_overrides:
+            _check(
+                selector.partition("=")[0] in ("model", "data_fraction"),
+                "margin_overrides",
+                selector,
+                "a selector model=NAME or data_fraction=F (both inits share a comparison's margin)",
+            )
         _check(
             self.pretrain is not None
             or "pretrained" not in self.axes.init
@@ -276,6 +329,25 @@ def search_space(study: StudyConfig, arm: Arm) -> SearchSpace:
     return space
 
 
+def margin_for(study: StudyConfig, model: str, data_fraction: float) -> Margin:
+    """The margin of the comparison at (model, data fraction): the preset's, with matching
+    margin_overrides applied in order."""
+    margin = study.margin
+    for selector, override in study.margin_overrides:
+        if selector_matches(selector, {"model": model, "data_fraction": data_fraction}):
+            margin = override
+    return margin
+
+
+def margins(study: StudyConfig) -> list[dict[str, Any]]:
+    """Every comparison's margin, as study.json records it."""
+    return [
+        {"model": m, "data_fraction": f, **dataclasses.asdict(margin_for(study, m, f))}
+        for m in study.axes.model
+        for f in study.axes.data_fraction
+    ]
+
+
 def default_point(study: StudyConfig, arm: dict[str, Any]) -> dict[str, Any]:
     """The arm's recipe (lr, weight_decay, schedule): default_trial with matching overrides."""
     point = {k: study.default_trial[k] for k in RECIPE_KEYS}
@@ -340,6 +412,9 @@ __all__ = [
     "SearchSpace",
     "Axes",
     "EarlyStopping",
+    "Margin",
+    "relative_margin",
+    "margin_for",
     "StudyConfig",
     "Arm",
     "arms",

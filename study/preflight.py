@@ -26,7 +26,7 @@ from trainables.branches import branches
 from trainables.coco_check import check_images_present, check_same_categories, read_coco_json, trainable_images
 from trainables.config import ConfigError
 from trainables.errors import InputError, MissingInputError
-from trainables.splits import check_disjoint, check_splits, held_out_ids
+from trainables.splits import check_disjoint, check_splits, held_out_ids, training_counts
 
 ADDRESS_TIMEOUT_S = 3.0
 
@@ -111,16 +111,21 @@ def check_study(study: StudyConfig) -> None:
                 raise ConfigError(f"arm {arm.name}: {err}", "search.schedule") from None
 
 
-def check_inputs(study: StudyConfig, missing_ok: str | None = None, log: Callable[[str], None] = print) -> None:
+def check_inputs(
+    study: StudyConfig, missing_ok: str | None = None, log: Callable[[str], None] = print
+) -> dict[float, tuple[int, int]] | None:
     """The dataset (COCO source) and pretrained weight files, and that each arm's data
-    fraction leaves at least one global batch.
+    fraction leaves at least one global batch. Returns each data fraction's training images
+    and instances where the training file was read here (a COCO source on this machine),
+    else None.
 
     ``missing_ok``: a path missing here is not an error but a note ending with this text
     (for a cluster, whose nodes may hold it; for a dry run, which may be planned anywhere).
     """
     check_splits(study.data)
+    counts = None
     if study.data.source == "coco":
-        train_images = _check_coco(study, missing_ok, log)
+        train_images, counts = _check_coco(study, missing_ok, log)
     else:
         # Every generated image holds objects.
         train_images = study.data.synthetic.num_train - study.data.search_holdout
@@ -151,11 +156,15 @@ def check_inputs(study: StudyConfig, missing_ok: str | None = None, log: Callabl
                         missing_ok,
                         log,
                     )
+    return counts
 
 
-def _check_coco(study: StudyConfig, missing_ok: str | None, log: Callable[[str], None]) -> int | None:
+def _check_coco(
+    study: StudyConfig, missing_ok: str | None, log: Callable[[str], None]
+) -> tuple[int | None, dict[float, tuple[int, int]] | None]:
     """The three splits' files (trainables/splits.py); returns the images left to train on
-    (a lower bound when the search split is held out of them), or None if not readable here."""
+    (a lower bound when the search split is held out of them) and each fraction's training
+    images and instances, or (None, None) if not readable here."""
     d = study.data
     splits = ["train", "search", "test"] if d.has_test_split else ["train", "search"]
     if d.search_holdout:
@@ -185,7 +194,7 @@ def _check_coco(study: StudyConfig, missing_ok: str | None, log: Callable[[str],
             check_images_present(images, blobs[split]["images"], ann, f"data.{split}_images")
             folders[split] = images
     if "train" not in blobs:
-        return None
+        return None, None
     for split in splits[1:]:
         if split in blobs:
             ann = getattr(d, f"{split}_annotations")
@@ -203,7 +212,8 @@ def _check_coco(study: StudyConfig, missing_ok: str | None, log: Callable[[str],
     )
     if d.search_holdout:
         held_out_ids([i["id"] for i in blobs["train"]["images"]], d.search_holdout, d.subset_seed)
-    return max(0, trainable_images(blobs["train"]) - d.search_holdout)
+    counts = training_counts(blobs["train"], d, study.axes.data_fraction)
+    return max(0, trainable_images(blobs["train"]) - d.search_holdout), counts
 
 
 def _missing(message: str, field: str, missing_ok: str | None, log: Callable[[str], None]) -> None:

@@ -1,10 +1,19 @@
 """The replicate phase's plan: which (arm, lr, weight decay, seed) to score, after the search.
 
 With ``replicates`` = K > 1, each arm's recipe and its best (lr, weight decay) on the search
-split are trained under K seeds (the study's seed, then the next K - 1: model init and data
-order change, the training images stay the same), with the trunk to the arm's longest
-schedule so that every schedule is scored under every seed. A seed already scored that far
-(the recipe's search trial, usually) is not run again.
+split are trained under K seeds each (model init, data order and generated pretraining
+change, the training images stay the same), with the trunk to the arm's longest schedule so
+that every schedule is scored under every seed:
+
+- the recipe under the study's seed and the next K - 1. Its search trial (the study's seed)
+  counts: the recipe was fixed before the search, never chosen, so no selection favoured it.
+- the best under the K seeds after the study's: never the search's own seed, whose trial
+  won the choice and keeps part of that luck on every split (analysis/replicates.py reads it
+  so). A best that is the recipe takes the recipe's seeds but the search's own (K - 1 fresh
+  ones, no trial more). An arm whose search had one configuration chose nothing and has no
+  best.
+
+A seed already scored that far (the recipe's search trial, usually) is not run again.
 
 The configurations are chosen once, when the phase first starts, and written to
 ``replicates.json`` beside the rows: the replicates' own results must not change which
@@ -33,8 +42,8 @@ def choose_configs(study: StudyConfig, df: pd.DataFrame) -> dict[str, Any]:
     """Per arm: its trunk (longest schedule) and configurations, ``recipe`` and ``best``.
 
     ``best``: the (lr, weight decay) of the arm's best completed final result on the search
-    split among the search's own trials (the study's seed); the recipe where nothing else
-    did better (then the two are one configuration, run once per seed).
+    split among the search's own trials (the study's seed), possibly the recipe; None where
+    the search scored one configuration only (nothing was chosen).
     """
     finals = final_rows(df) if not df.empty else df
     chosen = {}
@@ -49,10 +58,10 @@ def choose_configs(study: StudyConfig, df: pd.DataFrame) -> dict[str, Any]:
                 & (finals["seed"] == study.seed)
                 & finals[study.objective].notna()
             ]
-            if not mine.empty:
+            if len(mine.groupby(["lr", "weight_decay"])) >= 2:
                 top = best_row(mine, study.objective)
                 configs["best"] = [float(top["lr"]), float(top["weight_decay"])]
-        configs.setdefault("best", configs["recipe"])
+        configs.setdefault("best", None)
         chosen[arm.name] = {"trunk": float(max((*space.schedule, float(recipe["schedule"])))), "configs": configs}
     return chosen
 
@@ -68,8 +77,16 @@ def load_or_choose(study: StudyConfig, df: pd.DataFrame, results_uri: str) -> di
     return chosen
 
 
-def seeds(study: StudyConfig) -> list[int]:
-    return [study.seed + k for k in range(study.replicates)]
+def seeds(study: StudyConfig, config: str = "recipe") -> list[int]:
+    """The seeds a configuration is scored under: the recipe's from the study's own, the
+    best's after it (fresh)."""
+    first = study.seed + (1 if config == "best" else 0)
+    return [first + k for k in range(study.replicates)]
+
+
+def all_seeds(study: StudyConfig) -> list[int]:
+    """Every seed the phase may run (the generated pretraining is made per seed)."""
+    return sorted(set(seeds(study, "recipe")) | set(seeds(study, "best")))
 
 
 def pending_points(study: StudyConfig, chosen: dict[str, Any], df: pd.DataFrame) -> list[dict[str, Any]]:
@@ -78,12 +95,18 @@ def pending_points(study: StudyConfig, chosen: dict[str, Any], df: pd.DataFrame)
     ended = trial_rows(df) if not df.empty else df
     points = []
     for arm, plan in chosen.items():
-        unique = {tuple(c) for c in plan["configs"].values()}
-        for lr, wd in sorted(unique):
-            for seed in seeds(study):
-                if not _done(ended, arm, lr, wd, seed, plan["trunk"]):
-                    points.append({"arm": arm, "lr": lr, "weight_decay": wd, "schedule": plan["trunk"], "seed": seed})
+        recipe, best = plan["configs"]["recipe"], plan["configs"].get("best")
+        wanted = {(float(recipe[0]), float(recipe[1]), seed) for seed in seeds(study, "recipe")}
+        if best and best != recipe:  # a best that is the recipe reads the recipe's fresh seeds
+            wanted |= {(float(best[0]), float(best[1]), seed) for seed in seeds(study, "best")}
+        for lr, wd, seed in sorted(wanted):
+            if not _done(ended, arm, lr, wd, seed, plan["trunk"]):
+                points.append({"arm": arm, "lr": lr, "weight_decay": wd, "schedule": plan["trunk"], "seed": seed})
     return points
+
+
+def _span(values: list[int]) -> str:
+    return f"{values[0]}-{values[-1]}" if len(values) > 1 else str(values[0])
 
 
 def _done(ended: pd.DataFrame, arm: str, lr: float, wd: float, seed: int, trunk: float) -> bool:
@@ -101,13 +124,22 @@ def _done(ended: pd.DataFrame, arm: str, lr: float, wd: float, seed: int, trunk:
 
 def describe(study: StudyConfig, chosen: dict[str, Any], points: list[dict[str, Any]]) -> str:
     """What the phase will run, for the log."""
-    lines = [f"replicates: seeds {', '.join(map(str, seeds(study)))}; {len(points)} trial(s) to run"]
+    recipe_seeds, best_seeds = seeds(study, "recipe"), seeds(study, "best")
+    lines = [
+        f"replicates: each recipe under seeds {_span(recipe_seeds)} (the search's own included: the recipe was "
+        f"not chosen), each best under fresh seeds {_span(best_seeds)} (never the seed whose trial won the "
+        f"choice); {len(points)} trial(s) to run"
+    ]
     for arm, plan in chosen.items():
-        recipe, best = plan["configs"]["recipe"], plan["configs"]["best"]
-        same = recipe == best
+        recipe, best = plan["configs"]["recipe"], plan["configs"].get("best")
+        if best is None:
+            what = "  no best (the search scored one configuration)"
+        elif recipe == best:
+            what = "  best = the recipe (its seeds but the search's own)"
+        else:
+            what = f"  best lr {best[0]:.4g} wd {best[1]:.2g}"
         lines.append(
-            f"  {arm:<26} trunk {plan['trunk']:g}x  recipe lr {recipe[0]:g} wd {recipe[1]:g}"
-            + ("  (also the best on the search split)" if same else f"  best lr {best[0]:.4g} wd {best[1]:.2g}")
-            + f"  -> {sum(p['arm'] == arm for p in points)} to run"
+            f"  {arm:<26} trunk {plan['trunk']:g}x  recipe lr {recipe[0]:g} wd {recipe[1]:g}{what}"
+            f"  -> {sum(p['arm'] == arm for p in points)} to run"
         )
     return "\n".join(lines)

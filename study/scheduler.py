@@ -15,11 +15,14 @@ Two rules keep the comparison honest:
 - **The recipe is never stopped.** Each arm's first trial is the preset's recipe over the
   arm's whole schedule set (the paper's Table 1 design); its scores join every rung, but it
   runs to its end even when a peer did better, so the recipe row is complete for both inits.
-- **Only a gap beyond the noise stops a trial.** A trial stops only when its score lies
-  below the rung's cutoff by more than ``min_gap`` (the study's equivalence margin: a gap
-  that counts as "no worse" cannot make a trial worse). Early in a from-scratch run every
-  trial sits at AP near 0, where differences are far smaller: such a rung stops nobody,
-  and its trials go on to a schedule where their results can differ.
+- **Only a gap beyond the seed noise stops a trial.** Two trials equally good differ at a
+  rung by two draws of seed noise, whose difference has standard deviation sqrt(2) x σ. A
+  trial stops only when its score lies below the rung's cutoff by more than z_0.95 x
+  sqrt(2) x σ, so an equally good trial is cut by chance at most one time in twenty. σ is
+  the rung's measured seed std where the study's rows hold two or more seeds of one
+  configuration at that schedule (the replicate phase's, seen on ``--resume``), else the
+  preset's prior (``early_stopping.seed_std``). The non-inferiority margin plays no part:
+  it says which gap between inits matters, not how far two draws of one trial scatter.
 
 Ties are broken by the training loss (lower is better), which moves a score by at most a
 tenth of an AP point.
@@ -39,6 +42,7 @@ from typing import Any
 import numpy as np
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
+from study.config import NOISE_GAPS
 from trainables.rows import COMPLETED, FINAL, is_branch_final
 
 # Tie-break weight: the loss (capped at 10) moves the score by at most 0.001, a tenth of
@@ -62,10 +66,12 @@ def is_final(result: dict[str, Any], metric: str) -> bool:
 class Rungs:
     """Recorded scores per (arm, schedule); one per trial, the first it reported there."""
 
-    def __init__(self, reduction_factor: int, min_gap: float = 0.0) -> None:
+    def __init__(self, reduction_factor: int, seed_std: float = 0.0) -> None:
         self.reduction_factor = reduction_factor
-        self.min_gap = min_gap
+        self.seed_std = seed_std  # the prior, where a rung has no measured noise
         self.scores: dict[tuple[str, float], dict[str, float]] = {}
+        # (arm, schedule) -> (measured seed std, seeds it came from)
+        self.noise: dict[tuple[str, float], tuple[float, int]] = {}
 
     def record(self, arm: str, schedule: float, trial_id: str, score: float) -> None:
         self.scores.setdefault((arm, float(schedule)), {}).setdefault(trial_id, score)
@@ -76,11 +82,36 @@ class Rungs:
             return None
         return float(np.nanpercentile(recorded, (1 - 1 / self.reduction_factor) * 100))
 
+    def min_gap(self, arm: str, schedule: float) -> float:
+        """How far below the cutoff a score must lie to stop its trial: z_0.95 x sqrt(2) x σ."""
+        sigma = self.noise.get((arm, float(schedule)), (self.seed_std, 0))[0]
+        return NOISE_GAPS * sigma
+
     def should_stop(self, arm: str, schedule: float, trial_id: str) -> bool:
         """Whether the trial's recorded score at the rung lies below the rung's cutoff by more
-        than ``min_gap``."""
+        than two draws of seed noise differ by chance."""
         cutoff = self.cutoff(arm, schedule)
-        return cutoff is not None and self.scores[(arm, float(schedule))][trial_id] < cutoff - self.min_gap
+        return cutoff is not None and self.scores[(arm, float(schedule))][trial_id] < cutoff - self.min_gap(
+            arm, schedule
+        )
+
+    def measure_noise(self, rows: Iterable[dict[str, Any]], metric: str) -> None:
+        """The seed std of each rung from completed finals of one configuration under two or
+        more seeds (pooled over configurations, by degrees of freedom)."""
+        values: dict[tuple, dict[int, float]] = {}
+        for r in rows:
+            if r.get("status") != COMPLETED or r.get("seed") is None or r.get("lr") is None:
+                continue
+            key = (r["arm"], float(r["schedule"]), float(r["lr"]), float(r["weight_decay"]))
+            values.setdefault(key, {}).setdefault(int(r["seed"]), float(r[metric]))
+        pooled: dict[tuple[str, float], list[float]] = {}
+        for (arm, schedule, *_), by_seed in values.items():
+            if len(by_seed) >= 2:
+                acc = pooled.setdefault((arm, schedule), [0.0, 0.0, 0])
+                acc[0] += float(np.var(list(by_seed.values()), ddof=1)) * (len(by_seed) - 1)
+                acc[1] += len(by_seed) - 1
+                acc[2] += len(by_seed)
+        self.noise = {k: (math.sqrt(ss / df), int(n)) for k, (ss, df, n) in pooled.items()}
 
 
 class ScheduleRungs(FIFOScheduler):
@@ -89,8 +120,10 @@ class ScheduleRungs(FIFOScheduler):
     Args:
         metric: the objective (bbox_AP, segm_AP or a keypoint task's keypoints_AP), maximised.
         reduction_factor: at each rung this fraction of trials goes on (ASHA's eta).
-        history: the study's rows so far (to rebuild the rungs after ``--resume``).
-        min_gap: how far below the cutoff a score must lie to stop its trial (AP units).
+        history: the study's rows so far (to rebuild the rungs after ``--resume``, and to
+            measure each rung's seed noise where seeds of one configuration exist).
+        seed_std: the prior seed std of a rung's score (AP units), where none is measured;
+            0 stops on any gap below the cutoff.
         recipes: arm -> its recipe's (lr, weight decay, schedule); a trial of exactly these
             values is the arm's recipe and is never stopped.
     """
@@ -100,7 +133,7 @@ class ScheduleRungs(FIFOScheduler):
         metric: str,
         reduction_factor: int,
         history: Callable[[], Iterable[dict[str, Any]]] | None = None,
-        min_gap: float = 0.0,
+        seed_std: float = 0.0,
         recipes: dict[str, tuple[float, float, float]] | None = None,
     ) -> None:
         super().__init__()
@@ -109,7 +142,7 @@ class ScheduleRungs(FIFOScheduler):
         self.rebuilt = history is None
         self._metric = metric
         self._mode = "max"
-        self.rungs = Rungs(reduction_factor, min_gap)
+        self.rungs = Rungs(reduction_factor, seed_std)
         self.num_stopped = 0
 
     def set_search_properties(self, metric, mode, **spec) -> bool:
@@ -119,6 +152,7 @@ class ScheduleRungs(FIFOScheduler):
         """Record the final rows in ``history`` in the order written; returns how many."""
         self.rebuilt = True
         rows = sorted((r for r in self.history() if is_final(r, self._metric)), key=lambda r: r["written_at"] or 0.0)
+        self.rungs.measure_noise(rows, self._metric)
         for row in rows:
             self.rungs.record(row["arm"], row["schedule"], row["trial_id"], rung_score(row, self._metric))
         return len(rows)
@@ -128,6 +162,8 @@ class ScheduleRungs(FIFOScheduler):
             count = self.rebuild_rungs()
             if count:
                 print(f"early stopping: rungs rebuilt from {count} earlier schedule results")
+            for (arm, schedule), (sigma, seeds) in sorted(self.rungs.noise.items()):
+                print(f"early stopping: {arm} {schedule:g}x seed std {sigma:.4f} measured over {seeds} seeds")
 
     def on_trial_add(self, tune_controller, trial) -> None:
         self._rebuild_once()

@@ -236,7 +236,7 @@ def build_scheduler(study: StudyConfig, results_uri: str):
         study.objective,
         study.early_stopping.reduction_factor,
         history=functools.partial(results.read_rows, results_uri),
-        min_gap=study.equivalence_margin,
+        seed_std=study.early_stopping.seed_std,
         recipes=recipes,
     )
 

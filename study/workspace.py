@@ -17,7 +17,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from study.config import StudyConfig, search_space
+from study.config import StudyConfig, margins, search_space
 from study.config import arms as study_arms
 from trainables import storage
 from trainables.config import ConfigError
@@ -87,6 +87,19 @@ def prepare_inputs(study: StudyConfig, log: Callable[[str], None] = print) -> di
     }
 
 
+def generated_counts(study: StudyConfig) -> dict[float, tuple[int, int]] | None:
+    """Each data fraction's training images and instances of the generated dataset, once
+    it exists (prepare_inputs made it); None for other data (preflight counts COCO files)."""
+    if study.data.source != "synthetic":
+        return None
+    from trainables.coco_check import read_coco_json
+    from trainables.splits import training_counts
+    from trainables.synthetic import ensure_dataset
+
+    blob = read_coco_json(str(ensure_dataset(study.data.synthetic).train_annotations))
+    return training_counts(blob, study.data, study.axes.data_fraction)
+
+
 def seed_backbones(study: StudyConfig, arms: dict[str, dict[str, Any]], seeds: list[int]) -> dict[str, dict[int, Any]]:
     """For the replicate phase: each pretrained arm's generated pretraining per seed.
 
@@ -116,6 +129,8 @@ def write_study_file(uri: str, study: StudyConfig, arms: dict[str, dict[str, Any
         "arms": arms,
         # Each arm's searched ranges, overrides applied (analysis reads them from here).
         "search_spaces": {arm.name: dataclasses.asdict(search_space(study, arm)) for arm in study_arms(study)},
+        # Each comparison's non-inferiority margin with its reason, before the first trial.
+        "margins": margins(study),
         "python": sys.version.split()[0],
         "packages": {p: _version(p) for p in ("ray", "torch", "torchvision", "optuna", "pycocotools")},
         **extra,

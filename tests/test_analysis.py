@@ -76,14 +76,16 @@ def test_paper_numbers_beside_coco_arms(study_rows):
     assert s.loc[("pretrained", 10_000), "paper_bbox_AP"] == pytest.approx(0.260)
     assert s.loc[("scratch", 10_000), "paper_bbox_AP"] == pytest.approx(0.259)
     assert pd.isna(s.loc[("scratch", 600), "paper_bbox_AP"])  # no paper subset of that size
-    # Table 2: each init's result best on the search split over its schedules, full data only,
-    # its test-split metrics beside the paper's six.
-    t2 = tables.table2(both).set_index("init")
+    # Table 2: each init's recipe at the schedule of the paper's row (6x; the study's longest,
+    # 2x, where it has no 6x), full data only, mean over its seeds, its test-split metrics
+    # beside the paper's six; never the best over trials and schedules.
+    t2 = tables.table2(both, RECIPES).set_index("init")
     assert list(t2.index) == ["pretrained", "scratch"] and (t2["model"] == "r50").all()
     assert t2.loc["scratch", "schedule"] == 2.0 and t2.loc["scratch", "test_bbox_AP"] == pytest.approx(0.53)
+    assert t2.loc["pretrained", "test_bbox_AP"] == pytest.approx(0.48)  # p2 and p3 (seeds 0, 1), not p1's 1x
     assert t2.loc["scratch", "paper_bbox_AP"] == pytest.approx(0.413)
     assert t2.loc["pretrained", "paper_segm_AP75"] == pytest.approx(0.387)
-    assert tables.table2(study_rows).empty  # the toy model is not in the paper
+    assert tables.table2(study_rows, RECIPES).empty  # the toy model is not in the paper
 
 
 def test_budget_counts_statuses_and_worker_hours(study_rows):
@@ -100,11 +102,12 @@ def test_budget_counts_statuses_and_worker_hours(study_rows):
 def test_seeds_mean_and_std(study_rows):
     from analysis import replicates
 
-    t = replicates.seed_stats(replicates.replicate_rows(study_rows, RECIPES))
-    # p2 and p3 share lr and wd (the recipe, so also the arm's best) at 1x and at 2x.
-    assert sorted(set(zip(t["init"], t["config"], t["schedule"]))) == [
-        ("pretrained", "recipe = best", 1.0),
-        ("pretrained", "recipe = best", 2.0),
+    configs = replicates.planned_configs(study_rows, RECIPES)
+    t = replicates.seed_stats(replicates.replicate_rows(study_rows, configs))
+    # p2 and p3 share lr and wd (the recipe) at 1x and at 2x; no other configuration has two seeds.
+    assert sorted(set(zip(t["init"], t["reading"], t["schedule"]))) == [
+        ("pretrained", "recipe", 1.0),
+        ("pretrained", "recipe", 2.0),
     ]
     row = t.iloc[-1]
     assert row["seeds"] == 2 and row["schedule"] == 2.0
@@ -160,24 +163,32 @@ def test_report_leads_with_the_test_split(tmp_path, study_rows):
             }
         )
     )
+    (study / "study.json").write_text(
+        json.dumps(
+            {
+                "preset": {"name": "t", "seed": 0},
+                "arms": {a: {"lr": v[0], "weight_decay": v[1]} for a, v in RECIPES.items()},
+            }
+        )
+    )
     text = write_report(study).read_text()
     assert "search split: 100 images (s.json); test split: 80 images (t.json)" in text
-    # The lead: Table 1's shape (inits x schedules), test APs of the results best on the
-    # search split, one seed each and so no verdict.
+    # The lead: Table 1's shape (inits x schedules), each init's recipe (s2; p2, the search's
+    # seed), one seed each and so no verdict.
     lead = text.split("## The answer")[1].split("## How to read it")[0]
-    assert "tiny, data fraction 1: bbox_AP on the test split, one seed:" in lead
+    assert "tiny, data fraction 1: each init's recipe, bbox_AP on the test split, one seed:" in lead
     assert (
-        "|  | 1× | 2× |" in lead and "| scratch | 0.280 | 0.530 |" in lead and "| pretrained | 0.480 | 0.500 |" in lead
+        "|  | 1× | 2× |" in lead and "| scratch | 0.230 | 0.530 |" in lead and "| pretrained | 0.430 | 0.500 |" in lead
     )
     assert "| Δ scratch − pretrained | -0.200 | +0.030 |" in lead and "no verdict is drawn" in lead
-    # One seed: the plateau is a point estimate against the margin (study.json's absent: the
-    # COCO default, 0.005), and the cell says so. It is read along one trial (p2, the 2x
-    # cell's: 0.43 -> 0.50 on its own branches), not across the cells, whose 1x is p1's.
-    assert (
-        "| pretrained: change from the schedule before | – | +0.070 (beyond ±0.005; trial p2's branches, "
-        "one seed, no interval) |" in lead
-    )
-    assert "read along one trial" in lead
+    # One seed: each init's change along its recipe trial is a point estimate against the
+    # margin (study.json names none: the COCO default, 0.005), and the cell says so.
+    assert "| pretrained: change from the schedule before | – | +0.070 (beyond ±0.005; one seed, no interval) |" in lead
+    assert "| scratch: change from the schedule before | – | +0.300 (beyond ±0.005; one seed, no interval) |" in lead
+    # The best of the search follows, with N in every cell: at 1x scratch's best of three
+    # (s1; s3 diverged), pretrained's of two (p1; p3 is another seed's).
+    best = lead.split("### Best of the search")[1]
+    assert "| scratch | 0.280 (N=3) | 0.530 (N=1) |" in best and "| pretrained | 0.480 (N=2) | 0.500 (N=1) |" in best
     # The wide table, every AP column, beside the report.
     wide = pd.read_csv(study / "report" / "scratch_vs_pretrained.csv").set_index("schedule")
     assert wide.loc[2.0, "scratch_test_bbox_AP"] == pytest.approx(0.53) and wide.loc[2.0, "delta_test_bbox_AP"] == (
@@ -191,7 +202,7 @@ def test_report_leads_with_the_test_split(tmp_path, study_rows):
         results.write_row(str(study), {k: v for k, v in row.items() if not pd.isna(v)})
     text = write_report(study).read_text()
     assert "No test-split numbers" in text and "on the search split (the study has no test split)" in text
-    assert "| scratch | 0.300 | 0.550 |" in text
+    assert "| scratch | 0.250 | 0.550 |" in text
 
 
 def test_report_without_any_rows(tmp_path):
@@ -234,33 +245,33 @@ def test_recipes_come_from_study_json(tmp_path):
 def test_a_keypoint_study_leads_with_keypoint_ap_beside_the_papers(tmp_path, study_rows):
     """The lead table is the objective's: a keypoint study's is keypoint AP, inits x
     schedules, with the paper's Sec. 5.1 values (65.6 / 65.5 at 2x; no 1x) for COCO."""
-    from analysis.answer import answer_tables
+    from analysis.answer import recipe_tables
 
     kp = study_rows.assign(
         model="r50",
         keypoints_AP=study_rows["bbox_AP"] - 0.1,
         test_keypoints_AP=study_rows["test_bbox_AP"] - 0.1,
     )
-    [(title, table)] = answer_tables(kp, "keypoints_AP", 0.005, with_paper=True)
-    assert title == "r50, data fraction 1: keypoints_AP on the test split, one seed"
+    margin = lambda model, fraction: 0.005  # noqa: E731
+    [(title, table)] = recipe_tables(kp, "keypoints_AP", RECIPES, margin, with_paper=True)
+    assert title == "r50, data fraction 1: each init's recipe, keypoints_AP on the test split, one seed"
     rows = table.set_index("")
-    assert rows.loc["scratch"].tolist() == ["0.180", "0.430"] and rows.loc["pretrained"].tolist() == ["0.380", "0.400"]
+    assert rows.loc["scratch"].tolist() == ["0.130", "0.430"] and rows.loc["pretrained"].tolist() == ["0.330", "0.400"]
     assert rows.loc["paper: random init"].tolist() == ["–", "0.656"]
     assert rows.loc["paper: w/ pre-train"].tolist() == ["–", "0.655"]
     # Box AP keeps Table 1's numbers.
-    [(_, table)] = answer_tables(kp, "bbox_AP", 0.005, with_paper=True)
+    [(_, table)] = recipe_tables(kp, "bbox_AP", RECIPES, margin, with_paper=True)
     assert table.set_index("").loc["paper: random init"].tolist() == ["–", "0.368"]
     # The report of a keypoint study (study.json's objective) leads with keypoint AP.
     study = tmp_path / "K"
     for row in kp.to_dict("records"):
         results.write_row(str(study), {k: v for k, v in row.items() if not pd.isna(v)})
-    (study / "study.json").write_text(
-        json.dumps({"preset": {"objective": "keypoints_AP", "equivalence_margin": 0.005}})
-    )
+    arms = {a: {"lr": v[0], "weight_decay": v[1]} for a, v in RECIPES.items()}
+    (study / "study.json").write_text(json.dumps({"preset": {"objective": "keypoints_AP"}, "arms": arms}))
     text = write_report(study).read_text()
     lead = text.split("## The answer")[1].split("## How to read it")[0]
-    assert "r50, data fraction 1: keypoints_AP on the test split, one seed:" in lead
-    assert "| scratch | 0.180 | 0.430 |" in lead and "| pretrained | 0.380 | 0.400 |" in lead
+    assert "r50, data fraction 1: each init's recipe, keypoints_AP on the test split, one seed:" in lead
+    assert "| scratch | 0.130 | 0.430 |" in lead and "| pretrained | 0.330 | 0.400 |" in lead
     # The closing summary shows keypoint AP beside box and mask AP, on both splits.
     from study.summary import best_per_arm, format_summary
 
@@ -280,9 +291,34 @@ def test_a_keypoint_study_leads_with_keypoint_ap_beside_the_papers(tmp_path, stu
     assert "paper_bbox_AP" not in tables.scaling(kp, "keypoints_AP", with_paper=True)
     # A COCO keypoint study's report: Sec. 5.1 in the lead, no Table 2 (the box study's).
     blob = {
-        "preset": {"objective": "keypoints_AP", "equivalence_margin": 0.005},
-        "arms": {"scratch-tiny-f1": {"data": {"source": "coco"}, "lr": 0.3, "weight_decay": 1e-4}},
+        "preset": {"objective": "keypoints_AP", "margin": {"ap": 0.005}},
+        "arms": {a: {**v, "data": {"source": "coco"}} for a, v in arms.items()},
     }
     (study / "study.json").write_text(json.dumps(blob))
     text = write_report(study).read_text()
     assert "| paper: random init | – | 0.656 |" in text and "paper Table 2" not in text
+
+
+def test_rank_agreement_between_each_rung_and_the_longest_schedule(tmp_path):
+    """Spearman's ρ per arm between each shorter schedule's search-split AP and the longest's,
+    over the trials that scored both: whether early rungs ranked trials as the end did."""
+    from analysis.rank_agreement import rank_agreement
+
+    aps = {"t1": (0.1, 0.2, 0.3), "t2": (0.2, 0.1, 0.4), "t3": (0.3, 0.4, 0.5), "t4": (0.4, 0.3, 0.6)}
+    rows = [r for t, (a, b, c) in aps.items() for r in rows_of(t, "scratch", 0.3, 1e-4, 3.0, {1.0: a, 2.0: b, 3.0: c})]
+    # Two pretrained trials: too few for a rank correlation; one stopped at 1x counts nowhere at 3x.
+    rows += rows_of("p1", "pretrained", 0.3, 1e-4, 3.0, {1.0: 0.5, 2.0: 0.6, 3.0: 0.7})
+    rows += rows_of("p2", "pretrained", 0.2, 1e-4, 3.0, {1.0: 0.4, 2.0: 0.5, 3.0: 0.6})
+    rows += rows_of("p3", "pretrained", 0.1, 1e-4, 3.0, {1.0: 0.1})
+    table = rank_agreement(frame(rows)).set_index(["arm", "schedule"])
+    assert table.loc[("scratch-tiny-f1", 1.0), "spearman"] == pytest.approx(1.0)
+    assert table.loc[("scratch-tiny-f1", 2.0), "spearman"] == pytest.approx(0.6)
+    assert table.loc[("scratch-tiny-f1", 2.0), "trials"] == 4 and table.loc[("scratch-tiny-f1", 2.0), "longest"] == 3.0
+    assert table.loc[("pretrained-tiny-f1", 1.0), "trials"] == 2
+    assert pd.isna(table.loc[("pretrained-tiny-f1", 1.0), "spearman"])
+    study = tmp_path / "R"
+    for row in rows:
+        results.write_row(str(study), row)
+    text = write_report(study).read_text()
+    section = text.split("## Early stopping: did the shorter schedules rank trials as the longest did?")[1]
+    assert "| scratch-tiny-f1 | 2 | 3 | 4 | 0.6 |" in section and "| scratch-tiny-f1 | 1 | 3 | 4 | 1 |" in section

@@ -94,11 +94,20 @@ def test_dry_run_states_the_splits_and_the_replicate_phase(capsys, tmp_path):
     assert main(["--preset", "toy", "--dry-run", "--replicates", "3", "--results", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "splits: search (Optuna, early stopping, best trial) = 100 generated images; test (each schedule's " in out
-    assert "replicates: after the search, each arm's recipe and best (lr, wd) under 3 seeds (0-2)" in out
+    assert "replicates: after the search, each arm's recipe under seeds 0-2 (its search trial counts" in out
+    assert "and its best (lr, wd) under fresh seeds 1-3 (never the seed whose trial won the choice" in out
     assert main(["--preset", "toy-replicates", "--dry-run", "--results", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "under 3 seeds (0-2)" in out and "each seed pretrains its own backbone" in out
-    assert "lies within ±0.02 AP" in out and "needs --replicates" not in out
+    assert "recipe under seeds 0-2" in out and "each seed pretrains its own backbone" in out
+    assert "scratch is no worse than pretrained at a schedule when the 90% interval of the gap" in out
+    assert "needs --replicates" not in out
+    # The margin of every comparison with its reason, and where the study sits among the
+    # paper's regimes, before anything runs.
+    assert "non-inferiority margins δ, fixed before the run:\n    tiny, data fraction 1: 0.02 AP: about 2.7%" in out
+    assert "regime (paper Sec. 5.2" in out and "tiny, data fraction 1: 200 training images" in out
+    assert "paper: 3,500-image subset (Sec. 5.2)" in out
+    # Early stopping names its noise guard: z_0.95 x sqrt(2) x the prior seed std 0.02.
+    assert "more than z_0.95 x sqrt(2) x σ = 0.0465 AP below a rung's cutoff (σ = 0.02" in out
     assert main(["--preset", "toy", "--dry-run", "--results", str(tmp_path)]) == 0
     assert "replicates:" not in capsys.readouterr().out
     assert not any(tmp_path.iterdir())

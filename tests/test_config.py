@@ -145,3 +145,34 @@ def test_the_35k_subset_runs_the_papers_own_recipe():
             assert t["data"]["min_size"] == tuple(range(512, 801, 32)) and t["data"]["test_min_size"] == 800
         else:
             assert t["lr"] == 0.02 and t["solver"]["gamma"] == 0.1 and t["data"]["min_size"] == (800,)
+
+
+def test_every_comparison_states_its_margin_before_the_run(tmp_path):
+    """Each preset gives every (model, data fraction) a non-inferiority margin with a reason;
+    the subsets' and the keypoint preset's are their own, the same share of the paper's
+    pretrained AP for the setting; study.json records them before the first trial."""
+    from analysis.paper import DATA_FRACTION_BBOX_AP
+    from study.config import Margin, margin_for, margins
+    from study.workspace import write_study_file
+
+    for name, preset in PRESETS.items():
+        for m in margins(preset):
+            assert 0 < m["ap"] < 1 and m["reason"].strip(), (name, m)
+    subsets = PRESETS["coco-r50-gn-subsets"]
+    share = 0.005 / 0.411  # half a point at R50 pretrained's 41.1 (Table 1)
+    for images, (pretrained, _) in DATA_FRACTION_BBOX_AP.items():
+        margin = margin_for(subsets, "r50", images / 118_287)
+        assert margin.ap == pytest.approx(share * pretrained / 100, rel=1e-3) and f"{images:,}-image" in margin.reason
+    assert margin_for(subsets, "r50", 1000 / 118_287).ap < margin_for(subsets, "r50", 35_000 / 118_287).ap / 3
+    assert margin_for(PRESETS["coco-r50-gn"], "r50", 1.0).ap == 0.005
+    assert margin_for(PRESETS["coco-r50-gn-keypoints"], "r50", 1.0).ap == pytest.approx(share * 0.655, rel=1e-3)
+    assert margin_for(PRESETS["toy-scaling"], "tiny", 0.3) != margin_for(PRESETS["toy-scaling"], "tiny", 1.0)
+    assert margin_for(PRESETS["toy-keypoints"], "tiny", 1.0) != margin_for(PRESETS["toy"], "tiny", 1.0)
+    # Both inits share a comparison's margin: a selector on init is refused.
+    with pytest.raises(ConfigError, match="margin_overrides"):
+        dataclasses.replace(TOY, margin_overrides=(("init=scratch", Margin(0.01, "x")),))
+    with pytest.raises(ConfigError, match="margin.reason"):
+        Margin(0.01, " ")
+    write_study_file(str(tmp_path), subsets, {}, {})
+    recorded = json.loads((tmp_path / "study.json").read_text())["margins"]
+    assert [m["ap"] for m in recorded] == [m["ap"] for m in margins(subsets)] and len(recorded) == 4

@@ -5,10 +5,11 @@ within the noise, rungs rebuilt after a restore."""
 import functools
 import types
 
+import pytest
 from ray import cloudpickle
 from ray.tune.schedulers import TrialScheduler
 
-from study.scheduler import LOSS_WEIGHT, ScheduleRungs, rung_score
+from study.scheduler import LOSS_WEIGHT, NOISE_GAPS, ScheduleRungs, rung_score
 
 
 def _trial(trial_id):
@@ -97,12 +98,41 @@ def test_the_recipe_trial_is_never_stopped_when_a_peer_is_ahead():
     assert sched.num_stopped == 2
 
 
-def test_a_gap_within_the_noise_stops_nobody():
-    """min_gap: only a score below the cutoff by more than the noise stops its trial."""
-    sched = ScheduleRungs("bbox_AP", reduction_factor=2, min_gap=0.02)
-    sched.on_trial_result(None, _trial("x"), _rung(1.0, 0.03))
-    # Cutoff 0.015 (the median of 0.03 and 0.0): 0.0 is below it by less than 0.02.
-    assert sched.on_trial_result(None, _trial("y"), _rung(1.0, 0.0)) == TrialScheduler.CONTINUE
+def test_two_trials_equal_within_the_rungs_noise_are_both_kept():
+    """A trial stops only beyond z_0.95 x sqrt(2) x the rung's seed std below the cutoff."""
+    sched = ScheduleRungs("bbox_AP", reduction_factor=2, seed_std=0.02)
+    # 0.02 of seed std: two draws of one trial differ by up to 0.047 one time in twenty.
+    assert sched.rungs.min_gap("a", 1.0) == pytest.approx(1.6449 * 2**0.5 * 0.02, abs=1e-4)
+    sched.on_trial_result(None, _trial("x"), _rung(1.0, 0.50))
+    # Cutoff 0.485 (the median of 0.50 and 0.47): 0.47 lies 0.015 below it, well within the noise.
+    assert sched.on_trial_result(None, _trial("y"), _rung(1.0, 0.47)) == TrialScheduler.CONTINUE
     sched.on_trial_result(None, _trial("u"), _rung(2.0, 0.5))
-    # Cutoff 0.3: 0.1 is below it by far more than the noise.
+    # Cutoff 0.3: 0.1 lies 0.2 below it, far beyond the noise.
     assert sched.on_trial_result(None, _trial("v"), _rung(2.0, 0.1)) == TrialScheduler.STOP
+    # Without noise (seed_std 0) the same 0.47 is stopped: the guard is the noise, nothing else.
+    bare = ScheduleRungs("bbox_AP", reduction_factor=2)
+    bare.on_trial_result(None, _trial("x"), _rung(1.0, 0.50))
+    assert bare.on_trial_result(None, _trial("y"), _rung(1.0, 0.47)) == TrialScheduler.STOP
+
+
+def test_a_rungs_seed_noise_is_measured_from_seeds_of_one_configuration(tmp_path):
+    """Seeds of one configuration at a rung (the replicate phase's) replace the prior there."""
+    from trainables import results
+
+    # Three seeds of one configuration at 1x: 0.40, 0.41, 0.42 (std 0.01); 2x has one seed.
+    for seed, ap in enumerate((0.40, 0.41, 0.42)):
+        row = {**_config_rung(1.0, ap, lr=0.3), "trial_id": f"r{seed}", "seed": seed, "cost_iterations": 250}
+        results.write_row(str(tmp_path), {**row, "iteration": 250})
+    results.write_row(
+        str(tmp_path), {**_config_rung(2.0, 0.5, lr=0.3), "trial_id": "r0", "seed": 0, "cost_iterations": 600}
+    )
+    history = functools.partial(results.read_rows, str(tmp_path))
+    sched = ScheduleRungs("bbox_AP", reduction_factor=2, history=history, seed_std=0.05)
+    sched.on_trial_add(None, _trial("new"))
+    sigma, seeds = sched.rungs.noise[("a", 1.0)]
+    assert sigma == pytest.approx(0.01) and seeds == 3
+    assert ("a", 2.0) not in sched.rungs.noise
+    assert sched.rungs.min_gap("a", 1.0) == pytest.approx(NOISE_GAPS * 0.01)
+    assert sched.rungs.min_gap("a", 2.0) == pytest.approx(NOISE_GAPS * 0.05)
+    # With the measured 0.01 a score 0.05 below the cutoff (0.41) stops; the prior would keep it.
+    assert sched.on_trial_result(None, _trial("new"), _rung(1.0, 0.36)) == TrialScheduler.STOP

@@ -136,12 +136,16 @@ def test_preset_weights_point_at_the_right_files():
     assert PRESETS["coco-r50-gn-subsets"].pretrained_weights == gn.pretrained_weights
     assert PRESETS["coco-r101-gn"].pretrained_weights["r101"].endswith("/47592356/R-101-GN.pkl")
     timm = PRESETS["coco-r50-gn-timm"]
-    assert "resnet50_gn" in timm.pretrained_weights["r50"] and timm.models["r50"].pixel_std == (0.229, 0.224, 0.225)
+    assert "resnet50_gn" in timm.pretrained_weights["r50-timm"] and timm.models["r50-timm"].pixel_std == (
+        0.229,
+        0.224,
+        0.225,
+    )
     assert "resnet50-0676ba61.pth" in PRESETS["coco-r50-syncbn"].pretrained_weights["r50-syncbn"]
     # Every pretrained weight states the images it saw: 100, 600 and 90 epochs of ImageNet.
     images = {name: p.pretrained_images for name, p in PRESETS.items() if p.pretrained_weights}
     assert images["coco-r50-gn"] == {"r50": 128_116_700} and images["coco-r101-gn"] == {"r101": 128_116_700}
-    assert images["coco-r50-gn-timm"] == {"r50": 768_700_200}
+    assert images["coco-r50-gn-timm"] == {"r50-timm": 768_700_200}
     assert images["coco-r50-syncbn"] == {"r50-syncbn": 115_305_030}
 
 

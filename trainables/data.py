@@ -114,6 +114,10 @@ class CocoDetection(torch.utils.data.Dataset):
         file's width and height."""
         return [aspect_group(self.coco.imgs[i]["width"], self.coco.imgs[i]["height"], factor) for i in self.image_ids]
 
+    def instances(self) -> int:
+        """The objects its images train on (non-crowd annotations with a positive box)."""
+        return sum(_valid(a) for i in self.image_ids for a in self.coco.imgToAnns.get(i, []))
+
     def image_path(self, image_id: int) -> str:
         return os.path.join(self.images_dir, self.coco.imgs[image_id]["file_name"])
 

@@ -104,7 +104,9 @@ def _train(cfg: TrialConfig, session: Session) -> dict[str, Any]:
     # Data and model, checked on every rank before anything trains.
     plan, paths, train_set, evals, model_without_ddp = agree_on_input(session, partial(_set_up, cfg, session))
     if rank == 0:
-        record_data(cfg, paths, train_set.image_ids, {e.split: list(e.dataset.image_ids) for e in evals})
+        record_data(
+            cfg, paths, train_set.image_ids, {e.split: list(e.dataset.image_ids) for e in evals}, train_set.instances()
+        )
         clear_input_error(cfg)
     if cfg.model.norm == "syncbn" and world > 1:
         model_without_ddp = convert_sync_batchnorm(model_without_ddp)

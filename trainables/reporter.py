@@ -303,9 +303,12 @@ def clear_input_error(cfg: TrialConfig) -> None:
         storage.delete(storage.join(cfg.results_uri, "failures", f"{cfg.trial_id}{suffix}"))
 
 
-def record_data(cfg: TrialConfig, paths: DataPaths, train_ids: list[int], split_ids: dict[str, list[int]]) -> None:
-    """Write the chosen training image ids once per (fraction, seed), and the search and
-    test splits' ids once per subset seed, beside the rows (for reproducibility)."""
+def record_data(
+    cfg: TrialConfig, paths: DataPaths, train_ids: list[int], split_ids: dict[str, list[int]], instances: int
+) -> None:
+    """Write the chosen training image ids (and how many instances they hold, for the
+    report's regime indicators) once per (fraction, seed), and the search and test splits'
+    ids once per subset seed, beside the rows (for reproducibility)."""
     folder = storage.join(cfg.results_uri, "subsets")
     subset = storage.join(folder, f"fraction-{cfg.data_fraction:g}-seed-{cfg.data.subset_seed}.json")
     if not storage.exists(subset):
@@ -313,6 +316,7 @@ def record_data(cfg: TrialConfig, paths: DataPaths, train_ids: list[int], split_
             "data_fraction": cfg.data_fraction,
             "subset_seed": cfg.data.subset_seed,
             "train_images": len(train_ids),
+            "train_instances": instances,
             "image_ids": train_ids,
         }
         storage.write_bytes_atomic(subset, json.dumps(blob).encode())
