@@ -134,16 +134,11 @@ def _verdict_cell(g: pd.Series) -> str:
     return cell + (f" ({', '.join(beside)})" if beside else "")
 
 
-def _one_seed_table(
-    pair: pd.DataFrame,
-    recipes: dict[str, tuple[float, float]],
-    column: str,
-    schedules: list[float],
-    seed: int,
-    margin: float,
-) -> dict[str, list[str]] | None:
-    """The recipe's own trial per init under the study's seed: one draw, no interval; the
-    change from schedule to schedule along that one trial's branches."""
+def recipe_curves(
+    pair: pd.DataFrame, recipes: dict[str, tuple[float, float]], column: str, schedules: list[float], seed: int
+) -> dict[str, pd.Series]:
+    """Each init's recipe trial under the study's ``seed`` (``pair``: the final rows of one
+    model and data fraction): its value at every schedule, one trunk (diverged at AP 0)."""
     curves = {}
     for init in INITS:
         mine = pair[(pair["init"] == init) & (pair["seed"] == seed)]
@@ -156,6 +151,20 @@ def _one_seed_table(
         trial = trial.sort_values("written_at").drop_duplicates("schedule", keep="last").set_index("schedule")
         value = trial[column].where(trial["status"] != DIVERGED, 0.0) if not trial.empty else trial[column]
         curves[init] = value.reindex(schedules)
+    return curves
+
+
+def _one_seed_table(
+    pair: pd.DataFrame,
+    recipes: dict[str, tuple[float, float]],
+    column: str,
+    schedules: list[float],
+    seed: int,
+    margin: float,
+) -> dict[str, list[str]] | None:
+    """The recipe's own trial per init under the study's seed: one draw, no interval; the
+    change from schedule to schedule along that one trial's branches."""
+    curves = recipe_curves(pair, recipes, column, schedules, seed)
     if all(c.isna().all() for c in curves.values()):
         return None
     table = {init: [_ap(v) for v in curves[init]] for init in INITS}
@@ -163,6 +172,49 @@ def _one_seed_table(
     for init in INITS:
         table[f"{init}: change from the schedule before"] = _changes(curves[init], margin, None)
     return table
+
+
+def one_seed_lines(
+    df: pd.DataFrame,
+    objective: str,
+    recipes: dict[str, tuple[float, float]],
+    margins: Callable[[str, float], float],
+    seed: int,
+    regimes: dict[tuple[str, float], str],
+) -> list[str]:
+    """Without replicates, per (model, data fraction): where the study stands, in words: its
+    regime, pretrained's lead at the shortest schedule and each init's last step against the
+    margin, along its recipe trial (one seed: no verdict, and each said to be one draw)."""
+    finals = df[df["phase"] == FINAL] if not df.empty else df
+    if finals.empty:
+        return []
+    column = replicates.value_column(finals, objective)
+    lines = []
+    for (model, fraction), pair in finals.groupby(["model", "data_fraction"], sort=True):
+        schedules = sorted(pair["schedule"].unique())
+        curves = recipe_curves(pair, recipes, column, schedules, seed)
+        if any(c.isna().all() for c in curves.values()):
+            continue
+        margin = margins(model, fraction)
+        first = schedules[0]
+        lead = curves["pretrained"].get(first, math.nan) - curves["scratch"].get(first, math.nan)
+        steps, rising = [], []
+        for init in ("pretrained", "scratch"):
+            c = curves[init].dropna()
+            if len(c) < 2:
+                continue
+            change = float(c.iloc[-1] - c.iloc[-2])
+            flat = abs(change) <= margin
+            state = "levelled off" if flat else "still rising" if change > 0 else "falling"
+            steps.append(f"{init} {c.index[-2]:g}x -> {c.index[-1]:g}x {change:+.3f} ({state}, against ±{margin:g})")
+            rising += [] if flat else [init]
+        budget = f"at this budget: {' and '.join(rising)} still moving" if rising else "both inits levelled off"
+        regime = regimes.get((model, float(fraction)), "")
+        lines.append(
+            f"{model}, data fraction {fraction:g}, one seed (no verdict){': ' + regime if regime else ''}. "
+            f"Pretrained leads scratch at {first:g}x by {lead:+.3f}; " + "; ".join(steps) + f": {budget}."
+        )
+    return lines
 
 
 def _changes(values: pd.Series, margin: float, paired=None) -> list[str]:

@@ -94,6 +94,22 @@ def split_notes(study_dir: Path) -> list[str]:
     return lines
 
 
+def pretraining_lines(study_dir: Path) -> list[str]:
+    """What each generated backbone was trained on and how far (pretraining/seed-*.json)."""
+    lines = []
+    for path in sorted((study_dir / "pretraining").glob("seed-*.json")):
+        meta = json.loads(path.read_text())
+        curve = ", ".join(f"{a:.3f}" for _, a in meta.get("accuracy_curve", []))
+        lines.append(
+            f"pretraining seed {meta['spec']['seed']}: {len(meta.get('classes', []))} classes "
+            f"({', '.join(meta.get('classes', []))}), {meta['spec']['num_images']:,} distinct images, "
+            f"{meta['images_seen']:,} seen; held-out accuracy {meta['accuracy']:.3f} (along the way: {curve}), "
+            + ("levelled off" if meta.get("levelled_off") else "still rising")
+            + " over the last quarter of its budget"
+        )
+    return lines
+
+
 def test_images(study_dir: Path) -> int | None:
     """The test split's image count, where a trial recorded it."""
     for path in sorted((study_dir / "subsets").glob("splits-seed-*.json")):
@@ -132,6 +148,7 @@ def regime_points(study: dict[str, Any], df: pd.DataFrame, study_dir: Path) -> l
                 distinct,
                 int(seen) if seen else None,
                 int(scratch["images_seen"].max()) if not scratch.empty else None,
+                key=(str(model), float(fraction)),
             )
         )
     return points

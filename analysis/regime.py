@@ -37,6 +37,7 @@ class Point:
     pretrain_seen: int | None
     scratch_seen: int | None  # images scratch sees at its longest schedule
     outcome: str = ""
+    key: tuple[str, float] | None = None  # a study's (model, data fraction)
 
     def per_instance(self) -> float | None:
         if not self.pretrain_images or not self.train_instances:

@@ -179,6 +179,14 @@ def answer_section(i: Inputs) -> list[str]:
     lines = ["## The answer: scratch vs. pretrained per schedule (paper Table 1)", ""]
     if i.gaps is not None:
         lines += [*[f"- **{line}**" for line in headline.headline(i.gaps, i.rows)], ""]
+    else:
+        regimes = {}
+        for p in record.regime_points(i.study, i.df, i.study_dir):
+            close = regime.nearest(p)
+            if close is not None:
+                regimes[p.key] = f"nearest the paper's {close.name}, where {close.outcome}"
+        words = answer.one_seed_lines(i.df, i.objective, record.recipes(i.study), i.margin, i.seed, regimes)
+        lines += [*[f"- **{line}**" for line in words], ""] if words else []
     lead = answer.recipe_tables(
         i.df, i.objective, record.recipes(i.study), i.margin, i.gaps, i.rows, i.seed, i.with_paper
     )
@@ -252,6 +260,7 @@ def regime_section(i: Inputs) -> list[str]:
         "## Regime: target data against what pretraining saw (paper Sec. 5.2)",
         "",
         *[f"- {regime.describe(p)}" for p in points],
+        *[f"- {line}" for line in record.pretraining_lines(i.study_dir)],
         "",
         "The paper's points, in the same ratios:",
         "",

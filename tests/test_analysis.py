@@ -185,6 +185,12 @@ def test_report_leads_with_the_test_split(tmp_path, study_rows):
     # margin (study.json names none: the COCO default, 0.005), and the cell says so.
     assert "| pretrained: change from the schedule before | – | +0.070 (beyond ±0.005; one seed, no interval) |" in lead
     assert "| scratch: change from the schedule before | – | +0.300 (beyond ±0.005; one seed, no interval) |" in lead
+    # Its words: pretrained's lead at the shortest schedule, each init's last step, the budget.
+    assert (
+        "- **tiny, data fraction 1, one seed (no verdict). Pretrained leads scratch at 1x by +0.200; pretrained "
+        "1x -> 2x +0.070 (still rising, against ±0.005); scratch 1x -> 2x +0.300 (still rising, against ±0.005): "
+        "at this budget: pretrained and scratch still moving.**" in lead
+    )
     # The best of the search follows, with N in every cell: at 1x scratch's best of three
     # (s1; s3 diverged), pretrained's of two (p1; p3 is another seed's).
     best = lead.split("### Best of the search")[1]
