@@ -153,6 +153,9 @@ class StudyConfig:
     # Seeds each arm's recipe and best (lr, weight decay) are scored under after the search
     # (seed, seed + 1, ...; study/replicates.py): 1 = the search's seed alone, no replicates.
     replicates: int = 1
+    # Whether the replicate phase reruns each arm's best of the search too (on fresh seeds),
+    # or the recipe alone (the primary reading; a preset on a tight budget).
+    replicate_best: bool = True
     # Embedded pretraining (the toy "ImageNet"), or per-model weight URLs/paths for real ones.
     pretrain: PretrainSpec | None = None
     pretrained_weights: dict[str, str] = field(default_factory=dict)

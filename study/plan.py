@@ -292,6 +292,13 @@ def _replicates_line(s: StudyConfig) -> list[str]:
     if s.replicates <= 1:
         return []
     k = s.replicates
+    if not s.replicate_best:
+        return [
+            f"  replicates: after the search, each arm's recipe under seeds {s.seed}-{s.seed + k - 1} (its search "
+            f"trial counts: the recipe was never chosen), trunk to the longest schedule: {k - 1} more trials per arm, "
+            "none stopped early; the best of the search is not rerun (replicate_best: false)"
+            + ("; each seed pretrains its own backbone" if s.pretrain is not None else "")
+        ]
     return [
         f"  replicates: after the search, each arm's recipe under seeds {s.seed}-{s.seed + k - 1} (its search "
         f"trial counts: the recipe was never chosen) and its best (lr, wd) under fresh seeds {s.seed + 1}-{s.seed + k} "

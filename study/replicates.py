@@ -43,7 +43,8 @@ def choose_configs(study: StudyConfig, df: pd.DataFrame) -> dict[str, Any]:
 
     ``best``: the (lr, weight decay) of the arm's best completed final result on the search
     split among the search's own trials (the study's seed), possibly the recipe; None where
-    the search scored one configuration only (nothing was chosen).
+    the search scored one configuration only (nothing was chosen), or where the preset
+    replicates the recipe alone (``replicate_best``).
     """
     finals = final_rows(df) if not df.empty else df
     chosen = {}
@@ -58,7 +59,7 @@ def choose_configs(study: StudyConfig, df: pd.DataFrame) -> dict[str, Any]:
                 & (finals["seed"] == study.seed)
                 & finals[study.objective].notna()
             ]
-            if len(mine.groupby(["lr", "weight_decay"])) >= 2:
+            if study.replicate_best and len(mine.groupby(["lr", "weight_decay"])) >= 2:
                 top = best_row(mine, study.objective)
                 configs["best"] = [float(top["lr"]), float(top["weight_decay"])]
         configs.setdefault("best", None)

@@ -131,11 +131,21 @@ def write_study_file(uri: str, study: StudyConfig, arms: dict[str, dict[str, Any
         "search_spaces": {arm.name: dataclasses.asdict(search_space(study, arm)) for arm in study_arms(study)},
         # Each comparison's non-inferiority margin with its reason, before the first trial.
         "margins": margins(study),
+        # What the generated stand-in for ImageNet classifies (none is a detection category).
+        "pretraining_classes": _pretraining_classes(study),
         "python": sys.version.split()[0],
         "packages": {p: _version(p) for p in ("ray", "torch", "torchvision", "optuna", "pycocotools")},
         **extra,
     }
     storage.write_bytes_atomic(storage.join(uri, STUDY_FILE), json.dumps(blob, indent=2, default=str).encode())
+
+
+def _pretraining_classes(study: StudyConfig) -> list[str]:
+    if study.pretrain is None or "pretrained" not in study.axes.init:
+        return []
+    from trainables.pretrain_data import class_names
+
+    return list(class_names(study.pretrain.num_classes))
 
 
 def read_study_file(uri: str) -> dict[str, Any]:

@@ -103,8 +103,10 @@ def test_dry_run_states_the_splits_and_the_replicate_phase(capsys, tmp_path):
     assert "needs --replicates" not in out
     # The margin of every comparison with its reason, and where the study sits among the
     # paper's regimes, before anything runs.
-    assert "non-inferiority margins δ, fixed before the run:\n    tiny, data fraction 1: 0.02 AP: about 2.7%" in out
-    assert "regime (paper Sec. 5.2" in out and "tiny, data fraction 1: 200 training images" in out
+    assert (
+        "non-inferiority margins δ, fixed before the run:\n    tiny, data fraction 1: 0.02346 AP (0.03 x 0.782)" in out
+    )
+    assert "regime (paper Sec. 5.2" in out and "tiny, data fraction 1: 600 training images" in out
     assert "paper: 3,500-image subset (Sec. 5.2)" in out
     # Early stopping names its noise guard: z_0.95 x sqrt(2) x the prior seed std 0.02.
     assert "more than z_0.95 x sqrt(2) x σ = 0.0465 AP below a rung's cutoff (σ = 0.02" in out
@@ -120,31 +122,39 @@ def test_dry_run_prints_the_plan_and_writes_nothing(capsys, tmp_path):
     assert "scratch-tiny-f1" in out and "pretrained-tiny-f1" in out
     assert "1 Ray Train worker x (1 CPU), 2 images/worker = batch 2" in out
     assert "concurrency: 2 trial(s) at once" in out or (os.cpu_count() or 1) < 2
-    # Both arms search 1x, 7x, 8x; the recipe's trial runs the whole set on branches, then 4
-    # trials of a searched trunk length cost the mean over the set.
+    # Both arms search the preset's schedules; the recipe's trial runs the whole set on
+    # branches, then 4 trials of a searched trunk length cost the mean over the set.
     base, schedules = TOY.solver.base_iters, TOY.search.schedule
-    recipe = trial_iterations(branches(base, schedules, 8.0))
-    mean = sum(trial_iterations(branches(base, schedules, s)) for s in schedules) / 3
+    longest = TOY.default_trial["schedule"]
+    recipe = trial_iterations(branches(base, schedules, longest))
+    mean = sum(trial_iterations(branches(base, schedules, s)) for s in schedules) / len(schedules)
     per_arm = recipe + round(4 * mean)
-    assert f"{per_arm:,}" in out and f"{2 * per_arm:,}" in out and out.count("1x,7x,8x") == 2
+    listed = ",".join(f"{s:g}x" for s in schedules)
+    assert f"{per_arm:,}" in out and f"{2 * per_arm:,}" in out and out.count(listed) == 2
+    separate = ", ".join(f"{s:g}x" for s in schedules)
     assert (
-        f"recipe 8x (lr 0.3): {recipe:,} iterations with branches, {16 * base:,} as separate runs of 1x, 7x, 8x" in out
+        f"recipe {longest:g}x (lr 0.3): {recipe:,} iterations with branches, {round(sum(schedules) * base):,} as "
+        f"separate runs of {separate}" in out
     )
     assert f"longest trial: {recipe:,} iterations" in out
     assert "nothing was trained" in out and not list(tmp_path.iterdir())
 
 
-def test_dry_run_of_the_scaling_preset(capsys):
-    assert main(["--preset", "toy-scaling", "--dry-run"]) == 0
+def test_dry_run_of_the_paper_in_miniature(capsys):
+    """Both data regimes, each with its own schedules and margin, and the recipes' seeds."""
+    assert main(["--preset", "toy-paper", "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "arms: 4" in out and "scratch-tiny-f0.3" in out and "pretrained-tiny-f1" in out
+    assert "arms: 4" in out and "scratch-tiny-f0.02" in out and "pretrained-tiny-f1" in out
+    assert "tiny, data fraction 0.02: 12 training images" in out and "tiny, data fraction 1: 600 training images" in out
+    assert "the best of the search is not rerun (replicate_best: false)" in out
+    assert "tiny, data fraction 0.02: 0.00651 AP (0.03 x 0.217)" in out
 
 
 def test_help_mentions_every_option():
     text = build_parser_text()
     for flag in ("--preset", "--trial", "--results", "--name", "--num-samples", "--resume", "--dry-run", "--address"):
         assert flag in text
-    assert "toy-scaling" in text
+    assert "toy-paper" in text
 
 
 def build_parser_text():

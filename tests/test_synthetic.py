@@ -62,6 +62,18 @@ def test_each_split_is_its_own_stream(tmp_path):
     assert json.loads(b.test_annotations.read_text())["images"] == []
 
 
+def test_a_fresh_test_split_leaves_the_training_and_search_images_alone(tmp_path):
+    """``test_seed`` draws the test images again, after every choice was made on the search
+    split; the images that were trained on and chosen with stay as they were."""
+    a = generate(SPEC, tmp_path / "a")
+    b = generate(dataclasses.replace(SPEC, test_seed=1), tmp_path / "b")
+    c = generate(dataclasses.replace(SPEC, test_seed=1), tmp_path / "c")
+    for name in ("train_annotations", "search_annotations"):
+        assert getattr(a, name).read_text() == getattr(b, name).read_text()
+    assert a.test_annotations.read_text() != b.test_annotations.read_text()
+    assert b.test_annotations.read_text() == c.test_annotations.read_text()
+
+
 def test_uncompressed_crowd_rle_decodes_to_the_area(tmp_path):
     paths = generate(SPEC, tmp_path)
     coco = json.loads(paths.train_annotations.read_text())

@@ -47,6 +47,7 @@ from trainables.reporter import (
     for_tune,
     record_data,
     record_input_error,
+    record_pretraining,
 )
 from trainables.rows import loss_keys
 from trainables.runtime import (
@@ -93,6 +94,8 @@ def with_generated_backbone(cfg: TrialConfig, session: Session) -> TrialConfig:
         f"[{cfg.trial_id}] generated backbone (pretraining seed {cfg.pretrain.seed}, held-out accuracy "
         f"{pretrained.accuracy:.3f}): {pretrained.path}"
     )
+    if session.rank == 0:
+        record_pretraining(cfg, pretrained.meta)
     return dataclasses.replace(cfg, pretrained_weights=str(pretrained.path))
 
 

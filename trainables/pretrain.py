@@ -2,19 +2,20 @@
 
 The pretrained arm must be honestly pretrained, as in the paper: the same backbone (same
 depth, width and normalization) is trained for a fixed budget to classify a separate
-generated dataset — ``num_classes`` shape kinds taken in the order of ``PRETRAIN_KINDS``
-(the default eight include star, ellipse and half-disc, which never appear in the detection
-data), drawn with the detection data's textures on their own cluttered backgrounds — and its
-weights are then loaded by the same function that loads real ImageNet weights. The result
-is cached by its parameters, with metadata (images seen, wall time, held-out accuracy).
+generated dataset — the first ``num_classes`` of trainables/pretrain_data.py's classes,
+shapes the detection data never draws, with textures and backgrounds of their own (ImageNet
+is not COCO: neither its classes nor its images) — and its weights are then loaded by the
+same function that loads real ImageNet weights. The result is cached by its parameters,
+with metadata: the classes, images seen, wall time, and the held-out accuracy along the
+way, so that whether it levelled off within its budget is on record.
 
 It runs where it is first needed: in the first trial of a study whose pretrained init
 loads it (trainables/engine.py), on that trial's CPU, while other trials (scratch ones)
 train on the other CPUs. A file lock in the cache makes it one run per spec: a second
 process that needs the same backbone waits for it and loads the cached result.
 
-Recipe (version 3): 8 classes, 48 px, batch 64, SGD lr 0.1 with momentum, 5% warm-up and
-cosine decay, over ``num_images`` generated images (the preset's spec sets the iterations).
+Recipe (version 4): 48 px, batch 64, SGD lr 0.1 with momentum, 5% warm-up and cosine decay,
+over ``num_images`` generated images (the preset's spec sets the classes and iterations).
 """
 
 from __future__ import annotations
@@ -35,30 +36,32 @@ import torch
 from filelock import FileLock
 from torch import nn
 
-from trainables import shapes
+from trainables import pretrain_data, shapes
 from trainables.config import ModelConfig, PretrainSpec
 from trainables.model import build_backbone_body, param_groups
 from trainables.storage import cache_dir, spec_key
 
-PRETRAIN_VERSION = 3
+PRETRAIN_VERSION = 4
 WEIGHTS_FILE = "backbone.pt"
 META_FILE = "meta.json"
 # Held-out images to measure the classifier's accuracy with.
 NUM_HELD_OUT = 500
-# Pretraining classes: the first ``spec.num_classes`` of these. Pentagon and hexagon come last:
-# at 40-64 px they are barely distinguishable from a disc, and with them the budgeted
-# classifier learns markedly slower.
-PRETRAIN_KINDS = ("disc", "square", "triangle", "ring", "cross", "star", "ellipse", "half_disc", "pentagon", "hexagon")
-assert sorted(PRETRAIN_KINDS) == sorted(shapes.KINDS)
+# Held-out accuracy is measured this many times along the way: the last two tell whether
+# it levelled off (a gain of at most PLATEAU_GAIN over the last quarter of the budget).
+ACCURACY_POINTS = 4
+PLATEAU_GAIN = 0.01
 # Shape size as a fraction of the image side (radius), the shape fully inside the image.
 RADIUS_RANGE = (0.3, 0.48)
-# Background clutter (lines/blobs) per image; the detection data uses up to 4.
-CLUTTER = 2
 # A shape's mean colour must differ from the background under it by at least this much
 # (sum of absolute RGB differences, 0-765); textures are redrawn (up to MAX_REDRAWS times)
 # until it does. Shapes nearly invisible against the background only slow learning down.
 MIN_CONTRAST = 60.0
 MAX_REDRAWS = 20
+
+
+def classes(spec: PretrainSpec) -> tuple[str, ...]:
+    """The spec's class names: the first ``num_classes`` of pretrain_data.CLASSES."""
+    return pretrain_data.class_names(spec.num_classes)
 
 
 @dataclass(frozen=True)
@@ -67,29 +70,29 @@ class Pretrained:
     images_seen: int
     wall_time_s: float
     accuracy: float
+    meta: dict  # meta.json: classes, the accuracy along the way, whether it levelled off
 
 
 def classification_images(spec: PretrainSpec, count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``count`` generated images (N, 3, S, S) in [0, 1] and labels in [0, num_classes).
 
-    One shape per image, with one of ``shapes.texture``'s textures (the detection data's mix:
-    solid, stripes, checks, noise) over ``shapes.background``, large and wholly inside the
-    image, at a random rotation, and visibly different in colour from the background.
+    One shape of the spec's classes per image, large and wholly inside the image, at a random
+    rotation, with one of pretrain_data's textures over its background, visibly different in
+    colour from the background under it.
     """
-    if not 2 <= spec.num_classes <= len(PRETRAIN_KINDS):
-        raise ValueError(f"num_classes must be in [2, {len(PRETRAIN_KINDS)}], got {spec.num_classes}")
+    kinds = classes(spec)
     rng = np.random.default_rng(seed)
-    size, kinds = spec.image_size, PRETRAIN_KINDS[: spec.num_classes]
+    size = spec.image_size
     images = np.empty((count, size, size, 3), np.uint8)
     labels = rng.integers(len(kinds), size=count)
     for i, label in enumerate(labels):
-        img = shapes.background(rng, size, size, clutter=CLUTTER)
+        img = pretrain_data.background(rng, size)
         r = rng.uniform(*RADIUS_RANGE) * size
         cx, cy = rng.uniform(r, size - r, size=2)
-        mask = shapes.shape_mask(kinds[label], size, size, cx, cy, r, float(rng.uniform(0, 2 * math.pi)))
+        mask = pretrain_data.class_mask(kinds[label], size, cx, cy, r, float(rng.uniform(0, 2 * math.pi)))
         under = img[mask].mean(0) if mask.any() else img.mean((0, 1))
         for _ in range(MAX_REDRAWS):
-            tex = shapes.texture(rng, size, size)
+            tex = pretrain_data.texture(rng, size)
             if np.abs(tex[mask].mean(0) - under).sum() >= MIN_CONTRAST:
                 break
         shapes.composite(img, mask, tex)
@@ -99,7 +102,8 @@ def classification_images(spec: PretrainSpec, count: int, seed: int) -> tuple[to
 
 def cache_key(model: ModelConfig, spec: PretrainSpec) -> str:
     body = {k: getattr(model, k) for k in ("depth", "width", "norm", "gn_groups", "pixel_mean", "pixel_std")}
-    return spec_key({"body": body, "spec": dataclasses.asdict(spec)}, PRETRAIN_VERSION)
+    # The class names too: a changed class list is another stand-in, never a cached one.
+    return spec_key({"body": body, "spec": dataclasses.asdict(spec), "classes": classes(spec)}, PRETRAIN_VERSION)
 
 
 def ensure_pretrained(
@@ -126,7 +130,7 @@ def ensure_pretrained(
                 finally:
                     shutil.rmtree(tmp, ignore_errors=True)
     meta = json.loads((folder / META_FILE).read_text())
-    return Pretrained(folder / WEIGHTS_FILE, meta["images_seen"], meta["wall_time_s"], meta["accuracy"])
+    return Pretrained(folder / WEIGHTS_FILE, meta["images_seen"], meta["wall_time_s"], meta["accuracy"], meta)
 
 
 def _train(model_cfg: ModelConfig, spec: PretrainSpec, out: Path, log: Callable[[str], None]) -> None:
@@ -147,6 +151,8 @@ def _train(model_cfg: ModelConfig, spec: PretrainSpec, out: Path, log: Callable[
 
     body = build_backbone_body(model_cfg)
     body.fc = nn.Linear(body.fc.in_features, spec.num_classes)
+    checkpoints = {round(spec.iterations * (k + 1) / ACCURACY_POINTS) for k in range(ACCURACY_POINTS)}
+    curve = []
     optimizer = torch.optim.SGD(param_groups(body, 1e-4, 0.0), lr=spec.lr, momentum=0.9)
     # Cosine decay with a short warm-up: a classification recipe, independent of detection.
     warmup = max(1, spec.iterations // 20)
@@ -167,11 +173,15 @@ def _train(model_cfg: ModelConfig, spec: PretrainSpec, out: Path, log: Callable[
         loss.backward()
         optimizer.step()
         scheduler.step()
-        if (it + 1) % max(1, spec.iterations // 5) == 0:
-            log(f"  pretraining {it + 1}/{spec.iterations}  loss {loss.item():.3f}  {time.time() - start:.0f}s")
+        if it + 1 in checkpoints:
+            curve.append((it + 1, _accuracy(body, held_x, held_y)))
+            log(
+                f"  pretraining {it + 1}/{spec.iterations}  loss {loss.item():.3f}  held-out accuracy "
+                f"{curve[-1][1]:.3f}  {time.time() - start:.0f}s"
+            )
     body.eval()
-    with torch.no_grad():
-        accuracy = float((body(held_x).argmax(1) == held_y).float().mean())
+    accuracy = curve[-1][1]
+    levelled = len(curve) < 2 or curve[-1][1] - curve[-2][1] <= PLATEAU_GAIN
     wall = time.time() - start
     state = {k: v for k, v in body.state_dict().items() if not k.startswith("fc.")}
     torch.save(state, out / WEIGHTS_FILE)
@@ -179,9 +189,26 @@ def _train(model_cfg: ModelConfig, spec: PretrainSpec, out: Path, log: Callable[
         "images_seen": spec.images_seen,
         "wall_time_s": round(wall, 2),
         "accuracy": round(accuracy, 4),
+        # (iteration, held-out accuracy) along the way, and whether the last quarter of the
+        # budget gained at most PLATEAU_GAIN: the stand-in trained to its own plateau.
+        "accuracy_curve": [[i, round(a, 4)] for i, a in curve],
+        "levelled_off": levelled,
         "num_classes": spec.num_classes,
+        "classes": list(classes(spec)),
         "model": dataclasses.asdict(model_cfg),
         "spec": dataclasses.asdict(spec),
     }
     (out / META_FILE).write_text(json.dumps(meta, indent=2))
-    log(f"pretraining done in {wall:.0f}s: held-out accuracy {accuracy:.3f}")
+    log(
+        f"pretraining done in {wall:.0f}s: held-out accuracy {accuracy:.3f} "
+        f"({'levelled off' if levelled else 'still rising'} over the last quarter of its budget)"
+    )
+
+
+def _accuracy(body: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Held-out accuracy, in eval mode and back."""
+    body.eval()
+    with torch.no_grad():
+        accuracy = float((body(x).argmax(1) == y).float().mean())
+    body.train()
+    return accuracy

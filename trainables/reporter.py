@@ -326,6 +326,18 @@ def record_data(
         storage.write_bytes_atomic(splits, json.dumps(blob).encode())
 
 
+PRETRAINING_DIR = "pretraining"
+
+
+def record_pretraining(cfg: TrialConfig, meta: dict[str, Any]) -> None:
+    """Write the generated backbone's metadata (its classes, held-out accuracy along the way
+    and whether it levelled off) beside the rows, once per pretraining seed, for the report."""
+    path = storage.join(cfg.results_uri, PRETRAINING_DIR, f"seed-{meta['spec']['seed']}.json")
+    if not storage.exists(path):
+        blob = {k: v for k, v in meta.items() if k != "model"}
+        storage.write_bytes_atomic(path, json.dumps(blob, indent=2).encode())
+
+
 def fault_fired(cfg: TrialConfig, iteration: int) -> bool:
     """Whether the injected failure at ``iteration`` already happened (marking it if not)."""
     marker = storage.join(cfg.results_uri, "faults", f"{cfg.trial_id}-{iteration}")

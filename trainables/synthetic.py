@@ -110,6 +110,9 @@ def generate(spec: SyntheticSpec, root: Path) -> DatasetPaths:
     # Independent streams per split, so changing one split's size leaves the others unchanged
     # (and the test split, added last, left the training and search images as they were).
     train_rng, search_rng, test_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(spec.seed).spawn(3))
+    if spec.test_seed >= 0:
+        # A test split drawn afresh, after every choice was made on the search split.
+        test_rng = np.random.default_rng(np.random.SeedSequence((spec.seed, spec.test_seed)))
     for split_rng, images_dir, ann_file, count, offset in (
         (train_rng, paths.train_images, paths.train_annotations, spec.num_train, 1),
         (search_rng, paths.search_images, paths.search_annotations, spec.num_search, SEARCH_ID_OFFSET),
