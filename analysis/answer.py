@@ -205,7 +205,10 @@ def one_seed_lines(
                 continue
             change = float(c.iloc[-1] - c.iloc[-2])
             flat = abs(change) <= margin
-            state = "levelled off" if flat else "still rising" if change > 0 else "falling"
+            doubling = change / math.log2(c.index[-1] / c.index[-2])
+            state = (
+                "levelled off" if flat else f"still rising, {doubling:+.3f} per doubling" if change > 0 else "falling"
+            )
             steps.append(f"{init} {c.index[-2]:g}x -> {c.index[-1]:g}x {change:+.3f} ({state}, against ±{margin:g})")
             rising += [] if flat else [init]
         budget = f"at this budget: {' and '.join(rising)} still moving" if rising else "both inits levelled off"

@@ -136,7 +136,9 @@ def budget(verdict: str, changes: dict[str, Change]) -> str:
     notes = []
     open_question = verdict in (WORSE, INCONCLUSIVE)
     if open_question and scratch is not None and scratch.reading == RISING:
-        notes.append("at this budget: scratch is still rising")
+        notes.append(
+            f"at this budget: scratch is still rising, {scratch.per_doubling:+.3f} per doubling of the schedule"
+        )
     elif open_question and scratch is not None and scratch.reading == PLATEAUED:
         if pretrained is not None and pretrained.reading == PLATEAUED:
             notes.append("both inits have plateaued")

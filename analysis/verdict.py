@@ -161,6 +161,11 @@ class Change:
     high90: float
     reading: str  # PLATEAUED, RISING, FALLING, INCONCLUSIVE, NO_SPREAD or TOO_FEW
 
+    @property
+    def per_doubling(self) -> float:
+        """The change scaled to a doubling of the schedule (log-linear between the two)."""
+        return self.change / math.log2(self.end / self.start)
+
 
 def paired_change(init: str, start: float, end: float, changes: np.ndarray, margin: float) -> Change:
     """Whether one init has levelled off from ``start`` to ``end``: per-seed ``changes``

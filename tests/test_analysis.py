@@ -188,8 +188,8 @@ def test_report_leads_with_the_test_split(tmp_path, study_rows):
     # Its words: pretrained's lead at the shortest schedule, each init's last step, the budget.
     assert (
         "- **tiny, data fraction 1, one seed (no verdict). Pretrained leads scratch at 1x by +0.200; pretrained "
-        "1x -> 2x +0.070 (still rising, against ±0.005); scratch 1x -> 2x +0.300 (still rising, against ±0.005): "
-        "at this budget: pretrained and scratch still moving.**" in lead
+        "1x -> 2x +0.070 (still rising, +0.070 per doubling, against ±0.005); scratch 1x -> 2x +0.300 (still "
+        "rising, +0.300 per doubling, against ±0.005): at this budget: pretrained and scratch still moving.**" in lead
     )
     # The best of the search follows, with N in every cell: at 1x scratch's best of three
     # (s1; s3 diverged), pretrained's of two (p1; p3 is another seed's).
