@@ -22,6 +22,7 @@ from study.config import (
     selector_matches,
     startup_trials,
 )
+from study.plan_regime import regime_points
 from trainables.branches import Branch, branches, independent_iterations, trial_iterations
 
 
@@ -319,49 +320,6 @@ def _early_stopping_line(s: StudyConfig) -> str:
         f"{e.seed_std:g}, the prior seed std; measured instead where seeds of one configuration exist), and the "
         "recipe never"
     )
-
-
-def regime_points(s: StudyConfig, counts: dict[float, tuple[int, int]] | None) -> list[regime.Point]:
-    """Each (model, data fraction)'s regime indicators, from the preset (and the counted
-    training files where there are ``counts``)."""
-    batch = s.num_workers * s.solver.ims_per_worker
-    points = []
-    for model in s.axes.model:
-        pretrain_images = pretrain_seen = None
-        if model in s.pretrained_weights:
-            # Given weights are ImageNet's (the presets' are): its distinct images, and the
-            # images the preset states they saw.
-            pretrain_images, pretrain_seen = regime.IMAGENET_IMAGES, s.pretrained_images.get(model)
-        elif s.pretrain is not None:
-            pretrain_images, pretrain_seen = s.pretrain.num_images, s.pretrain.images_seen
-        for fraction in s.axes.data_fraction:
-            images, instances = (counts or {}).get(float(fraction), (_expected_images(s, fraction), None))
-            arm = Arm("scratch", fraction, model)
-            longest = max(
-                (
-                    *search_space(s, arm).schedule,
-                    float(default_point(s, {"init": "scratch", "data_fraction": fraction, "model": model})["schedule"]),
-                )
-            )
-            points.append(
-                regime.Point(
-                    f"{model}, data fraction {fraction:g}",
-                    images,
-                    instances,
-                    pretrain_images if "pretrained" in s.axes.init else None,
-                    pretrain_seen if "pretrained" in s.axes.init else None,
-                    round(longest * s.solver.base_iters * batch),
-                )
-            )
-    return points
-
-
-def _expected_images(s: StudyConfig, fraction: float) -> int:
-    """A fraction's training images as the trials choose them (every generated image holds
-    objects; a COCO file's images without objects are not known before it is read)."""
-    d = s.data
-    pool = (d.synthetic.num_train if d.source == "synthetic" else d.fraction_of_images) - d.search_holdout
-    return min(pool, max(1, round(fraction * (d.fraction_of_images or pool)))) if pool > 0 else 0
 
 
 def _k(n: int) -> str:

@@ -6,7 +6,8 @@ import json
 import pytest
 
 from analysis import regime
-from study.plan import make_plan, regime_points
+from study.plan import make_plan
+from study.plan_regime import regime_points
 from study.presets import PRESETS, TOY
 
 
