@@ -184,7 +184,8 @@ def _pretraining_line(s: StudyConfig) -> list[str]:
     p = s.pretrain
     return [
         f"  pretraining (the stand-in for ImageNet): {p.num_classes}-class generated shapes at {p.image_size} px, "
-        f"{p.iterations:,} iterations x {p.batch_size} ({p.images_seen:,} images seen); done once per backbone "
+        f"{p.iterations:,} iterations x {p.batch_size} ({p.images_seen:,} images seen); the toy's own spec "
+        f"ships with the package for seeds 0-2 (trainables/standin/), any other is pretrained once per backbone "
         f"by the first pretrained trial that loads it, on its own CPU, then cached"
     ]
 

@@ -54,7 +54,8 @@ TOY_DATA = DataConfig(
 # backgrounds of their own (trainables/pretrain_data.py), 4,600 distinct images (2.0 per
 # target instance, 7.7 per target image; ImageNet against train2017: 1.5 and 10.8), 3,000
 # iterations of 64 (192,000 images seen), where its held-out accuracy levels off (0.836 at
-# 1,500, 0.892 at 2,250 and at 3,000). About 5 minutes on one core; cached.
+# 1,500, 0.892 at 2,250 and at 3,000). 5 to 7 minutes on one core, so the backbones of
+# seeds 0-2 ship in trainables/standin/ (`python -m study.standin` makes them).
 TOY_PRETRAIN = PretrainSpec(num_classes=12, num_images=4600, iterations=3000)
 # 1x = 300 iterations of 2 images = 600 images, one pass over the training set; the LR drops
 # at the last 200 and 67 iterations of each schedule (the paper's last 60k and 20k of 90k,
@@ -92,9 +93,8 @@ TOY = StudyConfig(
     # LR is quoted at 16 images (x2/16 at the real batch of 2).
     search=SearchSpace(lr=(0.08, 1.0), weight_decay=(1e-5, 1e-3), schedule=(2.0, 4.0)),
     # Each init's recipe (the paper's design; Optuna's study of each arm holds it), each on 1
-    # worker of one core, two at once: the pretrained one pretrains the backbone on its own
-    # core first (about 5 minutes) while the scratch recipe trains beside it. A second trial
-    # per arm (--num-samples 2) would add about 4 minutes, past the default's 10.
+    # worker of one core, two at once, the pretrained one from the shipped stand-in. A second
+    # trial per arm (--num-samples 2) about doubles the time.
     num_samples=1,
     num_workers=1,
     cpus_per_worker=1,

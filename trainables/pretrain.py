@@ -9,10 +9,14 @@ same function that loads real ImageNet weights. The result is cached by its para
 with metadata: the classes, images seen, wall time, and the held-out accuracy along the
 way, so that whether it levelled off within its budget is on record.
 
-It runs where it is first needed: in the first trial of a study whose pretrained init
-loads it (trainables/engine.py), on that trial's CPU, while other trials (scratch ones)
-train on the other CPUs. A file lock in the cache makes it one run per spec: a second
-process that needs the same backbone waits for it and loads the cached result.
+The toy's own stand-ins (its spec, pretraining seeds 0-2) ship with the package in
+``trainables/standin/``, made by this code (``python -m study.standin``), as the COCO
+presets load ImageNet weights rather than train them; a folder there is named by the same
+key as in the cache, so a changed spec or recipe never finds a stale one. Any other spec
+is pretrained where it is first needed: in the first trial of a study whose pretrained
+init loads it (trainables/engine.py), on that trial's CPU, while other trials (scratch
+ones) train on the other CPUs. A file lock in the cache makes it one run per spec: a
+second process that needs the same backbone waits for it and loads the cached result.
 
 Recipe (version 4): 48 px, batch 64, SGD lr 0.1 with momentum, 5% warm-up and cosine decay,
 over ``num_images`` generated images (the preset's spec sets the classes and iterations).
@@ -42,6 +46,8 @@ from trainables.model import build_backbone_body, param_groups
 from trainables.storage import cache_dir, spec_key
 
 PRETRAIN_VERSION = 4
+# The stand-ins that ship with the package, one folder per cache key.
+SHIPPED = Path(__file__).resolve().parent / "standin"
 WEIGHTS_FILE = "backbone.pt"
 META_FILE = "meta.json"
 # Held-out images to measure the classifier's accuracy with.
@@ -109,7 +115,7 @@ def cache_key(model: ModelConfig, spec: PretrainSpec) -> str:
 def ensure_pretrained(
     model: ModelConfig, spec: PretrainSpec, root: Path | None = None, log: Callable[[str], None] = print
 ) -> Pretrained:
-    """Pretrain the backbone for ``model`` unless a cached result exists; return it.
+    """Pretrain the backbone for ``model`` unless a cached or shipped result exists; return it.
 
     Processes that ask for the same backbone at once (two trials, or the ranks of one) take
     turns on a lock beside the cache folder: the first pretrains, the others then load its
@@ -119,6 +125,8 @@ def ensure_pretrained(
         # Frozen BN needs BN statistics: pretrain with BN, then freeze at fine-tuning.
         model = dataclasses.replace(model, norm="syncbn")
     folder = (root or cache_dir()) / f"pretrain-{cache_key(model, spec)}"
+    if not (folder / META_FILE).exists() and (SHIPPED / folder.name / META_FILE).exists():
+        folder = SHIPPED / folder.name
     if not (folder / META_FILE).exists():
         folder.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(folder.parent / f"{folder.name}.lock"):
