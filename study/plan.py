@@ -299,7 +299,7 @@ def _replicates_line(s: StudyConfig) -> list[str]:
             f"  replicates: after the search, each arm's recipe under seeds {s.seed}-{s.seed + k - 1} (its search "
             f"trial counts: the recipe was never chosen), trunk to the longest schedule: {k - 1} more trials per arm, "
             "none stopped early; the best of the search is not rerun (replicate_best: false)"
-            + ("; each seed pretrains its own backbone" if s.pretrain is not None else "")
+            + ("; each seed loads a backbone pretrained with its own seed" if s.pretrain is not None else "")
         ]
     return [
         f"  replicates: after the search, each arm's recipe under seeds {s.seed}-{s.seed + k - 1} (its search "
@@ -307,7 +307,7 @@ def _replicates_line(s: StudyConfig) -> list[str]:
         "(never the seed whose trial won the choice; a best that is the recipe reads the recipe's other seeds; "
         "none where the search scores one configuration), trunk to "
         f"the longest schedule: up to {2 * k - 1} more trials per arm, none stopped early"
-        + ("; each seed pretrains its own backbone" if s.pretrain is not None else "")
+        + ("; each seed loads a backbone pretrained with its own seed" if s.pretrain is not None else "")
     ]
 
 

@@ -98,7 +98,7 @@ def test_dry_run_states_the_splits_and_the_replicate_phase(capsys, tmp_path):
     assert "and its best (lr, wd) under fresh seeds 1-3 (never the seed whose trial won the choice" in out
     assert main(["--preset", "toy-replicates", "--dry-run", "--results", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "recipe under seeds 0-2" in out and "each seed pretrains its own backbone" in out
+    assert "recipe under seeds 0-2" in out and "each seed loads a backbone pretrained with its own seed" in out
     assert "scratch is no worse than pretrained at a schedule when the 90% interval of the gap" in out
     assert "needs --replicates" not in out
     # The margin of every comparison with its reason, and where the study sits among the
