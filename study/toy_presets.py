@@ -94,7 +94,7 @@ TOY = StudyConfig(
     search=SearchSpace(lr=(0.08, 1.0), weight_decay=(1e-5, 1e-3), schedule=(2.0, 4.0)),
     # Each init's recipe (the paper's design; Optuna's study of each arm holds it), each on 1
     # worker of one core, two at once, the pretrained one from the shipped stand-in. A second
-    # trial per arm (--num-samples 2) about doubles the time.
+    # trial per arm (--num-samples 2) adds up to as much again (its trunk is drawn at 2x or 4x).
     num_samples=1,
     num_workers=1,
     cpus_per_worker=1,
