@@ -14,7 +14,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from trainables import storage
-from trainables.rows import COMPLETED, FINAL, METRICS_DIR, ROW_KEY, SCHEMA, STOPPED, is_own_final
+from trainables.rows import COMPLETED, FINAL, METRICS_DIR, ROW_KEY, SCHEMA, STOPPED, is_own_final, ranking_score
 
 KEY = list(ROW_KEY)
 
@@ -65,11 +65,18 @@ def final_rows(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def ranked(df: pd.DataFrame, objective: str) -> pd.DataFrame:
-    """Rows best first on ``objective``; ties go to the lower training loss (the early-stopping
-    rungs' tie-break), then to trial id and iteration, so that equal APs (every AP is 0 in a
-    smoke run) choose the same row however the files were listed or the trials named."""
-    keys = [objective, "loss", "trial_id", "iteration"]
-    return df.sort_values(keys, ascending=[False, True, True, True], na_position="last", kind="stable")
+    """Rows best first by the rule the early-stopping rungs use (trainables/rows.py's
+    ``ranking_score``: the objective, the training loss as tie-breaker), then by trial id and
+    iteration, so that equal scores (every AP is 0 in a smoke run) choose the same row however
+    the files were listed or the trials named. Rows without a value come last."""
+    score = [
+        ranking_score(v, None if pd.isna(loss) else float(loss)) if pd.notna(v) else float("nan")
+        for v, loss in zip(df[objective], df["loss"])
+    ]
+    keyed = df.assign(_score=pd.Series(score, index=df.index, dtype=float))
+    keys = ["_score", "trial_id", "iteration"]
+    ordered = keyed.sort_values(keys, ascending=[False, True, True], na_position="last", kind="stable")
+    return ordered.drop(columns="_score")
 
 
 def best_row(df: pd.DataFrame, objective: str) -> pd.Series:

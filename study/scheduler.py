@@ -43,19 +43,12 @@ import numpy as np
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from study.config import NOISE_GAPS
-from trainables.rows import COMPLETED, FINAL, is_branch_final
-
-# Tie-break weight: the loss (capped at 10) moves the score by at most 0.001, a tenth of
-# one AP point, so it only decides between trials whose AP is (nearly) equal.
-LOSS_WEIGHT = 1e-4
-LOSS_CAP = 10.0
+from trainables.rows import COMPLETED, FINAL, is_branch_final, ranking_score
 
 
 def rung_score(result: dict[str, Any], metric: str) -> float:
-    """The objective, with the training loss as a tie-breaker (missing loss = worst)."""
-    loss = result.get("loss")
-    penalty = LOSS_CAP if loss is None or not math.isfinite(loss) else min(loss, LOSS_CAP)
-    return float(result[metric]) - LOSS_WEIGHT * penalty
+    """The objective, with the training loss as a tie-breaker (trainables/rows.py's one rule)."""
+    return ranking_score(result[metric], result.get("loss"))
 
 
 def is_final(result: dict[str, Any], metric: str) -> bool:

@@ -9,7 +9,8 @@ import pytest
 from ray import cloudpickle
 from ray.tune.schedulers import TrialScheduler
 
-from study.scheduler import LOSS_WEIGHT, NOISE_GAPS, ScheduleRungs, rung_score
+from study.scheduler import NOISE_GAPS, ScheduleRungs, rung_score
+from trainables.rows import LOSS_WEIGHT
 
 
 def _trial(trial_id):
@@ -136,3 +137,23 @@ def test_a_rungs_seed_noise_is_measured_from_seeds_of_one_configuration(tmp_path
     assert sched.rungs.min_gap("a", 2.0) == pytest.approx(NOISE_GAPS * 0.05)
     # With the measured 0.01 a score 0.05 below the cutoff (0.41) stops; the prior would keep it.
     assert sched.on_trial_result(None, _trial("new"), _rung(1.0, 0.36)) == TrialScheduler.STOP
+
+
+def test_the_rungs_and_the_reports_ranking_agree_on_near_ties():
+    """One rule picks the better of two results everywhere: AP 0.5000 with loss 1 against AP
+    0.5005 with loss 8 (the loss moves a score by up to 0.001): the rungs and the report's
+    ranking (and so the best trial and the replicate phase's best) both prefer the first."""
+    import pandas as pd
+
+    from analysis.results import best_row, ranked
+
+    a = {"bbox_AP": 0.5000, "loss": 1.0, "trial_id": "b", "iteration": 10}
+    b = {"bbox_AP": 0.5005, "loss": 8.0, "trial_id": "a", "iteration": 10}
+    assert rung_score(a, "bbox_AP") > rung_score(b, "bbox_AP")
+    rows = pd.DataFrame([b, a, {"bbox_AP": None, "loss": 0.1, "trial_id": "c", "iteration": 10}])
+    assert list(ranked(rows, "bbox_AP")["trial_id"]) == ["b", "a", "c"]
+    assert best_row(rows, "bbox_AP")["trial_id"] == "b"
+    # Equal scores: the trial id decides, however the rows came.
+    tied = pd.DataFrame([{**a, "trial_id": "z"}, {**a, "trial_id": "y"}])
+    assert list(ranked(tied, "bbox_AP")["trial_id"]) == ["y", "z"]
+    assert list(ranked(tied, "bbox_AP").columns) == list(tied.columns)
