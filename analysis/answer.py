@@ -24,7 +24,7 @@ from analysis import replicates
 from analysis.headline import plateaus
 from analysis.paper import paper_frame
 from analysis.tables import best_by_schedule
-from analysis.verdict import NO_SPREAD, TOO_FEW
+from analysis.verdict import NO_SPREAD, TOO_FEW, per_doubling
 from trainables.rows import DIVERGED, FINAL
 
 INITS = ("scratch", "pretrained")
@@ -205,7 +205,7 @@ def one_seed_lines(
                 continue
             change = float(c.iloc[-1] - c.iloc[-2])
             flat = abs(change) <= margin
-            doubling = change / math.log2(c.index[-1] / c.index[-2])
+            doubling = per_doubling(change, c.index[-2], c.index[-1])
             state = (
                 "levelled off" if flat else f"still rising, {doubling:+.3f} per doubling" if change > 0 else "falling"
             )

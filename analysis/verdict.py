@@ -164,7 +164,12 @@ class Change:
     @property
     def per_doubling(self) -> float:
         """The change scaled to a doubling of the schedule (log-linear between the two)."""
-        return self.change / math.log2(self.end / self.start)
+        return per_doubling(self.change, self.start, self.end)
+
+
+def per_doubling(change: float, start: float, end: float) -> float:
+    """A change from schedule ``start`` to ``end``, scaled to one doubling (log-linear)."""
+    return change / math.log2(end / start)
 
 
 def paired_change(init: str, start: float, end: float, changes: np.ndarray, margin: float) -> Change:
