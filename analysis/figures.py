@@ -18,7 +18,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from analysis.results import best_row, final_rows  # noqa: E402
 from analysis.tables import completed, scaling  # noqa: E402
-from trainables.rows import COMPLETED, FINAL  # noqa: E402
+from trainables.rows import COMPLETED, is_completed_final  # noqa: E402
 
 COLOURS = {"scratch": "#d62728", "pretrained": "#1f77b4"}
 SCHEDULE_STYLES = ["-", "--", ":", "-."]
@@ -90,7 +90,7 @@ def training_curves(df: pd.DataFrame, objective: str = "bbox_AP") -> Figure:
                 markersize=5,
                 label=f"{init} trunk (lr {pick['lr']:.3g}, wd {pick['weight_decay']:.2g})",
             )
-            finals = rows[(rows["phase"] == FINAL) & (rows["status"] == COMPLETED)].sort_values("schedule")
+            finals = rows[is_completed_final(rows)].sort_values("schedule")
             for _, f in finals.iterrows():
                 fork = _fork(f)
                 if fork is None:  # where the branch started is unknown: its result alone

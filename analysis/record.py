@@ -1,8 +1,9 @@
 """What a study folder records beside its rows, as the report reads it: study.json (the
-resolved configuration: recipes, search ranges, margins), replicates.json (what the
-replicate phase chose) and subsets/ (the splits and each fraction's training images).
+resolved configuration: recipes, search ranges, margins; trainables/study_record.py reads
+it), replicates.json (what the replicate phase chose) and subsets/ (the splits and each
+fraction's training images).
 
-Reads local folders only, with json; a missing file gives an empty answer, never an error.
+A missing file gives an empty answer, never an error.
 """
 
 from __future__ import annotations
@@ -16,17 +17,16 @@ from typing import Any
 import pandas as pd
 
 from analysis import regime
-from trainables.rows import STUDY_FILE
+from trainables.study_record import StudyRecord, read_record
 
 REPLICATES_FILE = "replicates.json"
 # The margin when study.json names none: the COCO presets' (study/coco_presets.py).
 DEFAULT_MARGIN = 0.005
 
 
-def read_study(study_dir: str | os.PathLike) -> dict[str, Any]:
-    """The study folder's study.json as a dict ({} when there is none)."""
-    path = Path(study_dir) / STUDY_FILE
-    return json.loads(path.read_text()) if path.exists() else {}
+def read_study(study_dir: str | os.PathLike) -> StudyRecord:
+    """The study folder's study.json (an empty record when there is none)."""
+    return read_record(str(study_dir), missing_ok=True)
 
 
 def read_replicates(study_dir: str | os.PathLike) -> dict[str, Any]:
@@ -35,26 +35,22 @@ def read_replicates(study_dir: str | os.PathLike) -> dict[str, Any]:
     return json.loads(path.read_text()).get("arms", {}) if path.exists() else {}
 
 
-def search_ranges(study: dict[str, Any]) -> dict[str, dict[str, tuple[float, float]]]:
-    """arm -> its searched lr and weight-decay ranges, from study.json's ``search_spaces``
-    (each arm's ranges with the preset's per-arm overrides applied)."""
-    spaces = study.get("search_spaces") or {}
-    return {
-        arm: {"lr": tuple(space["lr"]), "weight_decay": tuple(space["weight_decay"])} for arm, space in spaces.items()
-    }
+def search_ranges(study: StudyRecord) -> dict[str, dict[str, tuple[float, float]]]:
+    """arm -> its searched lr and weight-decay ranges (per-arm overrides applied)."""
+    return study.search_ranges()
 
 
-def recipes(study: dict[str, Any]) -> dict[str, tuple[float, float]]:
+def recipes(study: StudyRecord) -> dict[str, tuple[float, float]]:
     """arm -> the recipe's (lr, weight_decay): study.json's arm configs carry it."""
-    return {arm: (float(t["lr"]), float(t["weight_decay"])) for arm, t in (study.get("arms") or {}).items()}
+    return study.recipes()
 
 
-def margins(study: dict[str, Any]) -> tuple[Callable[[str, float], float], list[str]]:
+def margins(study: StudyRecord) -> tuple[Callable[[str, float], float], list[str]]:
     """The margin of each (model, data fraction) as study.json states it, and the notes on
     where it came from: its ``margins`` (one per comparison, written before the first
     trial), else the preset's single margin, else :data:`DEFAULT_MARGIN` (said so)."""
-    listed = study.get("margins") or []
-    preset = study.get("preset") or {}
+    listed = study.margins
+    preset = study.preset
     notes = []
     fallback = (preset.get("margin") or {}).get("ap") or preset.get("equivalence_margin")
     if fallback is None:
@@ -71,11 +67,11 @@ def margins(study: dict[str, Any]) -> tuple[Callable[[str, float], float], list[
     return margin, notes
 
 
-def margin_lines(study: dict[str, Any]) -> list[str]:
+def margin_lines(study: StudyRecord) -> list[str]:
     """Each comparison's margin with its reason, as written before the study ran."""
     return [
         f"{m['model']}, data fraction {float(m['data_fraction']):g}: {float(m['ap']):g} AP — {m.get('reason', '')}"
-        for m in study.get("margins") or []
+        for m in study.margins
     ]
 
 
@@ -119,7 +115,7 @@ def test_images(study_dir: Path) -> int | None:
     return None
 
 
-def regime_points(study: dict[str, Any], df: pd.DataFrame, study_dir: Path) -> list[regime.Point]:
+def regime_points(study: StudyRecord, df: pd.DataFrame, study_dir: Path) -> list[regime.Point]:
     """Each (model, data fraction)'s regime from what ran: training images (and instances,
     where the trials recorded them in subsets/), the pretraining the pretrained rows name,
     and the most images a scratch result was trained on."""
@@ -130,7 +126,7 @@ def regime_points(study: dict[str, Any], df: pd.DataFrame, study_dir: Path) -> l
         blob = json.loads(path.read_text())
         if blob.get("train_instances") is not None:
             instances[round(float(blob["data_fraction"]), 9)] = int(blob["train_instances"])
-    arms = study.get("arms") or {}
+    arms = study.arms
     points = []
     for (model, fraction), pair in df.groupby(["model", "data_fraction"], sort=True):
         pretrained = [a for a in arms.values() if a.get("init") == "pretrained" and a.get("model_name") == model]

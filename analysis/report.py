@@ -22,6 +22,7 @@ from analysis.rank_agreement import rank_agreement
 from analysis.record import read_study, recipes, search_ranges  # noqa: F401  (the report's readers, re-exported)
 from analysis.results import final_rows, load_results, trial_rows
 from trainables.rows import COLUMNS, COMPLETED, DIVERGED, STUDY_FILE
+from trainables.study_record import StudyRecord
 
 # Each init's best result per schedule with every AP column, beside the report.
 WIDE_CSV = "scratch_vs_pretrained.csv"
@@ -35,7 +36,7 @@ class Inputs:
     """Everything the sections read, loaded once."""
 
     study_dir: Path
-    study: dict[str, Any]
+    study: StudyRecord
     objective: str
     df: pd.DataFrame  # every row
     searched: pd.DataFrame  # the search's own trials (the study's seed)
@@ -49,17 +50,16 @@ class Inputs:
 
 def load_inputs(study_dir: Path) -> Inputs:
     study = record.read_study(study_dir)
-    preset = study.get("preset") or {}
-    objective = preset.get("objective", "bbox_AP")
+    objective = study.objective
     margin, notes = record.margins(study)
     try:
         df = load_results(study_dir)
     except FileNotFoundError as err:
         df = pd.DataFrame(columns=list(COLUMNS))
         notes.append(f"No evaluation rows: {err}.")
-    if not study:
+    if not study.preset and not study.arms:
         notes.append(f"No {STUDY_FILE} next to the results: search ranges and the preset are unknown.")
-    seed = preset.get("seed", 0)
+    seed = study.seed
     # Best results come from the search's own trials (the study's seed): a replicate seed's
     # result is one draw of seed noise, and the best of several draws is biased upward.
     searched = df[df["seed"] == seed] if not df.empty else df
@@ -73,7 +73,7 @@ def load_inputs(study_dir: Path) -> Inputs:
     gaps = replicates.gap_intervals(rows, margin) if not rows.empty else None
     if gaps is not None and gaps.empty:  # replicated in one init only: no gap to judge
         gaps = None
-    arms = (study.get("arms") or {}).values()
+    arms = study.arms.values()
     is_coco = any((a.get("data") or {}).get("source") == "coco" for a in arms)
     weights = [a.get("pretrained_weights", "") for a in arms if a.get("init") == "pretrained"]
     paper_weights = all(w.endswith(PAPER_WEIGHTS) for w in weights)
@@ -109,7 +109,7 @@ def write_report(study_dir: str | os.PathLike, out: str | os.PathLike | None = N
         i.searched, i.objective, with_paper=i.with_paper, recipes=record.recipes(i.study)
     ).to_csv(out_dir / WIDE_CSV, index=False)
     written = draw_figures(i, out_dir)
-    name = (i.study.get("preset") or {}).get("name", study_dir.name)
+    name = i.study.name or study_dir.name
     trials = trial_rows(i.df) if not i.df.empty else i.df
     sections = [
         f"# Study report: {name}",

@@ -42,8 +42,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import gpu_step  # noqa: E402  (this folder's bare-step loop)
 import trial_probe  # noqa: E402
 
-from study.config import Arm, base_trial  # noqa: E402
+from study.config import Arm  # noqa: E402
 from study.presets import COCO_R50_GN, TINY_GN, TOY  # noqa: E402
+from study.resolved import base_trial  # noqa: E402
 from trainables.config import SyntheticSpec  # noqa: E402
 from trainables.model import build_model  # noqa: E402
 from trainables.synthetic import ensure_dataset  # noqa: E402

@@ -29,8 +29,9 @@ import torch.multiprocessing as mp
 from torch.utils.data import DataLoader
 
 from study import tuning
-from study.config import Arm, base_trial
+from study.config import Arm
 from study.presets import get_preset
+from study.resolved import base_trial
 from trainables import engine
 from trainables.config import TrialConfig
 from trainables.config_io import from_dict

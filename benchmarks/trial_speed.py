@@ -44,8 +44,9 @@ def probe(iterations: int, eval_period: int, trials: int, out: str) -> None:
     import trial_probe
 
     from study import tuning
-    from study.config import Arm, base_trial
+    from study.config import Arm
     from study.presets import get_preset
+    from study.resolved import base_trial
     from trainables.synthetic import ensure_dataset
 
     study = get_preset("toy")

@@ -9,12 +9,14 @@ import math
 from typing import Any
 
 from study import optuna_db, preflight
-from study.config import StudyConfig, at_global_batch, default_point
+from study.config import Arm, Axes, StudyConfig, at_global_batch
 from study.overrides import apply_overrides
 from study.presets import get_preset
-from study.workspace import check_folder, read_study_file, study_uri
+from study.resolved import ResolvedStudy, arm_spec, resolve
+from study.workspace import check_folder, study_uri
 from trainables.config import INITS, ConfigError, TrialConfig
 from trainables.config_io import from_dict
+from trainables.study_record import read_record
 
 TRIAL_KEYS = ("init", "model", "data_fraction", "lr", "weight_decay", "schedule", "seed")
 DEFAULT_PRESET = "toy"
@@ -38,7 +40,8 @@ def parse_trial(text: str, study: StudyConfig) -> dict[str, Any]:
             raise ConfigError(f"--trial: unknown key '{key}' (known: {', '.join(TRIAL_KEYS)})")
         given[key] = _parse_value(key, raw, study)
     values.update(given)
-    return {**values, **default_point(study, values), **given}
+    recipe = arm_spec(study, Arm(values["init"], values["data_fraction"], values["model"])).recipe
+    return {**values, **recipe, **given}
 
 
 def _parse_value(key: str, raw: str, study: StudyConfig) -> Any:
@@ -81,15 +84,32 @@ def folder_of(args: argparse.Namespace) -> str:
     return study_uri(args.results, args.name or args.preset or DEFAULT_PRESET)
 
 
-def resolve(args: argparse.Namespace) -> tuple[StudyConfig, str, dict[str, Any] | None]:
-    """The preset, the study folder and the --trial values, all validated.
+def resolve_args(args: argparse.Namespace) -> tuple[ResolvedStudy, str, dict[str, Any] | None]:
+    """The resolved study, the study folder and the --trial values, all validated.
 
-    ``--resume`` takes everything from the folder's study.json: the preset, the --set
-    overrides and trials per arm it was started with, and whether it was one --trial.
+    A ``--trial`` study has one arm, the trial's. ``--resume`` takes everything from the
+    folder's study.json: the preset, the --set overrides and trials per arm it was started
+    with, and whether it was one --trial.
     """
     uri = folder_of(args)
     if args.resume:
-        return _resolve_resume(args, uri)
+        study, values = _resume_study(args, uri)
+    else:
+        study, values = _new_study(args)
+        if not args.dry_run:
+            check_folder(uri, resume=False)
+    if values is not None:
+        a = study.axes
+        one = (
+            values.get("init", a.init[0]),
+            values.get("data_fraction", a.data_fraction[0]),
+            values.get("model", a.model[0]),
+        )
+        study = dataclasses.replace(study, axes=Axes((one[0],), (one[1],), (one[2],)))
+    return resolve(study), uri, values
+
+
+def _new_study(args: argparse.Namespace) -> tuple[StudyConfig, dict[str, Any] | None]:
     study = get_preset(args.preset or DEFAULT_PRESET)
     if args.num_samples:
         study = dataclasses.replace(study, num_samples=args.num_samples)
@@ -98,24 +118,21 @@ def resolve(args: argparse.Namespace) -> tuple[StudyConfig, str, dict[str, Any] 
             raise ConfigError("--replicates belongs to a study's search; --trial runs one trial (set its seed instead)")
         study = dataclasses.replace(study, replicates=args.replicates)
     study = at_global_batch(apply_overrides(study, args.set))
-    values = parse_trial(args.trial, study) if args.trial is not None else None
-    if not args.dry_run:
-        check_folder(uri, resume=False)
-    return study, uri, values
+    return study, parse_trial(args.trial, study) if args.trial is not None else None
 
 
-def _resolve_resume(args: argparse.Namespace, uri: str) -> tuple[StudyConfig, str, dict[str, Any] | None]:
+def _resume_study(args: argparse.Namespace, uri: str) -> tuple[StudyConfig, dict[str, Any] | None]:
     if args.set or args.num_samples:
         raise ConfigError(
             "--set and --num-samples cannot change a study on --resume (its configuration is in study.json)"
         )
     check_folder(uri, resume=True)
-    stored = read_study_file(uri)
+    stored = read_record(uri)
     optuna_db.check(uri)
-    name = stored["preset"]["name"]
+    name = stored.name
     if args.preset and args.preset != name:
         raise ConfigError(f"--resume: {uri} holds a study of preset {name}, not {args.preset}")
-    for arm, config in (stored.get("arms") or {}).items():
+    for arm, config in stored.arms.items():
         # What the trials will rebuild: a study started by an older version of the code
         # (e.g. before the search and test splits, when data had val_* paths) fails here,
         # before Ray, instead of in every trial.
@@ -127,12 +144,11 @@ def _resolve_resume(args: argparse.Namespace, uri: str) -> tuple[StudyConfig, st
                 f"resume it with the version that started it (study.json's code_version), or start a new study",
                 err.field,
             ) from None
-    study = at_global_batch(apply_overrides(get_preset(name), stored.get("overrides", [])))
+    study = at_global_batch(apply_overrides(get_preset(name), stored.overrides))
     study = dataclasses.replace(
         study,
-        num_samples=stored.get("num_samples", study.num_samples),
+        num_samples=stored.num_samples or study.num_samples,
         # More replicates may be asked for on --resume: they only add trials after the search.
-        replicates=args.replicates or stored.get("replicates", study.replicates),
+        replicates=args.replicates or stored.replicates or study.replicates,
     )
-    values = stored.get("trial") if stored.get("mode") == "trial" else None
-    return study, uri, values
+    return study, stored.trial if stored.mode == "trial" else None

@@ -14,29 +14,26 @@ import sys
 from typing import Any
 
 from study import disk, failures, optuna_db, preflight
-from study.arguments import DEFAULT_PRESET, TRIAL_KEYS, folder_of, resolve
-from study.config import Arm, Axes, StudyConfig, base_trial, search_space
-from study.config import arms as study_arms
+from study.arguments import DEFAULT_PRESET, TRIAL_KEYS, folder_of, resolve_args
+from study.config import StudyConfig
 from study.driver_lock import DriverLock, StudyLocked, takeover_line
 from study.interrupts import Interrupted, Interrupts, resume_line
 from study.plan import format_plan, make_plan
 from study.presets import PRESETS
+from study.resolved import ResolvedStudy
 from study.workspace import (
     StudyExists,
     check_folder,
     code_version,
     generated_counts,
     prepare_inputs,
-    read_study_file,
     seed_backbones,
     write_study_file,
 )
-from trainables import storage
-from trainables.branches import branches
 from trainables.config import ConfigError
 from trainables.errors import InputError
-from trainables.rows import STUDY_FILE
 from trainables.storage import is_uri
+from trainables.study_record import has_record, read_record
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,8 +96,8 @@ def main(argv: list[str] | None = None) -> int:
             lock = DriverLock(folder_of(args))
             if lock.folder_exists():
                 lock.acquire()
-        study, uri, values = resolve(args)
-        counts = check_before_ray(study, values, args)
+        resolved, uri, values = resolve_args(args)
+        counts = check_before_ray(resolved, values, args)
         if lock is not None and not lock.held:
             lock.acquire()
             check_folder(uri, args.resume)  # another driver may have started it meanwhile
@@ -110,15 +107,15 @@ def main(argv: list[str] | None = None) -> int:
             lock.release()
         parser.exit(2, f"{parser.prog}: error: {err.args[0] if isinstance(err, KeyError) else err}\n")
     if args.dry_run:
-        return dry_run(study, values, uri, counts)
+        return dry_run(resolved, values, uri, counts)
     interrupts = Interrupts()
     interrupts.install()
     try:
         if takeover_line(lock):
             print(takeover_line(lock), file=sys.stderr, flush=True)
         if values is not None:
-            return run_trial_command(study, values, uri, args, interrupts)
-        return run_study_command(study, uri, args, interrupts, counts)
+            return run_trial_command(resolved, values, uri, args, interrupts)
+        return run_study_command(resolved, uri, args, interrupts, counts)
     except Exception as err:
         if disk.is_out_of_space(err):
             _stop_ray()
@@ -130,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         raise
     except Interrupted as stop:
         _stop_ray()
-        started = storage.exists(storage.join(uri, STUDY_FILE))
+        started = has_record(uri)
         print(
             f"\n{resume_line(uri, stop.signum)}"
             if started
@@ -151,18 +148,17 @@ def _stop_ray() -> None:
 
 
 def check_before_ray(
-    study: StudyConfig, values: dict[str, Any] | None, args: argparse.Namespace
+    resolved: ResolvedStudy, values: dict[str, Any] | None, args: argparse.Namespace
 ) -> dict[float, tuple[int, int]] | None:
     """Every value, path and address the driver can check (study/preflight.py); returns each
     data fraction's training images and instances where preflight read the training file."""
-    if values is not None:
-        study = _one_arm(study, values)
-        arm = Arm(values["init"], values["data_fraction"], values["model"])
+    study = resolved.study
+    if values is not None:  # a --trial study has the trial's arm alone
         try:
-            branches(study.solver.base_iters, search_space(study, arm).schedule, values["schedule"])
+            resolved.arms[0].branches_of(values["schedule"])
         except ValueError as err:
             raise ConfigError(f"--trial: {err}", "schedule") from None
-    preflight.check_study(study)
+    preflight.check_study(resolved)
     if not args.dry_run:
         preflight.check_address(args.address)
     address = args.address or os.environ.get("RAY_ADDRESS")
@@ -176,12 +172,12 @@ def check_before_ray(
 
 
 def dry_run(
-    study: StudyConfig, values: dict[str, Any] | None, uri: str, counts: dict[float, tuple[int, int]] | None = None
+    resolved: ResolvedStudy, values: dict[str, Any] | None, uri: str, counts: dict[float, tuple[int, int]] | None = None
 ) -> int:
     cores = os.cpu_count() or 1
     if values is not None:
-        study = _one_arm(study, values)
-        study = dataclasses.replace(study, num_samples=1)
+        resolved = dataclasses.replace(resolved, study=dataclasses.replace(resolved.study, num_samples=1))
+    study = resolved.study
     if study.max_concurrent_trials:
         capacity = "max_concurrent_trials"
     elif study.use_gpu and study.cluster_gpus:
@@ -190,62 +186,55 @@ def dry_run(
         capacity = f"GPUs of the cluster / {study.num_workers} per trial; set --set cluster_gpus=N to plan for N"
     else:
         capacity = f"{cores} CPUs here / {study.num_workers * study.cpus_per_worker} per trial"
-    plan = make_plan(study, study.num_samples, cores, 0, capacity, counts)
+    plan = make_plan(resolved, study.num_samples, cores, 0, capacity, counts)
     print(format_plan(plan))
     print(disk.plan_line(_disk_need(study, plan), uri))
     print("\n(dry run: nothing was trained or written)")
     return 0
 
 
-def _one_arm(study: StudyConfig, values: dict[str, Any]) -> StudyConfig:
-    return dataclasses.replace(study, axes=Axes((values["init"],), (values["data_fraction"],), (values["model"],)))
-
-
-def _prepare(study: StudyConfig, uri: str, args: argparse.Namespace, mode: dict[str, Any]) -> dict[str, Any] | None:
+def _prepare(
+    resolved: ResolvedStudy, uri: str, args: argparse.Namespace, mode: dict[str, Any]
+) -> dict[str, Any] | None:
     """Arms, study.json and a running Ray; None (after printing why) for a bad arm config."""
     from study import tuning
 
     try:
-        arms = _arms(study, uri, args.resume)
+        arms = _arms(resolved, uri, args.resume)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return None
     if not args.resume:
-        write_study_file(uri, study, arms, mode)
-    tuning.start_ray(args.address, num_cpus=_local_cpus(study))
+        write_study_file(uri, resolved, arms, mode)
+    tuning.start_ray(args.address, num_cpus=_local_cpus(resolved.study))
     return arms
 
 
-def _arms(study: StudyConfig, uri: str, resume: bool) -> dict[str, dict[str, Any]]:
+def _arms(resolved: ResolvedStudy, uri: str, resume: bool) -> dict[str, dict[str, Any]]:
     """Each arm's fixed trial config: from study.json when resuming, else freshly resolved."""
     if resume:
-        return read_study_file(uri)["arms"]
-    version = code_version()
-    pretrained = prepare_inputs(study)
-    return {
-        arm.name: base_trial(study, arm, results_uri=uri, code_version=version, pretrained=pretrained)
-        for arm in study_arms(study)
-    }
+        return read_record(uri).arms
+    pretrained = prepare_inputs(resolved.study)
+    return resolved.trial_configs(results_uri=uri, code_version=code_version(), pretrained=pretrained)
 
 
 def run_trial_command(
-    study: StudyConfig, values: dict[str, Any], uri: str, args: argparse.Namespace, interrupts: Interrupts
+    resolved: ResolvedStudy, values: dict[str, Any], uri: str, args: argparse.Namespace, interrupts: Interrupts
 ) -> int:
     from study import tuning  # Ray is imported only once the input is known to be good
 
-    study = _one_arm(study, values)
-    arm = Arm(values["init"], values["data_fraction"], values["model"])
+    study, arm = resolved.study, resolved.arms[0].arm
     print(
         f"study {study.name}: one trial, arm {arm.name}, lr {values['lr']:g}, weight decay "
         f"{values['weight_decay']:g}, schedule {values['schedule']:g}x -> {uri}",
         flush=True,
     )
-    arms = _prepare(study, uri, args, {"mode": "trial", "trial": values, "overrides": args.set})
+    arms = _prepare(resolved, uri, args, {"mode": "trial", "trial": values, "overrides": args.set})
     if arms is None:
         return 2
     interrupts.install()  # over the SIGTERM handler that ray.init put in place
     param_space = {"arm": arm.name, **{k: values[k] for k in ("lr", "weight_decay", "schedule", "seed")}}
-    need = _disk_need(study, make_plan(study, 1, 0, 0, "one trial"))
+    need = _disk_need(study, make_plan(resolved, 1, 0, 0, "one trial"))
     with _watch(uri, need, 1) as watch, interrupts.tune_running():
         grid = tuning.run_single_trial(arms, param_space, uri, study.objective, args.resume)
     if watch.short is not None:
@@ -268,51 +257,91 @@ def run_trial_command(
 
 
 def run_study_command(
-    study: StudyConfig,
+    resolved: ResolvedStudy,
     uri: str,
     args: argparse.Namespace,
     interrupts: Interrupts,
     counts: dict[float, tuple[int, int]] | None = None,
 ) -> int:
-    import ray
+    """The search, then the replicate phase, then the summary and the report."""
+    from study import tuning  # Ray is imported only once the input is known to be good
 
-    from analysis import load_results
-    from analysis.report import write_report
-    from study import tuning
-    from study.plan import max_concurrent_trials
-    from study.summary import best_per_arm, format_summary
-
+    study = resolved.study
     mode = {"mode": "search", "num_samples": study.num_samples, "replicates": study.replicates, "overrides": args.set}
-    arms = _prepare(study, uri, args, mode)
+    arms = _prepare(resolved, uri, args, mode)
     if arms is None:
         return 2
     interrupts.install()  # over the SIGTERM handler that ray.init put in place
-    cluster = ray.cluster_resources()
-    concurrent = max_concurrent_trials(study, cluster.get("CPU", 0), cluster.get("GPU", 0))
-    plan = make_plan(
-        study,
-        study.num_samples,
-        cluster.get("CPU", 0),
-        cluster.get("GPU", 0),
-        f"cluster: {cluster.get('CPU', 0):g} CPUs, {cluster.get('GPU', 0):g} GPUs",
-        counts or generated_counts(study),
-    )
+    plan, concurrent = _cluster_plan(resolved, counts)
     need = _disk_need(study, plan)
     print(format_plan(plan), disk.plan_line(need, uri), sep="\n", flush=True)
     print(f"\n{'resuming' if args.resume else 'starting'} study in {uri}\n", flush=True)
+    grids, short = _run_phases(resolved, arms, uri, args.resume, interrupts, need, concurrent)
+    if short is not None:
+        _stop_ray()
+        print(f"\n{disk.out_of_space_line(uri, reserve=short)}", file=sys.stderr)
+        return 1
+    _print_outcome(study, uri)
+    failed = [f for grid in grids for f in tuning.failed_trials(grid, uri)]
+    if failed:
+        print(
+            f"\n{failures.format_failures(failed)}\n(their rows say 'failed'; {_advice(failed, uri)})", file=sys.stderr
+        )
+        return 1
+    return 0
+
+
+def _cluster_plan(resolved: ResolvedStudy, counts: dict[float, tuple[int, int]] | None):
+    """The plan for the cluster Ray sees now, and how many trials run at once on it."""
+    import ray
+
+    from study.plan import max_concurrent_trials
+
+    study = resolved.study
+    cluster = ray.cluster_resources()
+    cpus, gpus = cluster.get("CPU", 0), cluster.get("GPU", 0)
+    plan = make_plan(
+        resolved,
+        study.num_samples,
+        cpus,
+        gpus,
+        f"cluster: {cpus:g} CPUs, {gpus:g} GPUs",
+        counts or generated_counts(study),
+    )
+    return plan, max_concurrent_trials(study, cpus, gpus)
+
+
+def _run_phases(
+    resolved: ResolvedStudy,
+    arms: dict[str, dict[str, Any]],
+    uri: str,
+    resume: bool,
+    interrupts: Interrupts,
+    need: disk.DiskNeed,
+    concurrent: int,
+) -> tuple[list, float | None]:
+    """The search and, with replicates, the replicate phase; returns their result grids and,
+    where the disk ran short, the reserve it fell under (else None)."""
+    from study import tuning
+    from study.replicates import all_seeds
+
+    study = resolved.study
     with _watch(uri, need, concurrent) as watch, interrupts.tune_running():
-        grids = [tuning.run_study(study, arms, study.num_samples, uri, concurrent, args.resume)]
+        grids = [tuning.run_study(resolved, arms, study.num_samples, uri, concurrent, resume)]
     if watch.short is None and study.replicates > 1:
         print(f"\nsearch done; replicate phase ({study.replicates} seeds)", flush=True)
-        from study.replicates import all_seeds
-
         backbones = seed_backbones(study, arms, all_seeds(study))
         with _watch(uri, need, concurrent) as watch, interrupts.tune_running():
-            grids += tuning.run_replicates(study, arms, uri, concurrent, backbones=backbones)
-    if watch.short is not None:
-        _stop_ray()
-        print(f"\n{disk.out_of_space_line(uri, reserve=watch.reserve)}", file=sys.stderr)
-        return 1
+            grids += tuning.run_replicates(resolved, arms, uri, concurrent, backbones=backbones)
+    return grids, (watch.reserve if watch.short is not None else None)
+
+
+def _print_outcome(study: StudyConfig, uri: str) -> None:
+    """The best result per arm, the report, and where everything is."""
+    from analysis import load_results
+    from analysis.report import write_report
+    from study.summary import best_per_arm, format_summary
+
     try:
         df = load_results(uri)
     except FileNotFoundError:
@@ -327,13 +356,6 @@ def run_study_command(
     print(f"results: {uri}/metrics  (analysis.load_results('{uri}') or pandas.read_parquet)")
     print(f"optuna:  optuna-dashboard sqlite:///{optuna_db.local_path(uri)}")
     print(f"tune:    {uri}/tune  (tensorboard --logdir {uri}/tune)")
-    failed = [f for grid in grids for f in tuning.failed_trials(grid, uri)]
-    if failed:
-        print(
-            f"\n{failures.format_failures(failed)}\n(their rows say 'failed'; {_advice(failed, uri)})", file=sys.stderr
-        )
-        return 1
-    return 0
 
 
 def _advice(failed: list[failures.Failure], uri: str) -> str:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-import typing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,10 +24,8 @@ from trainables.config import (
     ModelConfig,
     PretrainSpec,
     SolverConfig,
-    TrialConfig,
     _check,
 )
-from trainables.config_io import coerce
 from trainables.rows import ARM_KEYS, RECIPE_KEYS
 
 # Solver fields counted in iterations at the schedule batch (at_global_batch scales them).
@@ -293,105 +290,14 @@ def selector_matches(selector: str, arm: dict[str, Any]) -> bool:
         return False
 
 
-def search_space(study: StudyConfig, arm: Arm) -> SearchSpace:
-    """The arm's nuisance ranges: the preset's, with matching overrides applied in order."""
-    space = study.search
-    for selector, override in study.search_overrides:
-        if selector_matches(selector, dataclasses.asdict(arm)):
-            space = override
-    return space
-
-
-def margin_for(study: StudyConfig, model: str, data_fraction: float) -> Margin:
-    """The margin of the comparison at (model, data fraction): the preset's, with matching
-    margin_overrides applied in order."""
-    margin = study.margin
-    for selector, override in study.margin_overrides:
-        if selector_matches(selector, {"model": model, "data_fraction": data_fraction}):
-            margin = override
-    return margin
-
-
-def margins(study: StudyConfig) -> list[dict[str, Any]]:
-    """Every comparison's margin, as study.json records it."""
-    return [
-        {"model": m, "data_fraction": f, **dataclasses.asdict(margin_for(study, m, f))}
-        for m in study.axes.model
-        for f in study.axes.data_fraction
-    ]
-
-
-def default_point(study: StudyConfig, arm: dict[str, Any]) -> dict[str, Any]:
-    """The arm's recipe (lr, weight_decay, schedule): default_trial with matching overrides."""
-    point = {k: study.default_trial[k] for k in RECIPE_KEYS}
-    for selector, override in study.default_overrides:
-        if selector_matches(selector, arm):
-            point.update(override)
-    return point
-
-
-def arm_settings(study: StudyConfig, arm: Arm) -> tuple[SolverConfig, DataConfig]:
-    """The arm's solver and data settings: the study's, with matching trial_overrides applied."""
-    parts = {"solver": study.solver, "data": study.data}
-    for selector, changes in study.trial_overrides:
-        if selector_matches(selector, dataclasses.asdict(arm)):
-            for key, value in changes.items():
-                part, _, name = key.partition(".")
-                tp = typing.get_type_hints(type(parts[part]))[name]
-                parts[part] = dataclasses.replace(parts[part], **{name: coerce(tp, value, key)})
-    return parts["solver"], parts["data"]
-
-
-def base_trial(
-    study: StudyConfig, arm: Arm, *, results_uri: str, code_version: str, pretrained: dict[str, tuple[str, int | None]]
-) -> dict[str, Any]:
-    """The arm's fixed part of a TrialConfig, as a dict (the searcher adds the rest).
-
-    ``pretrained``: the given weights per model (study/workspace.py's prepare_inputs); a
-    pretrained arm whose model has none gets the study's generated pretraining instead.
-    """
-    weights, images_seen, spec = "", None, None
-    if arm.init == "pretrained" and arm.model in pretrained:
-        weights, images_seen = pretrained[arm.model]
-    elif arm.init == "pretrained" and study.pretrain is not None:
-        spec, images_seen = study.pretrain, study.pretrain.images_seen
-    base = TrialConfig(
-        study=study.name,
-        arm=arm.name,
-        init=arm.init,
-        data_fraction=arm.data_fraction,
-        model_name=arm.model,
-        **default_point(study, dataclasses.asdict(arm)),
-        seed=study.seed,
-        model=study.models[arm.model],
-        data=arm_settings(study, arm)[1],
-        solver=arm_settings(study, arm)[0],
-        schedules=search_space(study, arm).schedule,
-        num_workers=study.num_workers,
-        use_gpu=study.use_gpu,
-        cpus_per_worker=study.cpus_per_worker,
-        max_failures=study.max_failures,
-        eval_period=study.eval_period,
-        pretrained_weights=weights,
-        pretrain=spec,
-        pretrain_images_seen=images_seen,
-        results_uri=results_uri,
-        code_version=code_version,
-    )
-    return dataclasses.asdict(base)
-
-
 __all__ = [
     "SearchSpace",
     "Axes",
     "EarlyStopping",
     "Margin",
     "relative_margin",
-    "margin_for",
     "StudyConfig",
     "Arm",
     "arms",
-    "search_space",
-    "base_trial",
     "ConfigError",
 ]

@@ -1,7 +1,8 @@
 """What a study will run, computed before anything runs (``--dry-run`` prints it).
 
 Arms, trials per arm, resources per trial, how many trials fit at once, and iteration and
-cost estimates. Pure functions of the preset and a cluster size; no Ray.
+cost estimates. Pure functions of the resolved study (study/resolved.py) and a cluster size;
+no Ray.
 """
 
 from __future__ import annotations
@@ -11,24 +12,15 @@ import os
 from dataclasses import dataclass
 
 from analysis import regime
-from study.config import (
-    NOISE_GAPS,
-    Arm,
-    StudyConfig,
-    arms,
-    default_point,
-    margin_for,
-    search_space,
-    selector_matches,
-    startup_trials,
-)
+from study.config import NOISE_GAPS, Arm, StudyConfig, selector_matches, startup_trials
 from study.plan_regime import regime_points
-from trainables.branches import Branch, branches, independent_iterations, trial_iterations
+from study.resolved import ArmSpec, ResolvedStudy
+from trainables.branches import Branch, independent_iterations, trial_iterations
 
 
 @dataclass(frozen=True)
 class ArmPlan:
-    arm: Arm
+    spec: ArmSpec
     trials: int
     schedules: tuple[float, ...]
     recipe_schedule: float
@@ -44,10 +36,14 @@ class ArmPlan:
     # schedule's final (search and test splits).
     expected_eval_images: int = 0
 
+    @property
+    def arm(self) -> Arm:
+        return self.spec.arm
+
 
 @dataclass(frozen=True)
 class Plan:
-    study: StudyConfig
+    resolved: ResolvedStudy
     arms: tuple[ArmPlan, ...]
     workers_per_trial: int
     cpus_per_trial: int
@@ -56,6 +52,10 @@ class Plan:
     capacity: str
     # Each data fraction's (training images, instances), where the training file was read.
     counts: dict[float, tuple[int, int]] | None = None
+
+    @property
+    def study(self) -> StudyConfig:
+        return self.resolved.study
 
     @property
     def total_trials(self) -> int:
@@ -94,21 +94,20 @@ def max_concurrent_trials(study: StudyConfig, cluster_cpus: float, cluster_gpus:
 
 
 def make_plan(
-    study: StudyConfig,
+    resolved: ResolvedStudy,
     num_samples: int,
     cluster_cpus: float,
     cluster_gpus: float,
     capacity: str,
     counts: dict[float, tuple[int, int]] | None = None,
 ) -> Plan:
+    study = resolved.study
     plans = []
-    base = study.solver.base_iters
-    for arm in arms(study):
-        schedules = search_space(study, arm).schedule
-        point = default_point(study, dataclasses.asdict(arm))
-        recipe = float(point["schedule"])
-        recipe_plan = branches(base, schedules, recipe)
-        plans_by_s = [branches(base, schedules, s) for s in schedules]
+    for spec in resolved.arms:
+        schedules = spec.schedules
+        recipe = spec.recipe["schedule"]
+        recipe_plan = spec.recipe_branches
+        plans_by_s = [spec.branches_of(s) for s in schedules]
         mean = sum(map(trial_iterations, plans_by_s)) / len(schedules)
         mean_alone = sum(map(independent_iterations, plans_by_s)) / len(schedules)
         expected = trial_iterations(recipe_plan) + round((num_samples - 1) * mean)
@@ -117,11 +116,11 @@ def make_plan(
         evaluated = _eval_images(study, recipe_plan) + round((num_samples - 1) * mean_eval)
         plans.append(
             ArmPlan(
-                arm,
+                spec,
                 num_samples,
                 schedules,
                 recipe,
-                float(point["lr"]),
+                spec.recipe["lr"],
                 trial_iterations(recipe_plan),
                 independent_iterations(recipe_plan),
                 expected,
@@ -130,7 +129,7 @@ def make_plan(
             )
         )
     return Plan(
-        study,
+        resolved,
         tuple(plans),
         study.num_workers,
         study.num_workers * study.cpus_per_worker,
@@ -191,9 +190,14 @@ def _pretraining_line(s: StudyConfig) -> list[str]:
 
 
 def format_plan(plan: Plan) -> str:
+    return "\n".join([*_study_lines(plan), *_arm_lines(plan), *_override_lines(plan), *_cost_lines(plan)])
+
+
+def _study_lines(plan: Plan) -> list[str]:
+    """The study-wide settings: arms, resources, 1x, splits, search, verdict, margins, regime."""
     s = plan.study
     batch = s.num_workers * s.solver.ims_per_worker
-    lines = [
+    return [
         f"study preset {s.name}: {s.description}",
         f"  arms: {len(plan.arms)}, trials: {plan.total_trials} ({plan.arms[0].trials} per arm), "
         f"objective {s.objective}",
@@ -215,18 +219,31 @@ def format_plan(plan: Plan) -> str:
         + ("" if s.replicates > 1 else " (needs --replicates K: one seed gives no interval)"),
         "  non-inferiority margins δ, fixed before the run:",
         *[
-            f"    {m}, data fraction {f:g}: {margin_for(s, m, f).describe()}"
-            for m in s.axes.model
-            for f in s.axes.data_fraction
+            f"    {spec.arm.model}, data fraction {spec.arm.data_fraction:g}: {spec.margin.describe()}"
+            for spec in _one_per_comparison(plan.resolved)
         ],
         "  regime (paper Sec. 5.2: how much target data against what pretraining saw):",
-        *[f"    {regime.describe(p)}" for p in regime_points(s, plan.counts)],
+        *[f"    {regime.describe(p)}" for p in regime_points(plan.resolved, plan.counts)],
         *[f"    paper: {line}" for line in regime.paper_lines()],
+    ]
+
+
+def _one_per_comparison(resolved: ResolvedStudy) -> list[ArmSpec]:
+    """One arm per (model, data fraction), in the preset's order: both inits share its margin."""
+    seen: dict[tuple[str, float], ArmSpec] = {}
+    for spec in resolved.arms:
+        seen.setdefault((spec.arm.model, spec.arm.data_fraction), spec)
+    return list(seen.values())
+
+
+def _arm_lines(plan: Plan) -> list[str]:
+    """Each arm's trials, schedules, ranges and iterations; the recipes' trunks and branches."""
+    lines = [
         "",
         f"  {'arm':<26} {'trials':>6} {'schedules':<14} {'lr range':<17} {'wd range':<17} {'iterations':>11}",
     ]
     for a in plan.arms:
-        space = search_space(s, a.arm)
+        space = a.spec.space
         lines.append(
             f"  {a.arm.name:<26} {a.trials:>6} {','.join(f'{x:.3g}x' for x in a.schedules):<14} "
             f"{space.lr[0]:.3g}-{space.lr[1]:<11.3g} {space.weight_decay[0]:.2g}-{space.weight_decay[1]:<11.2g} "
@@ -243,12 +260,18 @@ def format_plan(plan: Plan) -> str:
             f"branches, {_k(a.recipe_independent)} as separate runs of "
             f"{', '.join(f'{x:.3g}x' for x in a.schedules if x <= a.recipe_schedule)}"
         )
+    return lines
+
+
+def _override_lines(plan: Plan) -> list[str]:
+    """The per-arm solver and data settings, and what branches do to a trial's length."""
     overridden = [
         (a.arm.name, changes)
         for a in plan.arms
-        for selector, changes in s.trial_overrides
+        for selector, changes in plan.study.trial_overrides
         if selector_matches(selector, dataclasses.asdict(a.arm))
     ]
+    lines = []
     if overridden:
         lines.append("  per-arm solver and data settings (trial_overrides):")
         for name, changes in overridden:
@@ -257,37 +280,45 @@ def format_plan(plan: Plan) -> str:
         f"  longest trial: {_k(plan.longest_trial)} iterations; branches make a trial longer than its "
         f"longest schedule (one\n  worker group runs them one after another) and the study cheaper"
     )
-    if s.use_gpu and s.seconds_per_iteration:
-        lines += [
-            "",
-            f"  cost estimate ({plan.gpus_per_trial} GPUs per trial; seconds per iteration of the whole "
-            f"{batch}-image step, cited in study/coco_presets.py; override with --set seconds_per_iteration.GPU=S):",
-        ]
-        for gpu, seconds in sorted(s.seconds_per_iteration.items()):
-            train = gpu_hours(plan, seconds)
-            evaluation = eval_gpu_hours(plan, gpu)
-            hours = train + (evaluation or 0.0)
-            alone = plan.expected_independent * seconds * plan.gpus_per_trial / 3600
-            share = (
-                f"evaluation {evaluation:,.0f} of them ({evaluation / hours:.1%}: {s.eval_seconds_per_image[gpu]:g} s "
-                f"per image on the GPU, {s.encode_seconds_per_image:g} s encoding, {s.cocoeval_seconds_per_image:g} s "
-                f"COCOeval)"
-                if evaluation is not None
-                else "evaluation not counted (no eval_seconds_per_image for it)"
-            )
-            lines.append(
-                f"    {gpu:<6} {seconds:.3f} s/iter -> {hours:,.0f} GPU-hours, {share}; "
-                f"{hours / plan.gpus_per_trial / plan.max_concurrent:,.0f} h wall clock at "
-                f"{plan.max_concurrent} trial(s) at once (training with every schedule run separately: "
-                f"{alone:,.0f} GPU-hours); longest trial "
-                f"{plan.longest_trial * seconds / 3600:,.0f} h of training"
-            )
-        search, test = split_sizes(s)
-        lines.append(
-            f"  evaluation: {plan.expected_eval_images:,} images ({search:,} per search-split and "
-            f"{test:,} per test-split pass: the trunk's evaluations and every schedule's final)"
+    return lines
+
+
+def _cost_lines(plan: Plan) -> list[str]:
+    """GPU-hours per GPU type, where the preset cites step times."""
+    s = plan.study
+    if not (s.use_gpu and s.seconds_per_iteration):
+        return []
+    batch = s.num_workers * s.solver.ims_per_worker
+    lines = [
+        "",
+        f"  cost estimate ({plan.gpus_per_trial} GPUs per trial; seconds per iteration of the whole "
+        f"{batch}-image step, cited in study/coco_presets.py; override with --set seconds_per_iteration.GPU=S):",
+    ]
+    for gpu, seconds in sorted(s.seconds_per_iteration.items()):
+        train = gpu_hours(plan, seconds)
+        evaluation = eval_gpu_hours(plan, gpu)
+        hours = train + (evaluation or 0.0)
+        alone = plan.expected_independent * seconds * plan.gpus_per_trial / 3600
+        share = (
+            f"evaluation {evaluation:,.0f} of them ({evaluation / hours:.1%}: {s.eval_seconds_per_image[gpu]:g} s "
+            f"per image on the GPU, {s.encode_seconds_per_image:g} s encoding, {s.cocoeval_seconds_per_image:g} s "
+            f"COCOeval)"
+            if evaluation is not None
+            else "evaluation not counted (no eval_seconds_per_image for it)"
         )
-    return "\n".join(lines)
+        lines.append(
+            f"    {gpu:<6} {seconds:.3f} s/iter -> {hours:,.0f} GPU-hours, {share}; "
+            f"{hours / plan.gpus_per_trial / plan.max_concurrent:,.0f} h wall clock at "
+            f"{plan.max_concurrent} trial(s) at once (training with every schedule run separately: "
+            f"{alone:,.0f} GPU-hours); longest trial "
+            f"{plan.longest_trial * seconds / 3600:,.0f} h of training"
+        )
+    search, test = split_sizes(s)
+    lines.append(
+        f"  evaluation: {plan.expected_eval_images:,} images ({search:,} per search-split and "
+        f"{test:,} per test-split pass: the trunk's evaluations and every schedule's final)"
+    )
+    return lines
 
 
 def _replicates_line(s: StudyConfig) -> list[str]:

@@ -6,12 +6,14 @@ its pretrained arm gets, and what scratch sees at its longest schedule. Pure; no
 from __future__ import annotations
 
 from analysis import regime
-from study.config import Arm, StudyConfig, default_point, search_space
+from study.config import Arm, StudyConfig
+from study.resolved import ResolvedStudy, arm_spec
 
 
-def regime_points(s: StudyConfig, counts: dict[float, tuple[int, int]] | None) -> list[regime.Point]:
+def regime_points(resolved: ResolvedStudy, counts: dict[float, tuple[int, int]] | None) -> list[regime.Point]:
     """Each (model, data fraction)'s regime indicators, from the preset (and the counted
     training files where there are ``counts``)."""
+    s = resolved.study
     batch = s.num_workers * s.solver.ims_per_worker
     points = []
     for model in s.axes.model:
@@ -24,13 +26,10 @@ def regime_points(s: StudyConfig, counts: dict[float, tuple[int, int]] | None) -
             pretrain_images, pretrain_seen = s.pretrain.num_images, s.pretrain.images_seen
         for fraction in s.axes.data_fraction:
             images, instances = (counts or {}).get(float(fraction), (_expected_images(s, fraction), None))
+            # Scratch's own settings, also where scratch is no arm of this study.
             arm = Arm("scratch", fraction, model)
-            longest = max(
-                (
-                    *search_space(s, arm).schedule,
-                    float(default_point(s, {"init": "scratch", "data_fraction": fraction, "model": model})["schedule"]),
-                )
-            )
+            spec = next((a for a in resolved.arms if a.arm == arm), None) or arm_spec(s, arm)
+            longest = max((*spec.schedules, spec.recipe["schedule"]))
             points.append(
                 regime.Point(
                     f"{model}, data fraction {fraction:g}",

@@ -10,7 +10,6 @@ Imports neither torch nor Ray.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import socket
 import sys
@@ -19,10 +18,9 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse
 
-from study.config import StudyConfig, base_trial, default_point, search_space
-from study.config import arms as study_arms
+from study.config import StudyConfig
+from study.resolved import ResolvedStudy
 from trainables import storage
-from trainables.branches import branches
 from trainables.coco_check import check_images_present, check_same_categories, read_coco_json, trainable_images
 from trainables.config import ConfigError
 from trainables.errors import InputError, MissingInputError
@@ -97,18 +95,11 @@ def _ray_temp_dir() -> Path:
     return Path(tempfile.gettempdir())
 
 
-def check_study(study: StudyConfig) -> None:
-    """Every arm's trial config builds (all value checks), and its schedules can branch."""
-    placeholder = {m: ("<pretrained weights>", None) for m in study.axes.model}
-    for arm in study_arms(study):
-        base_trial(study, arm, results_uri="", code_version="", pretrained=placeholder)
-        space = search_space(study, arm)
-        recipe = default_point(study, dataclasses.asdict(arm))
-        for trunk in {*space.schedule, float(recipe["schedule"])}:
-            try:
-                branches(study.solver.base_iters, space.schedule, trunk)
-            except ValueError as err:
-                raise ConfigError(f"arm {arm.name}: {err}", "search.schedule") from None
+def check_study(resolved: ResolvedStudy) -> None:
+    """Every arm's trial config builds (all value checks; resolving the study checked that
+    its schedules can branch)."""
+    placeholder = {m: ("<pretrained weights>", None) for m in resolved.study.axes.model}
+    resolved.trial_configs(results_uri="", code_version="", pretrained=placeholder)
 
 
 def check_inputs(

@@ -22,7 +22,6 @@ configuration is "best" when the study resumes. No Ray here (study/tuning.py run
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 from typing import Any
@@ -30,15 +29,15 @@ from typing import Any
 import pandas as pd
 
 from analysis.results import best_row, final_rows, trial_rows
-from study.config import StudyConfig, default_point, search_space
-from study.config import arms as study_arms
+from study.config import StudyConfig
+from study.resolved import ResolvedStudy
 from trainables import storage
-from trainables.rows import COMPLETED, DIVERGED
+from trainables.rows import COMPLETED, DIVERGED, is_completed_final
 
 REPLICATES_FILE = "replicates.json"
 
 
-def choose_configs(study: StudyConfig, df: pd.DataFrame) -> dict[str, Any]:
+def choose_configs(resolved: ResolvedStudy, df: pd.DataFrame) -> dict[str, Any]:
     """Per arm: its trunk (longest schedule) and configurations, ``recipe`` and ``best``.
 
     ``best``: the (lr, weight decay) of the arm's best completed final result on the search
@@ -46,34 +45,33 @@ def choose_configs(study: StudyConfig, df: pd.DataFrame) -> dict[str, Any]:
     the search scored one configuration only (nothing was chosen), or where the preset
     replicates the recipe alone (``replicate_best``).
     """
+    study = resolved.study
     finals = final_rows(df) if not df.empty else df
     chosen = {}
-    for arm in study_arms(study):
-        recipe = default_point(study, dataclasses.asdict(arm))
-        space = search_space(study, arm)
-        configs = {"recipe": [float(recipe["lr"]), float(recipe["weight_decay"])]}
+    for spec in resolved.arms:
+        arm, recipe = spec.arm, spec.recipe
+        configs = {"recipe": [recipe["lr"], recipe["weight_decay"]]}
         if not finals.empty:
             mine = finals[
                 (finals["arm"] == arm.name)
-                & (finals["status"] == COMPLETED)
+                & is_completed_final(finals, study.objective)
                 & (finals["seed"] == study.seed)
-                & finals[study.objective].notna()
             ]
             if study.replicate_best and len(mine.groupby(["lr", "weight_decay"])) >= 2:
                 top = best_row(mine, study.objective)
                 configs["best"] = [float(top["lr"]), float(top["weight_decay"])]
         configs.setdefault("best", None)
-        chosen[arm.name] = {"trunk": float(max((*space.schedule, float(recipe["schedule"])))), "configs": configs}
+        chosen[arm.name] = {"trunk": float(max((*spec.schedules, recipe["schedule"]))), "configs": configs}
     return chosen
 
 
-def load_or_choose(study: StudyConfig, df: pd.DataFrame, results_uri: str) -> dict[str, Any]:
+def load_or_choose(resolved: ResolvedStudy, df: pd.DataFrame, results_uri: str) -> dict[str, Any]:
     """The configurations written when the phase first started, else chosen now and written."""
     path = storage.join(results_uri, REPLICATES_FILE)
     if storage.exists(path):
         return json.loads(storage.read_bytes(path))["arms"]
-    chosen = choose_configs(study, df)
-    blob = {"objective": study.objective, "split": "search", "arms": chosen}
+    chosen = choose_configs(resolved, df)
+    blob = {"objective": resolved.study.objective, "split": "search", "arms": chosen}
     storage.write_bytes_atomic(path, json.dumps(blob, indent=2).encode())
     return chosen
 

@@ -43,7 +43,7 @@ import numpy as np
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from study.config import NOISE_GAPS
-from trainables.rows import COMPLETED, FINAL, is_branch_final, ranking_score
+from trainables.rows import COMPLETED, FINAL, is_branch_final, is_completed_final, ranking_score
 
 
 def rung_score(result: dict[str, Any], metric: str) -> float:
@@ -93,7 +93,7 @@ class Rungs:
         more seeds (pooled over configurations, by degrees of freedom)."""
         values: dict[tuple, dict[int, float]] = {}
         for r in rows:
-            if r.get("status") != COMPLETED or r.get("seed") is None or r.get("lr") is None:
+            if not is_completed_final(r, metric) or r.get("seed") is None or r.get("lr") is None:
                 continue
             key = (r["arm"], float(r["schedule"]), float(r["lr"]), float(r["weight_decay"]))
             values.setdefault(key, {}).setdefault(int(r["seed"]), float(r[metric]))

@@ -22,7 +22,6 @@ with cooled-down finals; the schedules it did finish are trials of their own.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import pickle
 from typing import Any
@@ -31,12 +30,12 @@ import optuna
 from ray.tune.search import Searcher
 
 from study import failures, optuna_db
-from study.config import SearchSpace, StudyConfig, default_point, search_space, startup_trials
-from study.config import arms as study_arms
+from study.config import SearchSpace, startup_trials
+from study.resolved import ResolvedStudy
 from study.sampler import ConfigurationStartupSampler
 from study.tune_compat import stop_tune_gracefully
 from trainables import results
-from trainables.rows import COMPLETED, DIVERGED, FINAL, RECIPE_KEYS, is_branch_final, is_own_final
+from trainables.rows import DIVERGED, FINAL, RECIPE_KEYS, is_branch_final, is_completed_final, is_own_final
 
 logger = logging.getLogger(__name__)
 
@@ -85,12 +84,7 @@ def _inside(point: dict[str, Any], space: SearchSpace) -> bool:
 
 def is_branch_result(result: dict[str, Any], metric: str) -> bool:
     """A completed final result of a schedule shorter than the trial's own."""
-    return (
-        result.get("phase") == FINAL
-        and result.get("status") == COMPLETED
-        and result.get(metric) is not None
-        and is_branch_final(result)
-    )
+    return is_completed_final(result, metric) and is_branch_final(result)
 
 
 def record_branch(
@@ -129,12 +123,7 @@ def record_branch(
 
 
 def _is_own_final(result: dict[str, Any], metric: str) -> bool:
-    return (
-        result.get("phase") == FINAL
-        and result.get("status") == COMPLETED
-        and result.get(metric) is not None
-        and is_own_final(result)
-    )
+    return is_completed_final(result, metric) and is_own_final(result)
 
 
 class ArmSearch(Searcher):
@@ -368,19 +357,23 @@ class ArmSearch(Searcher):
 
 
 def build_search(
-    study: StudyConfig, num_samples: int, results_uri: str, arm_configs: dict[str, dict[str, Any]] | None = None
+    resolved: ResolvedStudy,
+    num_samples: int,
+    results_uri: str,
+    arm_configs: dict[str, dict[str, Any]] | None = None,
 ) -> ArmSearch:
+    study = resolved.study
     db = optuna_db.open_storage(results_uri)
     studies, spaces = {}, {}
-    for index, arm in enumerate(study_arms(study)):
-        spaces[arm.name] = search_space(study, arm)
-        studies[arm.name] = arm_study(
-            arm.name,
-            spaces[arm.name],
+    for index, spec in enumerate(resolved.arms):
+        spaces[spec.name] = spec.space
+        studies[spec.name] = arm_study(
+            spec.name,
+            spec.space,
             storage=db,
             seed=study.seed * 1000 + index,
             num_samples=num_samples,
-            first_point=default_point(study, dataclasses.asdict(arm)),
+            first_point=dict(spec.recipe),
         )
     return ArmSearch(
         studies,

@@ -8,7 +8,6 @@ custom resource, so it never holds a CPU that a Train worker needs.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import itertools
 import logging
@@ -23,8 +22,7 @@ from ray.tune.search import BasicVariantGenerator
 
 from analysis.results import load_results
 from study import failures, optuna_db, replicates
-from study.config import StudyConfig, default_point
-from study.config import arms as study_arms
+from study.resolved import ResolvedStudy
 from study.scheduler import ScheduleRungs
 from study.search import build_search
 from study.tune_compat import ResumableSearch
@@ -224,14 +222,14 @@ def restored(experiment: str, fn) -> tune.Tuner | None:
     return tune.Tuner.restore(experiment, fn, resume_unfinished=True, resume_errored=True)
 
 
-def build_scheduler(study: StudyConfig, results_uri: str):
+def build_scheduler(resolved: ResolvedStudy, results_uri: str):
+    study = resolved.study
     if not study.early_stopping.enabled:
         return None
     # After --resume the rungs are rebuilt from the rows already written (scheduler.py).
-    recipes = {}
-    for arm in study_arms(study):
-        point = default_point(study, dataclasses.asdict(arm))
-        recipes[arm.name] = (float(point["lr"]), float(point["weight_decay"]), float(point["schedule"]))
+    recipes = {
+        spec.name: (spec.recipe["lr"], spec.recipe["weight_decay"], spec.recipe["schedule"]) for spec in resolved.arms
+    }
     return ScheduleRungs(
         study.objective,
         study.early_stopping.reduction_factor,
@@ -242,7 +240,7 @@ def build_scheduler(study: StudyConfig, results_uri: str):
 
 
 def run_study(
-    study: StudyConfig,
+    resolved: ResolvedStudy,
     arms: dict[str, dict[str, Any]],
     num_samples: int,
     results_uri: str,
@@ -254,11 +252,12 @@ def run_study(
     Errored trials resume too, from their last checkpoint (after the input that failed them
     was fixed); Optuna, told they failed, gets their results as trials of their own.
     """
+    study = resolved.study
     experiment = storage.join(results_uri, TUNE_DIR)
     fn = trainable(arms, driver_resources())
     tuner = restored(experiment, fn) if resume else None
     if tuner is None:
-        search = build_search(study, num_samples, results_uri, arms)
+        search = build_search(resolved, num_samples, results_uri, arms)
         if resume:  # killed before Tune first saved its state: nothing to restore
             search.fail_orphans()
         search.set_max_concurrency(max_concurrent)
@@ -266,7 +265,7 @@ def run_study(
             fn,
             tune_config=tune.TuneConfig(
                 search_alg=ResumableSearch(search),
-                scheduler=build_scheduler(study, results_uri),
+                scheduler=build_scheduler(resolved, results_uri),
                 num_samples=num_samples * len(arms),
                 metric=study.objective,
                 mode="max",
@@ -280,7 +279,7 @@ def run_study(
 
 
 def run_replicates(
-    study: StudyConfig,
+    resolved: ResolvedStudy,
     arms: dict[str, dict[str, Any]],
     results_uri: str,
     max_concurrent: int,
@@ -295,6 +294,7 @@ def run_replicates(
     ``--resume``) run in a new round. ``backbones``: each pretrained arm's generated
     pretraining per seed (study/workspace.py's seed_backbones).
     """
+    study = resolved.study
     fn = trainable(arms, driver_resources(), backbones)
     grids = []
     for round_ in itertools.count():
@@ -309,7 +309,7 @@ def run_replicates(
             df = load_results(results_uri)
         except FileNotFoundError:
             df = pd.DataFrame()
-        chosen = replicates.load_or_choose(study, df, results_uri)
+        chosen = replicates.load_or_choose(resolved, df, results_uri)
         points = replicates.pending_points(study, chosen, df)
         log(replicates.describe(study, chosen, points))
         if not points:

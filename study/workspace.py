@@ -9,7 +9,6 @@ made by the first trial that loads it, trainables/pretrain.py).
 from __future__ import annotations
 
 import dataclasses
-import json
 import subprocess
 import sys
 from collections.abc import Callable
@@ -17,11 +16,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from study.config import StudyConfig, margins, search_space
-from study.config import arms as study_arms
+from study.config import StudyConfig
+from study.resolved import ResolvedStudy, record
 from trainables import storage
-from trainables.config import ConfigError
 from trainables.rows import STUDY_FILE
+from trainables.study_record import write_record
 
 
 class StudyExists(RuntimeError):
@@ -69,7 +68,7 @@ def prepare_inputs(study: StudyConfig, log: Callable[[str], None] = print) -> di
     Returns ``{model name: (weights path or URL, pretraining images seen or None)}`` for the
     models of arms with ``init=pretrained`` that have weights of their own. A model without
     any is pretrained from ``study.pretrain`` by its first pretrained trial, on that trial's
-    CPU while scratch trials train beside it (config.base_trial hands the trial the spec).
+    CPU while scratch trials train beside it (study/resolved.py hands the trial the spec).
     """
     # Imported here: generating data needs pycocotools and PIL, which --help and --dry-run
     # (this module's other users) should not pay for.
@@ -123,21 +122,26 @@ def seed_backbones(study: StudyConfig, arms: dict[str, dict[str, Any]], seeds: l
     }
 
 
-def write_study_file(uri: str, study: StudyConfig, arms: dict[str, dict[str, Any]], extra: dict[str, Any]) -> None:
-    blob = {
-        "preset": dataclasses.asdict(study),
-        "arms": arms,
-        # Each arm's searched ranges, overrides applied (analysis reads them from here).
-        "search_spaces": {arm.name: dataclasses.asdict(search_space(study, arm)) for arm in study_arms(study)},
-        # Each comparison's non-inferiority margin with its reason, before the first trial.
-        "margins": margins(study),
-        # What the generated stand-in for ImageNet classifies (none is a detection category).
-        "pretraining_classes": _pretraining_classes(study),
-        "python": sys.version.split()[0],
-        "packages": {p: _version(p) for p in ("ray", "torch", "torchvision", "optuna", "pycocotools")},
-        **extra,
-    }
-    storage.write_bytes_atomic(storage.join(uri, STUDY_FILE), json.dumps(blob, indent=2, default=str).encode())
+def write_study_file(
+    uri: str, resolved: ResolvedStudy, arms: dict[str, dict[str, Any]], started: dict[str, Any]
+) -> None:
+    """study.json for a study about to start: the resolved study, each arm's trial config, and
+    ``started`` (how it was started: mode, trial, num_samples, replicates, overrides)."""
+    study = resolved.study
+    versions = {p: _version(p) for p in ("ray", "torch", "torchvision", "optuna", "pycocotools")}
+    code = next((a.get("code_version") for a in arms.values()), None)
+    write_record(
+        uri,
+        record(
+            resolved,
+            arms,
+            pretraining_classes=_pretraining_classes(study),
+            python=sys.version.split()[0],
+            packages=versions,
+            code_version=code,
+            **started,
+        ),
+    )
 
 
 def _pretraining_classes(study: StudyConfig) -> list[str]:
@@ -146,23 +150,6 @@ def _pretraining_classes(study: StudyConfig) -> list[str]:
     from trainables.pretrain_data import class_names
 
     return list(class_names(study.pretrain.num_classes))
-
-
-def read_study_file(uri: str) -> dict[str, Any]:
-    """The study's resolved configuration; a damaged file is a ConfigError naming it."""
-    path = storage.join(uri, STUDY_FILE)
-    try:
-        stored = json.loads(storage.read_bytes(path))
-        name = stored["preset"]["name"]
-        if not isinstance(name, str) or not isinstance(stored.get("arms", {}), dict):
-            raise ValueError("no preset name or arms")
-    except (ValueError, KeyError, TypeError) as err:
-        raise ConfigError(
-            f"{path} is damaged ({type(err).__name__}: {err}); nothing was changed. Restore it from a copy, "
-            f"or start the study again in another folder",
-            STUDY_FILE,
-        ) from None
-    return stored
 
 
 def _version(package: str) -> str | None:

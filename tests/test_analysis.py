@@ -8,6 +8,7 @@ import pytest
 
 from analysis import tables
 from analysis.report import read_study, search_ranges, write_report
+from study.resolved import resolve
 from tests.analysis_rows import RECIPES, frame, rows_of, study_frame
 from trainables import results
 
@@ -225,7 +226,7 @@ def test_search_ranges_from_study_json(tmp_path):
     study = dataclasses.replace(
         TOY, search_overrides=(("init=scratch", dataclasses.replace(TOY.search, lr=(0.02, 0.2))),)
     )
-    write_study_file(str(tmp_path), study, {}, {})
+    write_study_file(str(tmp_path), resolve(study), {}, {})
     ranges = search_ranges(read_study(tmp_path))
     assert ranges["scratch-tiny-f1"]["lr"] == (0.02, 0.2) and ranges["pretrained-tiny-f1"]["lr"] == TOY.search.lr
     assert ranges["pretrained-tiny-f1"]["weight_decay"] == TOY.search.weight_decay

@@ -14,8 +14,9 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from analysis import load_results
-from study.config import Arm, base_trial
+from study.config import Arm
 from study.presets import SMOKE
+from study.resolved import base_trial
 from tests.conftest import MemoryCheckpoints, write_coco_fixture
 from trainables.config import PretrainSpec, TrialConfig
 from trainables.config_io import from_dict

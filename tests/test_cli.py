@@ -1,6 +1,7 @@
 """The command line rejects bad input before Ray starts, naming the bad part."""
 
 import dataclasses
+import json
 import os
 import re
 import subprocess
@@ -11,8 +12,9 @@ import pytest
 
 from study.arguments import parse_trial
 from study.cli import build_parser, main
-from study.config import Arm, base_trial
+from study.config import Arm
 from study.presets import SMOKE, TOY
+from study.resolved import base_trial, resolve
 from trainables.branches import branches, trial_iterations
 from trainables.config import ConfigError
 
@@ -163,10 +165,36 @@ def build_parser_text():
     return build_parser().format_help()
 
 
+def test_resume_reads_back_the_plan_the_study_started_with(tmp_path):
+    """The resolved study (every arm's spec) that a study starts with and writes to study.json
+    is the one --resume resolves from it; the arms' trial configs come back as written."""
+    from study.arguments import resolve_args
+    from study.workspace import write_study_file
+    from trainables.study_record import read_record
+
+    flags = ["--preset", "toy-paper", "--results", str(tmp_path), "--num-samples", "3", "--set", "eval_period=7"]
+    started, uri, _ = resolve_args(build_parser().parse_args(flags))
+    arms = started.trial_configs(results_uri=uri, code_version="v", pretrained={})
+    write_study_file(
+        uri,
+        started,
+        arms,
+        {"mode": "search", "num_samples": 3, "replicates": started.study.replicates, "overrides": flags[-1:]},
+    )
+    resumed, _, values = resolve_args(build_parser().parse_args(["--resume", *flags[2:4], "--name", "toy-paper"]))
+    assert resumed == started and values is None and len(resumed.arms) == 4
+    assert read_record(uri).arms == json.loads(json.dumps(arms))
+    assert {a.name: a.recipe for a in resumed.arms} == {a.name: a.recipe for a in started.arms}
+
+
 def test_resume_takes_the_configuration_from_study_json(capsys, tmp_path):
     import json
 
-    from study.arguments import resolve
+    from study.arguments import resolve_args
+
+    def resolve(args):
+        resolved, uri, values = resolve_args(args)
+        return resolved.study, uri, values
 
     folder = tmp_path / "R"
     folder.mkdir()
@@ -272,7 +300,13 @@ def test_layers_import_only_what_they_need():
         "import analysis, analysis.report, analysis.figures, analysis.tables\nanalysis.load_results", top_level=False
     )
     assert not {m.split(".")[0] for m in loaded} & {"study", "torch", "ray"}
-    assert {m for m in loaded if m.startswith("trainables")} <= {"trainables", "trainables.rows", "trainables.storage"}
+    assert {m for m in loaded if m.startswith("trainables")} <= {
+        "trainables",
+        "trainables.rows",
+        "trainables.storage",
+        "trainables.errors",
+        "trainables.study_record",
+    }
     for module in ("trainables.rows", "trainables.results"):
         loaded = _modules_after(f"import {module}")
         assert not loaded & {"pandas", "torch", "study", "analysis", "ray"}
@@ -299,7 +333,7 @@ def test_the_coco_plan_counts_evaluation_in_the_gpu_hours(capsys):
     from study.presets import PRESETS
 
     study = PRESETS["coco-r50-gn"]
-    plan = make_plan(study, study.num_samples, 0, 0, "")
+    plan = make_plan(resolve(study), study.num_samples, 0, 0, "")
     # The recipe's 6x trial: the trunk to its last fork (6x's first drop, 480k) evaluated
     # every 30k on the 5,000 held-out images, then 5 finals on those and val2017's 5,000.
     recipe = branches(study.solver.base_iters, study.search.schedule, 6.0)

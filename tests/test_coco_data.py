@@ -6,8 +6,9 @@ import pandas as pd
 import pytest
 import torch
 
-from study.config import Arm, base_trial, default_point, search_space
+from study.config import Arm
 from study.presets import PRESETS
+from study.resolved import arm_spec, base_trial
 from study.stage_data import MARKER, stage
 from study.stage_data import main as stage_main
 from tests.conftest import MemoryCheckpoints, write_coco_fixture
@@ -119,8 +120,8 @@ def test_coco_presets_match_the_paper():
     assert total_iterations(90_000, 6) == 540_000 and drop_iterations(90_000, 6) == (480_000, 520_000)
     # Both inits run the recipe over the whole set: Table 1's 2x-6x in one 780k-iteration trial.
     for init in ("scratch", "pretrained"):
-        point = default_point(r50, {"init": init, "model": "r50", "data_fraction": 1.0})
-        assert point["schedule"] == 6.0 and search_space(r50, Arm(init, 1.0, "r50")).schedule == r50.search.schedule
+        point = arm_spec(r50, Arm(init, 1.0, "r50")).recipe
+        assert point["schedule"] == 6.0 and arm_spec(r50, Arm(init, 1.0, "r50")).schedules == r50.search.schedule
         assert trial_iterations(branches(90_000, r50.search.schedule, point["schedule"])) == 780_000
 
 
@@ -131,10 +132,10 @@ def test_subset_preset_uses_the_paper_sizes():
     small = next(
         a for a in [Arm("scratch", f, "r50") for f in p.axes.data_fraction] if round(a.data_fraction * 118_287) == 1_000
     )
-    assert max(search_space(p, small).schedule) < max(p.search.schedule)  # shorter schedules on less data
+    assert max(arm_spec(p, small).schedules) < max(p.search.schedule)  # shorter schedules on less data
     ten_k = Arm("pretrained", 10_000 / 118_287, "r50")
-    assert 2 / 3 in search_space(p, ten_k).schedule  # 60k iterations: the paper's best pretrained 10k run
+    assert 2 / 3 in arm_spec(p, ten_k).schedules  # 60k iterations: the paper's best pretrained 10k run
     for fraction in p.axes.data_fraction:  # each subset's recipe runs its whole set
         for init in ("scratch", "pretrained"):
-            arm = {"init": init, "model": "r50", "data_fraction": fraction}
-            assert default_point(p, arm)["schedule"] == max(search_space(p, Arm(init, fraction, "r50")).schedule)
+            spec = arm_spec(p, Arm(init, fraction, "r50"))
+            assert spec.recipe["schedule"] == max(spec.schedules)

@@ -5,8 +5,9 @@ import json
 
 import pytest
 
-from study.config import Arm, arms, base_trial, default_point, search_space
+from study.config import Arm, arms
 from study.presets import PRESETS, SMOKE, TOY
+from study.resolved import arm_spec, base_trial, resolve
 from trainables.config import ConfigError, DataConfig, ModelConfig, SolverConfig, TrialConfig
 from trainables.config_io import from_dict
 
@@ -87,14 +88,14 @@ def test_presets_are_consistent():
     # The smoke runs exercise DDP; the toy runs two one-worker trials at once.
     assert SMOKE.num_workers == 2 and TOY.num_workers == 1 and TOY.solver.ims_per_worker == 2
     assert set(SMOKE.axes.init) == {"scratch", "pretrained"}
-    assert search_space(TOY, Arm("pretrained", 1.0, "tiny")) == TOY.search
+    assert arm_spec(TOY, Arm("pretrained", 1.0, "tiny")).space == TOY.search
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_every_arm_starts_from_a_recipe_inside_its_ranges(name):
     preset = PRESETS[name]
     for arm in arms(preset):
-        point, space = default_point(preset, dataclasses.asdict(arm)), search_space(preset, arm)
+        point, space = arm_spec(preset, arm).recipe, arm_spec(preset, arm).space
         assert point["schedule"] in space.schedule, (arm, point, space)
         assert (
             space.lr[0] <= point["lr"] <= space.lr[1]
@@ -152,7 +153,8 @@ def test_every_comparison_states_its_margin_before_the_run(tmp_path):
     the subsets' and the keypoint preset's are their own, the same share of the paper's
     pretrained AP for the setting; study.json records them before the first trial."""
     from analysis.paper import DATA_FRACTION_BBOX_AP
-    from study.config import Margin, margin_for, margins
+    from study.config import Margin
+    from study.resolved import margin_for, margins
     from study.workspace import write_study_file
 
     for name, preset in PRESETS.items():
@@ -173,6 +175,6 @@ def test_every_comparison_states_its_margin_before_the_run(tmp_path):
         dataclasses.replace(TOY, margin_overrides=(("init=scratch", Margin(0.01, "x")),))
     with pytest.raises(ConfigError, match="margin.reason"):
         Margin(0.01, " ")
-    write_study_file(str(tmp_path), subsets, {}, {})
+    write_study_file(str(tmp_path), resolve(subsets), {}, {})
     recorded = json.loads((tmp_path / "study.json").read_text())["margins"]
     assert [m["ap"] for m in recorded] == [m["ap"] for m in margins(subsets)] and len(recorded) == 4

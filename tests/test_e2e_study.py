@@ -23,9 +23,10 @@ import ray
 
 from analysis import load_results, trial_rows
 from study import tuning
-from study.config import EarlyStopping, SearchSpace, base_trial
+from study.config import EarlyStopping, SearchSpace
 from study.config import arms as study_arms
 from study.presets import SMOKE
+from study.resolved import base_trial, resolve
 from tests.ray_output import driver_lines
 from trainables.branches import branches
 from trainables.schedule import total_iterations
@@ -356,7 +357,7 @@ def test_two_node_cluster_frees_placement_groups_of_stopped_trials(tmp_path):
         for arm in study_arms(study):
             base = base_trial(study, arm, results_uri=uri, code_version="test", pretrained={})
             arms[arm.name] = {**base, "worker_resources": {"worker_node": 1}}  # one DDP worker per node
-        grid = tuning.run_study(study, arms, study.num_samples, uri, max_concurrent=1, resume=False)
+        grid = tuning.run_study(resolve(study), arms, study.num_samples, uri, max_concurrent=1, resume=False)
         assert not [r for r in grid if r.error]
         df = load_results(uri)
         trials = trial_rows(df)
@@ -373,7 +374,7 @@ def test_two_node_cluster_frees_placement_groups_of_stopped_trials(tmp_path):
         # stopped early, and outside Optuna.
         db = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'C' / 'optuna.db'}")
         told = len(optuna.load_study(study_name="scratch-tiny-f1", storage=db).get_trials(deepcopy=False))
-        grids = tuning.run_replicates(dataclasses.replace(study, replicates=2), arms, uri, max_concurrent=1)
+        grids = tuning.run_replicates(resolve(dataclasses.replace(study, replicates=2)), arms, uri, max_concurrent=1)
         assert grids and not [r for g in grids for r in g if r.error]
         chosen = json.loads((tmp_path / "C" / "replicates.json").read_text())["arms"]["scratch-tiny-f1"]
         assert chosen["trunk"] == 2.0 and chosen["configs"]["recipe"] == [0.02, 1e-4]
@@ -387,7 +388,9 @@ def test_two_node_cluster_frees_placement_groups_of_stopped_trials(tmp_path):
             assert set(mine["seed"]) == seeds, (lr, wd, ended[["trial_id", "lr", "seed"]])
         assert len(optuna.load_study(study_name="scratch-tiny-f1", storage=db).get_trials(deepcopy=False)) == told
         # Run again, it finds nothing left to do.
-        assert tuning.run_replicates(dataclasses.replace(study, replicates=2), arms, uri, 1, log=lambda _m: None)
+        assert tuning.run_replicates(
+            resolve(dataclasses.replace(study, replicates=2)), arms, uri, 1, log=lambda _m: None
+        )
         assert len(trial_rows(load_results(uri))) == len(trial_rows(df)) + len(grids[0])
         deadline = time.time() + 30
         while time.time() < deadline:

@@ -16,8 +16,8 @@ from analysis import final_rows, load_results
 from study import tuning
 from study.cli import main
 from study.config import arms as study_arms
-from study.config import base_trial
 from study.presets import SMOKE, SMOKE_KEYPOINTS
+from study.resolved import base_trial, resolve
 from tests.ray_output import driver_lines, forwarded_lines
 from trainables.pretrain import ensure_pretrained
 from trainables.ray_entry import TrialInputError
@@ -54,7 +54,7 @@ def test_a_lost_worker_is_restarted_and_bad_input_fails_once_then_resume_continu
     # after its checkpoint at 6; Train restarts the worker group (FailureConfig(max_failures=2))
     # and resumes in the branch, with the trunk saved at the fork in the checkpoint.
     arms["scratch-tiny-f1"] = {**arms["scratch-tiny-f1"], "fail_at_iteration": 7}
-    grid = tuning.run_study(study, arms, 1, uri, max_concurrent=1, resume=False)
+    grid = tuning.run_study(resolve(study), arms, 1, uri, max_concurrent=1, resume=False)
     scratch = pd.read_parquet(f"{uri}/metrics").query("arm == 'scratch-tiny-f1'").sort_values("cost_iterations")
     assert scratch["phase"].tolist() == ["final", "trunk", "trunk", "final"]
     assert scratch["iteration"].tolist() == [9, 6, 12, 18] and scratch["cost_iterations"].tolist() == [9, 12, 18, 24]
@@ -93,7 +93,7 @@ def test_a_lost_worker_is_restarted_and_bad_input_fails_once_then_resume_continu
     # Fixed: the weights appear where the arm's config says; --resume finishes the failed trial.
     weights.parent.mkdir()
     shutil.copy(ensure_pretrained(study.models["tiny"], study.pretrain).path, weights)
-    grid = tuning.run_study(study, arms, 1, uri, max_concurrent=1, resume=True)
+    grid = tuning.run_study(resolve(study), arms, 1, uri, max_concurrent=1, resume=True)
     assert not tuning.failed_trials(grid, uri)
     assert not list((tmp_path / "S" / "failures").iterdir())  # the record went with the bad input
     df = load_results(uri)

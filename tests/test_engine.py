@@ -8,8 +8,9 @@ import pandas as pd
 import pytest
 import torch
 
-from study.config import Arm, base_trial
+from study.config import Arm
 from study.presets import SMOKE, SMOKE_KEYPOINTS
+from study.resolved import base_trial
 from tests.conftest import MemoryCheckpoints
 from trainables.config import PretrainSpec, TrialConfig
 from trainables.config_io import from_dict

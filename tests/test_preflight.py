@@ -237,7 +237,9 @@ def test_addresses_that_answer_and_a_good_preset_pass():
         server.listen()
         preflight.check_address(f"127.0.0.1:{server.getsockname()[1]}")
         preflight.check_address(f"ray://127.0.0.1:{server.getsockname()[1]}")
-    preflight.check_study(SMOKE)
+    from study.resolved import resolve
+
+    preflight.check_study(resolve(SMOKE))
 
 
 def test_missing_pretrained_weights(tmp_path):
@@ -256,14 +258,14 @@ def test_missing_pretrained_weights(tmp_path):
 def _stored_smoke_study(root):
     """A smoke study's folder as its driver leaves it before the first trial: study.json."""
     from study.config import arms as study_arms
-    from study.config import base_trial
+    from study.resolved import base_trial, resolve
     from study.workspace import study_uri, write_study_file
 
     uri = study_uri(str(root), "smoke")
     arms = {
         a.name: base_trial(SMOKE, a, results_uri=uri, code_version="test", pretrained={}) for a in study_arms(SMOKE)
     }
-    write_study_file(uri, SMOKE, arms, {"mode": "search", "num_samples": 2, "replicates": 1, "overrides": []})
+    write_study_file(uri, resolve(SMOKE), arms, {"mode": "search", "num_samples": 2, "replicates": 1, "overrides": []})
     return Path(uri)
 
 

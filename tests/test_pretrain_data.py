@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from study.resolved import resolve
 from trainables import pretrain_data, shapes
 from trainables.config import PretrainSpec
 from trainables.pretrain import classification_images, ensure_pretrained
@@ -66,7 +67,7 @@ def test_the_backbones_record_names_its_classes_and_its_accuracy_along_the_way(t
     from study.presets import TOY
     from study.workspace import write_study_file
 
-    write_study_file(str(tmp_path / "S"), dataclasses.replace(TOY, pretrain=spec), {}, {})
+    write_study_file(str(tmp_path / "S"), resolve(dataclasses.replace(TOY, pretrain=spec)), {}, {})
     study = json.loads((tmp_path / "S" / "study.json").read_text())
     assert study["pretraining_classes"] == list(pretrain_data.CLASSES[:10])
     assert np.isin(study["pretraining_classes"], [c["name"] for c in CATEGORIES]).sum() == 0

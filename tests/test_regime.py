@@ -9,6 +9,7 @@ from analysis import regime
 from study.plan import make_plan
 from study.plan_regime import regime_points
 from study.presets import PRESETS, TOY
+from study.resolved import resolve
 
 
 def test_the_papers_regimes_in_ratios():
@@ -39,19 +40,20 @@ def test_a_study_is_placed_by_its_ratio_per_instance_else_per_image():
 
 def test_the_plan_counts_what_it_can_and_places_each_comparison():
     """COCO's subsets by the preset alone; the toy by its counted training file."""
-    points = regime_points(PRESETS["coco-r50-gn-subsets"], None)
+    points = regime_points(resolve(PRESETS["coco-r50-gn-subsets"]), None)
     assert [p.train_images for p in points] == [35_000, 10_000, 3_500, 1_000]
     assert [regime.nearest(p).name for p in points[1:]] == [p.name for p in regime.PAPER[1:]]
     assert points[1].scratch_seen == round(2.5 * 90_000 * 16)  # the 10k arm's longest schedule
-    counted = regime_points(TOY, {1.0: (200, 700)})[0]
+    counted = regime_points(resolve(TOY), {1.0: (200, 700)})[0]
     assert (counted.train_images, counted.train_instances) == (200, 700)
     assert counted.pretrain_images == TOY.pretrain.num_images and counted.pretrain_seen == TOY.pretrain.images_seen
-    plan = make_plan(TOY, 2, 2, 0, "test", counts={1.0: (200, 700)})
+    plan = make_plan(resolve(TOY), 2, 2, 0, "test", counts={1.0: (200, 700)})
     assert plan.counts == {1.0: (200, 700)}
 
 
 def test_the_report_reads_the_regime_from_what_ran(tmp_path):
     from analysis.record import regime_points as recorded
+    from trainables.study_record import StudyRecord
     from tests.analysis_rows import frame, rows_of
 
     df = frame(rows_of("s", "scratch", 0.3, 1e-4, 2.0, {1.0: 0.1, 2.0: 0.2}))
@@ -68,7 +70,7 @@ def test_the_report_reads_the_regime_from_what_ran(tmp_path):
             }
         }
     }
-    [point] = recorded(study, df, tmp_path)
+    [point] = recorded(StudyRecord.from_blob(study), df, tmp_path)
     assert (point.train_images, point.train_instances, point.pretrain_images, point.pretrain_seen) == (
         600,
         2100,

@@ -8,6 +8,7 @@ import pytest
 from scipy import stats
 
 from analysis import headline, replicates, verdict
+from study.resolved import resolve
 from tests.analysis_rows import frame as _frame
 from tests.analysis_rows import rows_of as _rows
 
@@ -287,7 +288,7 @@ def test_the_replicate_plan_reruns_recipe_and_best_to_the_longest_schedule(tmp_p
     rows += _rows("p", "pretrained", 0.02, 1e-4, 2.0, {1.0: 0.40, 2.0: 0.50})  # its search's only configuration
     rows += _rows("r1", "scratch", 0.02, 1e-4, 2.0, {1.0: 0.1, 2.0: 0.9}, seed=1)  # a replicate, done
     df = _frame(rows)
-    chosen = plan.load_or_choose(study, df, str(tmp_path))
+    chosen = plan.load_or_choose(resolve(study), df, str(tmp_path))
     assert chosen["scratch-tiny-f1"] == {"trunk": 2.0, "configs": {"recipe": [0.02, 1e-4], "best": [0.04, 1e-5]}}
     # One configuration searched: nothing was chosen, so there is no best to replicate.
     assert chosen["pretrained-tiny-f1"]["configs"]["best"] is None
@@ -303,7 +304,7 @@ def test_the_replicate_plan_reruns_recipe_and_best_to_the_longest_schedule(tmp_p
     assert plan.all_seeds(study) == [0, 1, 2, 3]
     # Written once: a replicate that beats everything later does not change the choice.
     later = _frame(rows + _rows("x", "scratch", 0.9, 1e-3, 2.0, {1.0: 0.95, 2.0: 0.99}))
-    assert plan.load_or_choose(study, later, str(tmp_path)) == chosen
+    assert plan.load_or_choose(resolve(study), later, str(tmp_path)) == chosen
     text = plan.describe(study, chosen, [])
     assert "scratch-tiny-f1" in text and "0 trial(s) to run" in text and "fresh seeds 1-3" in text
 
@@ -320,7 +321,7 @@ def test_a_best_that_is_the_recipe_reads_the_recipes_fresh_seeds():
     study = dataclasses.replace(SMOKE, replicates=3)
     rows = _rows("r", "scratch", 0.02, 1e-4, 2.0, {1.0: 0.30, 2.0: 0.40})
     rows += _rows("o", "scratch", 0.04, 1e-5, 2.0, {1.0: 0.10, 2.0: 0.20})
-    chosen = plan.choose_configs(study, _frame(rows))
+    chosen = plan.choose_configs(resolve(study), _frame(rows))
     assert chosen["scratch-tiny-f1"]["configs"] == {"recipe": [0.02, 1e-4], "best": [0.02, 1e-4]}
     points = plan.pending_points(study, {"scratch-tiny-f1": chosen["scratch-tiny-f1"]}, _frame(rows))
     assert sorted(p["seed"] for p in points) == [1, 2]
@@ -344,12 +345,14 @@ def test_equal_aps_choose_the_lower_loss_whatever_the_trial_ids():
     rows += _rows("a-other", "scratch", 0.04, 1e-5, 1.0, {1.0: 0.0})  # sorts first by id
     df = _frame(rows)
     df["loss"] = np.where(df["trial_id"] == "a-other", 2.9, 1.8)
-    chosen = plan.choose_configs(dataclasses.replace(SMOKE, replicates=2), df)
+    chosen = plan.choose_configs(resolve(dataclasses.replace(SMOKE, replicates=2)), df)
     assert chosen["scratch-tiny-f1"]["configs"]["best"] == [0.02, 1e-4]
     table = best_by_schedule(df)
     assert table.set_index("schedule").loc[1.0, "trial_id"] == "b-recipe"
     df["loss"] = np.where(df["trial_id"] == "a-other", 1.0, 1.8)
-    assert plan.choose_configs(dataclasses.replace(SMOKE, replicates=2), df)["scratch-tiny-f1"]["configs"]["best"] == [
+    assert plan.choose_configs(resolve(dataclasses.replace(SMOKE, replicates=2)), df)["scratch-tiny-f1"]["configs"][
+        "best"
+    ] == [
         0.04,
         1e-5,
     ]

@@ -117,8 +117,9 @@ def test_search_space_validation():
 
 
 def test_each_arm_starts_from_its_own_recipe(tmp_path):
-    from study.config import Arm, base_trial, default_point
+    from study.config import Arm
     from study.presets import TOY
+    from study.resolved import arm_spec, base_trial, resolve
     from study.tuning import build_search
 
     study = dataclasses.replace(
@@ -128,13 +129,13 @@ def test_each_arm_starts_from_its_own_recipe(tmp_path):
         search_overrides=(("init=scratch", dataclasses.replace(TOY.search, schedule=(2.0, 3.0))),),
         default_overrides=(("init=scratch", {"schedule": 3.0}),),
     )
-    search = build_search(study, 2, str(tmp_path))
+    search = build_search(resolve(study), 2, str(tmp_path))
     first = {c["arm"]: c for c in (search.suggest("a"), search.suggest("b"))}
     assert first["scratch-tiny-f1"]["schedule"] == 3.0 and first["pretrained-tiny-f1"]["schedule"] == 1.0
     assert first["scratch-tiny-f1"]["lr"] == first["pretrained-tiny-f1"]["lr"] == 0.3
     scratch = base_trial(study, Arm("scratch", 1.0, "tiny"), results_uri=str(tmp_path), code_version="x", pretrained={})
     assert scratch["schedule"] == 3.0 and tuple(scratch["schedules"]) == (2.0, 3.0)  # the arm's set
-    assert default_point(study, {"init": "pretrained", "model": "tiny", "data_fraction": 1.0})["schedule"] == 1.0
+    assert arm_spec(study, Arm("pretrained", 1.0, "tiny")).recipe["schedule"] == 1.0
     with pytest.raises(ValueError, match="default_overrides"):
         dataclasses.replace(study, default_overrides=(("init=scratch", {"momentum": 0.8}),))
 

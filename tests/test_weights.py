@@ -153,8 +153,9 @@ def test_pretrained_images_reach_the_trial_config(tmp_path):
     """A preset's stated pretraining images travel with its weights into every arm's config."""
     import dataclasses
 
-    from study.config import Arm, base_trial
+    from study.config import Arm
     from study.presets import SMOKE
+    from study.resolved import base_trial
     from study.workspace import prepare_inputs
 
     weights = str(tmp_path / "w.pth")
@@ -175,8 +176,9 @@ def test_each_replicate_seed_pretrains_its_own_backbone(tmp_path, monkeypatch):
 
     import torch
 
-    from study.config import Arm, base_trial
+    from study.config import Arm
     from study.presets import SMOKE
+    from study.resolved import base_trial
     from study.workspace import prepare_inputs, seed_backbones
     from tests.conftest import MemoryCheckpoints
     from trainables.engine import with_generated_backbone

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from trainables.errors import InputError
+from trainables.errors import ConfigError, InputError  # noqa: F401  (ConfigError: re-exported)
 
 INITS = ("scratch", "pretrained")
 NORMS = ("gn", "syncbn", "frozenbn")
@@ -20,10 +20,6 @@ NORMS = ("gn", "syncbn", "frozenbn")
 # in [0, 1]. Used with Detectron's ImageNet GN weights, whose conv1 is flipped to RGB on load.
 CAFFE2_PIXEL_MEAN = (123.675 / 255, 116.28 / 255, 103.53 / 255)
 CAFFE2_PIXEL_STD = (1 / 255, 1 / 255, 1 / 255)
-
-
-class ConfigError(InputError):
-    """A configuration value is unknown or out of range; the message names the field."""
 
 
 @dataclass(frozen=True)

@@ -30,3 +30,7 @@ class InputError(ValueError):
 
 class MissingInputError(InputError, FileNotFoundError):
     """A file or folder the configuration names does not exist."""
+
+
+class ConfigError(InputError):
+    """A configuration value is unknown or out of range; the message names the field."""

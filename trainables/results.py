@@ -26,13 +26,12 @@ import pyarrow.parquet as pq
 from trainables import storage
 from trainables.rows import (
     COLUMNS,
-    COMPLETED,
-    FINAL,
     LOSS_KEYS,
     METRICS_DIR,
     RUNNING,
     SCHEMA,
     is_branch_final,
+    is_completed_final,
     is_own_final,
 )
 
@@ -95,7 +94,7 @@ def finished_row(results_uri: str, trial_id: str) -> dict[str, Any] | None:
     """The trial's own final result if its rows end with it, completed: the trial finished,
     whatever a driver stopped at that moment last heard of it."""
     row = last_row(results_uri, trial_id)
-    if row is not None and row.get("phase") == FINAL and row.get("status") == COMPLETED and is_own_final(row):
+    if row is not None and is_completed_final(row) and is_own_final(row):
         return row
     return None
 

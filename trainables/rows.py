@@ -131,6 +131,19 @@ def is_branch_final(row) -> bool:
     return (row.get("phase") == FINAL) & (row.get("schedule") != row.get("trunk_schedule"))
 
 
+def is_completed_final(row, metric: str | None = None) -> bool:
+    """A schedule's final result that completed (not diverged), with a value of ``metric``
+    where one is named: the results the search, early stopping, the replicate phase and the
+    report count. ``row`` is a dict, a pandas row or a whole DataFrame, as above."""
+    done = (row.get("phase") == FINAL) & (row.get("status") == COMPLETED)
+    if metric is None:
+        return done
+    value = row.get(metric)
+    if hasattr(value, "notna"):
+        return done & value.notna()
+    return done and value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
 # Which of two results is better, one rule for the early-stopping rungs, the best trial and the
 # report: the objective, with the training loss as tie-breaker. The loss (capped at 10) moves
 # the score by at most 0.001, a tenth of one AP point, so it only decides between results whose
