@@ -18,7 +18,8 @@ from study.arguments import DEFAULT_PRESET, TRIAL_KEYS, folder_of, resolve_args
 from study.config import StudyConfig
 from study.driver_lock import DriverLock, StudyLocked, takeover_line
 from study.interrupts import Interrupted, Interrupts, resume_line
-from study.plan import format_plan, make_plan
+from study.plan import make_plan
+from study.plan_text import format_plan
 from study.presets import PRESETS
 from study.resolved import ResolvedStudy
 from study.workspace import (

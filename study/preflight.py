@@ -85,7 +85,7 @@ def check_address(address: str | None) -> None:
 
 def _ray_temp_dir() -> Path:
     """Ray's system temp folder: $RAY_TMPDIR, else $TMPDIR on Linux, else /tmp on Linux and
-    macOS (ray._common.utils.get_default_system_temp_dir, which needs Ray imported)."""
+    macOS (Ray's own helper for it is private and needs Ray imported)."""
     if "RAY_TMPDIR" in os.environ:
         return Path(os.environ["RAY_TMPDIR"])
     if sys.platform.startswith("linux") and "TMPDIR" in os.environ:

@@ -10,13 +10,36 @@ from tests.test_search import _search
 from trainables import ray_compat
 
 ROOT = Path(__file__).resolve().parent.parent
-COMPAT = {"study/tune_compat.py", "trainables/ray_compat.py"}
-PRIVATE = re.compile(r"ray\._private|ray\.\w+(\.\w+)*\._internal|\._ot_\w+|torchvision\.\w+\._\w+")
+COMPAT = {"study/tune_compat.py", "trainables/ray_compat.py", "trainables/torchvision_compat.py"}
+# A private module or attribute of Ray, Optuna or torchvision, also where it is imported by
+# name (``from torchvision.ops.poolers import _setup_scales``).
+PRIVATE = re.compile(
+    r"ray\._private|ray\.\w+(\.\w+)*\._internal|\._ot_\w+|(torchvision|optuna|ray)(\.\w+)*\._\w+"
+    r"|from (torchvision|optuna|ray)[\w.]* import .*\b_[a-z]\w*"
+)
+
+
+def test_the_private_name_pattern_finds_what_it_is_for():
+    assert PRIVATE.search("from torchvision.ops.poolers import _convert_to_roi_format, _filter_input")
+    assert PRIVATE.search("x = optuna.samplers._tpe.sampler")
+    assert not PRIVATE.search("from torchvision.ops import MultiScaleRoIAlign, roi_align")
+
+
+def test_torchvision_private_helpers_are_the_poolers_own():
+    """The pinned torchvision still has the pooler helpers trainables/roi_align.py borrows."""
+    import torch
+    from torchvision.ops import poolers
+
+    from trainables import torchvision_compat as tc
+
+    assert tc.setup_scales is poolers._setup_scales and tc.filter_input is poolers._filter_input
+    rois = tc.convert_to_roi_format([torch.tensor([[0.0, 0.0, 4.0, 4.0]]), torch.tensor([[1.0, 1.0, 2.0, 3.0]])])
+    assert rois.tolist() == [[0.0, 0.0, 0.0, 4.0, 4.0], [1.0, 1.0, 1.0, 2.0, 3.0]]
 
 
 def test_no_private_library_name_outside_the_compat_modules():
     for folder in ("study", "trainables", "analysis"):
-        for path in sorted((ROOT / folder).glob("*.py")):
+        for path in sorted((ROOT / folder).rglob("*.py")):
             rel = path.relative_to(ROOT).as_posix()
             if rel in COMPAT:
                 continue

@@ -53,8 +53,8 @@ def test_the_plan_counts_what_it_can_and_places_each_comparison():
 
 def test_the_report_reads_the_regime_from_what_ran(tmp_path):
     from analysis.record import regime_points as recorded
-    from trainables.study_record import StudyRecord
     from tests.analysis_rows import frame, rows_of
+    from trainables.study_record import StudyRecord
 
     df = frame(rows_of("s", "scratch", 0.3, 1e-4, 2.0, {1.0: 0.1, 2.0: 0.2}))
     (tmp_path / "subsets").mkdir()

@@ -22,9 +22,9 @@ from torch import Tensor
 from torchvision.ops import MultiScaleRoIAlign as _TorchvisionPooler
 from torchvision.ops import roi_align as torchvision_roi_align
 
-# Private helpers of torchvision 0.29 (pinned in pyproject.toml); the test compares this
+# The pooler's private helpers (trainables/torchvision_compat.py); the test compares this
 # pooler with torchvision's own, so a change there fails loudly.
-from torchvision.ops.poolers import _convert_to_roi_format, _filter_input, _setup_scales
+from trainables.torchvision_compat import convert_to_roi_format, filter_input, setup_scales
 
 # 64 x 64 positions: the toy's largest FPN level is 32 x 48; COCO's (200 x 336 at 800 px) is
 # far above, where the dense weights would cost more than torchvision's kernel saves.
@@ -110,12 +110,12 @@ class MultiScaleRoIAlign(_TorchvisionPooler):
     """torchvision's FPN pooler (same levels, scales and state), pooling with :func:`roi_align`."""
 
     def forward(self, x: dict[str, Tensor], boxes: list[Tensor], image_shapes: list[tuple[int, int]]) -> Tensor:
-        features = _filter_input(x, self.featmap_names)
+        features = filter_input(x, self.featmap_names)
         if self.scales is None or self.map_levels is None:
-            self.scales, self.map_levels = _setup_scales(
+            self.scales, self.map_levels = setup_scales(
                 features, image_shapes, self.canonical_scale, self.canonical_level
             )
-        rois = _convert_to_roi_format(boxes)
+        rois = convert_to_roi_format(boxes)
         if len(features) == 1:
             return roi_align(features[0], rois, self.output_size, self.scales[0], self.sampling_ratio)
         levels = self.map_levels(boxes)
