@@ -59,7 +59,7 @@ from trainables.runtime import (
     gather,
     seed_everything,
 )
-from trainables.schedule import lr_multiplier, scaled_lr
+from trainables.schedule import at_batch, lr_multiplier
 from trainables.splits import SEARCH, resolve_data
 from trainables.weights import load_backbone_weights
 
@@ -117,11 +117,12 @@ def _train(cfg: TrialConfig, session: Session) -> dict[str, Any]:
     model_without_ddp = getattr(model, "module", model)
 
     # Optimizer: SGD with momentum, LR scaled linearly from the reference batch (Goyal et al.).
-    # fused=True: one kernel for all parameters instead of a loop of small ops per tensor
-    # (the same update, bit for bit).
+    # Only the LR: a trial's solver already counts its iterations at its global batch
+    # (study.config.at_global_batch). fused=True: one kernel for all parameters instead of
+    # a loop of small ops per tensor (the same update, bit for bit).
     optimizer = torch.optim.SGD(
         param_groups(model_without_ddp, cfg.weight_decay, s.weight_decay_norm),
-        lr=scaled_lr(cfg.lr, cfg.global_batch, s.reference_batch),
+        lr=at_batch(s, cfg.global_batch, cfg.lr).peak_lr,
         momentum=s.momentum,
         fused=True,
     )
