@@ -39,16 +39,7 @@ from trainables.loop import (
 )
 from trainables.model import assert_scratch_ready, build_model, convert_sync_batchnorm, freeze_stages, param_groups
 from trainables.pretrain import ensure_pretrained
-from trainables.reporter import (
-    Reporter,
-    SkippedImages,
-    clear_input_error,
-    fault_fired,
-    for_tune,
-    record_data,
-    record_input_error,
-    record_pretraining,
-)
+from trainables.reporter import Reporter, SkippedImages, for_tune
 from trainables.rows import loss_keys
 from trainables.runtime import (
     AgreedInputError,
@@ -61,6 +52,13 @@ from trainables.runtime import (
 )
 from trainables.schedule import at_batch, lr_multiplier
 from trainables.splits import SEARCH, resolve_data
+from trainables.trial_records import (
+    clear_input_error,
+    fault_fired,
+    record_data,
+    record_input_error,
+    record_pretraining,
+)
 from trainables.weights import load_backbone_weights
 
 
