@@ -4,10 +4,11 @@ Everything distributed-specific comes in through a :class:`~trainables.runtime.S
 (rank, world size, device, how to wrap the model and loader, how to report and restore,
 extra hooks), so the same trial runs under Ray Train (trainables/ray_entry.py) and in a
 plain process in tests. ``run_trial`` reads like torchvision's detection ``main()``: data,
-model, optimizer, loaders, then the loop (trainables/loop.py) with its hooks, its step
-(:class:`SGDStep`) and its reporter (trainables/reporter.py: an evaluation row every
-``eval_period`` trunk iterations, a final row at every schedule's end). Evaluation is
-trainables/evaluation.py. Training is counted in iterations, as in Detectron.
+model, optimizer, loaders, then the loop (trainables/loop.py) with its hooks
+(trainables/hooks.py, the LR schedule among them), its step (:class:`SGDStep`) and its
+reporter (trainables/reporter.py: an evaluation row every ``eval_period`` trunk
+iterations, a final row at every schedule's end). Evaluation is trainables/evaluation.py.
+Training is counted in iterations, as in Detectron.
 """
 
 from __future__ import annotations
@@ -28,15 +29,8 @@ from trainables.config import TrialConfig
 from trainables.data import CocoDetection, EvalSet, ResumableDistributedSampler, build_datasets, collate
 from trainables.errors import InputError, MissingInputError
 from trainables.evaluation import evaluate_model
-from trainables.loop import (
-    FaultInjection,
-    LossWindow,
-    PeriodicEvaluation,
-    ProgressLog,
-    Trainer,
-    TrainState,
-    check_finite,
-)
+from trainables.hooks import FaultInjection, LRSchedule, PeriodicEvaluation, ProgressLog
+from trainables.loop import LossWindow, Trainer, TrainState, check_finite
 from trainables.model import assert_scratch_ready, build_model, convert_sync_batchnorm, freeze_stages, param_groups
 from trainables.pretrain import ensure_pretrained
 from trainables.reporter import Reporter, SkippedImages, for_tune
@@ -50,7 +44,7 @@ from trainables.runtime import (
     gather,
     seed_everything,
 )
-from trainables.schedule import at_batch, lr_multiplier
+from trainables.schedule import at_batch
 from trainables.splits import SEARCH, resolve_data
 from trainables.trial_records import (
     clear_input_error,
@@ -157,6 +151,7 @@ def _train(cfg: TrialConfig, session: Session) -> dict[str, Any]:
 
     reporter = Reporter(cfg, session, state, len(train_set), elapsed, skips)
     hooks = [
+        LRSchedule(s),
         FaultInjection(cfg.fail_at_iteration, rank, world, partial(fault_fired, cfg), InjectedFailure),
         # Before the periodic evaluation, which restarts the loss window it prints.
         ProgressLog(trial_iterations(plan) // 20, session.rank0_log, f"[{cfg.trial_id}]", elapsed),
@@ -164,7 +159,9 @@ def _train(cfg: TrialConfig, session: Session) -> dict[str, Any]:
         *session.hooks,
     ]
     step = SGDStep(cfg, session, model, state, skips, use_amp)
-    trainer = Trainer(plan, state, step, batches, evaluate, reporter, hooks=hooks)
+    # The loop hands its step the trainer too (a step may read where it is); this one trains
+    # on the batch alone, at the LR that LRSchedule set.
+    trainer = Trainer(plan, state, lambda _trainer, batch: step(batch), batches, evaluate, reporter, hooks=hooks)
 
     checkpoint = session.load_checkpoint()
     if checkpoint is not None:
@@ -276,9 +273,10 @@ def _eval_loader(cfg: TrialConfig, session: Session, dataset: CocoDetection):
 
 
 class SGDStep:
-    """One optimizer update (the Trainer's ``step``): the LR of the trainer's schedule at
-    its iteration, forward, backward, the losses averaged over the ranks, the divergence
-    guard, clipping and the update; returns the reduced losses and the LR."""
+    """One optimizer update on a batch (the Trainer's ``step``), at the LR the optimizer
+    holds (set before it by the LRSchedule hook, trainables/hooks.py): forward, backward,
+    the losses averaged over the ranks, the divergence guard, clipping and the update;
+    returns the reduced losses and the LR used."""
 
     def __init__(
         self,
@@ -293,21 +291,11 @@ class SGDStep:
         self.skips, self.use_amp = skips, use_amp
         self.loss_keys = loss_keys(cfg.data.keypoints)
 
-    def __call__(self, trainer: Trainer, batch) -> tuple[list[float], float]:
+    def __call__(self, batch) -> tuple[list[float], float]:
         s, optimizer, world = self.solver, self.state.optimizer, self.session.world_size
         images, targets = batch
         self.skips.note(targets)
         unreadable = [t.pop("unreadable") for t in targets if "unreadable" in t]
-        multiplier = lr_multiplier(
-            trainer.position.iteration,
-            base_iters=s.base_iters,
-            schedule=trainer.schedule,
-            warmup_iters=s.warmup_iters,
-            warmup_factor=s.warmup_factor,
-            gamma=s.gamma,
-        )
-        for group in optimizer.param_groups:
-            group["lr"] = group["initial_lr"] * multiplier
         lr_now = optimizer.param_groups[0]["lr"]
         self.model.train()
         with torch.autocast(self.session.device.type, enabled=self.use_amp):

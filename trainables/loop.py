@@ -4,9 +4,9 @@ Shaped like detectron2's ``TrainerBase``/``HookBase`` (detectron2/engine/train_l
 :class:`Trainer` owns only *where* the trial is (:class:`Position`) and the boundaries of
 its timeline (trainables/branches.py): at a fork it saves the trunk (:class:`ForkStore`),
 at a branch's end it evaluates, goes back to the trunk and reports. Everything else —
-fault injection, progress lines, periodic evaluations and checkpoints — is a hook with
-``before_step``/``after_step`` that uses the trainer's public methods (``evaluate``,
-``report_trunk``, ``checkpoint``). The trainer owns its timeline's state
+the LR schedule, fault injection, progress lines, periodic evaluations and checkpoints —
+is a hook (trainables/hooks.py) with ``before_step``/``after_step`` that uses the
+trainer's public methods (``evaluate``, ``report_trunk``, ``checkpoint``). The trainer owns its timeline's state
 (``state_dict``/``load_state_dict``: position and saved fork); what it trains is a
 :class:`TrainState`. The divergence guard runs inside the step, after backward and before
 the optimizer touches the weights. Nothing here imports Ray.
@@ -193,8 +193,9 @@ class Trainer:
     Args:
         plan: the branches (trainables/branches.py), in order of their forks.
         state: model, optimizer, scaler and loss window.
-        step: one optimizer update at ``trainer.position.iteration`` with the LR of
-            ``trainer.schedule``; returns the reduced losses and the LR used.
+        step: ``step(trainer, batch)``, one optimizer update on ``batch`` at the LR a hook
+            set for ``trainer.schedule`` (trainables/hooks.py's LRSchedule); returns the
+            reduced losses and the LR used (what the loss window records).
         batches: iteration -> an iterator of batches from that iteration on (the sampler
             position is a function of the iteration, so a restore just asks again).
         evaluate: ``final`` -> metrics of the current model; ``final`` at a schedule's end
@@ -299,64 +300,3 @@ class Trainer:
             self.forks.restore(self.state)
             pos.iteration, pos.branch, pos.in_branch = self.branch.fork, pos.branch + 1, False
         self.last = self.reporter.final(self, ended, window, metrics)
-
-
-class FaultInjection(HookBase):
-    """Raises once, on the last rank, at ``iteration`` (exercises restart and resume).
-
-    ``once`` (marker path -> whether it already fired, setting it if not) makes the failure
-    happen once per trial even though a restarted run passes the same iteration again.
-    """
-
-    def __init__(
-        self, iteration: int | None, rank: int, world: int, once: Callable[[int], bool], error: type[Exception]
-    ) -> None:
-        self.iteration, self.rank, self.world, self.once, self.error = iteration, rank, world, once, error
-
-    def before_step(self, trainer: Trainer) -> None:
-        i = trainer.position.iteration
-        if self.iteration is not None and i == self.iteration and self.rank == self.world - 1 and not self.once(i):
-            raise self.error(f"injected failure on rank {self.rank} at iteration {i} (fail_at_iteration)")
-
-
-class PeriodicEvaluation(HookBase):
-    """Every ``period`` iterations: on the trunk an evaluation row, in a cooldown a checkpoint.
-
-    A branch reports only its final result, so inside it the period brings a checkpoint
-    alone (a preempted cooldown resumes where it was). The loss window restarts at every
-    period either way, so a branch's final loss covers the same steps as an independent
-    run's.
-    """
-
-    def __init__(self, period: int) -> None:
-        self.period = period
-
-    def after_step(self, trainer: Trainer) -> None:
-        pos = trainer.position
-        if not self.period or pos.iteration % self.period:
-            return
-        if not pos.in_branch:
-            trainer.report_trunk()
-        elif pos.iteration < trainer.branch.end:
-            trainer.checkpoint()
-        else:
-            return  # the branch's final result comes next
-        trainer.state.window.reset()
-
-
-class ProgressLog(HookBase):
-    """A line every ``every`` computed iterations: phase, iteration, loss, LR, elapsed."""
-
-    def __init__(self, every: int, log: Callable[[str], None], prefix: str, clock: Callable[[], float]) -> None:
-        self.every, self.log, self.prefix, self.clock = max(1, every), log, prefix, clock
-
-    def after_step(self, trainer: Trainer) -> None:
-        pos = trainer.position
-        if pos.cost % self.every == 0:
-            where = f"{trainer.branch.schedule:g}x cooldown" if pos.in_branch else "trunk"
-            end = trainer.branch.end if pos.in_branch else trainer.plan[-1].end
-            self.log(
-                f"{self.prefix} {where} iter {pos.iteration}/{end}"
-                f"  loss {trainer.state.window.mean()[0]:.3f}  lr {trainer.state.window.lr:.5f}  "
-                f"{self.clock():.0f}s"
-            )
