@@ -1,23 +1,23 @@
-"""A trial's rows, checkpoints and records: what it writes beside the study and reports.
+"""A trial's rows and reports: what it writes beside the study and tells the runtime.
 
-Every rank calls the :class:`Reporter` at the same points (its checkpoints gather every
-rank's RNG); rank 0 writes. One method per kind of report: a trunk evaluation, a
-schedule's final result, a checkpoint alone inside a cooldown, and a divergence. A row is
-written before the checkpoint that follows it: a crash in between repeats the evaluation
-on resume and rewrites the same shard (rows are named by the iterations computed so far,
-unique within a trial), so nothing is lost or doubled.
+Every rank calls the :class:`RowWriter` at the same points (a report's checkpoint is the
+trainer's ``state_dict()``, which gathers every rank's RNG); rank 0 writes. One method per
+kind of report: a trunk evaluation, a schedule's final result, a checkpoint alone inside a
+cooldown, and a divergence. It builds no state and restores none: the trainer owns it
+(trainables/loop.py). A row is written before the checkpoint that follows it: a crash in
+between repeats the evaluation on resume and rewrites the same shard (rows are named by
+the iterations computed so far, unique within a trial), so nothing is lost or doubled.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Any
 
 from trainables import results
 from trainables.branches import Branch
 from trainables.config import TrialConfig
-from trainables.loop import LossWindow, Position, Trainer, TrainState, rng_state
+from trainables.loop import LossWindow, Position, Trainer
 from trainables.rows import (
     CHECKPOINT,
     COMPLETED,
@@ -28,7 +28,7 @@ from trainables.rows import (
     ap_keys,
     loss_keys,
 )
-from trainables.runtime import Session, gather
+from trainables.runtime import Session
 
 
 def for_tune(row: dict[str, Any]) -> dict[str, Any]:
@@ -37,46 +37,12 @@ def for_tune(row: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in row.items() if not k.startswith("test_")}
 
 
-class SkippedImages:
-    """Training images replaced because they could not be read: a warning for each image
-    the first time this rank meets it, and the count across ranks for the rows."""
+class RowWriter:
+    """Rows and reports of one trial; the Trainer's ``writer``."""
 
-    def __init__(self, log: Callable[[str], None], prefix: str) -> None:
-        self.log, self.prefix = log, prefix
-        self.count = 0
-        self.seen: set[str] = set()
-
-    def note(self, targets: list[dict[str, Any]]) -> None:
-        for t in targets:
-            for message in t.pop("skipped", ()):
-                self.count += 1
-                if message not in self.seen:
-                    self.seen.add(message)
-                    self.log(
-                        f"{self.prefix} warning: training image skipped (the next readable one is used "
-                        f"instead; counted in the rows' skipped_images): {message}"
-                    )
-
-    def total(self, world: int) -> int:
-        """The count over every rank (a gather: every rank calls it at the same point)."""
-        return sum(gather(self.count, world))
-
-
-class Reporter:
-    """Rows, checkpoints and reports of one trial; the Trainer's ``reporter``."""
-
-    def __init__(
-        self,
-        cfg: TrialConfig,
-        session: Session,
-        state: TrainState,
-        train_images: int,
-        elapsed: Callable[[], float],
-        skips: SkippedImages,
-    ) -> None:
-        self.cfg, self.session, self.state, self.elapsed, self.skips = cfg, session, state, elapsed, skips
+    def __init__(self, cfg: TrialConfig, session: Session, train_images: int) -> None:
+        self.cfg, self.session = cfg, session
         self.base = _row_base(cfg, train_images)
-        self.resumed_from: int | None = None
         # The losses and APs this task's rows fill (a keypoint task's: also keypoints).
         self.loss_names = ("loss", *loss_keys(cfg.data.keypoints))
         self.ap_names = ap_keys(cfg.data.keypoints)
@@ -84,15 +50,15 @@ class Reporter:
     # --- the four kinds of report ---------------------------------------------------------
     def trunk(self, trainer: Trainer, metrics: dict[str, float]) -> dict[str, Any]:
         """A trunk evaluation (at the peak LR): a row, then a checkpoint with the report."""
-        pos, window = trainer.position, self.state.window
-        row = self._row(trainer.plan[-1], pos, TRUNK, RUNNING, self._losses(window), metrics, window.lr)
+        pos, window = trainer.position, trainer.state.window
+        row = self._row(trainer, trainer.plan[-1], pos, TRUNK, RUNNING, self._losses(window), metrics, window.lr)
         return self._publish(trainer, row, "trunk eval")
 
     def final(self, trainer: Trainer, ended: Position, window: LossWindow, metrics: dict[str, float]) -> dict[str, Any]:
         """A schedule's final result: ``ended`` is where its branch ended (the trainer has
         moved back to the trunk since), ``window`` the losses of its last steps."""
         branch = trainer.plan[ended.branch]
-        row = self._row(branch, ended, FINAL, COMPLETED, self._losses(window), metrics, window.lr)
+        row = self._row(trainer, branch, ended, FINAL, COMPLETED, self._losses(window), metrics, window.lr)
         return self._publish(trainer, row, f"{branch.schedule:g}x final")
 
     def checkpoint(self, trainer: Trainer) -> dict[str, Any]:
@@ -109,7 +75,7 @@ class Reporter:
             "cost_iterations": pos.cost,
             **dict.fromkeys(self.ap_names),
         }
-        self.session.report(report, self.checkpoint_state(trainer))
+        self.session.report(report, self._checkpoint(trainer))
         return report
 
     def diverged(self, trainer: Trainer, losses: list[float], lr: float) -> dict[str, Any]:
@@ -117,6 +83,7 @@ class Reporter:
         cfg, pos = self.cfg, trainer.position
         splits = self.ap_names + (tuple(f"test_{k}" for k in self.ap_names) if cfg.data.has_test_split else ())
         row = self._row(
+            trainer,
             trainer.branch,
             pos,
             FINAL,
@@ -136,47 +103,11 @@ class Reporter:
         return clean
 
     # --- checkpoints ----------------------------------------------------------------------
-    def checkpoint_state(self, trainer: Trainer) -> dict[str, Any] | None:
-        """The full state on rank 0 (None elsewhere); every rank must call it (RNG gather)."""
-        world = self.session.world_size
-        # Every rank's RNG, and the training images skipped so far (with the same gather).
-        per_rank = gather((rng_state(), self.skips.count), world)
-        rng, skipped = [r for r, _ in per_rank], sum(n for _, n in per_rank)
-        timeline = trainer.state_dict()
-        fork = timeline["fork"]
-        fork_rng = gather(fork["rng"], world) if fork is not None else None
-        if self.session.rank != 0:
-            return None
-        # By reference: the runtime serialises it before training goes on.
-        state = self.state.state_dict()
-        state.update(
-            rng=rng,
-            position=timeline["position"],
-            iteration=trainer.position.iteration,
-            wall_time_s=self.elapsed(),
-            world_size=world,
-            skipped_images=skipped,
-            fork=None if fork is None else {**fork, "rng": fork_rng},
-        )
-        return state
-
-    def resume(self, trainer: Trainer, state: dict[str, Any]) -> None:
-        """Bring the trial back to a checkpoint; each rank takes its own RNG when the world
-        size is the one that saved it (else fresh draws: the run goes on, not bit for bit)."""
-        rank, world = self.session.rank, self.session.world_size
-        same_world = state.get("world_size") == world
-        self.state.load_state_dict({**state, "rng": state["rng"][rank] if same_world else None}, rng=same_world)
-        fork = state.get("fork")
-        if fork is not None:
-            fork = {**fork, "rng": fork["rng"][rank] if same_world else rng_state()}
-        trainer.load_state_dict({"position": state["position"], "fork": fork})
-        self.resumed_from = trainer.position.iteration
-        if rank == 0:
-            self.skips.count = state.get("skipped_images") or 0
-            where = f"{trainer.branch.schedule:g}x cooldown" if trainer.position.in_branch else "trunk"
-            self.session.log(
-                f"[{self.cfg.trial_id}] resumed from the checkpoint at iteration {trainer.position.iteration} ({where})"
-            )
+    def _checkpoint(self, trainer: Trainer) -> dict[str, Any] | None:
+        """The trainer's state for rank 0's report (None elsewhere); every rank must call
+        it, as ``state_dict()`` gathers."""
+        state = trainer.state_dict()
+        return state if self.session.rank == 0 else None
 
     # --- rows -----------------------------------------------------------------------------
     def _losses(self, window: LossWindow) -> dict[str, float]:
@@ -190,11 +121,12 @@ class Reporter:
                 f"[{self.cfg.trial_id}] {what} @ {row['iteration']}: bbox_AP {row['bbox_AP']:.3f}  "
                 f"segm_AP {row['segm_AP']:.3f}  {points}loss {row['loss']:.3f} (search split)"
             )
-        self.session.report(for_tune(row), self.checkpoint_state(trainer))
+        self.session.report(for_tune(row), self._checkpoint(trainer))
         return row
 
     def _row(
         self,
+        trainer: Trainer,
         branch: Branch,
         at: Position,
         phase: str,
@@ -218,10 +150,10 @@ class Reporter:
             "cost_iterations": at.cost,
             "cost_images": at.cost * batch,
             "lr_now": lr_now,
-            "wall_time_s": self.elapsed(),
-            "skipped_images": self.skips.total(self.session.world_size),
+            "wall_time_s": trainer.clock(),
+            "skipped_images": trainer.skips.total(self.session.world_size),
             "status": status,
-            "resumed_from": self.resumed_from,
+            "resumed_from": trainer.resumed_from,
         }
 
     def _write(self, row: dict[str, Any]) -> None:
