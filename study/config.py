@@ -231,18 +231,21 @@ def at_global_batch(study: StudyConfig) -> StudyConfig:
     iterations of ``solver.schedule_batch`` images; at a global batch of ``b`` images each
     scales by ``schedule_batch / b`` (8 GPUs x 2 images: unchanged; 16 x 2: halved), so
     every schedule, LR drop and evaluation falls at the same image count, as the LR scales
-    by ``reference_batch / b``. Idempotent: the result quotes them at ``b``.
+    by ``reference_batch / b`` (both rules: trainables/schedule.py's ``at_batch``).
+    Idempotent: the result quotes them at ``b``.
     """
+    from trainables.schedule import at_batch
+
     s = study.solver
     batch = study.num_workers * s.ims_per_worker
     if s.schedule_batch == batch:
         return study
-    factor = s.schedule_batch / batch
+    scaled = at_batch(s, batch)
     try:
         solver = dataclasses.replace(
             s,
-            base_iters=round(s.base_iters * factor),
-            warmup_iters=round(s.warmup_iters * factor),
+            base_iters=scaled.base_iters,
+            warmup_iters=scaled.warmup_iters,
             schedule_batch=batch,
         )
     except ConfigError as err:
@@ -251,7 +254,7 @@ def at_global_batch(study: StudyConfig) -> StudyConfig:
             f"global batch of {batch}",
             err.field,
         ) from None
-    return dataclasses.replace(study, solver=solver, eval_period=round(study.eval_period * factor))
+    return dataclasses.replace(study, solver=solver, eval_period=round(study.eval_period * scaled.iteration_factor))
 
 
 def startup_trials(num_samples: int) -> int:

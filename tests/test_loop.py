@@ -4,17 +4,8 @@ import pytest
 import torch
 
 from trainables.branches import branches, independent_iterations, trial_iterations
-from trainables.loop import (
-    Diverged,
-    FaultInjection,
-    ForkStore,
-    LossWindow,
-    PeriodicEvaluation,
-    ProgressLog,
-    Trainer,
-    TrainState,
-    check_finite,
-)
+from trainables.hooks import FaultInjection, PeriodicEvaluation, ProgressLog
+from trainables.loop import Diverged, ForkStore, LossWindow, Trainer, TrainState, check_finite
 from trainables.schedule import lr_at
 
 

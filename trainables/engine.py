@@ -4,17 +4,17 @@ Everything distributed-specific comes in through a :class:`~trainables.runtime.S
 (rank, world size, device, how to wrap the model and loader, how to report and restore,
 extra hooks), so the same trial runs under Ray Train (trainables/ray_entry.py) and in a
 plain process in tests. ``run_trial`` reads like torchvision's detection ``main()``: data,
-model, optimizer, loaders, then the loop (trainables/loop.py) with its hooks, its step
-(:class:`SGDStep`) and its reporter (trainables/reporter.py: an evaluation row every
-``eval_period`` trunk iterations, a final row at every schedule's end). Evaluation is
-trainables/evaluation.py. Training is counted in iterations, as in Detectron.
+model, optimizer, loaders, then the loop (trainables/loop.py) with its hooks
+(trainables/hooks.py, the LR schedule among them), its step (:class:`SGDStep`) and its
+row writer (trainables/row_writer.py: an evaluation row every ``eval_period`` trunk
+iterations, a final row at every schedule's end). Evaluation is trainables/evaluation.py.
+Training is counted in iterations, as in Detectron.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import pickle
-import time
 from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any
@@ -28,27 +28,11 @@ from trainables.config import TrialConfig
 from trainables.data import CocoDetection, EvalSet, ResumableDistributedSampler, build_datasets, collate
 from trainables.errors import InputError, MissingInputError
 from trainables.evaluation import evaluate_model
-from trainables.loop import (
-    FaultInjection,
-    LossWindow,
-    PeriodicEvaluation,
-    ProgressLog,
-    Trainer,
-    TrainState,
-    check_finite,
-)
+from trainables.hooks import FaultInjection, LRSchedule, PeriodicEvaluation, ProgressLog
+from trainables.loop import LossWindow, SkippedImages, Trainer, TrainState, WallClock, check_finite
 from trainables.model import assert_scratch_ready, build_model, convert_sync_batchnorm, freeze_stages, param_groups
 from trainables.pretrain import ensure_pretrained
-from trainables.reporter import (
-    Reporter,
-    SkippedImages,
-    clear_input_error,
-    fault_fired,
-    for_tune,
-    record_data,
-    record_input_error,
-    record_pretraining,
-)
+from trainables.row_writer import RowWriter, for_tune
 from trainables.rows import loss_keys
 from trainables.runtime import (
     AgreedInputError,
@@ -59,8 +43,15 @@ from trainables.runtime import (
     gather,
     seed_everything,
 )
-from trainables.schedule import lr_multiplier, scaled_lr
+from trainables.schedule import at_batch
 from trainables.splits import SEARCH, resolve_data
+from trainables.trial_records import (
+    clear_input_error,
+    fault_fired,
+    record_data,
+    record_input_error,
+    record_pretraining,
+)
 from trainables.weights import load_backbone_weights
 
 
@@ -102,7 +93,7 @@ def with_generated_backbone(cfg: TrialConfig, session: Session) -> TrialConfig:
 def _train(cfg: TrialConfig, session: Session) -> dict[str, Any]:
     rank, world, s = session.rank, session.world_size, cfg.solver
     seed_everything(cfg.seed * 1000 + rank)
-    started = time.time()
+    clock = WallClock()  # the trial's wall time counts its set-up too
 
     # Data and model, checked on every rank before anything trains.
     plan, paths, train_set, evals, model_without_ddp = agree_on_input(session, partial(_set_up, cfg, session))
@@ -116,24 +107,8 @@ def _train(cfg: TrialConfig, session: Session) -> dict[str, Any]:
     model = session.prepare_model(model_without_ddp)
     model_without_ddp = getattr(model, "module", model)
 
-    # Optimizer: SGD with momentum, LR scaled linearly from the reference batch (Goyal et al.).
-    # fused=True: one kernel for all parameters instead of a loop of small ops per tensor
-    # (the same update, bit for bit).
-    optimizer = torch.optim.SGD(
-        param_groups(model_without_ddp, cfg.weight_decay, s.weight_decay_norm),
-        lr=scaled_lr(cfg.lr, cfg.global_batch, s.reference_batch),
-        momentum=s.momentum,
-        fused=True,
-    )
-    for group in optimizer.param_groups:
-        group["initial_lr"] = group["lr"]
     use_amp = s.amp and session.device.type == "cuda"
-    state = TrainState(
-        model_without_ddp,
-        optimizer,
-        torch.amp.GradScaler("cuda", enabled=use_amp),
-        LossWindow(1 + len(loss_keys(cfg.data.keypoints))),
-    )
+    state = _train_state(cfg, model_without_ddp, use_amp)
 
     # Loaders: a resumable training stream and one loader per evaluation split.
     batches = TrainingBatches(cfg, session, train_set)
@@ -150,27 +125,40 @@ def _train(cfg: TrialConfig, session: Session) -> dict[str, Any]:
         model.train()
         return metrics
 
-    # The loop: step, reporter and hooks.
+    # The loop: step, row writer and hooks.
     skips = SkippedImages(session.log, f"[{cfg.trial_id}]")
-
-    def elapsed() -> float:  # wall seconds of the trial, across restarts
-        return time.time() - started
-
-    reporter = Reporter(cfg, session, state, len(train_set), elapsed, skips)
     hooks = [
+        LRSchedule(s),
         FaultInjection(cfg.fail_at_iteration, rank, world, partial(fault_fired, cfg), InjectedFailure),
         # Before the periodic evaluation, which restarts the loss window it prints.
-        ProgressLog(trial_iterations(plan) // 20, session.rank0_log, f"[{cfg.trial_id}]", elapsed),
+        ProgressLog(trial_iterations(plan) // 20, session.rank0_log, f"[{cfg.trial_id}]", clock),
         PeriodicEvaluation(cfg.eval_period),
         *session.hooks,
     ]
     step = SGDStep(cfg, session, model, state, skips, use_amp)
-    trainer = Trainer(plan, state, step, batches, evaluate, reporter, hooks=hooks)
+    # The loop hands its step the trainer too (a step may read where it is); this one trains
+    # on the batch alone, at the LR that LRSchedule set.
+    trainer = Trainer(
+        plan,
+        state,
+        lambda _trainer, batch: step(batch),
+        batches,
+        evaluate,
+        RowWriter(cfg, session, len(train_set)),
+        hooks=hooks,
+        rank=rank,
+        world_size=world,
+        skips=skips,
+        clock=clock,
+    )
 
     checkpoint = session.load_checkpoint()
     if checkpoint is not None:
-        reporter.resume(trainer, checkpoint)
-        started = time.time() - checkpoint["wall_time_s"]
+        trainer.load_state_dict(checkpoint)
+        where = f"{trainer.branch.schedule:g}x cooldown" if trainer.position.in_branch else "trunk"
+        session.rank0_log(
+            f"[{cfg.trial_id}] resumed from the checkpoint at iteration {trainer.position.iteration} ({where})"
+        )
         if trainer.position.finished:
             # Finished before a restart (the driver died after the last checkpoint):
             # report the final row again so Tune sees the result.
@@ -178,6 +166,29 @@ def _train(cfg: TrialConfig, session: Session) -> dict[str, Any]:
             session.report(for_tune(row), None)
             return row
     return trainer.run()
+
+
+def _train_state(cfg: TrialConfig, model_without_ddp: torch.nn.Module, use_amp: bool) -> TrainState:
+    """The model with its optimizer, gradient scaler and loss window."""
+    s = cfg.solver
+    # Optimizer: SGD with momentum, LR scaled linearly from the reference batch (Goyal et al.).
+    # Only the LR: a trial's solver already counts its iterations at its global batch
+    # (study.config.at_global_batch). fused=True: one kernel for all parameters instead of
+    # a loop of small ops per tensor (the same update, bit for bit).
+    optimizer = torch.optim.SGD(
+        param_groups(model_without_ddp, cfg.weight_decay, s.weight_decay_norm),
+        lr=at_batch(s, cfg.global_batch, cfg.lr).peak_lr,
+        momentum=s.momentum,
+        fused=True,
+    )
+    for group in optimizer.param_groups:
+        group["initial_lr"] = group["lr"]
+    return TrainState(
+        model_without_ddp,
+        optimizer,
+        torch.amp.GradScaler("cuda", enabled=use_amp),
+        LossWindow(1 + len(loss_keys(cfg.data.keypoints))),
+    )
 
 
 def _set_up(cfg: TrialConfig, session: Session) -> tuple[tuple[Branch, ...], Any, CocoDetection, list[EvalSet], Any]:
@@ -277,9 +288,10 @@ def _eval_loader(cfg: TrialConfig, session: Session, dataset: CocoDetection):
 
 
 class SGDStep:
-    """One optimizer update (the Trainer's ``step``): the LR of the trainer's schedule at
-    its iteration, forward, backward, the losses averaged over the ranks, the divergence
-    guard, clipping and the update; returns the reduced losses and the LR."""
+    """One optimizer update on a batch (the Trainer's ``step``), at the LR the optimizer
+    holds (set before it by the LRSchedule hook, trainables/hooks.py): forward, backward,
+    the losses averaged over the ranks, the divergence guard, clipping and the update;
+    returns the reduced losses and the LR used."""
 
     def __init__(
         self,
@@ -294,21 +306,11 @@ class SGDStep:
         self.skips, self.use_amp = skips, use_amp
         self.loss_keys = loss_keys(cfg.data.keypoints)
 
-    def __call__(self, trainer: Trainer, batch) -> tuple[list[float], float]:
+    def __call__(self, batch) -> tuple[list[float], float]:
         s, optimizer, world = self.solver, self.state.optimizer, self.session.world_size
         images, targets = batch
         self.skips.note(targets)
         unreadable = [t.pop("unreadable") for t in targets if "unreadable" in t]
-        multiplier = lr_multiplier(
-            trainer.position.iteration,
-            base_iters=s.base_iters,
-            schedule=trainer.schedule,
-            warmup_iters=s.warmup_iters,
-            warmup_factor=s.warmup_factor,
-            gamma=s.gamma,
-        )
-        for group in optimizer.param_groups:
-            group["lr"] = group["initial_lr"] * multiplier
         lr_now = optimizer.param_groups[0]["lr"]
         self.model.train()
         with torch.autocast(self.session.device.type, enabled=self.use_amp):

@@ -1,15 +1,17 @@
 """The training loop of one trial: a trunk and its branches, with small hooks around it.
 
 Shaped like detectron2's ``TrainerBase``/``HookBase`` (detectron2/engine/train_loop.py): the
-:class:`Trainer` owns only *where* the trial is (:class:`Position`) and the boundaries of
-its timeline (trainables/branches.py): at a fork it saves the trunk (:class:`ForkStore`),
-at a branch's end it evaluates, goes back to the trunk and reports. Everything else —
-fault injection, progress lines, periodic evaluations and checkpoints — is a hook with
-``before_step``/``after_step`` that uses the trainer's public methods (``evaluate``,
-``report_trunk``, ``checkpoint``). The trainer owns its timeline's state
-(``state_dict``/``load_state_dict``: position and saved fork); what it trains is a
-:class:`TrainState`. The divergence guard runs inside the step, after backward and before
-the optimizer touches the weights. Nothing here imports Ray.
+:class:`Trainer` walks its timeline (trainables/branches.py): at a fork it saves the trunk
+(:class:`ForkStore`), at a branch's end it evaluates, goes back to the trunk and hands the
+result to its row writer (trainables/row_writer.py). Everything else — the LR schedule,
+fault injection, progress lines, periodic evaluations and checkpoints — is a hook
+(trainables/hooks.py) with ``before_step``/``after_step`` that uses the trainer's public
+methods (``evaluate``, ``report_trunk``, ``checkpoint``). The trainer is the one owner of
+the trial's state, as detectron2's ``state_dict``/``load_state_dict``: what it trains
+(:class:`TrainState`), where it is (:class:`Position`), the saved fork, every rank's RNG,
+the training images skipped and the wall time so far; a checkpoint is its ``state_dict()``.
+The divergence guard runs inside the step, after backward and before the optimizer touches
+the weights. Nothing here imports Ray.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import copy
 import dataclasses
 import math
 import random
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -26,6 +29,7 @@ import numpy as np
 import torch
 
 from trainables.branches import Branch
+from trainables.runtime import gather
 
 
 @dataclass
@@ -153,6 +157,44 @@ class ForkStore:
         self.saved = None
 
 
+class SkippedImages:
+    """Training images replaced because they could not be read: a warning for each image
+    the first time this rank meets it, and the count across ranks for the rows."""
+
+    def __init__(self, log: Callable[[str], None] = print, prefix: str = "") -> None:
+        self.log, self.prefix = log, prefix
+        self.count = 0
+        self.seen: set[str] = set()
+
+    def note(self, targets: list[dict[str, Any]]) -> None:
+        for t in targets:
+            for message in t.pop("skipped", ()):
+                self.count += 1
+                if message not in self.seen:
+                    self.seen.add(message)
+                    self.log(
+                        f"{self.prefix} warning: training image skipped (the next readable one is used "
+                        f"instead; counted in the rows' skipped_images): {message}"
+                    )
+
+    def total(self, world: int) -> int:
+        """The count over every rank (a gather: every rank calls it at the same point)."""
+        return sum(gather(self.count, world))
+
+
+class WallClock:
+    """Wall seconds of a trial across restarts: ``clock()``; a resume sets it to the time saved."""
+
+    def __init__(self) -> None:
+        self.started = time.time()
+
+    def __call__(self) -> float:
+        return time.time() - self.started
+
+    def set(self, seconds: float) -> None:
+        self.started = time.time() - seconds
+
+
 class HookBase:
     """detectron2's hook interface, reduced to what a trial needs."""
 
@@ -172,9 +214,10 @@ class HookBase:
         pass
 
 
-class Reporter(Protocol):
-    """Where the trainer's results go (trainables/reporter.py writes rows and checkpoints);
-    each returns what was reported."""
+class RowSink(Protocol):
+    """Where the trainer's results go (trainables/row_writer.py's RowWriter writes the rows
+    and reports them, with the trainer's ``state_dict()`` as checkpoint); each returns what
+    was reported."""
 
     def trunk(self, trainer: Trainer, metrics: dict[str, float]) -> dict[str, Any]: ...
 
@@ -193,13 +236,18 @@ class Trainer:
     Args:
         plan: the branches (trainables/branches.py), in order of their forks.
         state: model, optimizer, scaler and loss window.
-        step: one optimizer update at ``trainer.position.iteration`` with the LR of
-            ``trainer.schedule``; returns the reduced losses and the LR used.
+        step: ``step(trainer, batch)``, one optimizer update on ``batch`` at the LR a hook
+            set for ``trainer.schedule`` (trainables/hooks.py's LRSchedule); returns the
+            reduced losses and the LR used (what the loss window records).
         batches: iteration -> an iterator of batches from that iteration on (the sampler
             position is a function of the iteration, so a restore just asks again).
         evaluate: ``final`` -> metrics of the current model; ``final`` at a schedule's end
             (where the study also scores its test split).
-        reporter: writes the rows and reports (with a checkpoint) to the runtime.
+        writer: writes the rows and reports (with a checkpoint) to the runtime.
+        rank, world_size: this process's place among the ranks (the checkpoint gathers
+            every rank's RNG and skipped images).
+        skips: the training images skipped on this rank (the step notes them).
+        clock: the trial's wall time, started before its set-up.
     """
 
     def __init__(
@@ -209,23 +257,65 @@ class Trainer:
         step: Callable[[Trainer, Any], tuple[list[float], float]],
         batches: Callable[[int], Iterator[Any]],
         evaluate: Callable[[bool], dict[str, float]],
-        reporter: Reporter,
+        writer: RowSink,
         hooks: Sequence[HookBase] = (),
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+        skips: SkippedImages | None = None,
+        clock: WallClock | None = None,
     ) -> None:
-        self.plan, self.state, self.reporter = plan, state, reporter
+        self.plan, self.state, self.writer = plan, state, writer
         self._step, self._batches, self._evaluate = step, batches, evaluate
         self.hooks = list(hooks)
+        self.rank, self.world_size = rank, world_size
+        self.skips = skips if skips is not None else SkippedImages()
+        self.clock = clock if clock is not None else WallClock()
         self.position = Position()
         self.forks = ForkStore()
+        self.resumed_from: int | None = None  # the iteration of the checkpoint loaded, if any
         self.last: dict[str, Any] = {}
 
     def state_dict(self) -> dict[str, Any]:
-        """Where the trial is and the trunk saved at the current fork (by reference)."""
-        return {"position": dataclasses.asdict(self.position), "fork": self.forks.saved}
+        """The trial's whole state, as a checkpoint holds it: model, optimizer, scaler, loss
+        window, every rank's RNG, the position (and its iteration), the trunk saved at the
+        current fork (with every rank's RNG there), the wall time so far, the world size
+        and the training images skipped on all ranks.
+
+        Every rank must call it at the same point (it gathers); all get the same state,
+        rank 0's is the one saved. By reference: the runtime serialises it before training
+        goes on.
+        """
+        # Every rank's RNG, and the training images skipped so far (with the same gather).
+        per_rank = gather((rng_state(), self.skips.count), self.world_size)
+        fork = self.forks.saved
+        fork_rng = gather(fork["rng"], self.world_size) if fork is not None else None
+        state = self.state.state_dict()
+        state.update(
+            rng=[r for r, _ in per_rank],
+            position=dataclasses.asdict(self.position),
+            iteration=self.position.iteration,
+            wall_time_s=self.clock(),
+            world_size=self.world_size,
+            skipped_images=sum(n for _, n in per_rank),
+            fork=None if fork is None else {**fork, "rng": fork_rng},
+        )
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Back to a :meth:`state_dict`; each rank takes its own RNG when the world size is
+        the one that saved it (else fresh draws: the run goes on, not bit for bit)."""
+        rank, same_world = self.rank, state.get("world_size") == self.world_size
+        self.state.load_state_dict({**state, "rng": state["rng"][rank] if same_world else None}, rng=same_world)
+        fork = state.get("fork")
+        if fork is not None:
+            fork = {**fork, "rng": fork["rng"][rank] if same_world else rng_state()}
         self.position = Position(**state["position"])
-        self.forks.saved = state.get("fork")
+        self.forks.saved = fork
+        self.resumed_from = self.position.iteration
+        if rank == 0:  # the count saved is every rank's: one rank carries it on
+            self.skips.count = state.get("skipped_images") or 0
+        self.clock.set(state["wall_time_s"])
 
     # --- what hooks may call --------------------------------------------------------------
     def evaluate(self, final: bool = False) -> dict[str, float]:
@@ -239,11 +329,11 @@ class Trainer:
 
     def report_trunk(self) -> None:
         """Evaluate the trunk and report it as a row, with a checkpoint."""
-        self.last = self.reporter.trunk(self, self.evaluate(final=False))
+        self.last = self.writer.trunk(self, self.evaluate(final=False))
 
     def checkpoint(self) -> None:
         """Report a checkpoint alone."""
-        self.reporter.checkpoint(self)
+        self.writer.checkpoint(self)
 
     @property
     def branch(self) -> Branch:
@@ -283,7 +373,7 @@ class Trainer:
         except Diverged as d:
             pos.iteration += 1
             pos.cost += 1
-            self.last = self.reporter.diverged(self, d.losses, d.lr)
+            self.last = self.writer.diverged(self, d.losses, d.lr)
         return self.last
 
     def _end_branch(self) -> None:
@@ -298,65 +388,4 @@ class Trainer:
         else:
             self.forks.restore(self.state)
             pos.iteration, pos.branch, pos.in_branch = self.branch.fork, pos.branch + 1, False
-        self.last = self.reporter.final(self, ended, window, metrics)
-
-
-class FaultInjection(HookBase):
-    """Raises once, on the last rank, at ``iteration`` (exercises restart and resume).
-
-    ``once`` (marker path -> whether it already fired, setting it if not) makes the failure
-    happen once per trial even though a restarted run passes the same iteration again.
-    """
-
-    def __init__(
-        self, iteration: int | None, rank: int, world: int, once: Callable[[int], bool], error: type[Exception]
-    ) -> None:
-        self.iteration, self.rank, self.world, self.once, self.error = iteration, rank, world, once, error
-
-    def before_step(self, trainer: Trainer) -> None:
-        i = trainer.position.iteration
-        if self.iteration is not None and i == self.iteration and self.rank == self.world - 1 and not self.once(i):
-            raise self.error(f"injected failure on rank {self.rank} at iteration {i} (fail_at_iteration)")
-
-
-class PeriodicEvaluation(HookBase):
-    """Every ``period`` iterations: on the trunk an evaluation row, in a cooldown a checkpoint.
-
-    A branch reports only its final result, so inside it the period brings a checkpoint
-    alone (a preempted cooldown resumes where it was). The loss window restarts at every
-    period either way, so a branch's final loss covers the same steps as an independent
-    run's.
-    """
-
-    def __init__(self, period: int) -> None:
-        self.period = period
-
-    def after_step(self, trainer: Trainer) -> None:
-        pos = trainer.position
-        if not self.period or pos.iteration % self.period:
-            return
-        if not pos.in_branch:
-            trainer.report_trunk()
-        elif pos.iteration < trainer.branch.end:
-            trainer.checkpoint()
-        else:
-            return  # the branch's final result comes next
-        trainer.state.window.reset()
-
-
-class ProgressLog(HookBase):
-    """A line every ``every`` computed iterations: phase, iteration, loss, LR, elapsed."""
-
-    def __init__(self, every: int, log: Callable[[str], None], prefix: str, clock: Callable[[], float]) -> None:
-        self.every, self.log, self.prefix, self.clock = max(1, every), log, prefix, clock
-
-    def after_step(self, trainer: Trainer) -> None:
-        pos = trainer.position
-        if pos.cost % self.every == 0:
-            where = f"{trainer.branch.schedule:g}x cooldown" if pos.in_branch else "trunk"
-            end = trainer.branch.end if pos.in_branch else trainer.plan[-1].end
-            self.log(
-                f"{self.prefix} {where} iter {pos.iteration}/{end}"
-                f"  loss {trainer.state.window.mean()[0]:.3f}  lr {trainer.state.window.lr:.5f}  "
-                f"{self.clock():.0f}s"
-            )
+        self.last = self.writer.final(self, ended, window, metrics)

@@ -10,6 +10,12 @@ and the LR is quoted at a reference batch (0.02 at 16 images) and scaled linearl
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from trainables.config import SolverConfig
+
 
 def total_iterations(base_iters: int, schedule: float) -> int:
     """N x = N * B iterations (6x with B = 90k is 540k)."""
@@ -32,6 +38,37 @@ def drop_iterations(base_iters: int, schedule: float) -> tuple[int, int]:
 def scaled_lr(lr: float, global_batch: int, reference_batch: int = 16) -> float:
     """Linear scaling rule: ``lr`` is quoted at ``reference_batch`` images per iteration."""
     return lr * global_batch / reference_batch
+
+
+@dataclass(frozen=True)
+class AtBatch:
+    """A solver's schedule at a global batch of ``batch`` images (:func:`at_batch`)."""
+
+    peak_lr: float | None  # the LR quoted at the reference batch, scaled (None: none given)
+    base_iters: int  # 1x in iterations of ``batch`` images
+    warmup_iters: int
+    # schedule_batch / batch: what any other count quoted at the schedule batch scales by
+    # (a study's eval_period).
+    iteration_factor: float
+
+
+def at_batch(solver: SolverConfig, batch: int, lr: float | None = None) -> AtBatch:
+    """The schedule at a global batch of ``batch`` images: the LR (``lr``, quoted at
+    ``solver.reference_batch``) times ``batch / reference_batch``, and 1x and the warm-up
+    (quoted at ``solver.schedule_batch``) times ``schedule_batch / batch``, rounded, so every
+    drop falls at the same image count (detectron2's ``auto_scale_workers``).
+
+    Everything read at a global batch comes from here: study.config.at_global_batch counts
+    a study's solver (and its eval_period) at its global batch with it, and
+    trainables/engine.py takes a trial's peak LR from it.
+    """
+    factor = solver.schedule_batch / batch
+    return AtBatch(
+        peak_lr=None if lr is None else scaled_lr(lr, batch, solver.reference_batch),
+        base_iters=round(solver.base_iters * factor),
+        warmup_iters=round(solver.warmup_iters * factor),
+        iteration_factor=factor,
+    )
 
 
 def lr_at(
