@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from trainables.branches import branches, independent_iterations, trial_iterations
-from trainables.hooks import FaultInjection, PeriodicEvaluation, ProgressLog
+from trainables.hooks import FaultInjection, HookBase, PeriodicEvaluation, ProgressLog
 from trainables.loop import Diverged, ForkStore, LossWindow, Trainer, TrainState, check_finite
 from trainables.schedule import lr_at
 
@@ -55,10 +55,17 @@ def _toy_trainer(plan, period=0, hooks=(), fail=None):
     data = torch.randn(1000, 3)
     calls = []
 
-    def step(trainer, batch):
-        lr = 0.1 * (1.0 if trainer.position.iteration < trainer.branch.fork or not trainer.position.in_branch else 0.1)
-        for g in training.optimizer.param_groups:
-            g["lr"] = lr
+    class ToyLR(HookBase):
+        """The toy's schedule: 0.1, a tenth of it in a branch's cooldown."""
+
+        def before_step(self, trainer):
+            t = trainer
+            lr = 0.1 * (1.0 if t.position.iteration < t.branch.fork or not t.position.in_branch else 0.1)
+            for g in training.optimizer.param_groups:
+                g["lr"] = lr
+
+    def step(batch):
+        lr = training.optimizer.param_groups[0]["lr"]
         # A draw from the global RNG each step: restored with the fork.
         loss = (training.model(batch).pow(2).mean() + torch.rand(()) * 0).squeeze()
         training.optimizer.zero_grad()
@@ -73,7 +80,7 @@ def _toy_trainer(plan, period=0, hooks=(), fail=None):
         return {"w": training.model.weight.sum().item(), "final": final}
 
     class Recorder:
-        """The reporter interface, recording (kind, iteration, weight, ended, final)."""
+        """The row sink's interface, recording (kind, iteration, weight, ended, final)."""
 
         def trunk(self, trainer, metrics):
             calls.append(("trunk", trainer.position.iteration, metrics["w"], None, metrics["final"]))
@@ -91,7 +98,7 @@ def _toy_trainer(plan, period=0, hooks=(), fail=None):
             calls.append(("diverged", trainer.position.iteration, None, None, None))
             return {"kind": "diverged"}
 
-    hooks = [PeriodicEvaluation(period), *hooks]
+    hooks = [ToyLR(), PeriodicEvaluation(period), *hooks]
     return Trainer(plan, training, step, batches, evaluate, Recorder(), hooks=hooks), calls
 
 
@@ -163,10 +170,10 @@ def test_a_diverged_step_is_reported_once_and_ends_the_run():
     trainer, calls = _toy_trainer(plan)
     original = trainer._step
 
-    def bad_step(t, batch):
-        if t.position.iteration == 5:
+    def bad_step(batch):
+        if trainer.position.iteration == 5:
             raise Diverged([float("inf")], 0.1)
-        return original(t, batch)
+        return original(batch)
 
     trainer._step = bad_step
     trainer.run()
@@ -212,10 +219,10 @@ def test_the_trainer_owns_its_timeline_state():
     first, _ = _toy_trainer(plan)
     stop_at = 5  # inside the 1x cooldown (3 -> 9): a fork is saved
 
-    def halt(t, batch, original=first._step):
-        if t.position.iteration == stop_at:
+    def halt(batch, original=first._step):
+        if first.position.iteration == stop_at:
             raise KeyboardInterrupt
-        return original(t, batch)
+        return original(batch)
 
     first._step = halt
     with pytest.raises(KeyboardInterrupt):

@@ -141,7 +141,7 @@ def _train(cfg: TrialConfig, session: Session) -> dict[str, Any]:
     trainer = Trainer(
         plan,
         state,
-        lambda _trainer, batch: step(batch),
+        step,
         batches,
         evaluate,
         RowWriter(cfg, session, len(train_set)),

@@ -236,7 +236,7 @@ class Trainer:
     Args:
         plan: the branches (trainables/branches.py), in order of their forks.
         state: model, optimizer, scaler and loss window.
-        step: ``step(trainer, batch)``, one optimizer update on ``batch`` at the LR a hook
+        step: ``step(batch)``, one optimizer update on ``batch`` at the LR a hook
             set for ``trainer.schedule`` (trainables/hooks.py's LRSchedule); returns the
             reduced losses and the LR used (what the loss window records).
         batches: iteration -> an iterator of batches from that iteration on (the sampler
@@ -254,7 +254,7 @@ class Trainer:
         self,
         plan: tuple[Branch, ...],
         state: TrainState,
-        step: Callable[[Trainer, Any], tuple[list[float], float]],
+        step: Callable[[Any], tuple[list[float], float]],
         batches: Callable[[int], Iterator[Any]],
         evaluate: Callable[[bool], dict[str, float]],
         writer: RowSink,
@@ -364,7 +364,7 @@ class Trainer:
                 else:
                     for h in self.hooks:
                         h.before_step(self)
-                    losses, lr = self._step(self, next(data))
+                    losses, lr = self._step(next(data))
                     pos.iteration += 1
                     pos.cost += 1
                     self.state.window.add(losses, lr)

@@ -32,7 +32,7 @@ class Session:
     rank: int
     world_size: int
     device: torch.device
-    # report(metrics, checkpoint_state): every rank calls it; only rank 0 passes a state.
+    # report(metrics, state): the trainer's state_dict(): every rank calls it; only rank 0 passes a state.
     report: Callable[[dict[str, Any], dict[str, Any] | None], None]
     # The latest checkpoint's state, or None on a fresh start.
     load_checkpoint: Callable[[], dict[str, Any] | None]
