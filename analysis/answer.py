@@ -3,7 +3,7 @@
 The paper's design is one recipe per init at every schedule, so the lead table is each
 init's recipe against the other's: per (model, data fraction), inits as rows and schedules
 as columns, the test split's AP; with seed replicates their mean ± std, Δ with the 90 %
-interval the verdict reads, the verdict (analysis/verdict.py), and each init's change from
+interval the verdict reads, the verdict (analysis/stats/verdict.py), and each init's change from
 schedule to schedule with its plateau at the longest (paired by seed). The paper's numbers
 stand beside the recipe rows where the study's model and weights are the paper's.
 
@@ -20,12 +20,12 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from analysis import replicates
 from analysis.headline import plateaus
 from analysis.paper import paper_frame
+from analysis.stats import replicates
+from analysis.stats.verdict import NO_SPREAD, TOO_FEW, per_doubling
 from analysis.tables import best_by_schedule
-from analysis.verdict import NO_SPREAD, TOO_FEW, per_doubling
-from trainables.rows import DIVERGED, FINAL
+from trainables.contract.rows import DIVERGED, FINAL
 
 INITS = ("scratch", "pretrained")
 DELTA = "Δ scratch − pretrained"
@@ -54,7 +54,7 @@ def recipe_tables(
     """[(title, table)] per (model, data fraction): each init's recipe at every schedule.
 
     ``df``: every row of the study; ``recipes``: arm -> its recipe's (lr, wd); ``gaps`` and
-    ``rows``: analysis/replicates.py's, where the recipe was replicated (else the recipe's
+    ``rows``: analysis/stats/replicates.py's, where the recipe was replicated (else the recipe's
     own trial under the study's ``seed``, one draw without an interval). ``with_paper`` adds
     the paper's AP for ``objective`` (Table 1's bbox AP, Sec. 5.1's keypoint AP; val2017, as
     fractions) for full-data rows of the paper's models.

@@ -18,7 +18,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from analysis.results import best_row, final_rows  # noqa: E402
 from analysis.tables import completed, scaling  # noqa: E402
-from trainables.rows import COMPLETED, is_completed_final  # noqa: E402
+from trainables.contract.rows import COMPLETED, is_completed_final  # noqa: E402
 
 COLOURS = {"scratch": "#d62728", "pretrained": "#1f77b4"}
 SCHEDULE_STYLES = ["-", "--", ":", "-."]

@@ -3,7 +3,7 @@ against the other's, the paper's design) and the secondary one (each init's best
 search, on fresh seeds), each with both inits' plateau beside it.
 
 "Behind, scratch still rising" is a statement about the budget, "behind, both plateaued"
-one about the question: the headline says which (analysis/verdict.py has the tests).
+one about the question: the headline says which (analysis/stats/verdict.py has the tests).
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import math
 
 import pandas as pd
 
-from analysis.replicates import BEST, MISSING, READINGS, RECIPE
-from analysis.verdict import (
+from analysis.stats.replicates import BEST, MISSING, READINGS, RECIPE
+from analysis.stats.verdict import (
     INCONCLUSIVE,
     NO_SPREAD,
     NO_WORSE,
@@ -178,7 +178,7 @@ def headline(gaps: pd.DataFrame, rows: pd.DataFrame) -> list[str]:
 def summary_table(gaps: pd.DataFrame) -> pd.DataFrame:
     """One line per (model, data fraction, reading, schedule): each init's mean ± std
     (seeds), Δ, its intervals, the primary reading and what stands beside it."""
-    from analysis.replicates import seeds_cell
+    from analysis.stats.replicates import seeds_cell
 
     cols = [
         "model",

@@ -1,5 +1,5 @@
 """What a study folder records beside its rows, as the report reads it: study.json (the
-resolved configuration: recipes, search ranges, margins; trainables/study_record.py reads
+resolved configuration: recipes, search ranges, margins; trainables/contract/study_record.py reads
 it), replicates.json (what the replicate phase chose) and subsets/ (the splits and each
 fraction's training images).
 
@@ -16,11 +16,11 @@ from typing import Any
 
 import pandas as pd
 
-from analysis import regime
-from trainables.study_record import StudyRecord, read_record
+from analysis.stats import regime
+from trainables.contract.study_record import StudyRecord, read_record
 
 REPLICATES_FILE = "replicates.json"
-# The margin when study.json names none: the COCO presets' (study/coco_presets.py).
+# The margin when study.json names none: the COCO presets' (study/spec/coco_presets.py).
 DEFAULT_MARGIN = 0.005
 
 

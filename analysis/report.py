@@ -17,12 +17,13 @@ from typing import Any
 
 import pandas as pd
 
-from analysis import answer, figures, headline, record, regime, replicates, tables
-from analysis.rank_agreement import rank_agreement
+from analysis import answer, figures, headline, record, tables
 from analysis.record import read_study, recipes, search_ranges  # noqa: F401  (the report's readers, re-exported)
 from analysis.results import final_rows, load_results, trial_rows
-from trainables.rows import COLUMNS, COMPLETED, DIVERGED, STUDY_FILE
-from trainables.study_record import StudyRecord
+from analysis.stats import regime, replicates
+from analysis.stats.rank_agreement import rank_agreement
+from trainables.contract.rows import COLUMNS, COMPLETED, DIVERGED, STUDY_FILE
+from trainables.contract.study_record import StudyRecord
 
 # Each init's best result per schedule with every AP column, beside the report.
 WIDE_CSV = "scratch_vs_pretrained.csv"

@@ -1,8 +1,8 @@
 """Load a study's evaluation rows into pandas: de-duplicated, typed, ordered.
 
 Needs only pandas and pyarrow (no Ray, no torch), so results can be read on any laptop;
-the rows' contract and the storage helpers are the trials' own (trainables/rows.py,
-trainables/storage.py), which import nothing else.
+the rows' contract and the storage helpers are the trials' own (trainables/contract/rows.py,
+trainables/contract/storage.py), which import nothing else.
 """
 
 from __future__ import annotations
@@ -13,8 +13,17 @@ import pandas as pd
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from trainables import storage
-from trainables.rows import COMPLETED, FINAL, METRICS_DIR, ROW_KEY, SCHEMA, STOPPED, is_own_final, ranking_score
+from trainables.contract import storage
+from trainables.contract.rows import (
+    COMPLETED,
+    FINAL,
+    METRICS_DIR,
+    ROW_KEY,
+    SCHEMA,
+    STOPPED,
+    is_own_final,
+    ranking_score,
+)
 
 KEY = list(ROW_KEY)
 
@@ -65,7 +74,7 @@ def final_rows(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def ranked(df: pd.DataFrame, objective: str) -> pd.DataFrame:
-    """Rows best first by the rule the early-stopping rungs use (trainables/rows.py's
+    """Rows best first by the rule the early-stopping rungs use (trainables/contract/rows.py's
     ``ranking_score``: the objective, the training loss as tie-breaker), then by trial id and
     iteration, so that equal scores (every AP is 0 in a smoke run) choose the same row however
     the files were listed or the trials named. Rows without a value come last."""

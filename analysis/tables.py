@@ -14,7 +14,7 @@ import pandas as pd
 
 from analysis.paper import DATA_FRACTION_BBOX_AP, TABLE2, paper_frame
 from analysis.results import best_row, final_rows, ranked, trial_rows
-from trainables.rows import ARM_KEYS, COMPLETED, TRIAL_STATUSES
+from trainables.contract.rows import ARM_KEYS, COMPLETED, TRIAL_STATUSES
 
 # The AP columns a table shows for a chosen result: the test split's, then the search split's.
 SHOWN = ("test_bbox_AP", "test_segm_AP", "bbox_AP", "segm_AP")

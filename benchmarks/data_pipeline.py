@@ -12,14 +12,14 @@ images, about a quarter portrait, about 7 polygon instances per image, JPEG file
   (shorter side 800, longer at most 1333, batch padded to a multiple of 32, as torchvision's
   ``GeneralizedRCNNTransform`` does), with the batches drawn at random or grouped by
   aspect ratio as the COCO presets group them, and by orientation alone
-  (trainables/grouping.py), over many simulated image sizes.
+  (trainables/data/grouping.py), over many simulated image sizes.
 - **Loader**: one loader process (``num_workers=0``: what each worker does) through the
-  training path of trainables/data.py: JPEG decode, flip, every instance's mask rasterised
+  training path of trainables/data/dataset.py: JPEG decode, flip, every instance's mask rasterised
   once, collate. The resize to 800 px is not in it: torchvision's detection models resize
   inside the model, on the GPU. Medians of 3 passes.
 - **Evaluation**: per image, the CPU work of scoring one model output of 100 detections:
   pasting the 28 x 28 masks at the image's size (the model's ``postprocess``), RLE encoding
-  (trainables/evaluation.py's ``coco_results``), and COCOeval's share (bbox and segm, over the
+  (trainables/evaluation/evaluate.py's ``coco_results``), and COCOeval's share (bbox and segm, over the
   generated split).
 
     python benchmarks/data_pipeline.py [--images 48] [--repeats 3]
@@ -41,11 +41,11 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
-from study.presets import PRESETS
-from trainables.coco_eval import evaluate
-from trainables.data import CocoDetection, ResumableDistributedSampler, collate, load_coco
-from trainables.evaluation import coco_results
-from trainables.grouping import aspect_group, grouped_order
+from study.spec.presets import PRESETS
+from trainables.data.dataset import CocoDetection, ResumableDistributedSampler, collate, load_coco
+from trainables.data.grouping import aspect_group, grouped_order
+from trainables.evaluation.coco_eval import evaluate
+from trainables.evaluation.evaluate import coco_results
 
 GPU_IMAGES_PER_S = 25.0  # one GPU step of the R50-FPN-GN model at 2 images (benchmarks/README.md)
 
@@ -100,7 +100,7 @@ def write_dataset(root: Path, count: int, seed: int = 0) -> Path:
 
 def padding_overhead(sizes: list[tuple[int, int]], factor: int | None, seed: int = 0, per_batch: int = 2) -> float:
     """Padded pixels over image pixels for batches of ``per_batch`` after an 800/1333 resize,
-    grouped by aspect ratio with ``factor`` (trainables/grouping.py), or drawn at random (None)."""
+    grouped by aspect ratio with ``factor`` (trainables/data/grouping.py), or drawn at random (None)."""
     order = list(np.random.default_rng(seed).permutation(len(sizes)))
     if factor is not None:
         order = grouped_order(order, [aspect_group(w, h, factor) for w, h in sizes], per_batch)

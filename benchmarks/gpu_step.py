@@ -21,9 +21,9 @@ import time
 import numpy as np
 import torch
 
-from trainables import shapes
-from trainables.model import build_backbone_body, build_model, param_groups
-from trainables.zoo import R50_GN
+from trainables.data import shapes
+from trainables.model.mask_rcnn import build_backbone_body, build_model, param_groups
+from trainables.model.zoo import R50_GN
 
 
 def generated_batch(n: int, seed: int, num_classes: int = 80) -> tuple[list[torch.Tensor], list[dict]]:

@@ -42,12 +42,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import gpu_step  # noqa: E402  (this folder's bare-step loop)
 import trial_probe  # noqa: E402
 
-from study.config import Arm  # noqa: E402
-from study.presets import COCO_R50_GN, TINY_GN, TOY  # noqa: E402
-from study.resolved import base_trial  # noqa: E402
-from trainables.config import SyntheticSpec  # noqa: E402
-from trainables.model import build_model  # noqa: E402
-from trainables.synthetic import ensure_dataset  # noqa: E402
+from study.spec.presets import COCO_R50_GN, TOY  # noqa: E402
+from study.spec.resolved import base_trial  # noqa: E402
+from study.spec.study_config import Arm  # noqa: E402
+from trainables.contract.trial_config import SyntheticSpec  # noqa: E402
+from trainables.data.synthetic import ensure_dataset  # noqa: E402
+from trainables.model.mask_rcnn import build_model  # noqa: E402
+from trainables.model.zoo import TINY_GN  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,7 +136,7 @@ def ratio(speed: float, against: float | None) -> str:
 
 def _small_batch(scale: Scale):
     """A CPU-sized stand-in for gpu_step.generated_batch: 4 toy images with targets."""
-    from trainables.data import CocoDetection, load_coco
+    from trainables.data.dataset import CocoDetection, load_coco
 
     paths = ensure_dataset(scale.images)
     ds = CocoDetection(str(paths.train_images), load_coco(str(paths.train_annotations)), train=True)
@@ -145,7 +146,7 @@ def _small_batch(scale: Scale):
 
 def trial(scale: Scale, iterations: int, loader_workers: int = 2) -> dict[str, float]:
     """One scratch trial of the scale's model through Ray Tune + Ray Train, 1 worker."""
-    from study import tuning
+    from study.hpo import tuning
 
     study = dataclasses.replace(
         COCO_R50_GN if scale.device == "cuda" else TOY,

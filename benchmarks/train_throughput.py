@@ -2,7 +2,7 @@
 
 Prints images/s for (a) a single-process torchvision Mask R-CNN training loop, (b) one
 trial of this project through Ray Tune + Ray Train with its DDP workers, and (c) the same
-trial's engine (trainables/engine.py) in as many plain processes joined by
+trial's engine (trainables/engine/trial.py) in as many plain processes joined by
 torch.distributed, without Ray, all on the same tiny model and the same generated data,
 and their ratios: (b)/(c) is what running under Ray costs the training loop. Run it, don't
 time tests:
@@ -28,16 +28,16 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.utils.data import DataLoader
 
-from study import tuning
-from study.config import Arm
-from study.presets import get_preset
-from study.resolved import base_trial
-from trainables import engine
-from trainables.config import TrialConfig
-from trainables.config_io import from_dict
-from trainables.data import CocoDetection, collate, load_coco
-from trainables.model import build_model, param_groups
-from trainables.splits import resolve_data
+from study.hpo import tuning
+from study.spec.presets import get_preset
+from study.spec.resolved import base_trial
+from study.spec.study_config import Arm
+from trainables.contract.config_io import from_dict
+from trainables.contract.trial_config import TrialConfig
+from trainables.data.dataset import CocoDetection, collate, load_coco
+from trainables.data.splits import resolve_data
+from trainables.engine import trial
+from trainables.model.mask_rcnn import build_model, param_groups
 
 
 def bare_loop(cfg: TrialConfig, iterations: int, threads: int) -> float:
@@ -77,7 +77,7 @@ def _engine_worker(rank: int, config: dict, port: int) -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 torch.save(state, os.path.join(tmp, "state.pt"))
 
-    session = engine.Session(
+    session = trial.Session(
         rank=rank,
         world_size=cfg.num_workers,
         device=torch.device("cpu"),
@@ -87,7 +87,7 @@ def _engine_worker(rank: int, config: dict, port: int) -> None:
         log=lambda _msg: None,
     )
     try:
-        engine.run_trial(cfg, session)
+        trial.run_trial(cfg, session)
     finally:
         dist.destroy_process_group()
 

@@ -44,8 +44,8 @@ def timed_worker_fn(config: dict[str, Any]) -> None:
     import torch
     from torch.optim.optimizer import register_optimizer_step_post_hook
 
-    import trainables.ray_entry as ray_entry
-    from trainables.loop import HookBase
+    import trainables.engine.ray_entry as ray_entry
+    from trainables.engine.loop import HookBase
 
     stamps: list[float] = []
     evals: list[tuple[float, float]] = []
@@ -71,7 +71,7 @@ def timed_worker_fn(config: dict[str, Any]) -> None:
 def timed_driver_fn(config: dict[str, Any], arms: dict[str, dict[str, Any]]) -> None:
     """The Tune trial: the project's own driver function, with the timed worker function
     (sent by reference: the workers import this module, on their path)."""
-    import trainables.ray_entry as ray_entry
+    import trainables.engine.ray_entry as ray_entry
 
     ray_entry.train_driver_fn(config, arms, worker_fn=timed_worker_fn)
 
@@ -79,11 +79,11 @@ def timed_driver_fn(config: dict[str, Any], arms: dict[str, dict[str, Any]]) -> 
 def run_probed_trial(base: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
     """One trial of ``base`` (an arm's trial config) with ``params``; its timing, summarised.
 
-    Ray must already be started (``study.tuning.start_ray``), after ``add_to_worker_path``.
+    Ray must already be started (``study.hpo.tuning.start_ray``), after ``add_to_worker_path``.
     """
     from ray import tune
 
-    from study import tuning
+    from study.hpo import tuning
 
     started: list[float] = []
 

@@ -43,11 +43,11 @@ def probe(iterations: int, eval_period: int, trials: int, out: str) -> None:
     one local Ray; their timings to ``out`` (a JSON list)."""
     import trial_probe
 
-    from study import tuning
-    from study.config import Arm
-    from study.presets import get_preset
-    from study.resolved import base_trial
-    from trainables.synthetic import ensure_dataset
+    from study.hpo import tuning
+    from study.spec.presets import get_preset
+    from study.spec.resolved import base_trial
+    from study.spec.study_config import Arm
+    from trainables.data.synthetic import ensure_dataset
 
     study = get_preset("toy")
     arm = Arm("scratch", 1.0, study.axes.model[0])

@@ -8,15 +8,16 @@ import dataclasses
 import math
 from typing import Any
 
-from study import optuna_db, preflight
-from study.config import Arm, Axes, StudyConfig, at_global_batch
+from study.guards import preflight
+from study.hpo import optuna_db
 from study.overrides import apply_overrides
-from study.presets import get_preset
-from study.resolved import ResolvedStudy, arm_spec, resolve
+from study.spec.presets import get_preset
+from study.spec.resolved import ResolvedStudy, arm_spec, resolve
+from study.spec.study_config import Arm, Axes, StudyConfig, at_global_batch
 from study.workspace import check_folder, study_uri
-from trainables.config import INITS, ConfigError, TrialConfig
-from trainables.config_io import from_dict
-from trainables.study_record import read_record
+from trainables.contract.config_io import from_dict
+from trainables.contract.study_record import read_record
+from trainables.contract.trial_config import INITS, ConfigError, TrialConfig
 
 TRIAL_KEYS = ("init", "model", "data_fraction", "lr", "weight_decay", "schedule", "seed")
 DEFAULT_PRESET = "toy"

@@ -13,15 +13,16 @@ import os
 import sys
 from typing import Any
 
-from study import disk, failures, optuna_db, preflight
 from study.arguments import DEFAULT_PRESET, TRIAL_KEYS, folder_of, resolve_args
-from study.config import StudyConfig
-from study.driver_lock import DriverLock, StudyLocked, takeover_line
-from study.interrupts import Interrupted, Interrupts, resume_line
-from study.plan import make_plan
-from study.plan_text import format_plan
-from study.presets import PRESETS
-from study.resolved import ResolvedStudy
+from study.guards import disk, preflight
+from study.guards.driver_lock import DriverLock, StudyLocked, takeover_line
+from study.guards.interrupts import Interrupted, Interrupts, resume_line
+from study.hpo import failures, optuna_db
+from study.plan.estimate import make_plan
+from study.plan.text import format_plan
+from study.spec.presets import PRESETS
+from study.spec.resolved import ResolvedStudy
+from study.spec.study_config import StudyConfig
 from study.workspace import (
     StudyExists,
     check_folder,
@@ -31,10 +32,10 @@ from study.workspace import (
     seed_backbones,
     write_study_file,
 )
-from trainables.config import ConfigError
-from trainables.errors import InputError
-from trainables.storage import is_uri
-from trainables.study_record import has_record, read_record
+from trainables.contract.errors import InputError
+from trainables.contract.storage import is_uri
+from trainables.contract.study_record import has_record, read_record
+from trainables.contract.trial_config import ConfigError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -151,7 +152,7 @@ def _stop_ray() -> None:
 def check_before_ray(
     resolved: ResolvedStudy, values: dict[str, Any] | None, args: argparse.Namespace
 ) -> dict[float, tuple[int, int]] | None:
-    """Every value, path and address the driver can check (study/preflight.py); returns each
+    """Every value, path and address the driver can check (study/guards/preflight.py); returns each
     data fraction's training images and instances where preflight read the training file."""
     study = resolved.study
     if values is not None:  # a --trial study has the trial's arm alone
@@ -198,7 +199,7 @@ def _prepare(
     resolved: ResolvedStudy, uri: str, args: argparse.Namespace, mode: dict[str, Any]
 ) -> dict[str, Any] | None:
     """Arms, study.json and a running Ray; None (after printing why) for a bad arm config."""
-    from study import tuning
+    from study.hpo import tuning
 
     try:
         arms = _arms(resolved, uri, args.resume)
@@ -222,7 +223,7 @@ def _arms(resolved: ResolvedStudy, uri: str, resume: bool) -> dict[str, dict[str
 def run_trial_command(
     resolved: ResolvedStudy, values: dict[str, Any], uri: str, args: argparse.Namespace, interrupts: Interrupts
 ) -> int:
-    from study import tuning  # Ray is imported only once the input is known to be good
+    from study.hpo import tuning  # Ray is imported only once the input is known to be good
 
     study, arm = resolved.study, resolved.arms[0].arm
     print(
@@ -265,7 +266,7 @@ def run_study_command(
     counts: dict[float, tuple[int, int]] | None = None,
 ) -> int:
     """The search, then the replicate phase, then the summary and the report."""
-    from study import tuning  # Ray is imported only once the input is known to be good
+    from study.hpo import tuning  # Ray is imported only once the input is known to be good
 
     study = resolved.study
     mode = {"mode": "search", "num_samples": study.num_samples, "replicates": study.replicates, "overrides": args.set}
@@ -296,7 +297,7 @@ def _cluster_plan(resolved: ResolvedStudy, counts: dict[float, tuple[int, int]] 
     """The plan for the cluster Ray sees now, and how many trials run at once on it."""
     import ray
 
-    from study.plan import max_concurrent_trials
+    from study.plan.estimate import max_concurrent_trials
 
     study = resolved.study
     cluster = ray.cluster_resources()
@@ -323,8 +324,8 @@ def _run_phases(
 ) -> tuple[list, float | None]:
     """The search and, with replicates, the replicate phase; returns their result grids and,
     where the disk ran short, the reserve it fell under (else None)."""
-    from study import tuning
-    from study.replicates import all_seeds
+    from study.hpo import tuning
+    from study.hpo.replicate_phase import all_seeds
 
     study = resolved.study
     with _watch(uri, need, concurrent) as watch, interrupts.tune_running():
@@ -373,7 +374,7 @@ def _disk_need(study: StudyConfig, plan) -> disk.DiskNeed:
 
 
 def _watch(uri: str, need: disk.DiskNeed, concurrent: int) -> disk.DiskWatch:
-    from study.tune_compat import stop_tune_gracefully  # Ray is running by now
+    from study.hpo.tune_compat import stop_tune_gracefully  # Ray is running by now
 
     return disk.DiskWatch(uri, disk.reserve(need, concurrent), stop_tune_gracefully)
 

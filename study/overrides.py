@@ -14,9 +14,9 @@ import json
 import typing
 from typing import Any
 
-from study.config import StudyConfig
-from trainables.config import ConfigError
-from trainables.config_io import coerce
+from study.spec.study_config import StudyConfig
+from trainables.contract.config_io import coerce
+from trainables.contract.trial_config import ConfigError
 
 
 def parse_assignment(text: str) -> tuple[list[str], Any]:

@@ -22,7 +22,7 @@ import time
 
 import pyarrow.fs as pafs
 
-from trainables import storage
+from trainables.contract import storage
 
 MARKER = ".staged.json"
 REQUIRED = ("train2017", "val2017", "annotations/instances_train2017.json", "annotations/instances_val2017.json")

@@ -1,12 +1,12 @@
 """Make the toy's stand-ins for ImageNet that ship with the package: ``python -m study.standin``.
 
-The toy presets' pretrained arms load a backbone pretrained on trainables/pretrain_data.py's
-classes (trainables/pretrain.py). Pretraining one takes 5 to 7 minutes on one core, the
+The toy presets' pretrained arms load a backbone pretrained on trainables/pretraining/pretrain_data.py's
+classes (trainables/pretraining/pretrain.py). Pretraining one takes 5 to 7 minutes on one core, the
 critical path of the default's ten: so the backbones of pretraining seeds 0 to K-1 (the
 search's seed and the replicate seeds of `toy-replicates` and `toy-paper`) ship in
-``trainables/standin/``, each in a folder named by its cache key, made here by the same code
+``trainables/pretraining/standin/``, each in a folder named by its cache key, made here by the same code
 that makes any other one. A change to the pretraining spec, its classes or its recipe
-changes the key: ``tests/test_standin.py`` then fails until this is run again.
+changes the key: ``tests/data/test_standin.py`` then fails until this is run again.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 
-from study.toy_presets import LOCAL_MODELS, TOY_PRETRAIN
-from trainables.pretrain import SHIPPED, cache_key, ensure_pretrained
+from study.spec.toy_presets import LOCAL_MODELS, TOY_PRETRAIN
+from trainables.pretraining.pretrain import SHIPPED, cache_key, ensure_pretrained
 
 # Seeds 0, 1 and 2: the search's and the three-seed replicate phases'.
 SEEDS = 3

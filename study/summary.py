@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from analysis.results import best_row, final_rows, trial_rows
-from trainables.rows import COMPLETED, DIVERGED, FAILED, STOPPED
+from trainables.contract.rows import COMPLETED, DIVERGED, FAILED, STOPPED
 
 
 def best_per_arm(df: pd.DataFrame, objective: str = "bbox_AP") -> pd.DataFrame:

@@ -3,7 +3,7 @@
 Everything here runs in the driver process before Ray starts trials: it refuses to reuse a
 folder unless asked to resume, writes ``study.json`` (the resolved configuration), and
 prepares what all trials share (the generated dataset; a generated pretrained backbone is
-made by the first trial that loads it, trainables/pretrain.py).
+made by the first trial that loads it, trainables/pretraining/pretrain.py).
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from study.config import StudyConfig
-from study.resolved import ResolvedStudy, record
-from trainables import storage
-from trainables.rows import STUDY_FILE
-from trainables.study_record import write_record
+from study.spec.resolved import ResolvedStudy, record
+from study.spec.study_config import StudyConfig
+from trainables.contract import storage
+from trainables.contract.rows import STUDY_FILE
+from trainables.contract.study_record import write_record
 
 
 class StudyExists(RuntimeError):
@@ -68,11 +68,11 @@ def prepare_inputs(study: StudyConfig, log: Callable[[str], None] = print) -> di
     Returns ``{model name: (weights path or URL, pretraining images seen or None)}`` for the
     models of arms with ``init=pretrained`` that have weights of their own. A model without
     any is pretrained from ``study.pretrain`` by its first pretrained trial, on that trial's
-    CPU while scratch trials train beside it (study/resolved.py hands the trial the spec).
+    CPU while scratch trials train beside it (study/spec/resolved.py hands the trial the spec).
     """
     # Imported here: generating data needs pycocotools and PIL, which --help and --dry-run
     # (this module's other users) should not pay for.
-    from trainables.synthetic import ensure_dataset
+    from trainables.data.synthetic import ensure_dataset
 
     if study.data.source == "synthetic":
         paths = ensure_dataset(study.data.synthetic)
@@ -91,9 +91,9 @@ def generated_counts(study: StudyConfig) -> dict[float, tuple[int, int]] | None:
     it exists (prepare_inputs made it); None for other data (preflight counts COCO files)."""
     if study.data.source != "synthetic":
         return None
-    from trainables.coco_check import read_coco_json
-    from trainables.splits import training_counts
-    from trainables.synthetic import ensure_dataset
+    from trainables.data.coco_check import read_coco_json
+    from trainables.data.splits import training_counts
+    from trainables.data.synthetic import ensure_dataset
 
     blob = read_coco_json(str(ensure_dataset(study.data.synthetic).train_annotations))
     return training_counts(blob, study.data, study.axes.data_fraction)
@@ -147,7 +147,7 @@ def write_study_file(
 def _pretraining_classes(study: StudyConfig) -> list[str]:
     if study.pretrain is None or "pretrained" not in study.axes.init:
         return []
-    from trainables.pretrain_data import class_names
+    from trainables.pretraining.pretrain_data import class_names
 
     return list(class_names(study.pretrain.num_classes))
 

@@ -3,8 +3,8 @@ figures)."""
 
 import pandas as pd
 
-from trainables import results
-from trainables.branches import branches
+from trainables.contract import row_store
+from trainables.engine.branches import branches
 
 
 def rows_of(
@@ -103,10 +103,10 @@ def rows_of(
 
 def frame(rows):
     df = pd.DataFrame(rows)
-    for col in results.COLUMNS:
+    for col in row_store.COLUMNS:
         if col not in df:
             df[col] = None
-    return df[list(results.COLUMNS)]
+    return df[list(row_store.COLUMNS)]
 
 
 def study_frame() -> pd.DataFrame:

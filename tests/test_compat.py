@@ -6,11 +6,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from tests.test_search import _search
-from trainables import ray_compat
+from tests.study.test_search import _search
+from trainables.engine import ray_compat
 
 ROOT = Path(__file__).resolve().parent.parent
-COMPAT = {"study/tune_compat.py", "trainables/ray_compat.py", "trainables/torchvision_compat.py"}
+COMPAT = {"study/hpo/tune_compat.py", "trainables/engine/ray_compat.py", "trainables/model/torchvision_compat.py"}
 # A private module or attribute of Ray, Optuna or torchvision, also where it is imported by
 # name (``from torchvision.ops.poolers import _setup_scales``).
 PRIVATE = re.compile(
@@ -26,11 +26,11 @@ def test_the_private_name_pattern_finds_what_it_is_for():
 
 
 def test_torchvision_private_helpers_are_the_poolers_own():
-    """The pinned torchvision still has the pooler helpers trainables/roi_align.py borrows."""
+    """The pinned torchvision still has the pooler helpers trainables/model/roi_align.py borrows."""
     import torch
     from torchvision.ops import poolers
 
-    from trainables import torchvision_compat as tc
+    from trainables.model import torchvision_compat as tc
 
     assert tc.setup_scales is poolers._setup_scales and tc.filter_input is poolers._filter_input
     rois = tc.convert_to_roi_format([torch.tensor([[0.0, 0.0, 4.0, 4.0]]), torch.tensor([[1.0, 1.0, 2.0, 3.0]])])
@@ -66,7 +66,7 @@ def test_a_restored_search_suggests_what_an_uninterrupted_one_would(tmp_path):
 
 
 def test_private_ray_train_logger_module_exists_in_the_pinned_ray():
-    """trainables/ray_compat.py quiets Ray Train's per-report INFO line through the logger of
+    """trainables/engine/ray_compat.py quiets Ray Train's per-report INFO line through the logger of
     this private module (the public LoggingConfig does not reach it); pinned like the above."""
     import importlib
 
@@ -77,7 +77,7 @@ def test_private_ray_train_logger_module_exists_in_the_pinned_ray():
 def test_a_restored_search_asks_the_searcher_again(tmp_path):
     """Tune's SearchGenerator saves "finished"; restored, ResumableSearch asks ArmSearch
     again, so arms that bad input closed get their remaining trials."""
-    from study.tune_compat import ResumableSearch
+    from study.hpo.tune_compat import ResumableSearch
 
     search, _ = _search(tmp_path, num_samples=2)
     search.set_max_concurrency(1)
@@ -90,7 +90,7 @@ def test_a_restored_search_asks_the_searcher_again(tmp_path):
 
 
 def test_a_worker_group_that_cannot_be_placed_is_told_apart_in_the_pinned_ray():
-    """trainables/ray_entry.py turns Train's ControllerError around a worker-group start-up
+    """trainables/engine/ray_entry.py turns Train's ControllerError around a worker-group start-up
     timeout into one line naming the resources; the private class it checks is pinned here."""
     import ray.train
     from ray.train.v2._internal.exceptions import WorkerGroupStartupTimeoutError

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from trainables.rows import COLUMNS, SCHEMA
+from trainables.contract.rows import COLUMNS, SCHEMA
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "results.md"
 TYPES = {"string": pa.string(), "float": pa.float64(), "int": pa.int64()}
@@ -36,4 +36,4 @@ def test_the_schema_doc_matches_the_contract():
         f"undocumented: {sorted(set(COLUMNS) - set(documented))}; not columns: {sorted(set(documented) - set(COLUMNS))}"
     )
     wrong = {n: t for n, t in documented.items() if TYPES[t] != SCHEMA.field(n).type}
-    assert not wrong, f"types in docs/results.md differ from trainables/rows.py: {wrong}"
+    assert not wrong, f"types in docs/results.md differ from trainables/contract/rows.py: {wrong}"

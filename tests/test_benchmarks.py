@@ -1,0 +1,25 @@
+"""The benchmark scripts import against the code as it is (they run by hand, on other
+machines, so nothing else would notice a name they import move)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_every_benchmark_script_imports():
+    scripts = sorted((ROOT / "benchmarks").glob("*.py"))
+    code = (
+        "import importlib.util, sys\n"
+        "for path in sys.argv[1:]:\n"
+        "    spec = importlib.util.spec_from_file_location('bench_' + path.rsplit('/', 1)[-1][:-3], path)\n"
+        "    module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)\n"
+        "    spec.loader.exec_module(module)\n"
+        "print('imported', len(sys.argv) - 1)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, *map(str, scripts)], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == f"imported {len(scripts)}" and len(scripts) >= 6

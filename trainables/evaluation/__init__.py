@@ -1,0 +1,5 @@
+"""COCO evaluation of a model on a split: inference and gathering across ranks (evaluate), and
+the COCO-format results and COCOeval (coco_eval).
+
+May import trainables.contract and .data; no Ray.
+"""
