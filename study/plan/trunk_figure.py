@@ -1,10 +1,14 @@
 """The figure of what every trial runs: a peak-LR trunk and a cooldown branch per schedule.
 
-For the README (docs/trunk_and_branches.png) and reports; it needs the schedule's rule
-(trainables/engine/schedule.py), which analysis does not import. Imported by nothing that trains.
+``python -m study.plan.trunk_figure --preset toy-paper docs/trunk_and_branches.png`` draws it
+for a preset's first arm (the figure in docs/how_a_trial_runs.md). It needs the schedule's
+rule (trainables/engine/schedule.py), which analysis does not import; nothing that trains
+imports it.
 """
 
 from __future__ import annotations
+
+import argparse
 
 import matplotlib
 
@@ -55,3 +59,24 @@ def trunk_and_branches(
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     return fig
+
+
+def main(argv: list[str] | None = None) -> int:
+    from study.spec.presets import get_preset
+    from study.spec.resolved import resolve
+    from study.spec.study_config import at_global_batch
+
+    parser = argparse.ArgumentParser(prog="python -m study.plan.trunk_figure", description=__doc__.split("\n")[0])
+    parser.add_argument("--preset", default="toy-paper", help="the preset whose first arm is drawn")
+    parser.add_argument("out", help="the image file to write (PNG)")
+    args = parser.parse_args(argv)
+    spec = resolve(at_global_batch(get_preset(args.preset))).arms[0]
+    s = spec.solver
+    fig = trunk_and_branches(s.base_iters, spec.schedules, s.warmup_iters, s.warmup_factor)
+    fig.savefig(args.out, dpi=120)
+    print(f"{args.out}: {spec.name}, schedules {', '.join(f'{x:g}x' for x in spec.schedules)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

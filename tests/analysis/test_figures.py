@@ -98,6 +98,14 @@ def test_trunk_and_branches_figure():
     assert ax.get_xlabel() == "iteration" and ax.get_yscale() == "log"
 
 
+def test_the_trunk_figure_command_draws_a_presets_first_arm(tmp_path, capsys):
+    from study.plan.trunk_figure import main
+
+    assert main(["--preset", "toy-paper", str(tmp_path / "t.png")]) == 0
+    assert (tmp_path / "t.png").stat().st_size > 10_000
+    assert capsys.readouterr().out.strip().endswith("scratch-tiny-f1, schedules 2x, 4x, 8x, 12x")
+
+
 def test_scaling_figure_axes_and_colours():
     rows = rows_of("a", "scratch", 0.3, 1e-4, 1.0, {1.0: 0.5}) + rows_of(
         "b", "scratch", 0.3, 1e-4, 1.0, {1.0: 0.2}, fraction=0.1
