@@ -8,6 +8,7 @@ import dataclasses
 import math
 from typing import Any
 
+from study.config_file import ConfigFile, apply_config, read_config
 from study.guards import preflight
 from study.hpo import optuna_db
 from study.overrides import apply_overrides
@@ -82,7 +83,18 @@ def folder_of(args: argparse.Namespace) -> str:
     if args.name is not None:
         preflight.check_name(args.name)
     preflight.check_results(args.results)
-    return study_uri(args.results, args.name or args.preset or DEFAULT_PRESET)
+    return study_uri(args.results, args.name or base_preset(args))
+
+
+def base_preset(args: argparse.Namespace) -> str:
+    """The preset a new study starts from: --preset, else the --config file's, else the default."""
+    config = read_config(args.config) if getattr(args, "config", None) else None
+    if config is not None and args.preset and config.preset and config.preset != args.preset:
+        raise ConfigError(
+            f"--preset {args.preset} and --config {config.path} (preset: {config.preset}) name two presets; "
+            "drop one of them"
+        )
+    return args.preset or (config.preset if config is not None else None) or DEFAULT_PRESET
 
 
 def resolve_args(args: argparse.Namespace) -> tuple[ResolvedStudy, str, dict[str, Any] | None]:
@@ -111,7 +123,9 @@ def resolve_args(args: argparse.Namespace) -> tuple[ResolvedStudy, str, dict[str
 
 
 def _new_study(args: argparse.Namespace) -> tuple[StudyConfig, dict[str, Any] | None]:
-    study = get_preset(args.preset or DEFAULT_PRESET)
+    study = get_preset(base_preset(args))
+    if getattr(args, "config", None):
+        study = apply_config(study, read_config(args.config))
     if args.num_samples:
         study = dataclasses.replace(study, num_samples=args.num_samples)
     if args.replicates:
@@ -123,14 +137,14 @@ def _new_study(args: argparse.Namespace) -> tuple[StudyConfig, dict[str, Any] | 
 
 
 def _resume_study(args: argparse.Namespace, uri: str) -> tuple[StudyConfig, dict[str, Any] | None]:
-    if args.set or args.num_samples:
+    if args.set or args.num_samples or getattr(args, "config", None):
         raise ConfigError(
-            "--set and --num-samples cannot change a study on --resume (its configuration is in study.json)"
+            "--set, --config and --num-samples cannot change a study on --resume (its configuration is in study.json)"
         )
     check_folder(uri, resume=True)
     stored = read_record(uri)
     optuna_db.check(uri)
-    name = stored.name
+    name = (stored.config or {}).get("preset") or (DEFAULT_PRESET if stored.config else stored.name)
     if args.preset and args.preset != name:
         raise ConfigError(f"--resume: {uri} holds a study of preset {name}, not {args.preset}")
     for arm, config in stored.arms.items():
@@ -145,7 +159,10 @@ def _resume_study(args: argparse.Namespace, uri: str) -> tuple[StudyConfig, dict
                 f"resume it with the version that started it (study.json's code_version), or start a new study",
                 err.field,
             ) from None
-    study = at_global_batch(apply_overrides(get_preset(name), stored.overrides))
+    study = get_preset(name)
+    if stored.config:  # the --config file's settings as read when the study started
+        study = apply_config(study, ConfigFile(**stored.config))
+    study = at_global_batch(apply_overrides(study, stored.overrides))
     study = dataclasses.replace(
         study,
         num_samples=stored.num_samples or study.num_samples,

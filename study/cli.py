@@ -13,7 +13,8 @@ import os
 import sys
 from typing import Any
 
-from study.arguments import DEFAULT_PRESET, TRIAL_KEYS, folder_of, resolve_args
+from study.arguments import DEFAULT_PRESET, TRIAL_KEYS, base_preset, folder_of, resolve_args
+from study.config_file import config_text, read_config
 from study.guards import disk, preflight
 from study.guards.driver_lock import DriverLock, StudyLocked, takeover_line
 from study.guards.interrupts import Interrupted, Interrupts, resume_line
@@ -48,6 +49,17 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--preset", help=f"study preset (default: {DEFAULT_PRESET}, or the resumed study's)")
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="a YAML (or JSON) file of settings, the keys --set takes (nested or dotted), with 'preset: NAME' "
+        "as its base; --set applies after it. A study folder's study.json seeds a new study the same way",
+    )
+    parser.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the resolved study as a file --config takes back, and exit without training",
+    )
     parser.add_argument(
         "--trial",
         metavar="KEY=VALUE,...",
@@ -90,15 +102,22 @@ def _positive_int(text: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.print_config and args.resume:
+        parser.error(
+            "--print-config prints a new study; for a started one, --config DIR/NAME/study.json --print-config"
+        )
     lock = None
     try:
-        if not args.dry_run:
+        if not (args.dry_run or args.print_config):
             # A second driver on an existing study folder stops here, before anything is
             # read; a new folder is created (with its lock) only once the input is good.
             lock = DriverLock(folder_of(args))
             if lock.folder_exists():
                 lock.acquire()
         resolved, uri, values = resolve_args(args)
+        if args.print_config:
+            print(config_text(resolved.study, base_preset(args)), end="")
+            return 0
         counts = check_before_ray(resolved, values, args)
         if lock is not None and not lock.held:
             lock.acquire()
@@ -231,7 +250,7 @@ def run_trial_command(
         f"{values['weight_decay']:g}, schedule {values['schedule']:g}x -> {uri}",
         flush=True,
     )
-    arms = _prepare(resolved, uri, args, {"mode": "trial", "trial": values, "overrides": args.set})
+    arms = _prepare(resolved, uri, args, {"mode": "trial", "trial": values, **_settings(args)})
     if arms is None:
         return 2
     interrupts.install()  # over the SIGTERM handler that ray.init put in place
@@ -269,7 +288,7 @@ def run_study_command(
     from study.hpo import tuning  # Ray is imported only once the input is known to be good
 
     study = resolved.study
-    mode = {"mode": "search", "num_samples": study.num_samples, "replicates": study.replicates, "overrides": args.set}
+    mode = {"mode": "search", "num_samples": study.num_samples, "replicates": study.replicates, **_settings(args)}
     arms = _prepare(resolved, uri, args, mode)
     if arms is None:
         return 2
@@ -358,6 +377,12 @@ def _print_outcome(study: StudyConfig, uri: str) -> None:
     print(f"results: {uri}/metrics  (analysis.load_results('{uri}') or pandas.read_parquet)")
     print(f"optuna:  optuna-dashboard sqlite:///{optuna_db.local_path(uri)}")
     print(f"tune:    {uri}/tune  (tensorboard --logdir {uri}/tune)")
+
+
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
+    """What study.json records of the settings given: --config's file as read, and --set's."""
+    config = read_config(args.config) if args.config else None
+    return {"overrides": args.set, "config": dataclasses.asdict(config) if config is not None else None}
 
 
 def _advice(failed: list[failures.Failure], uri: str) -> str:

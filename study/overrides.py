@@ -40,6 +40,12 @@ def apply_overrides(study: StudyConfig, assignments: list[str]) -> StudyConfig:
     return study
 
 
+def apply_value(study: StudyConfig, path: list[str], value: Any) -> StudyConfig:
+    """``study`` with the field at ``path`` (``["solver", "base_iters"]``) set to ``value``,
+    type-checked and re-validated (``--config``'s settings, study/config_file.py)."""
+    return _set(study, path, value, [])
+
+
 def _set(obj: Any, path: list[str], value: Any, done: list[str]) -> Any:
     name, rest = path[0], path[1:]
     where = ".".join([*done, name])

@@ -78,6 +78,40 @@ def test_unreadable_training_image_is_replaced_and_named(coco_fixture):
     assert "11 training images in a row cannot be read" in target["unreadable"]
 
 
+def test_exif_orientation_is_applied_and_a_size_mismatch_stops_the_trial(coco_fixture):
+    """A phone photo stored sideways with an EXIF orientation loads as a labelling tool shows
+    it; an image whose size is not its annotation entry's is bad data: training stops on it
+    (on every rank, through the step) and evaluation reports it, naming file and sizes."""
+    import json
+
+    from PIL import Image
+
+    root, ann_file, _ = coco_fixture
+    path = root / f"{1:012d}.jpg"
+    upright = Image.open(path).convert("RGB")  # 64 x 48, as the annotations say
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    upright.transpose(Image.Transpose.ROTATE_90).save(path, exif=exif)  # stored 48 x 64
+    ds = CocoDetection(str(root), load_coco(str(ann_file)), train=True)
+    image, target = ds[ds.image_ids.index(1)]
+    assert image.shape == (3, 48, 64) and "unreadable" not in target and len(target["boxes"]) == 2
+    blob = json.loads(ann_file.read_text())
+    for entry in blob["images"]:
+        if entry["id"] == 2:
+            entry["width"] *= 3  # a JSON width that disagrees with the file
+    ann_file.write_text(json.dumps(blob))
+    ds = CocoDetection(str(root), load_coco(str(ann_file)), train=True)
+    image, target = ds[ds.image_ids.index(2)]
+    assert "skipped" not in target and "000000000002.jpg" in target["unreadable"]
+    assert "is 64x48, but the annotations say 192x48" in target["unreadable"]
+    evaluation = CocoDetection(str(root), load_coco(str(ann_file)), train=False)
+    image, info = evaluation[evaluation.image_ids.index(2)]
+    assert image is None and "the annotations say 192x48" in info["error"]
+    # Without the annotations' sizes there is nothing to check against.
+    _, info = evaluation[evaluation.image_ids.index(1)]
+    assert "error" not in info
+
+
 def test_unreadable_val_image_is_reported_not_skipped(coco_fixture):
     root, ann_file, _ = coco_fixture
     ds = CocoDetection(str(root), load_coco(str(ann_file)), train=False)

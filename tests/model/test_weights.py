@@ -41,6 +41,23 @@ def test_timm_style_gn_resnet50_loads_every_tensor(tmp_path):
     assert "loaded" in report.summary()
 
 
+def test_safetensors_weights_load_and_a_damaged_file_is_bad_input(tmp_path):
+    """timm and Hugging Face ship .safetensors: the same tensors load; a cut file is a
+    ValueError naming it (bad input: the trial ends once, no retry)."""
+    from safetensors.torch import save_file
+
+    src = build_backbone_body(TINY_GN)
+    torch.nn.init.normal_(src.layer1[0].conv1.weight)
+    path = tmp_path / "tiny.safetensors"
+    save_file({k: v.contiguous() for k, v in src.state_dict().items()}, str(path))
+    body = build_backbone_body(TINY_GN)
+    report = load_backbone_weights(body, str(path))
+    assert not report.missing and torch.equal(body.layer1[0].conv1.weight, src.layer1[0].conv1.weight)
+    (tmp_path / "cut.safetensors").write_bytes(path.read_bytes()[:100])
+    with pytest.raises(ValueError, match="cut.safetensors is not a readable safetensors file"):
+        load_backbone_weights(build_backbone_body(TINY_GN), str(tmp_path / "cut.safetensors"))
+
+
 def test_norm_mismatch_is_an_error(tmp_path):
     path = tmp_path / "bn.pth"
     torch.save(resnet18().state_dict(), path)

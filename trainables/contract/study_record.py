@@ -44,6 +44,9 @@ class StudyRecord:
     num_samples: int | None = None
     replicates: int | None = None
     overrides: list[str] = field(default_factory=list)
+    # A --config file's base preset and settings as read ({"path", "preset", "settings"}),
+    # applied before the overrides on --resume as when the study started.
+    config: dict[str, Any] | None = None
     code_version: str | None = None
     python: str | None = None
     packages: dict[str, str | None] = field(default_factory=dict)

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from torch.utils.data import DistributedSampler
@@ -122,15 +122,33 @@ class CocoDetection(torch.utils.data.Dataset):
         return os.path.join(self.images_dir, self.coco.imgs[image_id]["file_name"])
 
     def load_image(self, image_id: int) -> torch.Tensor:
-        """The image as float RGB in [0, 1]; :class:`UnreadableImage` names file and id."""
+        """The image as float RGB in [0, 1], turned as its EXIF orientation says (as a
+        labelling tool shows it); :class:`UnreadableImage` names file and id, and
+        :class:`SizeMismatch` an image whose size is not the annotations' (detectron2's
+        ``check_image_size``): its masks and boxes would land in the wrong frame."""
         path = self.image_path(image_id)
         try:
             with Image.open(path) as img:
+                raw = img.size
+                ImageOps.exif_transpose(img, in_place=True)
+                self._check_size(image_id, path, img.size, raw)
                 return pil_to_tensor(img.convert("RGB")).float().div_(255)
+        except SizeMismatch:
+            raise
         except FileNotFoundError:
             raise UnreadableImage(image_id, path, "listed in the annotations but missing") from None
         except (OSError, SyntaxError, ValueError) as err:  # truncated or corrupt (PIL's errors)
             raise UnreadableImage(image_id, path, f"cannot be decoded ({err})") from None
+
+    def _check_size(self, image_id: int, path: str, size: tuple[int, int], raw: tuple[int, int]) -> None:
+        info = self.coco.imgs[image_id]
+        listed = (info.get("width"), info.get("height"))
+        if None in listed or tuple(size) == listed:
+            return
+        turned = f" after its EXIF orientation (stored {raw[0]}x{raw[1]})" if tuple(raw) != tuple(size) else ""
+        raise SizeMismatch(
+            image_id, path, f"is {size[0]}x{size[1]}{turned}, but the annotations say {listed[0]}x{listed[1]}"
+        )
 
     def __getitem__(self, item: int | tuple[int, bool]) -> tuple[torch.Tensor | None, dict[str, Any]]:
         """A training item; one whose image cannot be read is replaced by the next readable
@@ -149,21 +167,15 @@ class CocoDetection(torch.utils.data.Dataset):
             try:
                 image = self.load_image(image_id)
                 break
+            except SizeMismatch as err:  # bad data, not a bad file: the trial stops on it
+                return _placeholder(image_id, str(err))
             except UnreadableImage as err:
                 skipped.append(str(err))
         else:
-            # Not raised here: only this rank would fail, while the others wait in the step's
-            # all-reduce. A placeholder goes through the step, which fails on every rank.
-            image = torch.zeros(3, 32, 32)
-            target = {
-                "boxes": torch.zeros(0, 4),
-                "labels": torch.zeros(0, dtype=torch.int64),
-                "masks": torch.zeros(0, 32, 32, dtype=torch.uint8),
-                "image_id": image_id,
-                "unreadable": f"{MAX_SUBSTITUTES + 1} training images in a row cannot be read, from "
-                f"{skipped[0]} to {skipped[-1]}",
-            }
-            return image, target
+            return _placeholder(
+                image_id,
+                f"{MAX_SUBSTITUTES + 1} training images in a row cannot be read, from {skipped[0]} to {skipped[-1]}",
+            )
         target = self.target(image_id, image.shape[1], image.shape[2])
         if skipped:
             target["skipped"] = skipped
@@ -205,6 +217,19 @@ class CocoDetection(torch.utils.data.Dataset):
         return mask_utils.decode(rle)
 
 
+def _placeholder(image_id: int, error: str) -> tuple[torch.Tensor, dict[str, Any]]:
+    """An item that stands for bad input. Not raised here: only this rank would fail, while
+    the others wait in the step's all-reduce; the step fails on every rank with ``error``."""
+    target = {
+        "boxes": torch.zeros(0, 4),
+        "labels": torch.zeros(0, dtype=torch.int64),
+        "masks": torch.zeros(0, 32, 32, dtype=torch.uint8),
+        "image_id": image_id,
+        "unreadable": error,
+    }
+    return torch.zeros(3, 32, 32), target
+
+
 class UnreadableImage(InputError):
     """An image the annotations list that is missing or cannot be decoded."""
 
@@ -214,6 +239,10 @@ class UnreadableImage(InputError):
 
     def __reduce__(self):
         return type(self), (self.image_id, self.path, self.reason)
+
+
+class SizeMismatch(UnreadableImage):
+    """An image whose size (after its EXIF orientation) differs from its annotation entry's."""
 
 
 def hflip(

@@ -64,7 +64,10 @@ def read_state_dict(source: str) -> dict[str, torch.Tensor]:
         if source.endswith(".safetensors"):
             from safetensors.torch import load as load_safetensors
 
-            obj = load_safetensors(data)
+            try:
+                obj = load_safetensors(data)
+            except Exception as err:  # safetensors' own error type is no ValueError: bad input all the same
+                raise ValueError(f"{source} is not a readable safetensors file ({err})") from None
         else:
             obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     return _unwrap(obj, source)

@@ -1,5 +1,6 @@
-"""The benchmark scripts import against the code as it is (they run by hand, on other
-machines, so nothing else would notice a name they import move)."""
+"""The scripts beside the package: every benchmark imports against the code as it is (they run
+by hand, on other machines, so nothing else would notice a name they import move), and the
+console scripts name the commands."""
 
 import subprocess
 import sys
@@ -23,3 +24,16 @@ def test_every_benchmark_script_imports():
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == f"imported {len(scripts)}" and len(scripts) >= 6
+
+
+def test_the_console_scripts_name_the_commands():
+    """pyproject's console scripts point at the command lines the docs run with python."""
+    import importlib
+
+    import tomllib
+
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert set(scripts) == {"rethink-study", "rethink-report", "rethink-stage-data"}
+    for target in scripts.values():
+        module, _, name = target.partition(":")
+        assert callable(getattr(importlib.import_module(module), name)), target
