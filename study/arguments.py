@@ -143,7 +143,7 @@ def _resume_study(args: argparse.Namespace, uri: str) -> tuple[StudyConfig, dict
         )
     check_folder(uri, resume=True)
     stored = read_record(uri)
-    optuna_db.check(uri)
+    optuna_db.check(uri, stored.preset.get("optuna_storage", ""))
     name = (stored.config or {}).get("preset") or (DEFAULT_PRESET if stored.config else stored.name)
     if args.preset and args.preset != name:
         raise ConfigError(f"--resume: {uri} holds a study of preset {name}, not {args.preset}")

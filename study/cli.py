@@ -182,6 +182,8 @@ def check_before_ray(
     preflight.check_study(resolved)
     if not args.dry_run:
         preflight.check_address(args.address)
+        if study.optuna_storage and not args.resume:  # a resumed study's was checked with its study.json
+            optuna_db.check("", study.optuna_storage)
     address = args.address or os.environ.get("RAY_ADDRESS")
     if address and address != "local":
         missing_ok = "the trials check it on the cluster's nodes"
@@ -375,7 +377,7 @@ def _print_outcome(study: StudyConfig, uri: str) -> None:
         report = write_report(uri)
         print(f"\nreport:  {report} (figures beside it; python -m analysis.report {uri})")
     print(f"results: {uri}/metrics  (analysis.load_results('{uri}') or pandas.read_parquet)")
-    print(f"optuna:  optuna-dashboard sqlite:///{optuna_db.local_path(uri)}")
+    print(f"optuna:  {optuna_db.dashboard_command(uri, study.optuna_storage)}")
     print(f"tune:    {uri}/tune  (tensorboard --logdir {uri}/tune)")
 
 

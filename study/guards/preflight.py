@@ -23,7 +23,13 @@ from study.spec.study_config import StudyConfig
 from trainables.contract import storage
 from trainables.contract.errors import InputError, MissingInputError
 from trainables.contract.trial_config import ConfigError
-from trainables.data.coco_check import check_images_present, check_same_categories, read_coco_json, trainable_images
+from trainables.data.coco_check import (
+    check_images_present,
+    check_same_categories,
+    read_coco_json,
+    too_small_to_train,
+    trainable_images,
+)
 from trainables.data.splits import check_disjoint, check_splits, held_out_ids, training_counts
 
 ADDRESS_TIMEOUT_S = 3.0
@@ -128,8 +134,20 @@ def check_inputs(
             )
     if train_images is not None:
         batch = study.num_workers * study.solver.ims_per_worker
+        chosen: dict[int, float] = {}
         for fraction in study.axes.data_fraction:
             kept = min(train_images, max(1, round(fraction * (study.data.fraction_of_images or train_images))))
+            if kept in chosen:
+                # Nested subsets of one size are the same images: two arms, one comparison.
+                of = study.data.fraction_of_images
+                raise ConfigError(
+                    f"data fractions {chosen[kept]:g} and {fraction:g} both select the same {kept} of {train_images} "
+                    "training images"
+                    + (f" (fractions of data.fraction_of_images={of:,}, capped at the images there are)" if of else "")
+                    + "; drop one, or set data.fraction_of_images=0 to take fractions of the images counted",
+                    "axes.data_fraction",
+                )
+            chosen[kept] = fraction
             if kept < batch:
                 raise ConfigError(
                     f"data fraction {fraction:g} leaves {kept} of {train_images} training images, "
@@ -203,6 +221,12 @@ def _check_coco(
     )
     if d.search_holdout:
         held_out_ids([i["id"] for i in blobs["train"]["images"]], d.search_holdout, d.subset_seed)
+    small = too_small_to_train(blobs["train"])
+    if small:
+        log(
+            f"note: {d.train_annotations}: {small} non-crowd annotation(s) with a box under 1 px wide or high, "
+            "which training leaves out"
+        )
     counts = training_counts(blobs["train"], d, study.axes.data_fraction)
     return max(0, trainable_images(blobs["train"]) - d.search_holdout), counts
 

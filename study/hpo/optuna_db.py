@@ -1,4 +1,6 @@
-"""Where the Optuna studies live: one SQLite file per study folder, on the driver's disk."""
+"""Where the Optuna studies live: one SQLite file per study folder on the driver's disk, or a
+storage the preset names (``optuna_storage``: an RDB URL or a journal file) that outlives the
+head node."""
 
 from __future__ import annotations
 
@@ -9,7 +11,9 @@ import sqlite3
 import optuna
 
 from trainables.contract import storage
-from trainables.contract.trial_config import ConfigError
+from trainables.contract.errors import ConfigError
+
+JOURNAL = "journal:"
 
 
 def local_path(results_uri: str) -> str:
@@ -30,25 +34,49 @@ def local_path(results_uri: str) -> str:
     return str(path)
 
 
-def publish(results_uri: str) -> None:
-    """For s3:// results, copy the local Optuna database next to the results."""
-    if storage.is_uri(results_uri):
+def publish(results_uri: str, url: str = "") -> None:
+    """For s3:// results with the default storage, copy the local Optuna database next to
+    the results (a storage of the preset's own needs no copy)."""
+    if storage.is_uri(results_uri) and not url:
         with open(local_path(results_uri), "rb") as f:
             storage.write_bytes_atomic(storage.join(results_uri, "optuna.db"), f.read())
 
 
-def open_storage(results_uri: str) -> optuna.storages.RDBStorage:
-    """One SQLite file for every arm's study (``optuna-dashboard sqlite:///...``).
+def open_storage(results_uri: str, url: str = "") -> optuna.storages.BaseStorage:
+    """The Optuna storage for every arm's study.
 
-    Only the Tune driver writes to it, so SQLite's single writer is enough. On shared
-    storage (s3://) it is kept on the driver's disk beside the Tune folder's local copy.
+    By default one SQLite file (``optuna-dashboard sqlite:///...``): only the Tune driver
+    writes to it, so SQLite's single writer is enough; on shared storage (s3://) it is kept
+    on the driver's disk beside the Tune folder's local copy. ``url``: an RDB URL or
+    ``journal:PATH`` instead.
     """
-    return optuna.storages.RDBStorage(f"sqlite:///{local_path(results_uri)}")
+    if url.startswith(JOURNAL):
+        from optuna.storages.journal import JournalFileBackend
+
+        return optuna.storages.JournalStorage(JournalFileBackend(url[len(JOURNAL) :]))
+    return optuna.storages.RDBStorage(url or f"sqlite:///{local_path(results_uri)}")
 
 
-def check(results_uri: str) -> None:
-    """A study's Optuna database is whole, or a ConfigError that names it (before Ray starts:
-    a damaged file would otherwise end the study at its first trial, in Optuna's words)."""
+def study_name(results_uri: str, arm: str, url: str = "") -> str:
+    """An arm's Optuna study name: the arm's own in the study folder's database; FOLDER:ARM
+    in a storage several studies may share."""
+    return f"{os.path.basename(results_uri.rstrip('/'))}:{arm}" if url else arm
+
+
+def dashboard_command(results_uri: str, url: str = "") -> str:
+    """How to watch the studies with optuna-dashboard."""
+    if url.startswith(JOURNAL):
+        return f"optuna-dashboard {url[len(JOURNAL) :]}"
+    return f"optuna-dashboard {url or 'sqlite:///' + local_path(results_uri)}"
+
+
+def check(results_uri: str, url: str = "") -> None:
+    """A study's Optuna storage can be used, or a ConfigError that names it (before Ray
+    starts: a damaged or unreachable one would otherwise end the study at its first trial,
+    in Optuna's words)."""
+    if url:
+        _check_named(url)
+        return
     path = local_path(results_uri)
     if not os.path.exists(path):
         return  # a study killed before its first trial: the search starts afresh
@@ -64,3 +92,18 @@ def check(results_uri: str) -> None:
             f"intact), or move it away to resume with a search that starts afresh",
             "optuna.db",
         )
+
+
+def _check_named(url: str) -> None:
+    if url.startswith(JOURNAL):
+        folder = os.path.dirname(os.path.abspath(url[len(JOURNAL) :]))
+        if not os.path.isdir(folder):
+            raise ConfigError(f"optuna_storage={url}: the folder {folder} does not exist", "optuna_storage")
+        return
+    try:
+        optuna.storages.RDBStorage(url).get_all_studies()
+    except Exception as err:  # the database driver's own errors: unreachable, refused, missing module
+        raise ConfigError(
+            f"optuna_storage={url} cannot be used ({type(err).__name__}: {str(err).splitlines()[0]})",
+            "optuna_storage",
+        ) from None

@@ -56,6 +56,7 @@ def arm_study(
     seed: int,
     num_samples: int,
     first_point: dict[str, Any] | None,
+    study_name: str | None = None,
 ) -> optuna.Study:
     """One arm's Optuna study (created, or loaded when it exists); ``first_point`` (the
     paper's recipe) is enqueued as its first trial when the study is new."""
@@ -64,7 +65,7 @@ def arm_study(
     # keeps parallel trials from all landing on the same point.
     sampler = ConfigurationStartupSampler(startup_trials(num_samples), seed=seed)
     study = optuna.create_study(
-        study_name=arm, storage=storage, sampler=sampler, direction="maximize", load_if_exists=True
+        study_name=study_name or arm, storage=storage, sampler=sampler, direction="maximize", load_if_exists=True
     )
     if first_point is not None and not study.get_trials(deepcopy=False):
         point = {k: first_point[k] for k in RECIPE_KEYS}
@@ -363,7 +364,7 @@ def build_search(
     arm_configs: dict[str, dict[str, Any]] | None = None,
 ) -> ArmSearch:
     study = resolved.study
-    db = optuna_db.open_storage(results_uri)
+    db = optuna_db.open_storage(results_uri, study.optuna_storage)
     studies, spaces = {}, {}
     for index, spec in enumerate(resolved.arms):
         spaces[spec.name] = spec.space
@@ -374,6 +375,7 @@ def build_search(
             seed=study.seed * 1000 + index,
             num_samples=num_samples,
             first_point=dict(spec.recipe),
+            study_name=optuna_db.study_name(results_uri, spec.name, study.optuna_storage),
         )
     return ArmSearch(
         studies,

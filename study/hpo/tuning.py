@@ -274,7 +274,7 @@ def run_study(
         )
     grid = tuner.fit()
     reconcile_statuses(grid, results_uri)
-    optuna_db.publish(results_uri)
+    optuna_db.publish(results_uri, study.optuna_storage)
     return grid
 
 

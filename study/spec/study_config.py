@@ -159,6 +159,13 @@ class StudyConfig:
     # An autoscaling cluster starts without GPU nodes: the GPUs it may grow to, so that as
     # many trials are started as will fit (each pending one makes the autoscaler add nodes).
     cluster_gpus: int = 0
+    # Where the Optuna studies live. "" = optuna.db (SQLite) in the study folder, on the
+    # driver's disk (for s3:// results, a copy is published beside them after the search).
+    # Otherwise an Optuna storage that outlives the head node: an RDB URL (postgresql://,
+    # mysql+pymysql://, sqlite:///PATH) or "journal:PATH", a journal file on a shared
+    # filesystem (EFS, NFS). There each arm's study is named FOLDER:ARM (FOLDER: the study
+    # folder's name), so several studies may share one database.
+    optuna_storage: str = ""
     # Seconds per iteration per GPU type, for --dry-run cost estimates (cited in presets).
     seconds_per_iteration: dict[str, float] = field(default_factory=dict)
     # GPU-seconds per evaluated image (forward and post-processing, one image per GPU) per
@@ -180,6 +187,12 @@ class StudyConfig:
         for gpu, value in self.eval_seconds_per_image.items():
             _check(value > 0, f"eval_seconds_per_image.{gpu}", value, "> 0")
         _check(self.test_split_images >= 0, "test_split_images", self.test_split_images, ">= 0")
+        _check(
+            self.optuna_storage == "" or "://" in self.optuna_storage or self.optuna_storage.startswith("journal:"),
+            "optuna_storage",
+            self.optuna_storage,
+            '"" (optuna.db in the study folder), an RDB URL (postgresql://...) or journal:PATH',
+        )
         for name in ("encode_seconds_per_image", "cocoeval_seconds_per_image"):
             _check(getattr(self, name) >= 0, name, getattr(self, name), ">= 0")
         for name, overrides in (

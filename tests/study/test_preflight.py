@@ -65,6 +65,25 @@ def test_good_coco_paths_pass_the_dry_run(coco_dirs):
     _, flags = coco_dirs
     proc = run_cli("--preset", "smoke", *flags, "--dry-run")
     assert proc.returncode == 0, proc.stderr
+    # The fixture's degenerate box is counted, not dropped in silence.
+    assert "1 non-crowd annotation(s) with a box under 1 px wide or high, which training leaves out" in proc.stdout
+
+
+def test_fractions_that_select_the_same_images_are_refused(coco_dirs):
+    """A COCO preset's fractions of train2017's 118,287 images, pointed at a small folder,
+    would all cap at its few images: the same subset twice, refused before Ray."""
+    root, flags = coco_dirs
+    fractions = ["--set", "axes.data_fraction=[1.0, 0.5]", "--set", "data.fraction_of_images=118287"]
+    proc = run_cli("--preset", "smoke", *flags, *fractions, "--results", str(root / "r"))
+    assert_refused(
+        proc,
+        "data fractions 1 and 0.5 both select the same 2 of 2 training images",
+        "data.fraction_of_images=118,287",
+        "set data.fraction_of_images=0",
+        results=root / "r",
+    )
+    proc = run_cli("--preset", "smoke", *flags, "--set", "axes.data_fraction=[1.0, 0.5]", "--dry-run")
+    assert proc.returncode == 0, proc.stderr  # fractions of the 2 images counted: 2 and 1
 
 
 def test_annotation_file_that_is_not_json(coco_dirs):

@@ -11,6 +11,7 @@ from ray.tune.search import Searcher
 
 from study.hpo.search import ArmSearch, arm_study
 from study.spec.study_config import SearchSpace
+from trainables.contract.errors import ConfigError
 
 SPACE = SearchSpace(lr=(0.01, 0.1), weight_decay=(1e-5, 1e-3), schedule=(1.0, 2.0))
 
@@ -357,3 +358,39 @@ def test_a_trial_whose_rows_end_with_its_own_final_is_complete_in_optuna(tmp_pat
     search.on_trial_complete("t0", {"phase": "trunk", "status": "running", "bbox_AP": 0.1, "trial_id": "t0"})
     study = optuna.load_study(study_name="scratch-tiny-f1", storage=storage)
     assert [(t.state.name, t.value) for t in study.trials] == [("COMPLETE", 0.4)]
+
+
+@pytest.mark.parametrize("kind", ["journal", "rdb"])
+def test_an_optuna_storage_of_the_presets_own_outlives_the_study_folder(tmp_path, kind):
+    """optuna_storage: a journal file or an RDB URL, shared by studies (arm studies named
+    FOLDER:ARM); a rebuilt search (a resume on a new head) finds its trials there."""
+    from study.hpo import optuna_db
+    from study.hpo.tuning import build_search
+    from study.spec.presets import TOY
+    from study.spec.resolved import resolve
+
+    url = f"journal:{tmp_path / 'optuna.log'}" if kind == "journal" else f"sqlite:///{tmp_path / 'shared.db'}"
+    study = dataclasses.replace(TOY, optuna_storage=url)
+    optuna_db.check("", url)
+    folder = str(tmp_path / "results" / "mine")
+    first = build_search(resolve(study), 2, folder)
+    assert first.suggest("a")["arm"] == "scratch-tiny-f1"
+    assert not (tmp_path / "results" / "mine" / "optuna.db").exists()  # nothing in the folder
+    names = sorted(s.study_name for s in optuna.get_all_study_summaries(optuna_db.open_storage(folder, url)))
+    assert names == ["mine:pretrained-tiny-f1", "mine:scratch-tiny-f1"]
+    again = build_search(resolve(study), 2, folder)
+    trials = again.studies["scratch-tiny-f1"].get_trials(deepcopy=False)
+    assert len(trials) == 1 and trials[0].params["lr"] == TOY.default_trial["lr"]
+    assert optuna_db.dashboard_command(folder, url).endswith("optuna.log" if kind == "journal" else "shared.db")
+
+
+def test_an_optuna_storage_that_cannot_be_used_is_refused_naming_it(tmp_path):
+    from study.hpo import optuna_db
+    from study.spec.presets import TOY
+
+    with pytest.raises(ConfigError, match="optuna_storage=journal:/nowhere/at/all.log: the folder /nowhere/at"):
+        optuna_db.check("", "journal:/nowhere/at/all.log")
+    with pytest.raises(ConfigError, match="optuna_storage=postgresql://u@127.0.0.1:1/x cannot be used"):
+        optuna_db.check("", "postgresql://u@127.0.0.1:1/x")
+    with pytest.raises(ConfigError, match="optuna_storage"):
+        dataclasses.replace(TOY, optuna_storage="/just/a/path")
