@@ -13,15 +13,15 @@ import os
 import sys
 from typing import Any
 
-from study.arguments import DEFAULT_PRESET, TRIAL_KEYS, base_preset, folder_of, resolve_args
+from study.arguments import base_preset, folder_of, resolve_args
 from study.config_file import config_text, read_config
+from study.flags import build_parser
 from study.guards import disk, preflight
 from study.guards.driver_lock import DriverLock, StudyLocked, takeover_line
 from study.guards.interrupts import Interrupted, Interrupts, resume_line
 from study.hpo import failures, optuna_db
 from study.plan.estimate import make_plan
 from study.plan.text import format_plan
-from study.spec.presets import PRESETS
 from study.spec.resolved import ResolvedStudy
 from study.spec.study_config import StudyConfig
 from study.workspace import (
@@ -37,66 +37,6 @@ from trainables.contract.errors import InputError
 from trainables.contract.storage import is_uri
 from trainables.contract.study_record import has_record, read_record
 from trainables.contract.trial_config import ConfigError
-
-
-def build_parser() -> argparse.ArgumentParser:
-    presets = "\n".join(f"  {name:<20} {p.description}" for name, p in PRESETS.items())
-    parser = argparse.ArgumentParser(
-        prog="python study/run.py",
-        description="Scratch vs. ImageNet-pretrained Mask R-CNN: a Ray Tune + Ray Train + Optuna study. "
-        "Without --trial it runs one Optuna search per arm (init x data fraction x model).",
-        epilog=f"presets:\n{presets}",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--preset", help=f"study preset (default: {DEFAULT_PRESET}, or the resumed study's)")
-    parser.add_argument(
-        "--config",
-        metavar="FILE",
-        help="a YAML (or JSON) file of settings, the keys --set takes (nested or dotted), with 'preset: NAME' "
-        "as its base; --set applies after it. A study folder's study.json seeds a new study the same way",
-    )
-    parser.add_argument(
-        "--print-config",
-        action="store_true",
-        help="print the resolved study as a file --config takes back, and exit without training",
-    )
-    parser.add_argument(
-        "--trial",
-        metavar="KEY=VALUE,...",
-        help=f"run exactly one trial with these values instead of a search; keys: {', '.join(TRIAL_KEYS)}",
-    )
-    parser.add_argument("--results", default="results", help="results folder or s3:// URI (default: results/)")
-    parser.add_argument("--name", help="study name, the folder under --results (default: the preset's name)")
-    parser.add_argument("--num-samples", type=_positive_int, metavar="N", help="trials per arm (default: the preset's)")
-    parser.add_argument(
-        "--replicates",
-        type=_positive_int,
-        metavar="K",
-        help="after the search, score each arm's recipe and best (lr, weight decay) under K seeds for the "
-        "report's seed noise and intervals (default: the preset's; 1 = none; may be raised on --resume)",
-    )
-    parser.add_argument("--resume", action="store_true", help="continue the study in an existing folder")
-    parser.add_argument("--dry-run", action="store_true", help="print the plan and exit without training")
-    parser.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a new local Ray)")
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a field of the preset, e.g. --set num_workers=4 --set data.train_images=/d/x "
-        "--set search.lr=[0.01,0.05] (repeatable)",
-    )
-    return parser
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from trainables.engine.runtime import Session
+from trainables.runtime import Session
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -21,9 +21,9 @@ from tests.conftest import MemoryCheckpoints, write_coco_fixture
 from trainables.contract.config_io import from_dict
 from trainables.contract.errors import InputError
 from trainables.contract.trial_config import PretrainSpec, TrialConfig
-from trainables.engine.runtime import AgreedInputError, Session, agree_on_input
 from trainables.engine.trial import run_trial
 from trainables.pretraining.pretrain import ensure_pretrained
+from trainables.runtime import AgreedInputError, Session, agree_on_input
 
 
 @pytest.fixture(autouse=True)

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from trainables.engine.branches import Branch
-from trainables.engine.runtime import gather
+from trainables.runtime import gather
 
 
 @dataclass

@@ -49,8 +49,8 @@ def train_fn_per_worker(config: dict[str, Any], hooks: tuple = ()) -> dict[str, 
     import torch
 
     from trainables.engine.ray_compat import quiet_report_logging
-    from trainables.engine.runtime import Session
     from trainables.engine.trial import run_trial
+    from trainables.runtime import Session
 
     cfg = from_dict(TrialConfig, config)
     quiet_report_logging()

@@ -28,7 +28,7 @@ from trainables.contract.rows import (
 from trainables.contract.trial_config import TrialConfig
 from trainables.engine.branches import Branch
 from trainables.engine.loop import LossWindow, Position, Trainer
-from trainables.engine.runtime import Session
+from trainables.runtime import Session
 
 
 def for_tune(row: dict[str, Any]) -> dict[str, Any]:

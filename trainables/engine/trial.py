@@ -1,6 +1,6 @@
 """One trial on one worker, free of Ray: set-up, the optimizer step, and the loop's run.
 
-Everything distributed-specific comes in through a :class:`~trainables.engine.runtime.Session`
+Everything distributed-specific comes in through a :class:`~trainables.runtime.Session`
 (rank, world size, device, how to wrap the model and loader, how to report and restore,
 extra hooks), so the same trial runs under Ray Train (trainables/engine/ray_entry.py) and in a
 plain process in tests. ``run_trial`` reads like torchvision's detection ``main()``: data,
@@ -32,15 +32,6 @@ from trainables.engine.branches import Branch, branches, trial_iterations
 from trainables.engine.hooks import FaultInjection, LRSchedule, PeriodicEvaluation, ProgressLog
 from trainables.engine.loop import LossWindow, SkippedImages, Trainer, TrainState, WallClock, check_finite
 from trainables.engine.row_writer import RowWriter, for_tune
-from trainables.engine.runtime import (
-    AgreedInputError,
-    MeanAcrossRanks,
-    Session,
-    agree_on_input,
-    describe_input_error,
-    gather,
-    seed_everything,
-)
 from trainables.engine.schedule import at_batch
 from trainables.engine.trial_records import (
     clear_input_error,
@@ -59,6 +50,15 @@ from trainables.model.mask_rcnn import (
 )
 from trainables.model.weights import load_backbone_weights
 from trainables.pretraining.pretrain import ensure_pretrained
+from trainables.runtime import (
+    AgreedInputError,
+    MeanAcrossRanks,
+    Session,
+    agree_on_input,
+    describe_input_error,
+    gather,
+    seed_everything,
+)
 
 
 class InjectedFailure(RuntimeError):

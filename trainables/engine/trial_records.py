@@ -15,7 +15,7 @@ from typing import Any
 from trainables.contract import storage
 from trainables.contract.trial_config import TrialConfig
 from trainables.data.splits import SEARCH, TEST, DataPaths, splits_record
-from trainables.engine.runtime import Session
+from trainables.runtime import Session
 
 
 def record_input_error(cfg: TrialConfig, session: Session, errors: list[dict[str, Any]]) -> dict[str, Any]:

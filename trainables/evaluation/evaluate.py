@@ -18,8 +18,8 @@ from pycocotools import mask as mask_utils
 from trainables.contract.errors import InputError
 from trainables.contract.rows import ap_keys
 from trainables.data.dataset import EvalSet
-from trainables.engine.runtime import AgreedInputError, Session, describe_input_error
 from trainables.evaluation import coco_eval
+from trainables.runtime import AgreedInputError, Session, describe_input_error
 
 
 @torch.no_grad()
