@@ -86,9 +86,17 @@ def folder_of(args: argparse.Namespace) -> str:
     return study_uri(args.results, args.name or base_preset(args))
 
 
+def config_of(args: argparse.Namespace) -> ConfigFile | None:
+    """The --config file, read once: the folder, the study and study.json's record of it all
+    come from the same reading, even if the file changes meanwhile."""
+    if isinstance(getattr(args, "config", None), str):
+        args.config = read_config(args.config)
+    return getattr(args, "config", None)
+
+
 def base_preset(args: argparse.Namespace) -> str:
     """The preset a new study starts from: --preset, else the --config file's, else the default."""
-    config = read_config(args.config) if getattr(args, "config", None) else None
+    config = config_of(args)
     if config is not None and args.preset and config.preset and config.preset != args.preset:
         raise ConfigError(
             f"--preset {args.preset} and --config {config.path} (preset: {config.preset}) name two presets; "
@@ -124,8 +132,8 @@ def resolve_args(args: argparse.Namespace) -> tuple[ResolvedStudy, str, dict[str
 
 def _new_study(args: argparse.Namespace) -> tuple[StudyConfig, dict[str, Any] | None]:
     study = get_preset(base_preset(args))
-    if getattr(args, "config", None):
-        study = apply_config(study, read_config(args.config))
+    if config_of(args) is not None:
+        study = apply_config(study, config_of(args))
     if args.num_samples:
         study = dataclasses.replace(study, num_samples=args.num_samples)
     if args.replicates:

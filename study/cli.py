@@ -13,8 +13,8 @@ import os
 import sys
 from typing import Any
 
-from study.arguments import base_preset, folder_of, resolve_args
-from study.config_file import config_text, read_config
+from study.arguments import base_preset, config_of, folder_of, resolve_args
+from study.config_file import config_text
 from study.flags import build_parser
 from study.guards import disk, preflight
 from study.guards.driver_lock import DriverLock, StudyLocked, takeover_line
@@ -323,7 +323,7 @@ def _print_outcome(study: StudyConfig, uri: str) -> None:
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
     """What study.json records of the settings given: --config's file as read, and --set's."""
-    config = read_config(args.config) if args.config else None
+    config = config_of(args)
     return {"overrides": args.set, "config": dataclasses.asdict(config) if config is not None else None}
 
 
