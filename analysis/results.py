@@ -58,7 +58,7 @@ def load_results(path: str | os.PathLike) -> pd.DataFrame:
         .sort_values(["arm", "trial_id", "cost_iterations"])
         .reset_index(drop=True)
     )
-    for col in ("pretrain_images_seen", "resumed_from", "fork_iteration", "skipped_images"):
+    for col in ("pretrain_images_seen", "resumed_from", "fork_iteration", "skipped_images", "left_out_annotations"):
         df[col] = df[col].astype("Int64")
     for col in ("study", "arm", "trial_id", "init", "model", "norm", "phase", "status", "code_version"):
         df[col] = df[col].astype("string")

@@ -14,11 +14,12 @@ from study.hpo import optuna_db
 from study.overrides import apply_overrides
 from study.spec.presets import get_preset
 from study.spec.resolved import ResolvedStudy, arm_spec, resolve
-from study.spec.study_config import Arm, Axes, StudyConfig, at_global_batch
+from study.spec.study_config import Arm, Axes, StudyConfig, at_global_batch, in_epochs
 from study.workspace import check_folder, study_uri
 from trainables.contract.config_io import from_dict
 from trainables.contract.study_record import read_record
 from trainables.contract.trial_config import INITS, ConfigError, TrialConfig
+from trainables.data.census import DataCounts
 
 TRIAL_KEYS = ("init", "model", "data_fraction", "lr", "weight_decay", "schedule", "seed")
 DEFAULT_PRESET = "toy"
@@ -130,6 +131,38 @@ def resolve_args(args: argparse.Namespace) -> tuple[ResolvedStudy, str, dict[str
     return resolve(study), uri, values
 
 
+def with_counts(resolved: ResolvedStudy, counts: DataCounts | None, resumed: str | None = None) -> ResolvedStudy:
+    """The study with 1x derived from the counted training images where the preset states it
+    in epochs (``solver.epochs_per_1x``). ``resumed``: the folder of a study being resumed,
+    whose 1x must still come out as it did when it started."""
+    study = resolved.study
+    if not study.solver.epochs_per_1x:
+        return resolved
+    if counts is not None:
+        images = counts.trainable_images
+    elif study.data.source == "synthetic":  # every generated image holds objects
+        images = study.data.synthetic.num_train - study.data.search_holdout
+    else:
+        images = None
+    derived = in_epochs(study, images)
+    if resumed is not None:
+        started = read_record(resumed).preset.get("solver", {}).get("base_iters")
+        if started is not None and started != derived.solver.base_iters:
+            raise ConfigError(
+                f"--resume: 1x is now {derived.solver.base_iters:,} iterations "
+                f"(solver.epochs_per_1x={study.solver.epochs_per_1x:g} of {images:,} training images), but the study "
+                f"started with {started:,}: the training files changed since; restore them, or start a new study",
+                "solver.epochs_per_1x",
+            )
+    return resolve(derived)
+
+
+def overrides_of(args: argparse.Namespace) -> list[str]:
+    """--set's overrides, then the flags that are shorthands for one (--optuna-storage)."""
+    storage = getattr(args, "optuna_storage", None)
+    return [*args.set, *([f"optuna_storage={storage}"] if storage else [])]
+
+
 def _new_study(args: argparse.Namespace) -> tuple[StudyConfig, dict[str, Any] | None]:
     study = get_preset(base_preset(args))
     if config_of(args) is not None:
@@ -140,14 +173,15 @@ def _new_study(args: argparse.Namespace) -> tuple[StudyConfig, dict[str, Any] | 
         if args.trial is not None:
             raise ConfigError("--replicates belongs to a study's search; --trial runs one trial (set its seed instead)")
         study = dataclasses.replace(study, replicates=args.replicates)
-    study = at_global_batch(apply_overrides(study, args.set))
+    study = at_global_batch(apply_overrides(study, overrides_of(args)))
     return study, parse_trial(args.trial, study) if args.trial is not None else None
 
 
 def _resume_study(args: argparse.Namespace, uri: str) -> tuple[StudyConfig, dict[str, Any] | None]:
-    if args.set or args.num_samples or getattr(args, "config", None):
+    if overrides_of(args) or args.num_samples or getattr(args, "config", None):
         raise ConfigError(
-            "--set, --config and --num-samples cannot change a study on --resume (its configuration is in study.json)"
+            "--set, --config, --optuna-storage and --num-samples cannot change a study on --resume "
+            "(its configuration is in study.json)"
         )
     check_folder(uri, resume=True)
     stored = read_record(uri)

@@ -13,7 +13,7 @@ import os
 import sys
 from typing import Any
 
-from study.arguments import base_preset, config_of, folder_of, resolve_args
+from study.arguments import base_preset, config_of, folder_of, overrides_of, resolve_args, with_counts
 from study.config_file import config_text
 from study.flags import build_parser
 from study.guards import disk, preflight
@@ -37,6 +37,7 @@ from trainables.contract.errors import InputError
 from trainables.contract.storage import is_uri
 from trainables.contract.study_record import has_record, read_record
 from trainables.contract.trial_config import ConfigError
+from trainables.data.census import DataCounts
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.print_config:
             print(config_text(resolved.study, base_preset(args)), end="")
             return 0
-        counts = check_before_ray(resolved, values, args)
+        resolved, counts = check_before_ray(resolved, values, args, uri)
         if lock is not None and not lock.held:
             lock.acquire()
             check_folder(uri, args.resume)  # another driver may have started it meanwhile
@@ -109,17 +110,12 @@ def _stop_ray() -> None:
 
 
 def check_before_ray(
-    resolved: ResolvedStudy, values: dict[str, Any] | None, args: argparse.Namespace
-) -> dict[float, tuple[int, int]] | None:
-    """Every value, path and address the driver can check (study/guards/preflight.py); returns each
-    data fraction's training images and instances where preflight read the training file."""
+    resolved: ResolvedStudy, values: dict[str, Any] | None, args: argparse.Namespace, uri: str
+) -> tuple[ResolvedStudy, DataCounts | None]:
+    """Every value, path and address the driver can check (study/guards/preflight.py); returns
+    the study with what is derived from the counted files (1x from solver.epochs_per_1x) and
+    the training file's counts where preflight read it."""
     study = resolved.study
-    if values is not None:  # a --trial study has the trial's arm alone
-        try:
-            resolved.arms[0].branches_of(values["schedule"])
-        except ValueError as err:
-            raise ConfigError(f"--trial: {err}", "schedule") from None
-    preflight.check_study(resolved)
     if not args.dry_run:
         preflight.check_address(args.address)
         if study.optuna_storage and not args.resume:  # a resumed study's was checked with its study.json
@@ -131,12 +127,18 @@ def check_before_ray(
         missing_ok = "a run here would stop on it (on a cluster, with --address, the trials check it)"
     else:
         missing_ok = None
-    return preflight.check_inputs(study, missing_ok)
+    counts = preflight.check_inputs(study, missing_ok)
+    resolved = with_counts(resolved, counts, uri if args.resume else None)
+    if values is not None:  # a --trial study has the trial's arm alone
+        try:
+            resolved.arms[0].branches_of(values["schedule"])
+        except ValueError as err:
+            raise ConfigError(f"--trial: {err}", "schedule") from None
+    preflight.check_study(resolved)
+    return resolved, counts
 
 
-def dry_run(
-    resolved: ResolvedStudy, values: dict[str, Any] | None, uri: str, counts: dict[float, tuple[int, int]] | None = None
-) -> int:
+def dry_run(resolved: ResolvedStudy, values: dict[str, Any] | None, uri: str, counts: DataCounts | None = None) -> int:
     cores = os.cpu_count() or 1
     if values is not None:
         resolved = dataclasses.replace(resolved, study=dataclasses.replace(resolved.study, num_samples=1))
@@ -224,7 +226,7 @@ def run_study_command(
     uri: str,
     args: argparse.Namespace,
     interrupts: Interrupts,
-    counts: dict[float, tuple[int, int]] | None = None,
+    counts: DataCounts | None = None,
 ) -> int:
     """The search, then the replicate phase, then the summary and the report."""
     from study.hpo import tuning  # Ray is imported only once the input is known to be good
@@ -254,7 +256,7 @@ def run_study_command(
     return 0
 
 
-def _cluster_plan(resolved: ResolvedStudy, counts: dict[float, tuple[int, int]] | None):
+def _cluster_plan(resolved: ResolvedStudy, counts: DataCounts | None):
     """The plan for the cluster Ray sees now, and how many trials run at once on it."""
     import ray
 
@@ -324,7 +326,7 @@ def _print_outcome(study: StudyConfig, uri: str) -> None:
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
     """What study.json records of the settings given: --config's file as read, and --set's."""
     config = config_of(args)
-    return {"overrides": args.set, "config": dataclasses.asdict(config) if config is not None else None}
+    return {"overrides": overrides_of(args), "config": dataclasses.asdict(config) if config is not None else None}
 
 
 def _advice(failed: list[failures.Failure], uri: str) -> str:

@@ -14,10 +14,13 @@ import sys
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from study.spec.resolved import ResolvedStudy, record
 from study.spec.study_config import StudyConfig
+
+if TYPE_CHECKING:
+    from trainables.data.census import DataCounts
 from trainables.contract import storage
 from trainables.contract.rows import STUDY_FILE
 from trainables.contract.study_record import write_record
@@ -86,17 +89,19 @@ def prepare_inputs(study: StudyConfig, log: Callable[[str], None] = print) -> di
     }
 
 
-def generated_counts(study: StudyConfig) -> dict[float, tuple[int, int]] | None:
-    """Each data fraction's training images and instances of the generated dataset, once
-    it exists (prepare_inputs made it); None for other data (preflight counts COCO files)."""
+def generated_counts(study: StudyConfig) -> DataCounts | None:
+    """The generated dataset's counts, once it exists (prepare_inputs made it); None for
+    other data (preflight counts COCO files)."""
     if study.data.source != "synthetic":
         return None
+    from trainables.data.census import count_training
     from trainables.data.coco_check import read_coco_json
-    from trainables.data.splits import training_counts
     from trainables.data.synthetic import ensure_dataset
 
-    blob = read_coco_json(str(ensure_dataset(study.data.synthetic).train_annotations))
-    return training_counts(blob, study.data, study.axes.data_fraction)
+    d = study.data
+    blob = read_coco_json(str(ensure_dataset(d.synthetic).train_annotations))
+    search = d.search_holdout or d.synthetic.num_search
+    return count_training(blob, d, study.axes.data_fraction).with_splits(search, d.synthetic.num_test or None)
 
 
 def seed_backbones(study: StudyConfig, arms: dict[str, dict[str, Any]], seeds: list[int]) -> dict[str, dict[int, Any]]:

@@ -23,14 +23,9 @@ from study.spec.study_config import StudyConfig
 from trainables.contract import storage
 from trainables.contract.errors import InputError, MissingInputError
 from trainables.contract.trial_config import ConfigError
-from trainables.data.coco_check import (
-    check_images_present,
-    check_same_categories,
-    read_coco_json,
-    too_small_to_train,
-    trainable_images,
-)
-from trainables.data.splits import check_disjoint, check_splits, held_out_ids, training_counts
+from trainables.data.census import DataCounts, count_training
+from trainables.data.coco_check import check_images_present, check_same_categories, read_coco_json
+from trainables.data.splits import check_disjoint, check_splits, held_out_ids
 
 ADDRESS_TIMEOUT_S = 3.0
 
@@ -110,11 +105,11 @@ def check_study(resolved: ResolvedStudy) -> None:
 
 def check_inputs(
     study: StudyConfig, missing_ok: str | None = None, log: Callable[[str], None] = print
-) -> dict[float, tuple[int, int]] | None:
+) -> DataCounts | None:
     """The dataset (COCO source) and pretrained weight files, and that each arm's data
-    fraction leaves at least one global batch. Returns each data fraction's training images
-    and instances where the training file was read here (a COCO source on this machine),
-    else None.
+    fraction leaves at least one global batch and other images than every other fraction.
+    Returns the training file's counts where it was read here (a COCO source on this
+    machine), else None.
 
     ``missing_ok``: a path missing here is not an error but a note ending with this text
     (for a cluster, whose nodes may hold it; for a dry run, which may be planned anywhere).
@@ -170,10 +165,9 @@ def check_inputs(
 
 def _check_coco(
     study: StudyConfig, missing_ok: str | None, log: Callable[[str], None]
-) -> tuple[int | None, dict[float, tuple[int, int]] | None]:
+) -> tuple[int | None, DataCounts | None]:
     """The three splits' files (trainables/data/splits.py); returns the images left to train on
-    (a lower bound when the search split is held out of them) and each fraction's training
-    images and instances, or (None, None) if not readable here."""
+    and their counts, or (None, None) if the training file is not readable here."""
     d = study.data
     splits = ["train", "search", "test"] if d.has_test_split else ["train", "search"]
     if d.search_holdout:
@@ -183,7 +177,8 @@ def _check_coco(
             if not getattr(d, f"{split}_{what}"):
                 how = " or data.search_holdout=N (held out of the training images)" if split == "search" else ""
                 raise ConfigError(
-                    f"data.source=coco needs data.{split}_{what} (--set data.{split}_{what}=PATH){how}",
+                    f"data.source=coco needs data.{split}_{what} (--set data.{split}_{what}=PATH, or in a --config "
+                    f"file: docs/your_data.md){how}",
                     f"data.{split}_{what}",
                 )
     blobs, folders = {}, {}
@@ -221,14 +216,15 @@ def _check_coco(
     )
     if d.search_holdout:
         held_out_ids([i["id"] for i in blobs["train"]["images"]], d.search_holdout, d.subset_seed)
-    small = too_small_to_train(blobs["train"])
-    if small:
+    counts = count_training(blobs["train"], d, study.axes.data_fraction)
+    if counts.left_out_annotations:
         log(
-            f"note: {d.train_annotations}: {small} non-crowd annotation(s) with a box under 1 px wide or high, "
-            "which training leaves out"
+            f"note: {d.train_annotations}: {counts.left_out_annotations} non-crowd annotation(s) with a box under "
+            "1 px wide or high, which training leaves out"
         )
-    counts = training_counts(blobs["train"], d, study.axes.data_fraction)
-    return max(0, trainable_images(blobs["train"]) - d.search_holdout), counts
+    sizes = {s: len(blobs[s]["images"]) for s in splits[1:] if s in blobs}
+    counts = counts.with_splits(d.search_holdout or sizes.get("search"), sizes.get("test"))
+    return counts.trainable_images, counts
 
 
 def _missing(message: str, field: str, missing_ok: str | None, log: Callable[[str], None]) -> None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from study.spec.resolved import ArmSpec, ResolvedStudy
 from study.spec.study_config import Arm, StudyConfig
+from trainables.data.census import DataCounts
 from trainables.engine.branches import Branch, independent_iterations, trial_iterations
 
 
@@ -46,8 +47,8 @@ class Plan:
     gpus_per_trial: int
     max_concurrent: int
     capacity: str
-    # Each data fraction's (training images, instances), where the training file was read.
-    counts: dict[float, tuple[int, int]] | None = None
+    # The training file's counts (and the evaluation splits'), where they were read.
+    counts: DataCounts | None = None
 
     @property
     def study(self) -> StudyConfig:
@@ -95,7 +96,7 @@ def make_plan(
     cluster_cpus: float,
     cluster_gpus: float,
     capacity: str,
-    counts: dict[float, tuple[int, int]] | None = None,
+    counts: DataCounts | None = None,
 ) -> Plan:
     study = resolved.study
     plans = []
@@ -108,8 +109,8 @@ def make_plan(
         mean_alone = sum(map(independent_iterations, plans_by_s)) / len(schedules)
         expected = trial_iterations(recipe_plan) + round((num_samples - 1) * mean)
         alone = independent_iterations(recipe_plan) + round((num_samples - 1) * mean_alone)
-        mean_eval = sum(_eval_images(study, p) for p in plans_by_s) / len(schedules)
-        evaluated = _eval_images(study, recipe_plan) + round((num_samples - 1) * mean_eval)
+        mean_eval = sum(_eval_images(study, p, counts) for p in plans_by_s) / len(schedules)
+        evaluated = _eval_images(study, recipe_plan, counts) + round((num_samples - 1) * mean_eval)
         plans.append(
             ArmPlan(
                 spec,
@@ -136,19 +137,23 @@ def make_plan(
     )
 
 
-def split_sizes(s: StudyConfig) -> tuple[int, int]:
-    """Images in the search and test splits (0 where the plan cannot know: a search file)."""
+def split_sizes(s: StudyConfig, counts: DataCounts | None = None) -> tuple[int, int]:
+    """Images in the search and test splits: counted where the files were read, else the
+    preset's (0 where the plan cannot know: a search file)."""
     d = s.data
+    if counts is not None and counts.search_images is not None:
+        test = counts.test_images or 0
+        return counts.search_images, (test if d.has_test_split else 0)
     synthetic = d.source == "synthetic"
     search = d.search_holdout or (d.synthetic.num_search if synthetic else 0)
     test = (d.synthetic.num_test if synthetic else s.test_split_images) if d.has_test_split else 0
     return search, test
 
 
-def _eval_images(study: StudyConfig, trial: tuple[Branch, ...]) -> int:
+def _eval_images(study: StudyConfig, trial: tuple[Branch, ...], counts: DataCounts | None) -> int:
     """Images one trial of these branches evaluates: the trunk every ``eval_period`` up to
     its last fork (search split), then each schedule's final (search and test splits)."""
-    search, test = split_sizes(study)
+    search, test = split_sizes(study, counts)
     trunk = trial[-1].fork // study.eval_period if study.eval_period else 0
     return trunk * search + len(trial) * (search + test)
 

@@ -8,9 +8,10 @@ from __future__ import annotations
 from analysis.stats import regime
 from study.spec.resolved import ResolvedStudy, arm_spec
 from study.spec.study_config import Arm, StudyConfig
+from trainables.data.census import DataCounts
 
 
-def regime_points(resolved: ResolvedStudy, counts: dict[float, tuple[int, int]] | None) -> list[regime.Point]:
+def regime_points(resolved: ResolvedStudy, counts: DataCounts | None) -> list[regime.Point]:
     """Each (model, data fraction)'s regime indicators, from the preset (and the counted
     training files where there are ``counts``)."""
     s = resolved.study
@@ -25,7 +26,8 @@ def regime_points(resolved: ResolvedStudy, counts: dict[float, tuple[int, int]] 
         elif s.pretrain is not None:
             pretrain_images, pretrain_seen = s.pretrain.num_images, s.pretrain.images_seen
         for fraction in s.axes.data_fraction:
-            images, instances = (counts or {}).get(float(fraction), (_expected_images(s, fraction), None))
+            counted = counts.per_fraction if counts is not None else {}
+            images, instances = counted.get(float(fraction), (expected_images(s, fraction), None))
             # Scratch's own settings, also where scratch is no arm of this study.
             arm = Arm("scratch", fraction, model)
             spec = next((a for a in resolved.arms if a.arm == arm), None) or arm_spec(s, arm)
@@ -43,7 +45,7 @@ def regime_points(resolved: ResolvedStudy, counts: dict[float, tuple[int, int]] 
     return points
 
 
-def _expected_images(s: StudyConfig, fraction: float) -> int:
+def expected_images(s: StudyConfig, fraction: float) -> int:
     """A fraction's training images as the trials choose them (every generated image holds
     objects; a COCO file's images without objects are not known before it is read)."""
     d = s.data

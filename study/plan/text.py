@@ -8,6 +8,7 @@ import dataclasses
 import os
 
 from analysis.stats import regime
+from study.plan.epochs import epoch_lines, epoch_warnings
 from study.plan.estimate import Plan, eval_gpu_hours, gpu_hours, split_sizes
 from study.plan.regime_points import regime_points
 from study.spec.resolved import ArmSpec, ResolvedStudy
@@ -30,6 +31,32 @@ def _splits_line(s: StudyConfig) -> str:
         f"  splits: search (Optuna, early stopping, best trial) = {search}; "
         f"test (each schedule's final result, reported only) = {test}"
     )
+
+
+def _data_lines(plan: Plan) -> list[str]:
+    """What the training file holds, where it was counted, and 1x in epochs."""
+    s, c = plan.study, plan.counts
+    lines = []
+    if c is not None and s.data.source == "coco":
+        held = f", after {s.data.search_holdout:,} held out for the search split" if s.data.search_holdout else ""
+        left = (
+            f"; {c.left_out_annotations:,} annotation(s) with a box under 1 px left out"
+            if c.left_out_annotations
+            else ""
+        )
+        lines.append(
+            f"  data (counted in {os.path.basename(s.data.train_annotations)}): {c.listed_images:,} images listed, "
+            f"{c.trainable_images:,} with a trainable box{held} ({c.trainable_instances:,} instances), "
+            f"{c.categories} categories{left}; search split {c.search_images or 0:,} images, test split "
+            + (f"{c.test_images:,} images" if c.test_images else "none")
+        )
+    if s.solver.epochs_per_1x and c is not None:
+        batch = s.num_workers * s.solver.ims_per_worker
+        lines.append(
+            f"  1x derived: solver.epochs_per_1x={s.solver.epochs_per_1x:g} epochs x {c.trainable_images:,} training "
+            f"images / batch {batch} = {s.solver.base_iters:,} iterations"
+        )
+    return [*lines, *epoch_lines(plan.resolved, c), *epoch_warnings(plan.resolved, c)]
 
 
 def _pretraining_line(s: StudyConfig) -> list[str]:
@@ -65,6 +92,7 @@ def _study_lines(plan: Plan) -> list[str]:
         f"  1x = {s.solver.base_iters} iterations of {batch} images ({s.solver.base_iters * batch:,} images); "
         + (f"the trunk is evaluated every {s.eval_period} iterations, " if s.eval_period else "")
         + "each schedule at its end",
+        *_data_lines(plan),
         _splits_line(s),
         *_pretraining_line(s),
         _search_line(s),
@@ -170,7 +198,7 @@ def _cost_lines(plan: Plan) -> list[str]:
             f"{alone:,.0f} GPU-hours); longest trial "
             f"{plan.longest_trial * seconds / 3600:,.0f} h of training"
         )
-    search, test = split_sizes(s)
+    search, test = split_sizes(s, plan.counts)
     lines.append(
         f"  evaluation: {plan.expected_eval_images:,} images ({search:,} per search-split and "
         f"{test:,} per test-split pass: the trunk's evaluations and every schedule's final)"

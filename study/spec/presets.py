@@ -15,6 +15,7 @@ from study.spec.coco_presets import (
     COCO_R50_GN_TIMM,
     COCO_R50_SYNCBN,
     COCO_R101_GN,
+    OWN_DATA,
 )
 from study.spec.study_config import StudyConfig
 from study.spec.toy_presets import (
@@ -37,6 +38,7 @@ PRESETS: dict[str, StudyConfig] = {
         COCO_R50_SYNCBN,
         COCO_R50_GN_SUBSETS,
         COCO_R50_GN_KEYPOINTS,
+        OWN_DATA,
     )
 }
 

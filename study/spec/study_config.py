@@ -270,6 +270,28 @@ def at_global_batch(study: StudyConfig) -> StudyConfig:
     return dataclasses.replace(study, solver=solver, eval_period=round(study.eval_period * scaled.iteration_factor))
 
 
+def in_epochs(study: StudyConfig, trainable_images: int | None) -> StudyConfig:
+    """The study with 1x derived from ``solver.epochs_per_1x`` where it is stated: that many
+    epochs of the ``trainable_images`` counted in the training files (fraction 1), in
+    iterations of the global batch (the study is at_global_batch's), and ``eval_period`` at
+    the same share of 1x as the preset's. ``None``: the files
+    could not be counted here. Unchanged where 1x is stated in iterations."""
+    s = study.solver
+    if not s.epochs_per_1x:
+        return study
+    if not trainable_images:
+        raise ConfigError(
+            f"solver.epochs_per_1x={s.epochs_per_1x:g} states 1x in epochs of the training images, but they could "
+            "not be counted on this machine (data.train_annotations is not here); put the annotation file where "
+            "the driver runs, or state 1x in iterations (solver.epochs_per_1x=0, solver.base_iters=N)",
+            "solver.epochs_per_1x",
+        )
+    base = max(9, round(s.epochs_per_1x * trainable_images / s.schedule_batch))
+    # The trunk's evaluations keep their share of 1x (the COCO presets': every third of it).
+    period = max(1, round(study.eval_period * base / s.base_iters)) if study.eval_period else 0
+    return dataclasses.replace(study, solver=dataclasses.replace(s, base_iters=base), eval_period=period)
+
+
 def startup_trials(num_samples: int) -> int:
     """Finished trials an arm's TPE sampler waits for before it models the space (random
     samples until then): about half of a small budget, at most 10."""

@@ -10,6 +10,16 @@ from study.plan.estimate import make_plan
 from study.plan.regime_points import regime_points
 from study.spec.presets import PRESETS, TOY
 from study.spec.resolved import resolve
+from trainables.data.census import DataCounts
+
+COUNTS = DataCounts(
+    listed_images=210,
+    trainable_images=200,
+    trainable_instances=700,
+    categories=3,
+    left_out_annotations=0,
+    per_fraction={1.0: (200, 700)},
+)
 
 
 def test_the_papers_regimes_in_ratios():
@@ -44,11 +54,11 @@ def test_the_plan_counts_what_it_can_and_places_each_comparison():
     assert [p.train_images for p in points] == [35_000, 10_000, 3_500, 1_000]
     assert [regime.nearest(p).name for p in points[1:]] == [p.name for p in regime.PAPER[1:]]
     assert points[1].scratch_seen == round(2.5 * 90_000 * 16)  # the 10k arm's longest schedule
-    counted = regime_points(resolve(TOY), {1.0: (200, 700)})[0]
+    counted = regime_points(resolve(TOY), COUNTS)[0]
     assert (counted.train_images, counted.train_instances) == (200, 700)
     assert counted.pretrain_images == TOY.pretrain.num_images and counted.pretrain_seen == TOY.pretrain.images_seen
-    plan = make_plan(resolve(TOY), 2, 2, 0, "test", counts={1.0: (200, 700)})
-    assert plan.counts == {1.0: (200, 700)}
+    plan = make_plan(resolve(TOY), 2, 2, 0, "test", counts=COUNTS)
+    assert plan.counts == COUNTS
 
 
 def test_the_report_reads_the_regime_from_what_ran(tmp_path):

@@ -95,6 +95,8 @@ SCHEMA = pa.schema(
         ("wall_time_s", pa.float64()),
         # Training images replaced so far because they could not be read.
         ("skipped_images", pa.int64()),
+        # Annotations of the training images with a box under 1 px, which training leaves out.
+        ("left_out_annotations", pa.int64()),
         ("status", pa.string()),
         # The iteration this attempt resumed from after a restart (null for a fresh start).
         ("resumed_from", pa.int64()),

@@ -208,6 +208,12 @@ class SolverConfig:
     # batch, as detectron2's REFERENCE_WORLD_SIZE does (detectron2/engine/defaults.py,
     # DefaultTrainer.auto_scale_workers).
     base_iters: int = 90_000
+    # 1x stated in epochs instead (> 0): the driver derives base_iters from the training
+    # images it counts in the files (fraction 1, after the held-out search split) and the
+    # global batch before the study starts (study.spec.study_config.in_epochs; the study's
+    # eval_period keeps its share of the preset's base_iters). The paper's
+    # 1x, 90k iterations of 16 images, is 12.17 epochs of COCO train2017's 118,287 images.
+    epochs_per_1x: float = 0.0
     ims_per_worker: int = 2
     # The searched LR is quoted at this global batch and scaled linearly to the real one
     # (Goyal et al.; Detectron/torchvision: 0.02 at 16 images).
@@ -224,6 +230,7 @@ class SolverConfig:
 
     def __post_init__(self) -> None:
         _check(self.base_iters >= 9, "solver.base_iters", self.base_iters, ">= 9 (drops at 2/3 and 2/9 of it)")
+        _check(self.epochs_per_1x >= 0, "solver.epochs_per_1x", self.epochs_per_1x, ">= 0 (0: 1x is base_iters)")
         _check(self.ims_per_worker >= 1, "solver.ims_per_worker", self.ims_per_worker, ">= 1")
         _check(self.reference_batch >= 1, "solver.reference_batch", self.reference_batch, ">= 1")
         _check(self.schedule_batch >= 1, "solver.schedule_batch", self.schedule_batch, ">= 1")

@@ -150,22 +150,5 @@ def check_images_present(
         )
 
 
-def trainable_images(blob: dict[str, Any]) -> int:
-    """Images with at least one non-crowd annotation whose box has positive size (trainables/data/dataset.py)."""
-    return len(
-        {
-            a["image_id"]
-            for a in blob["annotations"]
-            if not a.get("iscrowd", 0) and a["bbox"][2] >= 1 and a["bbox"][3] >= 1
-        }
-    )
-
-
-def too_small_to_train(blob: dict[str, Any]) -> int:
-    """Non-crowd annotations whose box is under one pixel wide or high: training leaves them
-    out (trainables/data/dataset.py), so they are counted, not dropped in silence."""
-    return sum(1 for a in blob["annotations"] if not a.get("iscrowd", 0) and (a["bbox"][2] < 1 or a["bbox"][3] < 1))
-
-
 def _named(field: str | None) -> str:
     return f" (set by {field})" if field else ""

@@ -30,6 +30,7 @@ from torchvision.transforms.functional import pil_to_tensor
 
 from trainables.contract.errors import InputError
 from trainables.contract.trial_config import TrialConfig
+from trainables.data.census import trainable
 from trainables.data.coco_check import check_images_present, check_same_categories, read_coco_json
 from trainables.data.grouping import aspect_group, grouped_order
 from trainables.data.keypoints import (
@@ -67,13 +68,9 @@ def trainable_image_ids(coco: COCO, keypoints: bool = False) -> list[int]:
     ids = []
     for img_id in coco.getImgIds():
         anns = coco.imgToAnns.get(img_id, [])
-        if any(_valid(a) for a in anns) and (not keypoints or trains_keypoints(anns)):
+        if any(trainable(a) for a in anns) and (not keypoints or trains_keypoints(anns)):
             ids.append(img_id)
     return sorted(ids)
-
-
-def _valid(ann: dict) -> bool:
-    return not ann.get("iscrowd", 0) and ann["bbox"][2] >= 1 and ann["bbox"][3] >= 1
 
 
 class CocoDetection(torch.utils.data.Dataset):
@@ -116,7 +113,12 @@ class CocoDetection(torch.utils.data.Dataset):
 
     def instances(self) -> int:
         """The objects its images train on (non-crowd annotations with a positive box)."""
-        return sum(_valid(a) for i in self.image_ids for a in self.coco.imgToAnns.get(i, []))
+        return sum(trainable(a) for i in self.image_ids for a in self.coco.imgToAnns.get(i, []))
+
+    def left_out_annotations(self) -> int:
+        """Non-crowd annotations of its images whose box is under 1 px: not trained on."""
+        anns = (a for i in self.image_ids for a in self.coco.imgToAnns.get(i, []))
+        return sum(not a.get("iscrowd", 0) and not trainable(a) for a in anns)
 
     def image_path(self, image_id: int) -> str:
         return os.path.join(self.images_dir, self.coco.imgs[image_id]["file_name"])
@@ -184,7 +186,7 @@ class CocoDetection(torch.utils.data.Dataset):
         return image, target
 
     def target(self, image_id: int, height: int, width: int) -> dict[str, Any]:
-        anns = [a for a in self.coco.imgToAnns.get(image_id, []) if _valid(a)]
+        anns = [a for a in self.coco.imgToAnns.get(image_id, []) if trainable(a)]
         boxes = torch.tensor([a["bbox"] for a in anns], dtype=torch.float32).reshape(-1, 4)
         boxes[:, 2:] += boxes[:, :2]
         boxes[:, 0::2].clamp_(0, width)

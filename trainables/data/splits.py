@@ -195,24 +195,3 @@ def select_subset(image_ids: list[int], fraction: float, seed: int, of: int = 0)
         return ids
     order = np.random.default_rng(seed).permutation(len(ids))
     return sorted(ids[i] for i in order[:k])
-
-
-def training_counts(blob: dict[str, Any], data: DataConfig, fractions: Iterable[float]) -> dict[float, tuple[int, int]]:
-    """fraction -> (training images, training instances) of one COCO-format training file,
-    the way the trials choose them: the held-out search split removed, then each fraction's
-    seeded subset of the images with a trainable box. An instance is a non-crowd annotation
-    with a positive box (the ones a trial trains on; for a keypoint task, a lower bound on
-    its images' persons). The regime indicators' counts (analysis/stats/regime.py)."""
-    per_image: dict[int, int] = {}
-    for a in blob["annotations"]:
-        if not a.get("iscrowd", 0) and a["bbox"][2] >= 1 and a["bbox"][3] >= 1:
-            per_image[a["image_id"]] = per_image.get(a["image_id"], 0) + 1
-    pool = sorted(per_image)
-    if data.search_holdout:
-        held = set(held_out_ids([i["id"] for i in blob["images"]], data.search_holdout, data.subset_seed))
-        pool = [i for i in pool if i not in held]
-    out = {}
-    for fraction in fractions:
-        ids = select_subset(pool, fraction, data.subset_seed, of=data.fraction_of_images)
-        out[float(fraction)] = (len(ids), sum(per_image[i] for i in ids))
-    return out

@@ -40,9 +40,9 @@ def for_tune(row: dict[str, Any]) -> dict[str, Any]:
 class RowWriter:
     """Rows and reports of one trial; the Trainer's ``writer``."""
 
-    def __init__(self, cfg: TrialConfig, session: Session, train_images: int) -> None:
+    def __init__(self, cfg: TrialConfig, session: Session, train_images: int, left_out: int = 0) -> None:
         self.cfg, self.session = cfg, session
-        self.base = _row_base(cfg, train_images)
+        self.base = {**_row_base(cfg, train_images), "left_out_annotations": left_out}
         # The losses and APs this task's rows fill (a keypoint task's: also keypoints).
         self.loss_names = ("loss", *loss_keys(cfg.data.keypoints))
         self.ap_names = ap_keys(cfg.data.keypoints)

@@ -150,7 +150,7 @@ def _train(cfg: TrialConfig, session: Session) -> dict[str, Any]:
         step,
         batches,
         evaluate,
-        RowWriter(cfg, session, len(train_set)),
+        RowWriter(cfg, session, len(train_set), train_set.left_out_annotations()),
         hooks=hooks,
         rank=rank,
         world_size=world,

@@ -1,0 +1,72 @@
+"""A team's own COCO-format dataset through the whole stack: a --config file, two data
+fractions, the counts and 1x derived from the files.
+
+Marked e2e: it runs two Train runs (about a minute on 2 cores).
+"""
+
+import json
+
+import pytest
+import ray
+
+from analysis import final_rows, load_results
+from study.cli import main
+from study.hpo import tuning
+from tests.own_data import write_own_dataset
+
+pytestmark = pytest.mark.e2e
+
+
+def test_own_data_with_two_fractions_runs_from_a_config_file(tmp_path, capsys):
+    own = write_own_dataset(tmp_path / "own")
+    config = tmp_path / "mine.yaml"
+    config.write_text(
+        "\n".join(
+            [
+                "preset: smoke",
+                "num_samples: 1",
+                "data:",
+                "  source: coco",
+                *[f"  {k}: {v}" for k, v in own.items()],
+                "  search_holdout: 6",
+                "axes.init: [scratch]",
+                "axes.data_fraction: [1.0, 0.5]",
+                "solver.epochs_per_1x: 2",  # 2 epochs x 19 images / batch 4 = 10 iterations
+            ]
+        )
+    )
+    tuning.start_ray(None, num_cpus=2)
+    try:
+        address = ray.get_runtime_context().gcs_address
+        code = main(["--config", str(config), "--results", str(tmp_path), "--name", "O", "--address", address])
+    finally:
+        ray.shutdown()
+    out = capsys.readouterr().out
+    assert code == 0, out[-3000:]
+    assert "data (counted in train.json): 26 images listed, 19 with a trainable box" in out
+    assert "1x derived: solver.epochs_per_1x=2 epochs x 19 training images / batch 4 = 10 iterations" in out
+
+    folder = tmp_path / "O"
+    full = json.loads((folder / "subsets" / "fraction-1-seed-0.json").read_text())
+    half = json.loads((folder / "subsets" / "fraction-0.5-seed-0.json").read_text())
+    assert full["train_images"] == 19 and half["train_images"] == 10
+    assert set(half["image_ids"]) < set(full["image_ids"])  # nested, and not the same images
+    splits = json.loads((folder / "subsets" / "splits-seed-0.json").read_text())
+    assert splits["search"]["images"] == 6 and splits["test"]["images"] == 10
+    assert not set(splits["search"]["image_ids"]) & set(full["image_ids"])
+
+    df = load_results(folder)
+    finals = final_rows(df)
+    assert set(finals["arm"]) == {"scratch-tiny-f1", "scratch-tiny-f0.5"}
+    assert (finals["max_iterations"].isin([10, 20])).all()
+    by_arm = finals.groupby("arm")["train_images"].first()
+    assert by_arm["scratch-tiny-f1"] == 19 and by_arm["scratch-tiny-f0.5"] == 10
+    assert finals["test_bbox_AP"].notna().all() and finals["test_segm_AP"].notna().all()
+    # The sub-pixel box's image trains in the full set unless the search split holds it.
+    train = json.loads(open(own["train_annotations"]).read())
+    degenerate = next(a["image_id"] for a in train["annotations"] if a["bbox"][2] < 1)
+    expected = {"scratch-tiny-f1": int(degenerate in full["image_ids"])}
+    expected["scratch-tiny-f0.5"] = int(degenerate in half["image_ids"])
+    assert finals.groupby("arm")["left_out_annotations"].first().to_dict() == expected
+    record = json.loads((folder / "study.json").read_text())
+    assert record["preset"]["solver"]["base_iters"] == 10 and record["config"]["preset"] == "smoke"
