@@ -139,3 +139,33 @@ def test_subset_preset_uses_the_paper_sizes():
         for init in ("scratch", "pretrained"):
             spec = arm_spec(p, Arm(init, fraction, "r50"))
             assert spec.recipe["schedule"] == max(spec.schedules)
+
+
+def test_staging_copies_what_a_study_config_names(tmp_path, capsys):
+    """Any layout: the data.* paths of a --config file, each from the same place under SOURCE."""
+    from tests.own_data import write_own_dataset
+
+    src = tmp_path / "bucket"
+    write_own_dataset(src)
+    (src / "unrelated.bin").write_bytes(b"x" * 100)
+    dest = tmp_path / "data" / "mine"
+    config = tmp_path / "mine.yaml"
+    config.write_text(
+        "preset: smoke\ndata:\n  source: coco\n"
+        + "".join(
+            f"  {split}_{what}: {dest}/{where}\n"
+            for split in ("train", "test")
+            for what, where in (("images", "images"), ("annotations", f"annotations/{split}.json"))
+        )
+        + "  search_holdout: 6\n"
+    )
+    assert stage_main([str(src), str(dest), "--config", str(config)]) == 0
+    assert "staged 36 images" in capsys.readouterr().out
+    assert (dest / "images" / "train" / "site_b" / "frame_00104.jpg").exists()
+    assert not (dest / "unrelated.bin").exists()  # only what the study names
+    assert stage_main([str(src), str(dest), "--config", str(config)]) == 0
+    assert "already staged" in capsys.readouterr().out
+    # A path outside DEST names its field.
+    assert stage_main([str(src), str(tmp_path / "elsewhere"), "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: data.train_images={dest}/images is not under {tmp_path / 'elsewhere'}"), err
