@@ -47,6 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--resume", action="store_true", help="continue the study in an existing folder")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and exit without training")
+    parser.add_argument(
+        "--optuna-storage",
+        metavar="URL",
+        help="where Optuna keeps the arms' studies: an RDB URL (postgresql://..., mysql://..., sqlite:///...) or "
+        "journal:/shared/path.log (default: optuna.db in the study folder, published to s3:// results after "
+        "every finished trial); the same as --set optuna_storage=URL",
+    )
     parser.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a new local Ray)")
     parser.add_argument(
         "--set",

@@ -150,3 +150,28 @@ class MemoryCheckpoints:
         self.reports.append(metrics)
         if state is not None:
             self.state = copy.deepcopy(state)
+
+
+@pytest.fixture
+def s3_bucket(monkeypatch):
+    """An S3 bucket on an in-process S3 server (moto's), for tests of s3:// results: pyarrow
+    and boto reach it through AWS_ENDPOINT_URL. Yields the bucket's name."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    for key, value in {
+        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }.items():
+        monkeypatch.setenv(key, value)
+    boto3.client("s3").create_bucket(Bucket="study-results")
+    try:
+        yield "study-results"
+    finally:
+        server.stop()

@@ -139,9 +139,12 @@ class ArmSearch(Searcher):
         fixed: dict[str, Any] | None = None,
         results_uri: str | None = None,
         arm_configs: dict[str, dict[str, Any]] | None = None,
+        optuna_storage: str = "",
     ) -> None:
         """``results_uri`` and ``arm_configs`` let a trial that failed on bad input close the
-        arms that would fail the same way (study/hpo/failures.py)."""
+        arms that would fail the same way (study/hpo/failures.py). With s3:// results and
+        the default storage (``optuna_storage`` empty) the Optuna database is published
+        beside them after every finished trial, so a head lost mid-study loses none of it."""
         super().__init__(metric=metric, mode="max")
         self.studies = studies
         # Each arm's ranges: the distributions its trials are asked with and its branches added with.
@@ -168,6 +171,7 @@ class ArmSearch(Searcher):
         self.closed: dict[str, str] = {}
         self.results_uri = results_uri
         self.arm_configs = dict(arm_configs or {})
+        self.optuna_storage = optuna_storage
 
     def close_arm(self, arm: str, reason: str) -> None:
         """Suggest no more trials for ``arm`` in this run."""
@@ -210,6 +214,11 @@ class ArmSearch(Searcher):
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id not in self.trial_arm:
             return
+        self._complete(trial_id, result, error)
+        if self.results_uri:
+            optuna_db.publish(self.results_uri, self.optuna_storage)
+
+    def _complete(self, trial_id: str, result: dict | None, error: bool) -> None:
         if result is not None and not is_own_final(result) and self.results_uri:
             # Its own final may be in the rows and not in this result: a driver stopped as
             # the trial reported it (tuning.py's reconcile_statuses keeps that row).
@@ -385,4 +394,5 @@ def build_search(
         fixed={"seed": study.seed},
         results_uri=results_uri,
         arm_configs=arm_configs,
+        optuna_storage=study.optuna_storage,
     )

@@ -101,3 +101,19 @@ def test_resume_applies_the_recorded_config_before_the_overrides(tmp_path):
     resumed, _, _ = resolve_args(build_parser().parse_args(["--resume", "--results", str(tmp_path), "--name", "S"]))
     assert resumed == started and resumed.study.solver.base_iters == 14 and resumed.study.eval_period == 7
     assert apply_config(get_preset("smoke"), read_config(f"{uri}/study.json")) == started.study
+
+
+def test_optuna_storage_flag_sets_the_storage_after_the_file_and_set(tmp_path, capsys):
+    """--optuna-storage URL is --set optuna_storage=URL applied last: checked like it, kept in
+    the printed config, and refused on --resume (the storage is in study.json)."""
+    journal = f"journal:{tmp_path / 'optuna.log'}"
+    study = _resolved("--preset", "smoke", "--set", "optuna_storage=sqlite:///x.db", "--optuna-storage", journal).study
+    assert study.optuna_storage == journal
+    assert main(["--preset", "smoke", "--optuna-storage", f"sqlite:///{tmp_path / 's.db'}", "--print-config"]) == 0
+    assert f"optuna_storage: sqlite:///{tmp_path / 's.db'}" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["--preset", "smoke", "--optuna-storage", "/just/a/path", "--dry-run"])
+    assert "optuna_storage" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--results", str(tmp_path), "--name", "x", "--resume", "--optuna-storage", journal])
+    assert "--optuna-storage" in capsys.readouterr().err

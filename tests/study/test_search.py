@@ -394,3 +394,25 @@ def test_an_optuna_storage_that_cannot_be_used_is_refused_naming_it(tmp_path):
         optuna_db.check("", "postgresql://u@127.0.0.1:1/x")
     with pytest.raises(ConfigError, match="optuna_storage"):
         dataclasses.replace(TOY, optuna_storage="/just/a/path")
+
+
+def test_s3_results_publish_the_optuna_database_after_every_finished_trial(tmp_path, s3_bucket, monkeypatch):
+    """With s3:// results and the default storage, the head's SQLite file is copied beside
+    the results as each trial finishes: a study resumed on a new head (an empty cache)
+    continues from the trials finished before the old head was lost."""
+    from study.hpo.tuning import build_search
+    from study.spec.presets import TOY
+    from study.spec.resolved import resolve
+    from trainables.contract import storage
+
+    folder = f"s3://{s3_bucket}/studies/mine"
+    monkeypatch.setenv("RETHINK_CACHE", str(tmp_path / "first-head"))
+    first = build_search(resolve(TOY), 2, folder)
+    config = first.suggest("t0")
+    assert not storage.exists(f"{folder}/optuna.db")  # nothing finished yet
+    first.on_trial_complete("t0", _final(config, config["schedule"], 0.25))
+    assert storage.exists(f"{folder}/optuna.db")
+    monkeypatch.setenv("RETHINK_CACHE", str(tmp_path / "new-head"))  # the old head's disk is gone
+    again = build_search(resolve(TOY), 2, folder)
+    trials = again.studies[config["arm"]].get_trials(deepcopy=False)
+    assert [(t.state.name, t.value, t.params["lr"]) for t in trials] == [("COMPLETE", 0.25, config["lr"])]
