@@ -1,11 +1,12 @@
 """A team's own COCO-format dataset through the whole stack: a --config file, two data
-fractions, the counts and 1x derived from the files.
+fractions, the counts and 1x derived from the files, then the replicate phase.
 
-Marked e2e: it runs two Train runs (about a minute on 2 cores).
+Marked e2e: it runs four Train runs, two at a time (about a minute on 2 cores).
 """
 
 import json
 
+import optuna
 import pytest
 import ray
 
@@ -25,13 +26,15 @@ def test_own_data_with_two_fractions_runs_from_a_config_file(tmp_path, capsys):
             [
                 "preset: smoke",
                 "num_samples: 1",
+                "replicates: 2",  # then each recipe under seed 1 too, through Ray, outside Optuna
                 "data:",
                 "  source: coco",
                 *[f"  {k}: {v}" for k, v in own.items()],
                 "  search_holdout: 6",
                 "axes.init: [scratch]",
                 "axes.data_fraction: [1.0, 0.5]",
-                "solver.epochs_per_1x: 2",  # 2 epochs x 19 images / batch 4 = 10 iterations
+                "num_workers: 1",  # one 2-image worker per trial: both arms' trials at once on 2 cores
+                "solver.epochs_per_1x: 1",  # 1 epoch x 19 images / batch 2 = 10 iterations
             ]
         )
     )
@@ -44,7 +47,7 @@ def test_own_data_with_two_fractions_runs_from_a_config_file(tmp_path, capsys):
     out = capsys.readouterr().out
     assert code == 0, out[-3000:]
     assert "data (counted in train.json): 26 images listed, 19 with a trainable box" in out
-    assert "1x derived: solver.epochs_per_1x=2 epochs x 19 training images / batch 4 = 10 iterations" in out
+    assert "1x derived: solver.epochs_per_1x=1 epochs x 19 training images / batch 2 = 10 iterations" in out
 
     folder = tmp_path / "O"
     full = json.loads((folder / "subsets" / "fraction-1-seed-0.json").read_text())
@@ -58,6 +61,16 @@ def test_own_data_with_two_fractions_runs_from_a_config_file(tmp_path, capsys):
     df = load_results(folder)
     finals = final_rows(df)
     assert set(finals["arm"]) == {"scratch-tiny-f1", "scratch-tiny-f0.5"}
+    # The replicate phase: one configuration searched per arm, so no best; the recipe under
+    # seed 1 beside the search's seed 0, its trunk to 2x, never told to Optuna (each arm's
+    # study holds the search trial's 2x and its 1x branch).
+    chosen = json.loads((folder / "replicates.json").read_text())["arms"]
+    for arm in ("scratch-tiny-f1", "scratch-tiny-f0.5"):
+        assert chosen[arm]["trunk"] == 2.0 and chosen[arm]["configs"]["best"] is None
+        mine = finals[(finals["arm"] == arm) & (finals["schedule"] == 2.0)]
+        assert sorted(mine["seed"]) == [0, 1] and mine["lr"].nunique() == 1
+        trials = optuna.load_study(study_name=arm, storage=f"sqlite:///{folder / 'optuna.db'}").get_trials()
+        assert sorted(t.params["schedule"] for t in trials) == [1.0, 2.0]
     assert (finals["max_iterations"].isin([10, 20])).all()
     by_arm = finals.groupby("arm")["train_images"].first()
     assert by_arm["scratch-tiny-f1"] == 19 and by_arm["scratch-tiny-f0.5"] == 10
