@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from analysis import answer, figures, headline, record, tables
+from analysis import answer, figures, headline, optuna_plots, record, tables
 from analysis.record import read_study, recipes, search_ranges  # noqa: F401  (the report's readers, re-exported)
 from analysis.results import final_rows, load_results, trial_rows
 from analysis.stats import regime, replicates
@@ -126,6 +126,7 @@ def write_report(study_dir: str | os.PathLike, out: str | os.PathLike | None = N
         *detail_section(i, written),
         *early_stopping_section(i),
         *replicates_section(i),
+        *optuna_plots.optuna_section(str(study_dir), i.study, out_dir),
     ]
     report = out_dir / "report.md"
     report.write_text("\n".join(sections) + "\n")

@@ -12,8 +12,7 @@ import optuna
 
 from trainables.contract import storage
 from trainables.contract.errors import ConfigError
-
-JOURNAL = "journal:"
+from trainables.contract.optuna_store import JOURNAL, open_url
 
 
 def local_path(results_uri: str) -> str:
@@ -50,17 +49,7 @@ def open_storage(results_uri: str, url: str = "") -> optuna.storages.BaseStorage
     on the driver's disk beside the Tune folder's local copy. ``url``: an RDB URL or
     ``journal:PATH`` instead.
     """
-    if url.startswith(JOURNAL):
-        from optuna.storages.journal import JournalFileBackend
-
-        return optuna.storages.JournalStorage(JournalFileBackend(url[len(JOURNAL) :]))
-    return optuna.storages.RDBStorage(url or f"sqlite:///{local_path(results_uri)}")
-
-
-def study_name(results_uri: str, arm: str, url: str = "") -> str:
-    """An arm's Optuna study name: the arm's own in the study folder's database; FOLDER:ARM
-    in a storage several studies may share."""
-    return f"{os.path.basename(results_uri.rstrip('/'))}:{arm}" if url else arm
+    return open_url(url or f"sqlite:///{local_path(results_uri)}")
 
 
 def dashboard_command(results_uri: str, url: str = "") -> str:

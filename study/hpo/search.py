@@ -34,7 +34,7 @@ from study.hpo.sampler import ConfigurationStartupSampler
 from study.hpo.tune_compat import stop_tune_gracefully
 from study.spec.resolved import ResolvedStudy
 from study.spec.study_config import SearchSpace, startup_trials
-from trainables.contract import row_store
+from trainables.contract import optuna_store, row_store
 from trainables.contract.rows import DIVERGED, FINAL, RECIPE_KEYS, is_branch_final, is_completed_final, is_own_final
 
 logger = logging.getLogger(__name__)
@@ -384,7 +384,7 @@ def build_search(
             seed=study.seed * 1000 + index,
             num_samples=num_samples,
             first_point=dict(spec.recipe),
-            study_name=optuna_db.study_name(results_uri, spec.name, study.optuna_storage),
+            study_name=optuna_store.study_name(results_uri, spec.name, study.optuna_storage),
         )
     return ArmSearch(
         studies,
