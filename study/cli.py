@@ -19,7 +19,7 @@ from study.flags import build_parser
 from study.guards import disk, preflight
 from study.guards.driver_lock import DriverLock, StudyLocked, takeover_line
 from study.guards.interrupts import Interrupted, Interrupts, resume_line
-from study.hpo import failures, optuna_db
+from study.hpo import failures, optuna_db, trackers
 from study.plan.estimate import make_plan
 from study.plan.text import format_plan
 from study.spec.resolved import ResolvedStudy
@@ -120,6 +120,7 @@ def check_before_ray(
         preflight.check_address(args.address)
         if study.optuna_storage and not args.resume:  # a resumed study's was checked with its study.json
             optuna_db.check("", study.optuna_storage)
+        trackers.check(tuple(args.tracker))
     address = args.address or os.environ.get("RAY_ADDRESS")
     if address and address != "local":
         missing_ok = "the trials check it on the cluster's nodes"
@@ -201,7 +202,9 @@ def run_trial_command(
     param_space = {"arm": arm.name, **{k: values[k] for k in ("lr", "weight_decay", "schedule", "seed")}}
     need = _disk_need(study, make_plan(resolved, 1, 0, 0, "one trial"))
     with _watch(uri, need, 1) as watch, interrupts.tune_running():
-        grid = tuning.run_single_trial(arms, param_space, uri, study.objective, args.resume)
+        grid = tuning.run_single_trial(
+            arms, param_space, uri, study.objective, args.resume, tuple(dict.fromkeys(args.tracker))
+        )
     if watch.short is not None:
         _stop_ray()
         print(f"\n{disk.out_of_space_line(uri, reserve=watch.reserve)}", file=sys.stderr)
@@ -241,7 +244,10 @@ def run_study_command(
     need = _disk_need(study, plan)
     print(format_plan(plan), disk.plan_line(need, uri), sep="\n", flush=True)
     print(f"\n{'resuming' if args.resume else 'starting'} study in {uri}\n", flush=True)
-    grids, short = _run_phases(resolved, arms, uri, args.resume, interrupts, need, concurrent)
+    tracking = tuple(dict.fromkeys(args.tracker))
+    grids, short = _run_phases(
+        resolved, arms, uri, args.resume, interrupts, need, concurrent, plan.expected_iterations, tracking
+    )
     if short is not None:
         _stop_ray()
         print(f"\n{disk.out_of_space_line(uri, reserve=short)}", file=sys.stderr)
@@ -284,6 +290,8 @@ def _run_phases(
     interrupts: Interrupts,
     need: disk.DiskNeed,
     concurrent: int,
+    planned: int = 0,
+    tracking: tuple[str, ...] = (),
 ) -> tuple[list, float | None]:
     """The search and, with replicates, the replicate phase; returns their result grids and,
     where the disk ran short, the reserve it fell under (else None)."""
@@ -292,12 +300,12 @@ def _run_phases(
 
     study = resolved.study
     with _watch(uri, need, concurrent) as watch, interrupts.tune_running():
-        grids = [tuning.run_study(resolved, arms, study.num_samples, uri, concurrent, resume)]
+        grids = [tuning.run_study(resolved, arms, study.num_samples, uri, concurrent, resume, planned, tracking)]
     if watch.short is None and study.replicates > 1:
         print(f"\nsearch done; replicate phase ({study.replicates} seeds)", flush=True)
         backbones = seed_backbones(study, arms, all_seeds(study))
         with _watch(uri, need, concurrent) as watch, interrupts.tune_running():
-            grids += tuning.run_replicates(resolved, arms, uri, concurrent, backbones=backbones)
+            grids += tuning.run_replicates(resolved, arms, uri, concurrent, backbones=backbones, trackers=tracking)
     return grids, (watch.reserve if watch.short is not None else None)
 
 
@@ -320,7 +328,7 @@ def _print_outcome(study: StudyConfig, uri: str) -> None:
         print(f"\nreport:  {report} (figures beside it; python -m analysis.report {uri})")
     print(f"results: {uri}/metrics  (analysis.load_results('{uri}') or pandas.read_parquet)")
     print(f"optuna:  {optuna_db.dashboard_command(uri, study.optuna_storage)}")
-    print(f"tune:    {uri}/tune  (tensorboard --logdir {uri}/tune)")
+    print(f"curves:  tensorboard --logdir {uri}/tensorboard  (Tune's own files: {uri}/tune)")
 
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:

@@ -8,6 +8,9 @@ import argparse
 from study.arguments import DEFAULT_PRESET, TRIAL_KEYS
 from study.spec.presets import PRESETS
 
+# Experiment trackers through Ray Tune's callbacks (study/hpo/trackers.py).
+TRACKERS = ("mlflow", "wandb", "aim")
+
 
 def build_parser() -> argparse.ArgumentParser:
     presets = "\n".join(f"  {name:<20} {p.description}" for name, p in PRESETS.items())
@@ -53,6 +56,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="where Optuna keeps the arms' studies: an RDB URL (postgresql://..., mysql://..., sqlite:///...) or "
         "journal:/shared/path.log (default: optuna.db in the study folder, published to s3:// results after "
         "every finished trial); the same as --set optuna_storage=URL",
+    )
+    parser.add_argument(
+        "--tracker",
+        action="append",
+        default=[],
+        choices=TRACKERS,
+        help="also log every trial's config and results to an experiment tracker through Ray Tune's callback "
+        "(repeatable; the trackers extra; MLFLOW_TRACKING_URI, WANDB_PROJECT and WANDB_MODE=offline are read as "
+        "usual; set when a study starts: a --resume keeps the trackers it started with)",
     )
     parser.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a new local Ray)")
     parser.add_argument(

@@ -18,12 +18,15 @@ from typing import Any
 import pandas as pd
 import ray
 from ray import tune
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.search import BasicVariantGenerator
 
 from analysis.results import load_results
-from study.hpo import failures, optuna_db, replicate_phase
+from study.hpo import failures, optuna_db, replicate_phase, study_progress
+from study.hpo.console import PROGRESS_S, classic_console, status_table
 from study.hpo.scheduler import ScheduleRungs
 from study.hpo.search import build_search
+from study.hpo.trackers import callbacks as tracker_callbacks
 from study.hpo.tune_compat import ResumableSearch
 from study.spec.resolved import ResolvedStudy
 from trainables.contract import row_store, storage
@@ -60,6 +63,12 @@ def start_ray(address: str | None, num_cpus: int) -> None:
     # Save Tune's experiment state (trials, searcher) every 10 s rather than "auto", so a
     # killed driver loses as little as possible of what it had started.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "10")
+    # Only the loggers run_config names (Ray docs, "Environment variables used by Ray Tune").
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
+    # Every trial's lines as they come: Ray's log deduplication folds lines that differ only
+    # in words with digits across processes (Ray docs, "Log deduplication"), so concurrent
+    # trials' progress lines, whose ids and numbers differ, would print as one.
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         if address != "auto":
@@ -150,41 +159,14 @@ def trainable(
     return tune.with_resources(tune.with_parameters(train_driver_fn, arms=arms, backbones=backbones), resources)
 
 
-# What one watches in Tune's status table: the trial's arm and searched values (from its
-# config) and where its last result is (schedule, iteration, AP).
-TABLE_PARAMETERS = {"arm": "arm", "lr": "lr", "weight_decay": "weight decay", "schedule": "trunk"}
-TABLE_METRICS = {
-    "phase": "phase",
-    "schedule": "schedule",
-    "iteration": "iteration",
-    "bbox_AP": "bbox AP",
-    "segm_AP": "segm AP",
-    "keypoints_AP": "keypoints AP",  # a keypoint task's (Tune leaves out a column no trial has)
-}
-
-
-def classic_console() -> None:
-    """Use Tune's classic console output, which shows status_table()'s columns.
-
-    Tune's newer output picks its table columns itself (the first few numbers of a result)
-    and ignores a progress reporter; Tune reads this switch when a run starts.
-    """
-    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
-
-
-def status_table() -> tune.CLIReporter:
-    """Tune's status table with TABLE_PARAMETERS and TABLE_METRICS."""
-    classic_console()
-    return tune.CLIReporter(
-        parameter_columns=TABLE_PARAMETERS, metric_columns=TABLE_METRICS, max_report_frequency=30, max_column_length=24
-    )
-
-
 def run_config(results_uri: str, callbacks: list | None = None, name: str = TUNE_DIR) -> tune.RunConfig:
     return tune.RunConfig(
         name=name,
         storage_path=results_uri if storage.is_uri(results_uri) else os.path.abspath(results_uri),
-        callbacks=[FinalStatus(results_uri), *(callbacks or [])],
+        # Tune's result files, without its TensorBoard logger: each trial writes its own
+        # curves against the model's iteration (trainables/engine/tensorboard.py); Tune's
+        # would plot trunk and final rows as one series against the count of reports.
+        callbacks=[FinalStatus(results_uri), CSVLoggerCallback(), JsonLoggerCallback(), *(callbacks or [])],
         # Status table and trial starts/ends; each evaluation is one line from the workers.
         verbose=1,
         progress_reporter=status_table(),
@@ -197,7 +179,12 @@ def run_config(results_uri: str, callbacks: list | None = None, name: str = TUNE
 
 
 def run_single_trial(
-    arms: dict[str, dict[str, Any]], values: dict[str, Any], results_uri: str, metric: str, resume: bool
+    arms: dict[str, dict[str, Any]],
+    values: dict[str, Any],
+    results_uri: str,
+    metric: str,
+    resume: bool,
+    trackers: tuple[str, ...] = (),
 ) -> tune.ResultGrid:
     """One trial with fixed values, through the same Tune + Train path as a study."""
     experiment = storage.join(results_uri, TUNE_DIR)
@@ -208,7 +195,7 @@ def run_single_trial(
             fn,
             param_space=values,
             tune_config=tune.TuneConfig(num_samples=1, metric=metric, mode="max"),
-            run_config=run_config(results_uri),
+            run_config=run_config(results_uri, tracker_callbacks(trackers, results_uri)),
         )
     return tuner.fit()
 
@@ -246,11 +233,15 @@ def run_study(
     results_uri: str,
     max_concurrent: int,
     resume: bool,
+    planned: int = 0,
+    trackers: tuple[str, ...] = (),
 ) -> tune.ResultGrid:
     """Every arm's search in one Tune experiment; ``resume`` continues an interrupted one.
 
     Errored trials resume too, from their last checkpoint (after the input that failed them
     was fixed); Optuna, told they failed, gets their results as trials of their own.
+    ``planned``: the plan's iterations, for the study's progress line (0: none);
+    ``trackers``: experiment trackers to log to (study/hpo/trackers.py).
     """
     study = resolved.study
     experiment = storage.join(results_uri, TUNE_DIR)
@@ -270,7 +261,15 @@ def run_study(
                 metric=study.objective,
                 mode="max",
             ),
-            run_config=run_config(results_uri),
+            # A restored Tuner keeps the callbacks it was built with (pickled with its run
+            # config); the progress line's state is reset as each run starts.
+            run_config=run_config(
+                results_uri,
+                [
+                    *study_progress.callbacks(results_uri, planned, "study", PROGRESS_S),
+                    *tracker_callbacks(trackers, results_uri),
+                ],
+            ),
         )
     grid = tuner.fit()
     reconcile_statuses(grid, results_uri)
@@ -285,6 +284,7 @@ def run_replicates(
     max_concurrent: int,
     log=print,
     backbones: dict[str, dict[int, dict[str, Any]]] | None = None,
+    trackers: tuple[str, ...] = (),
 ) -> list[tune.ResultGrid]:
     """The replicate phase (study/hpo/replicate_phase.py): fixed trials, no search, no early stopping.
 
@@ -325,7 +325,20 @@ def run_replicates(
                 metric=study.objective,
                 mode="max",
             ),
-            run_config=run_config(results_uri, name=os.path.basename(experiment)),
+            run_config=run_config(
+                results_uri,
+                [
+                    *study_progress.callbacks(
+                        results_uri,
+                        study_progress.iterations(resolved, points),
+                        "replicates",
+                        PROGRESS_S,
+                        counted=False,
+                    ),
+                    *tracker_callbacks(trackers, results_uri),
+                ],
+                name=os.path.basename(experiment),
+            ),
         )
         grid = tuner.fit()
         reconcile_statuses(grid, results_uri)

@@ -181,6 +181,7 @@ def _trial_config(
         cpus_per_worker=study.cpus_per_worker,
         max_failures=study.max_failures,
         eval_period=study.eval_period,
+        progress_seconds=study.progress_seconds,
         pretrained_weights=weights,
         pretrain=pretrain,
         pretrain_images_seen=images_seen,

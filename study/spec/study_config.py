@@ -116,6 +116,9 @@ class StudyConfig:
     cpus_per_worker: int = 1
     use_gpu: bool = False
     eval_period: int = 0
+    # A progress line from each trial about this often (images/s, data wait, LR, loss, ETA):
+    # a minute at COCO scale, seconds for the toys. detectron2 prints every 20 iterations.
+    progress_seconds: float = 60.0
     seed: int = 0
     # Seeds each arm's recipe and best (lr, weight decay) are scored under after the search
     # (seed, seed + 1, ...; study/hpo/replicate_phase.py): 1 = the search's seed alone, no replicates.

@@ -100,6 +100,7 @@ TOY = StudyConfig(
     cpus_per_worker=1,
     # Trunk evaluations every 2x: the training curves' points at the peak LR.
     eval_period=600,
+    progress_seconds=10.0,  # a toy trial runs for minutes
     pretrain=TOY_PRETRAIN,
     # The recipe runs the whole set: Table 1's design, every schedule for both inits.
     default_trial={"lr": 0.3, "weight_decay": 1e-4, "schedule": 4.0},
@@ -161,6 +162,7 @@ SMOKE = dataclasses.replace(
     num_samples=2,
     num_workers=2,
     eval_period=6,
+    progress_seconds=2.0,  # a smoke trial trains for seconds
     pretrain=PretrainSpec(iterations=10, batch_size=16, lr=0.05),
     default_trial={"lr": 0.02, "weight_decay": 1e-4, "schedule": 2.0},
     early_stopping=EarlyStopping(enabled=True, reduction_factor=2, seed_std=0.001),

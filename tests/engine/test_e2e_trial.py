@@ -139,3 +139,30 @@ def test_trial_command_with_bad_input_on_the_workers_exits_non_zero(local_ray, t
         in lines[summary + 1]
         and f"[log: {tmp_path / 'T' / 'failures'}" in lines[summary + 1]
     )
+
+
+def test_wandb_offline_logs_each_trial_through_tunes_callback(local_ray, tmp_path, monkeypatch):
+    """--tracker wandb with WANDB_MODE=offline: Tune's W&B callback (study/hpo/trackers.py)
+    writes a run folder per trial in the study folder, with what Tune saw."""
+    from ray import tune
+
+    from study.hpo import trackers
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    uri = str(tmp_path / "W")
+
+    def fn(config):
+        for iteration in (3, 6):
+            tune.report({"bbox_AP": config["lr"] * iteration, "iteration": iteration, "timesteps_total": iteration})
+
+    grid = tune.Tuner(
+        fn,
+        param_space={"lr": tune.grid_search([0.01, 0.02])},
+        run_config=tuning.run_config(uri, trackers.callbacks(("wandb",), uri)),
+    ).fit()
+    assert not [r for r in grid if r.error]
+    runs = sorted((tmp_path / "W" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2 and all(list(run.glob("run-*.wandb")) for run in runs), runs
+    logged = [next(run.glob("run-*.wandb")).read_bytes() for run in runs]
+    assert all(b"bbox_AP" in blob and b"rethink-pretraining" in blob for blob in logged)  # metric, project

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from trainables.engine.branches import branches, independent_iterations, trial_iterations
-from trainables.engine.hooks import FaultInjection, HookBase, PeriodicEvaluation, ProgressLog
+from trainables.engine.hooks import FaultInjection, HookBase, PeriodicEvaluation
 from trainables.engine.loop import Diverged, ForkStore, LossWindow, Trainer, TrainState, check_finite
 from trainables.engine.schedule import lr_at
 
@@ -199,15 +199,6 @@ def test_fault_injection_fires_once_on_the_last_rank():
         plan, hooks=[FaultInjection(5, rank=0, world=2, once=lambda i: False, error=RuntimeError)]
     )
     other_rank.run()
-
-
-def test_progress_log_names_the_phase():
-    lines = []
-    trainer, _ = _toy_trainer(branches(9, (1.0, 2.0), 2.0), hooks=[ProgressLog(4, lines.append, "[t]", lambda: 0.0)])
-    trainer.run()
-    # Cost 4 falls in the 1x cooldown (3 -> 9).
-    assert lines[0].startswith("[t] 1x cooldown iter 4/9") and any("trunk iter" in line for line in lines)
-    assert len(lines) == trial_iterations(trainer.plan) // 4
 
 
 def test_the_trainer_owns_its_timeline_state():

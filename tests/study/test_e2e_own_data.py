@@ -1,10 +1,12 @@
 """A team's own COCO-format dataset through the whole stack: a --config file, two data
-fractions, the counts and 1x derived from the files, then the replicate phase.
+fractions, the counts and 1x derived from the files, then the replicate phase; the trials'
+progress lines, their TensorBoard curves and an MLflow store (--tracker mlflow).
 
 Marked e2e: it runs four Train runs, two at a time (about a minute on 2 cores).
 """
 
 import json
+import re
 
 import optuna
 import pytest
@@ -18,7 +20,7 @@ from tests.own_data import write_own_dataset
 pytestmark = pytest.mark.e2e
 
 
-def test_own_data_with_two_fractions_runs_from_a_config_file(tmp_path, capsys):
+def test_own_data_with_two_fractions_runs_from_a_config_file(tmp_path, capfd):
     own = write_own_dataset(tmp_path / "own")
     config = tmp_path / "mine.yaml"
     config.write_text(
@@ -41,11 +43,16 @@ def test_own_data_with_two_fractions_runs_from_a_config_file(tmp_path, capsys):
     tuning.start_ray(None, num_cpus=2)
     try:
         address = ray.get_runtime_context().gcs_address
-        code = main(["--config", str(config), "--results", str(tmp_path), "--name", "O", "--address", address])
+        flags = ["--config", str(config), "--results", str(tmp_path), "--name", "O", "--address", address]
+        code = main([*flags, "--tracker", "mlflow"])
     finally:
         ray.shutdown()
-    out = capsys.readouterr().out
+    out = capfd.readouterr().out
     assert code == 0, out[-3000:]
+    # Progress: each trial's lines on the preset's clock, the study's against the plan.
+    lines = re.findall(r"\[\w+\] (?:trunk|\d+x cooldown) iter \d+/\d+  [\d.]+ img/s \(data wait \d+%\).*eta \S+", out)
+    assert lines, out[-3000:]
+    assert re.search(r"study: [\d,]+ of ~[\d,]+ planned iterations \(\d+%\) .*, [\d.]+ iterations/s", out), out[-3000:]
     assert "data (counted in train.json): 26 images listed, 19 with a trainable box" in out
     assert "1x derived: solver.epochs_per_1x=1 epochs x 19 training images / batch 2 = 10 iterations" in out
 
@@ -81,5 +88,33 @@ def test_own_data_with_two_fractions_runs_from_a_config_file(tmp_path, capsys):
     expected = {"scratch-tiny-f1": int(degenerate in full["image_ids"])}
     expected["scratch-tiny-f0.5"] = int(degenerate in half["image_ids"])
     assert finals.groupby("arm")["left_out_annotations"].first().to_dict() == expected
+    # TensorBoard: one run per trial, every point at the model's iteration, each schedule's
+    # final result on the "final" series at the iteration its cooldown ended.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    runs = sorted((folder / "tensorboard").glob("*/*"))
+    assert {r.parent.name for r in runs} == {"scratch-tiny-f1", "scratch-tiny-f0.5"}
+    assert len(runs) == df["trial_id"].nunique()
+    for run in runs:
+        events = EventAccumulator(str(run))
+        events.Reload()
+        steps = [e.step for e in events.Scalars("final/eval/bbox_AP")]
+        mine = finals[finals["trial_id"] == run.name]
+        assert sorted(steps) == sorted(mine["iteration"]), (run, steps)
+        assert not [t for t in events.Tags()["scalars"] if "test_" in t]  # the test split stays in the rows
+    # MLflow (--tracker mlflow, a SQLite store in the study folder): a run per Tune trial, its
+    # results at the model's iteration, and no test-split number.
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{folder}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("O").experiment_id])
+    ids = set(df["trial_id"])
+    named = {run.info.run_id: [t for t in ids if t in run.info.run_name] for run in runs}  # Tune's trial names
+    assert sorted(t for found in named.values() for t in found) == sorted(ids), named
+    for run in runs:
+        (trial_id,) = named[run.info.run_id]
+        steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "bbox_AP"))
+        assert steps == sorted(df.loc[df["trial_id"] == trial_id, "iteration"]), (trial_id, steps)
+        assert not [k for k in run.data.metrics if k.startswith("test_")] and "lr" in run.data.params
     record = json.loads((folder / "study.json").read_text())
     assert record["preset"]["solver"]["base_iters"] == 10 and record["config"]["preset"] == "smoke"

@@ -306,6 +306,8 @@ class TrialConfig:
     # Ray Train restarts of the worker group (from the latest checkpoint) before the trial fails.
     max_failures: int = 2
     eval_period: int = 0  # 0: evaluate only at the end
+    # Seconds between the trial's progress lines (trainables/engine/progress.py).
+    progress_seconds: float = 60.0
     # A backbone state_dict path or URL, for init == "pretrained" with real weights ...
     pretrained_weights: str = ""
     # ... or the generated pretraining of the embedded default, which the trial runs on first
@@ -335,6 +337,7 @@ class TrialConfig:
         )
         _check(self.num_workers >= 1, "num_workers", self.num_workers, ">= 1")
         _check(self.eval_period >= 0, "eval_period", self.eval_period, ">= 0")
+        _check(self.progress_seconds > 0, "progress_seconds", self.progress_seconds, "> 0")
         _check(self.cpus_per_worker >= 1, "cpus_per_worker", self.cpus_per_worker, ">= 1")
         _check(self.max_failures >= -1, "max_failures", self.max_failures, ">= -1 (-1: unlimited)")
         _check(

@@ -1,8 +1,8 @@
 """The trial's loop hooks, like detectron2's engine/hooks.py next to its train_loop.py.
 
 Each works through the trainer's public interface (trainables/engine/loop.py): the LR schedule
-set before every step, fault injection, progress lines, and the periodic evaluations and
-checkpoints.
+set before every step, fault injection, and the periodic evaluations and checkpoints (progress
+lines: trainables/engine/progress.py).
 """
 
 from __future__ import annotations
@@ -81,21 +81,3 @@ class PeriodicEvaluation(HookBase):
         else:
             return  # the branch's final result comes next
         trainer.state.window.reset()
-
-
-class ProgressLog(HookBase):
-    """A line every ``every`` computed iterations: phase, iteration, loss, LR, elapsed."""
-
-    def __init__(self, every: int, log: Callable[[str], None], prefix: str, clock: Callable[[], float]) -> None:
-        self.every, self.log, self.prefix, self.clock = max(1, every), log, prefix, clock
-
-    def after_step(self, trainer: Trainer) -> None:
-        pos = trainer.position
-        if pos.cost % self.every == 0:
-            where = f"{trainer.branch.schedule:g}x cooldown" if pos.in_branch else "trunk"
-            end = trainer.branch.end if pos.in_branch else trainer.plan[-1].end
-            self.log(
-                f"{self.prefix} {where} iter {pos.iteration}/{end}"
-                f"  loss {trainer.state.window.mean()[0]:.3f}  lr {trainer.state.window.lr:.5f}  "
-                f"{self.clock():.0f}s"
-            )

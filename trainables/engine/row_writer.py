@@ -28,20 +28,25 @@ from trainables.contract.rows import (
 from trainables.contract.trial_config import TrialConfig
 from trainables.engine.branches import Branch
 from trainables.engine.loop import LossWindow, Position, Trainer
+from trainables.engine.tensorboard import TrialBoard
 from trainables.runtime import Session
 
 
 def for_tune(row: dict[str, Any]) -> dict[str, Any]:
     """A row without its test-split numbers: they go to the Parquet rows only, so nothing Tune,
     Optuna or the early stopper sees (nor Tune's own result files) can depend on them."""
-    return {k: v for k, v in row.items() if not k.startswith("test_")}
+    kept = {k: v for k, v in row.items() if not k.startswith("test_")}
+    # The step Tune's tracker callbacks (MLflow, W&B, Aim) plot against: the model's iteration.
+    return {**kept, "timesteps_total": row.get("iteration")} if "iteration" in row else kept
 
 
 class RowWriter:
     """Rows and reports of one trial; the Trainer's ``writer``."""
 
-    def __init__(self, cfg: TrialConfig, session: Session, train_images: int, left_out: int = 0) -> None:
-        self.cfg, self.session = cfg, session
+    def __init__(
+        self, cfg: TrialConfig, session: Session, train_images: int, left_out: int = 0, board: TrialBoard | None = None
+    ) -> None:
+        self.cfg, self.session, self.board = cfg, session, board
         self.base = {**_row_base(cfg, train_images), "left_out_annotations": left_out}
         # The losses and APs this task's rows fill (a keypoint task's: also keypoints).
         self.loss_names = ("loss", *loss_keys(cfg.data.keypoints))
@@ -73,6 +78,7 @@ class RowWriter:
             "trunk_schedule": cfg.schedule,
             "status": RUNNING,
             "cost_iterations": pos.cost,
+            "timesteps_total": pos.iteration,  # as for_tune's rows
             **dict.fromkeys(self.ap_names),
         }
         self.session.report(report, self._checkpoint(trainer))
@@ -159,6 +165,8 @@ class RowWriter:
     def _write(self, row: dict[str, Any]) -> None:
         if self.session.rank == 0:
             row_store.write_row(self.cfg.results_uri, row)
+            if self.board is not None:
+                self.board.row(for_tune(row))
 
 
 def _row_base(cfg: TrialConfig, train_images: int) -> dict[str, Any]:

@@ -28,11 +28,13 @@ from trainables.contract.rows import loss_keys
 from trainables.contract.trial_config import TrialConfig
 from trainables.data.dataset import CocoDetection, EvalSet, ResumableDistributedSampler, build_datasets, collate
 from trainables.data.splits import SEARCH, resolve_data
-from trainables.engine.branches import Branch, branches, trial_iterations
-from trainables.engine.hooks import FaultInjection, LRSchedule, PeriodicEvaluation, ProgressLog
+from trainables.engine.branches import Branch, branches
+from trainables.engine.hooks import FaultInjection, LRSchedule, PeriodicEvaluation
 from trainables.engine.loop import LossWindow, SkippedImages, Trainer, TrainState, WallClock, check_finite
+from trainables.engine.progress import ProgressLog, TimedBatches
 from trainables.engine.row_writer import RowWriter, for_tune
 from trainables.engine.schedule import at_batch
+from trainables.engine.tensorboard import TrialBoard
 from trainables.engine.trial_records import (
     clear_input_error,
     fault_fired,
@@ -117,7 +119,7 @@ def _train(cfg: TrialConfig, session: Session) -> dict[str, Any]:
     state = _train_state(cfg, model_without_ddp, use_amp)
 
     # Loaders: a resumable training stream and one loader per evaluation split.
-    batches = TrainingBatches(cfg, session, train_set)
+    batches = TimedBatches(TrainingBatches(cfg, session, train_set))
     eval_loaders = [_eval_loader(cfg, session, e.dataset) for e in evals]
 
     def evaluate(final: bool) -> dict[str, float]:
@@ -131,13 +133,22 @@ def _train(cfg: TrialConfig, session: Session) -> dict[str, Any]:
         model.train()
         return metrics
 
-    # The loop: step, row writer and hooks.
+    # The loop: step, row writer and hooks; rank 0 writes TensorBoard's curves.
+    board = TrialBoard(cfg.results_uri, cfg.arm, cfg.trial_id) if rank == 0 else None
     skips = SkippedImages(session.log, f"[{cfg.trial_id}]")
     hooks = [
         LRSchedule(s),
         FaultInjection(cfg.fail_at_iteration, rank, world, partial(fault_fired, cfg), InjectedFailure),
         # Before the periodic evaluation, which restarts the loss window it prints.
-        ProgressLog(trial_iterations(plan) // 20, session.rank0_log, f"[{cfg.trial_id}]", clock),
+        ProgressLog(
+            cfg.progress_seconds,
+            session.rank0_log,
+            f"[{cfg.trial_id}]",
+            world * s.ims_per_worker,
+            batches=batches,
+            memory=_peak_memory(session.device),
+            sinks=(board.scalars,) if board is not None else (),
+        ),
         PeriodicEvaluation(cfg.eval_period),
         *session.hooks,
     ]
@@ -150,7 +161,7 @@ def _train(cfg: TrialConfig, session: Session) -> dict[str, Any]:
         step,
         batches,
         evaluate,
-        RowWriter(cfg, session, len(train_set), train_set.left_out_annotations()),
+        RowWriter(cfg, session, len(train_set), train_set.left_out_annotations(), board),
         hooks=hooks,
         rank=rank,
         world_size=world,
@@ -158,20 +169,24 @@ def _train(cfg: TrialConfig, session: Session) -> dict[str, Any]:
         clock=clock,
     )
 
-    checkpoint = session.load_checkpoint()
-    if checkpoint is not None:
-        trainer.load_state_dict(checkpoint)
-        where = f"{trainer.branch.schedule:g}x cooldown" if trainer.position.in_branch else "trunk"
-        session.rank0_log(
-            f"[{cfg.trial_id}] resumed from the checkpoint at iteration {trainer.position.iteration} ({where})"
-        )
-        if trainer.position.finished:
-            # Finished before a restart (the driver died after the last checkpoint):
-            # report the final row again so Tune sees the result.
-            row = row_store.last_row(cfg.results_uri, cfg.trial_id)
-            session.report(for_tune(row), None)
-            return row
-    return trainer.run()
+    try:
+        checkpoint = session.load_checkpoint()
+        if checkpoint is not None:
+            trainer.load_state_dict(checkpoint)
+            where = f"{trainer.branch.schedule:g}x cooldown" if trainer.position.in_branch else "trunk"
+            session.rank0_log(
+                f"[{cfg.trial_id}] resumed from the checkpoint at iteration {trainer.position.iteration} ({where})"
+            )
+            if trainer.position.finished:
+                # Finished before a restart (the driver died after the last checkpoint):
+                # report the final row again so Tune sees the result.
+                row = row_store.last_row(cfg.results_uri, cfg.trial_id)
+                session.report(for_tune(row), None)
+                return row
+        return trainer.run()
+    finally:
+        if board is not None:
+            board.close()
 
 
 def _train_state(cfg: TrialConfig, model_without_ddp: torch.nn.Module, use_amp: bool) -> TrainState:
@@ -235,6 +250,13 @@ def build_trial_model(
     else:
         assert_scratch_ready(model)
     return model
+
+
+def _peak_memory(device: torch.device) -> Callable[[], float] | None:
+    """The peak GPU memory this process allocated, in GiB (a counter read: no sync)."""
+    if device.type != "cuda":
+        return None
+    return lambda: torch.cuda.max_memory_allocated(device) / 2**30
 
 
 class TrainingBatches:
