@@ -134,7 +134,7 @@ def _train(cfg: TrialConfig, session: Session) -> dict[str, Any]:
         return metrics
 
     # The loop: step, row writer and hooks; rank 0 writes TensorBoard's curves.
-    board = TrialBoard(cfg.results_uri, cfg.arm, cfg.trial_id) if rank == 0 else None
+    board = TrialBoard(cfg.results_uri, cfg.arm, cfg.trial_id) if rank == 0 and cfg.results_uri else None
     skips = SkippedImages(session.log, f"[{cfg.trial_id}]")
     hooks = [
         LRSchedule(s),
