@@ -155,3 +155,19 @@ def test_a_keypoint_task_adds_a_normalized_keypoint_head_that_trains():
     assert out["keypoints"].shape[1:] == (5, 3) and out["keypoints_scores"].shape[1:] == (5,)
     # Without keypoints the model is the plain Mask R-CNN.
     assert build_model(TINY_GN, 1, min_size=(96,), max_size=128).roi_heads.keypoint_head is None
+
+
+def test_uint8_images_are_normalized_on_the_models_device_exactly_as_floats_were():
+    """The dataset hands uint8 images (a quarter of the bytes through the loader and to the
+    GPU); the model's transform makes them float in [0, 1] there: the normalized tensor is
+    the one the float hand-off gave, bit for bit, and a batch may mix both."""
+    torch.manual_seed(0)
+    model = build_model(TINY_GN, 5, min_size=(64,), max_size=96, test_min_size=80).eval()
+    pixels = torch.randint(0, 256, (3, 48, 64), dtype=torch.uint8)
+    as_float = pixels.float().div_(255)  # the hand-off before: pil_to_tensor(...).float().div_(255)
+    assert torch.equal(model.transform.normalize(pixels), model.transform.normalize(as_float))
+    batch, _ = model.transform([pixels, as_float])
+    assert batch.tensors.dtype == torch.float32 and torch.equal(batch.tensors[0], batch.tensors[1])
+    with torch.no_grad():
+        a, b = model([pixels]), model([as_float])
+    assert torch.equal(a[0]["boxes"], b[0]["boxes"]) and torch.equal(a[0]["scores"], b[0]["scores"])

@@ -124,7 +124,7 @@ class CocoDetection(torch.utils.data.Dataset):
         return os.path.join(self.images_dir, self.coco.imgs[image_id]["file_name"])
 
     def load_image(self, image_id: int) -> torch.Tensor:
-        """The image as float RGB in [0, 1], turned as its EXIF orientation says (as a
+        """The image as uint8 RGB (C, H, W), turned as its EXIF orientation says (as a
         labelling tool shows it); :class:`UnreadableImage` names file and id, and
         :class:`SizeMismatch` an image whose size is not the annotations' (detectron2's
         ``check_image_size``): its masks and boxes would land in the wrong frame."""
@@ -134,7 +134,9 @@ class CocoDetection(torch.utils.data.Dataset):
                 raw = img.size
                 ImageOps.exif_transpose(img, in_place=True)
                 self._check_size(image_id, path, img.size, raw)
-                return pil_to_tensor(img.convert("RGB")).float().div_(255)
+                # uint8, a quarter of float32's bytes through the loader's queue and to the
+                # device; the model's transform makes it float in [0, 1] there (mask_rcnn.py).
+                return pil_to_tensor(img.convert("RGB"))
         except SizeMismatch:
             raise
         except FileNotFoundError:
@@ -229,7 +231,7 @@ def _placeholder(image_id: int, error: str) -> tuple[torch.Tensor, dict[str, Any
         "image_id": image_id,
         "unreadable": error,
     }
-    return torch.zeros(3, 32, 32), target
+    return torch.zeros(3, 32, 32, dtype=torch.uint8), target
 
 
 class UnreadableImage(InputError):

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 
+import torch
 from torch import nn
 from torchvision.models import resnet as tv_resnet
 from torchvision.models.detection import MaskRCNN
@@ -33,7 +34,8 @@ NORM_TYPES = (nn.BatchNorm2d, nn.SyncBatchNorm, nn.GroupNorm, FrozenBatchNorm2d)
 
 
 class TestSizeTransform(GeneralizedRCNNTransform):
-    """torchvision's resize-and-normalize, with its own shorter side for evaluation.
+    """torchvision's resize-and-normalize, with its own shorter side for evaluation, taking
+    uint8 images too.
 
     torchvision evaluates at the last training size; with scale augmentation ("train aug",
     shorter side drawn from 640..800) the paper still tests at one fixed size.
@@ -42,6 +44,14 @@ class TestSizeTransform(GeneralizedRCNNTransform):
     def __init__(self, test_min_size: int, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.test_min_size = test_min_size
+
+    def normalize(self, image):
+        """uint8 images (the dataset's, trainables/data/dataset.py) become float in [0, 1] here,
+        on the model's device, exactly as ``pil_to_tensor(...).float().div_(255)`` would on the
+        host; float images pass as they are."""
+        if image.dtype == torch.uint8:
+            image = image.float().div_(255)
+        return super().normalize(image)
 
     def resize(self, image, target=None):
         if self.training:
@@ -199,10 +209,9 @@ def build_model(
         )
         heads.keypoint_head = KeypointHead(c, cfg.keypoint_head_dim, cfg.keypoint_head_convs, head_norm)
         heads.keypoint_predictor = KeypointRCNNPredictor(cfg.keypoint_head_dim, num_keypoints)
-    if test_min_size is not None:
-        model.transform = TestSizeTransform(
-            test_min_size, min_size, max_size, list(cfg.pixel_mean), list(cfg.pixel_std)
-        )
+    # Without a test size, torchvision's own rule: evaluate at the last training size.
+    test = test_min_size if test_min_size is not None else tuple(min_size)[-1]
+    model.transform = TestSizeTransform(test, min_size, max_size, list(cfg.pixel_mean), list(cfg.pixel_std))
     return model
 
 
