@@ -140,8 +140,8 @@ def with_counts(resolved: ResolvedStudy, counts: DataCounts | None, resumed: str
         return resolved
     if counts is not None:
         images = counts.trainable_images
-    elif study.data.source == "synthetic":  # every generated image holds objects
-        images = study.data.synthetic.num_train - study.data.search_holdout
+    elif study.data.source == "synthetic":
+        images = study.data.generated_training_images
     else:
         images = None
     derived = in_epochs(study, images)

@@ -119,8 +119,7 @@ def check_inputs(
     if study.data.source == "coco":
         train_images, counts = _check_coco(study, missing_ok, log)
     else:
-        # Every generated image holds objects.
-        train_images = study.data.synthetic.num_train - study.data.search_holdout
+        train_images = study.data.generated_training_images
         if train_images <= 0:
             raise ConfigError(
                 f"data.search_holdout={study.data.search_holdout} would hold out all "

@@ -105,6 +105,12 @@ class DataConfig:
     # train2017's 118,287, as the paper counts, so its subsets have exactly 35k ... 1k images.
     fraction_of_images: int = 0
 
+    @property
+    def generated_training_images(self) -> int:
+        """The generated data's training images (every one holds objects), less the held-out
+        search split: what fraction 1 trains on."""
+        return self.synthetic.num_train - self.search_holdout
+
     def __post_init__(self) -> None:
         _check(self.source in ("synthetic", "coco"), "data.source", self.source, "'synthetic' or 'coco'")
         _check(

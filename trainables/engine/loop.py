@@ -344,6 +344,11 @@ class Trainer:
         """The schedule whose LR the next step uses: the branch's, or on the trunk the longest."""
         return self.branch.schedule if self.position.in_branch else self.plan[-1].schedule
 
+    @property
+    def where(self) -> str:
+        """Where the next step trains, as the log says it: "trunk" or "Nx cooldown"."""
+        return f"{self.branch.schedule:g}x cooldown" if self.position.in_branch else "trunk"
+
     def is_last(self) -> bool:
         return self.position.branch == len(self.plan) - 1
 

@@ -111,11 +111,10 @@ class ProgressLog(HookBase):
 
     def line(self, trainer: Trainer, scalars: dict[str, float]) -> str:
         pos = trainer.position
-        where = f"{trainer.branch.schedule:g}x cooldown" if pos.in_branch else "trunk"
         end = trainer.branch.end if pos.in_branch else trainer.plan[-1].end
         total = trial_iterations(trainer.plan)
         parts = [
-            f"{self.prefix} {where} iter {pos.iteration}/{end}",
+            f"{self.prefix} {trainer.where} iter {pos.iteration}/{end}",
             f"{scalars['speed/images_per_s']:.1f} img/s"
             + (f" (data wait {scalars['speed/data_wait_share']:.0%})" if "speed/data_wait_share" in scalars else ""),
             f"lr {scalars['train/lr']:.5f}  loss {scalars['train/loss']:.3f}",

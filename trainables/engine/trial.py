@@ -173,9 +173,9 @@ def _train(cfg: TrialConfig, session: Session) -> dict[str, Any]:
         checkpoint = session.load_checkpoint()
         if checkpoint is not None:
             trainer.load_state_dict(checkpoint)
-            where = f"{trainer.branch.schedule:g}x cooldown" if trainer.position.in_branch else "trunk"
             session.rank0_log(
-                f"[{cfg.trial_id}] resumed from the checkpoint at iteration {trainer.position.iteration} ({where})"
+                f"[{cfg.trial_id}] resumed from the checkpoint at iteration {trainer.position.iteration} "
+                f"({trainer.where})"
             )
             if trainer.position.finished:
                 # Finished before a restart (the driver died after the last checkpoint):
