@@ -102,7 +102,8 @@ def gather(obj: Any, world: int) -> list[Any]:
 
 
 class MeanAcrossRanks:
-    """An asynchronous all-reduce of a small tensor; ``wait()`` gives the mean on the CPU."""
+    """An asynchronous all-reduce of a small tensor; ``wait()`` gives the mean on its device
+    (with NCCL the host does not wait: later work on the stream does)."""
 
     def __init__(self, t: torch.Tensor, world: int) -> None:
         self.t, self.world = t, world
@@ -111,7 +112,29 @@ class MeanAcrossRanks:
     def wait(self) -> torch.Tensor:
         if self.work is not None:
             self.work.wait()
-        return (self.t / self.world).cpu()
+        return self.t / self.world
+
+
+class HostCopy:
+    """A small device tensor on its way to the host: the copy is queued behind the work that
+    makes it (pinned memory, ``non_blocking``), and ``get()`` waits for that copy alone, so
+    the host can queue the next step first (PyTorch's "CUDA semantics" notes on
+    non-blocking copies and events). A CPU tensor is simply kept."""
+
+    def __init__(self, t: torch.Tensor) -> None:
+        self.event = None
+        if t.device.type == "cuda":
+            self.host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+            self.host.copy_(t, non_blocking=True)
+            self.event = torch.cuda.Event()
+            self.event.record()
+        else:
+            self.host = t.detach()
+
+    def get(self) -> torch.Tensor:
+        if self.event is not None:
+            self.event.synchronize()
+        return self.host
 
 
 def seed_everything(seed: int) -> None:

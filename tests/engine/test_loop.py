@@ -225,3 +225,60 @@ def test_the_trainer_owns_its_timeline_state():
     resumed.load_state_dict(saved)
     resumed.run()
     assert [c[:3] for c in resumed_calls] == [c[:3] for c in straight_calls if c[0] == "final"]
+
+
+def test_a_late_divergence_ends_at_the_iteration_already_counted():
+    """A step that reads its losses back late (SGDStep) finds a non-finite one in ``settle``,
+    after the loop counted that step: the row says the iteration reached."""
+    plan = branches(9, (), 1.0)
+    trainer, calls = _toy_trainer(plan, period=4)
+
+    def settle():
+        if trainer.position.iteration == 4:
+            raise Diverged([float("inf")], 0.1, counted=True)
+
+    trainer._settle = settle
+    trainer.run()
+    assert [(k, i) for k, i, *_ in calls] == [("diverged", 4)] and trainer.position.cost == 4
+
+
+def test_the_trainer_settles_the_step_before_it_reads_or_saves_the_model():
+    """Every evaluation, checkpoint and fork comes after the last step's checks."""
+    plan = branches(9, (1.0, 2.0), 2.0)
+    trainer, calls = _toy_trainer(plan, period=4)
+    pending, unsettled = [], []
+    step, evaluate, save = trainer._step, trainer._evaluate, trainer.forks.save
+
+    def step_leaving_checks(batch):
+        pending.append(trainer.position.iteration)
+        return step(batch)
+
+    def settle():
+        pending.clear()
+
+    def checked(name, fn, t=trainer):
+        def call(*args):
+            if pending:
+                unsettled.append((name, t.position.iteration))
+            return fn(*args)
+
+        return call
+
+    trainer._step, trainer._settle = step_leaving_checks, settle
+    trainer._evaluate, trainer.forks.save = checked("evaluate", evaluate), checked("fork", save)
+    trainer.writer.checkpoint = checked("checkpoint", trainer.writer.checkpoint)
+    trainer.run()
+    assert unsettled == []
+    assert {k for k, *_ in calls} == {"checkpoint", "trunk", "final"}
+    # Without the Trainer's settle the same run would have read unsettled steps.
+    trainer2, _ = _toy_trainer(plan, period=4)
+    pending.clear()
+    step2, evaluate2 = trainer2._step, trainer2._evaluate
+
+    def step2_leaving_checks(batch):
+        pending.append(1)
+        return step2(batch)
+
+    trainer2._step, trainer2._evaluate = step2_leaving_checks, checked("evaluate", evaluate2, trainer2)
+    trainer2.run()
+    assert ("evaluate", 4) in unsettled and ("evaluate", 9) in unsettled

@@ -10,8 +10,9 @@ methods (``evaluate``, ``report_trunk``, ``checkpoint``). The trainer is the one
 the trial's state, as detectron2's ``state_dict``/``load_state_dict``: what it trains
 (:class:`TrainState`), where it is (:class:`Position`), the saved fork, every rank's RNG,
 the training images skipped and the wall time so far; a checkpoint is its ``state_dict()``.
-The divergence guard runs inside the step, after backward and before the optimizer touches
-the weights. Nothing here imports Ray.
+The divergence guard runs inside the step; a step that reads its losses back late (to keep the
+device busy) settles them through ``settle`` before anything reads or saves the model.
+Nothing here imports Ray.
 """
 
 from __future__ import annotations
@@ -44,44 +45,56 @@ class Position:
 
 
 class LossWindow:
-    """Mean losses since the last evaluation point (what a row reports as ``loss``)."""
+    """Mean losses since the last evaluation point (what a row reports as ``loss``).
+
+    The sums stay where the losses are (float64 on the step's device), so adding a step's
+    losses never waits for the device; ``mean()`` and ``state()`` read them back. Float64
+    sums of the float32 losses are the same numbers Python floats would give.
+    """
 
     def __init__(self, width: int) -> None:
         self.width = width
-        self.sums: list[float] = []
+        self.sums: torch.Tensor | None = None
         self.count = 0
         self.lr = 0.0
 
-    def add(self, values: list[float], lr: float) -> None:
-        self.sums = [a + b for a, b in zip(self.sums, values)] if self.sums else list(values)
+    def add(self, values: torch.Tensor | Sequence[float], lr: float) -> None:
+        v = torch.as_tensor(values).detach().to(torch.float64)
+        self.sums = v.clone() if self.sums is None else self.sums.to(v.device) + v
         self.count += 1
         self.lr = lr
 
     def mean(self) -> list[float]:
-        return [v / max(1, self.count) for v in self.sums] if self.sums else [math.nan] * self.width
+        if self.sums is None:
+            return [math.nan] * self.width
+        return [s / max(1, self.count) for s in self.sums.tolist()]
 
     def state(self) -> dict[str, Any]:
-        return {"sums": list(self.sums), "count": self.count, "lr": self.lr}
+        return {"sums": [] if self.sums is None else self.sums.tolist(), "count": self.count, "lr": self.lr}
 
     def load(self, state: dict[str, Any]) -> None:
-        self.sums, self.count, self.lr = list(state["sums"]), state["count"], state["lr"]
+        sums = state["sums"]
+        self.sums = torch.tensor(sums, dtype=torch.float64) if len(sums) else None
+        self.count, self.lr = state["count"], state["lr"]
 
     def reset(self) -> None:
-        self.sums, self.count = [], 0
+        self.sums, self.count = None, 0
 
 
 class Diverged(Exception):
-    """A non-finite loss: the step stops before the optimizer applies its gradients."""
+    """A non-finite loss. ``counted``: found after its step was counted (the guard reads a
+    step's losses during the next step, trainables/engine/trial.py's SGDStep), so the trial
+    ends at the iteration already reached; otherwise the step that raised counts too."""
 
-    def __init__(self, losses: list[float], lr: float) -> None:
+    def __init__(self, losses: list[float], lr: float, counted: bool = False) -> None:
         super().__init__(f"non-finite loss {losses[0]} at lr {lr}")
-        self.losses, self.lr = losses, lr
+        self.losses, self.lr, self.counted = losses, lr, counted
 
 
-def check_finite(reduced: torch.Tensor, lr: float) -> None:
+def check_finite(reduced: torch.Tensor, lr: float, counted: bool = False) -> None:
     """The divergence guard: every rank sees the same reduced loss, so all raise together."""
     if not torch.isfinite(reduced).all():
-        raise Diverged(reduced.tolist(), lr)
+        raise Diverged(reduced.tolist(), lr, counted)
 
 
 def rng_state() -> dict[str, Any]:
@@ -248,6 +261,10 @@ class Trainer:
             every rank's RNG and skipped images).
         skips: the training images skipped on this rank (the step notes them).
         clock: the trial's wall time, started before its set-up.
+        settle: settles what the last step left pending (the step's own checks of the
+            losses it has not read back yet, trainables/engine/trial.py's ``SGDStep.settle``);
+            called before anything reads or saves the model: an evaluation, a checkpoint,
+            a fork.
     """
 
     def __init__(
@@ -264,9 +281,10 @@ class Trainer:
         world_size: int = 1,
         skips: SkippedImages | None = None,
         clock: WallClock | None = None,
+        settle: Callable[[], None] = lambda: None,
     ) -> None:
         self.plan, self.state, self.writer = plan, state, writer
-        self._step, self._batches, self._evaluate = step, batches, evaluate
+        self._step, self._batches, self._evaluate, self._settle = step, batches, evaluate, settle
         self.hooks = list(hooks)
         self.rank, self.world_size = rank, world_size
         self.skips = skips if skips is not None else SkippedImages()
@@ -286,6 +304,7 @@ class Trainer:
         rank 0's is the one saved. By reference: the runtime serialises it before training
         goes on.
         """
+        self._settle()
         # Every rank's RNG, and the training images skipped so far (with the same gather).
         per_rank = gather((rng_state(), self.skips.count), self.world_size)
         fork = self.forks.saved
@@ -320,6 +339,7 @@ class Trainer:
     # --- what hooks may call --------------------------------------------------------------
     def evaluate(self, final: bool = False) -> dict[str, float]:
         """Metrics of the model as it is now (``final``: also the test split's)."""
+        self._settle()
         for h in self.hooks:
             h.before_evaluate(self)
         metrics = self._evaluate(final)
@@ -333,6 +353,7 @@ class Trainer:
 
     def checkpoint(self) -> None:
         """Report a checkpoint alone."""
+        self._settle()
         self.writer.checkpoint(self)
 
     @property
@@ -361,6 +382,7 @@ class Trainer:
             while not pos.finished:
                 if not pos.in_branch and pos.iteration >= self.branch.fork:
                     if not self.is_last():  # the last branch is the trunk's own cooldown
+                        self._settle()
                         self.forks.save(self.state)
                     pos.in_branch = True
                 elif pos.in_branch and pos.iteration >= self.branch.end:
@@ -376,8 +398,9 @@ class Trainer:
                     for h in self.hooks:
                         h.after_step(self)
         except Diverged as d:
-            pos.iteration += 1
-            pos.cost += 1
+            if not d.counted:
+                pos.iteration += 1
+                pos.cost += 1
             self.last = self.writer.diverged(self, d.losses, d.lr)
         return self.last
 

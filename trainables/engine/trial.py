@@ -54,6 +54,7 @@ from trainables.model.weights import load_backbone_weights
 from trainables.pretraining.pretrain import ensure_pretrained
 from trainables.runtime import (
     AgreedInputError,
+    HostCopy,
     MeanAcrossRanks,
     Session,
     agree_on_input,
@@ -167,6 +168,7 @@ def _train(cfg: TrialConfig, session: Session) -> dict[str, Any]:
         world_size=world,
         skips=skips,
         clock=clock,
+        settle=step.settle,
     )
 
     try:
@@ -318,8 +320,18 @@ def _eval_loader(cfg: TrialConfig, session: Session, dataset: CocoDetection):
 class SGDStep:
     """One optimizer update on a batch (the Trainer's ``step``), at the LR the optimizer
     holds (set before it by the LRSchedule hook, trainables/engine/hooks.py): forward, backward,
-    the losses averaged over the ranks, the divergence guard, clipping and the update;
-    returns the reduced losses and the LR used."""
+    the losses averaged over the ranks, clipping and the update; returns the reduced losses
+    (a tensor on the device) and the LR used.
+
+    Nothing in it waits for the device: the reduced losses and the bad-input flag come back
+    to the host while the next step's forward and backward run, and :meth:`settle` checks
+    them there, before that step's update (or before the Trainer evaluates, saves a fork or
+    checkpoints). So the divergence guard and the bad-input agreement act one step late:
+    the step that met a non-finite loss or an unreadable batch has already been applied
+    (GradScaler skips a non-finite update under AMP), and the trial ends at the next one
+    with the first step's losses, at the iteration already counted. A trial that stops
+    there is over either way.
+    """
 
     def __init__(
         self,
@@ -333,8 +345,11 @@ class SGDStep:
         self.solver, self.session, self.model, self.state = cfg.solver, session, model, state
         self.skips, self.use_amp = skips, use_amp
         self.loss_keys = loss_keys(cfg.data.keypoints)
+        # The last step's reduced losses and flag on their way to the host, its unreadable
+        # images and its LR: what settle() checks.
+        self.pending: tuple[HostCopy, list[str], float] | None = None
 
-    def __call__(self, batch) -> tuple[list[float], float]:
+    def __call__(self, batch) -> tuple[torch.Tensor, float]:
         s, optimizer, world = self.solver, self.state.optimizer, self.session.world_size
         images, targets = batch
         self.skips.note(targets)
@@ -356,12 +371,8 @@ class SGDStep:
         optimizer.zero_grad(set_to_none=True)
         self.state.scaler.scale(loss).backward()
         reduced = pending.wait()
-        if reduced[-1] > 0:
-            rank = self.session.rank
-            mine = describe_input_error(InputError(unreadable[0], "data.train_images"), rank) if unreadable else None
-            raise AgreedInputError([e for e in gather(mine, world) if e is not None])
-        reduced = reduced[:-1]
-        check_finite(reduced, lr_now)
+        self.settle()  # the previous step's checks, now that this step's work is queued
+        self.pending = (HostCopy(reduced), unreadable, lr_now)
         if s.clip_grad_norm:
             self.state.scaler.unscale_(optimizer)
             # foreach: the norms and the scaling as one call each instead of a Python loop
@@ -369,7 +380,21 @@ class SGDStep:
             torch.nn.utils.clip_grad_norm_(self.state.model.parameters(), s.clip_grad_norm, foreach=True)
         self.state.scaler.step(optimizer)
         self.state.scaler.update()
-        return reduced.tolist(), lr_now
+        return reduced[:-1], lr_now
+
+    def settle(self) -> None:
+        """Checks the last step's losses and flag (every rank at the same point: the agreement
+        on bad input gathers); raises :class:`AgreedInputError` or ``Diverged``."""
+        if self.pending is None:
+            return
+        copy, unreadable, lr = self.pending
+        self.pending = None
+        reduced = copy.get()
+        if reduced[-1] > 0:
+            world, rank = self.session.world_size, self.session.rank
+            mine = describe_input_error(InputError(unreadable[0], "data.train_images"), rank) if unreadable else None
+            raise AgreedInputError([e for e in gather(mine, world) if e is not None])
+        check_finite(reduced[:-1], lr, counted=True)
 
 
 __all__ = ["Session", "run_trial", "build_trial_model", "InjectedFailure", "SGDStep", "TrainingBatches"]
