@@ -33,7 +33,9 @@ def _step(tmp_path):
     cfg = from_dict(
         TrialConfig,
         {
-            **base_trial(SMOKE, Arm("scratch", 1.0, "tiny"), results_uri=str(tmp_path), code_version="test", pretrained={}),
+            **base_trial(
+                SMOKE, Arm("scratch", 1.0, "tiny"), results_uri=str(tmp_path), code_version="test", pretrained={}
+            ),
             "trial_id": "t1",
         },
     )
