@@ -24,13 +24,13 @@ def one_thread():
     torch.set_num_threads(1)
 
 
-def _cfg(tmp_path, init="scratch", group_by_aspect=False, study=SMOKE, **changes):
+def _cfg(tmp_path, init="scratch", group_by_aspect=False, study=SMOKE, loader_workers=0, **changes):
     pretrained = {}
     if init == "pretrained":
         p = ensure_pretrained(study.models["tiny"], PretrainSpec(iterations=3, batch_size=8))
         pretrained = {"tiny": (str(p.path), p.images_seen)}
     d = base_trial(study, Arm(init, 1.0, "tiny"), results_uri=str(tmp_path), code_version="test", pretrained=pretrained)
-    d["data"] = {**d["data"], "group_by_aspect": group_by_aspect}
+    d["data"] = {**d["data"], "group_by_aspect": group_by_aspect, "loader_workers": loader_workers}
     return from_dict(TrialConfig, {**d, "trial_id": f"trial-{init}", **changes})
 
 
@@ -97,13 +97,19 @@ def _same_weights(straight, broken):
         assert torch.equal(value, broken.state["model"][key]), key
 
 
-@pytest.mark.parametrize("grouped", [False, True], ids=["random-batches", "aspect-grouped"])
-def test_resume_inside_a_branch_continues_at_the_exact_iteration(tmp_path, grouped):
+@pytest.mark.parametrize(
+    "grouped, workers",
+    [(False, 0), (True, 0), (False, 2)],
+    ids=["random-batches", "aspect-grouped", "persistent-workers"],
+)
+def test_resume_inside_a_branch_continues_at_the_exact_iteration(tmp_path, grouped, workers):
     # Iteration 7 comes first inside the 1x cooldown (3 -> 9), after its checkpoint at 6.
-    # Grouped batches (the generated images are both landscape and portrait) resume alike.
+    # Grouped batches (the generated images are both landscape and portrait) resume alike,
+    # and so do two persistent loader workers (kept across the branch's return and the evaluations).
     straight, broken, cfg = _straight_and_broken(
-        tmp_path, 7, schedule=2.0, schedules=(1.0, 2.0), eval_period=2, group_by_aspect=grouped
+        tmp_path, 7, schedule=2.0, schedules=(1.0, 2.0), eval_period=2, group_by_aspect=grouped, loader_workers=workers
     )
+    assert cfg.data.loader_workers == workers
     assert cfg.data.group_by_aspect == grouped
     assert broken.state["position"]["in_branch"] and broken.state["iteration"] == 6
     assert broken.state["fork"] is not None

@@ -69,7 +69,12 @@ def train_fn_per_worker(config: dict[str, Any], hooks: tuple = ()) -> dict[str, 
             m, parallel_strategy_kwargs={"gradient_as_bucket_view": True}
         ),
         # Our own DistributedSampler (resumable mid-epoch) is kept; Ray moves batches to the device.
-        prepare_loader=lambda loader: ray.train.torch.prepare_data_loader(loader, add_dist_sampler=False),
+        # auto_transfer: the next batch is copied to the GPU on a side stream while the step
+        # runs (from the pinned batches of trainables/engine/trial.py's loader_processes);
+        # ignored on the CPU. Ray Train's prepare_data_loader, train_loop_utils.py.
+        prepare_loader=lambda loader: ray.train.torch.prepare_data_loader(
+            loader, add_dist_sampler=False, auto_transfer=True
+        ),
         log=lambda msg: print(msg, flush=True),
         hooks=tuple(hooks),
     )

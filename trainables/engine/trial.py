@@ -288,8 +288,8 @@ class TrainingBatches:
                 sampler=self.sampler,
                 drop_last=True,
                 collate_fn=collate,
-                num_workers=cfg.data.loader_workers,
                 generator=self.generator,
+                **loader_processes(cfg, session),
             )
         )
         self.iterations_per_epoch = len(self.sampler) // self.per_worker
@@ -311,10 +311,25 @@ def _eval_loader(cfg: TrialConfig, session: Session, dataset: CocoDetection):
             batch_size=cfg.solver.ims_per_worker,
             sampler=ResumableDistributedSampler(dataset, session.world_size, session.rank, shuffle=False, seed=0),
             collate_fn=collate,
-            num_workers=cfg.data.loader_workers,
             generator=torch.Generator().manual_seed(cfg.seed),
+            **loader_processes(cfg, session),
         )
     )
+
+
+def loader_processes(cfg: TrialConfig, session: Session) -> dict[str, Any]:
+    """How a loader's workers run: ``persistent_workers`` keeps them from one stream to the
+    next (an epoch, a branch's return to the trunk, an evaluation) instead of forking them
+    again; a stream restarts from the sampler's position all the same, as the items depend
+    on their index and flip alone. On a GPU the batches land in pinned memory, so the copy
+    to the device (Ray Train's ``prepare_data_loader(auto_transfer=True)`` on its own
+    stream) does not wait for the step."""
+    workers = cfg.data.loader_workers
+    return {
+        "num_workers": workers,
+        "persistent_workers": workers > 0,
+        "pin_memory": session.device.type == "cuda",
+    }
 
 
 class SGDStep:
