@@ -144,10 +144,9 @@ def _small_batch(scale: Scale):
     return [p[0] for p in pairs], [{k: v for k, v in p[1].items() if k != "image_id"} for p in pairs]
 
 
-def trial(scale: Scale, iterations: int, loader_workers: int = 2) -> dict[str, float]:
-    """One scratch trial of the scale's model through Ray Tune + Ray Train, 1 worker."""
-    from study.hpo import tuning
-
+def trial_base(scale: Scale, iterations: int, loader_workers: int = 2) -> dict:
+    """The trial config of one scratch trial of the scale's model, 1 worker, 2 images, no
+    evaluation before its end; its data generated."""
     study = dataclasses.replace(
         COCO_R50_GN if scale.device == "cuda" else TOY,
         models={"m": scale.model},
@@ -170,7 +169,14 @@ def trial(scale: Scale, iterations: int, loader_workers: int = 2) -> dict[str, f
     )
     ensure_dataset(scale.images)
     base = base_trial(study, Arm("scratch", 1.0, "m"), results_uri="", code_version="bench", pretrained={})
-    base = {**base, "solver": {**base["solver"], "base_iters": iterations, "ims_per_worker": 2}}
+    return {**base, "solver": {**base["solver"], "base_iters": iterations, "ims_per_worker": 2}}
+
+
+def trial(scale: Scale, iterations: int, loader_workers: int = 2) -> dict[str, float]:
+    """One scratch trial of the scale's model through Ray Tune + Ray Train, 1 worker."""
+    from study.hpo import tuning
+
+    base = trial_base(scale, iterations, loader_workers)
     trial_probe.add_to_worker_path()
     tuning.start_ray(None, num_cpus=os.cpu_count() or 1)
     return trial_probe.run_probed_trial(base, {"lr": 0.02, "weight_decay": 1e-4, "schedule": 1.0, "seed": 0})
