@@ -12,6 +12,7 @@ from study.plan.epochs import epoch_lines, epoch_warnings
 from study.plan.estimate import Plan, eval_gpu_hours, gpu_hours, split_sizes
 from study.plan.regime_points import regime_points
 from study.spec.resolved import ArmSpec, ResolvedStudy
+from study.spec.step_times import provenance
 from study.spec.study_config import NOISE_GAPS, StudyConfig, selector_matches, startup_trials
 
 
@@ -177,7 +178,8 @@ def _cost_lines(plan: Plan) -> list[str]:
     lines = [
         "",
         f"  cost estimate ({plan.gpus_per_trial} GPUs per trial; seconds per iteration of the whole "
-        f"{batch}-image step, cited in study/spec/coco_presets.py; override with --set seconds_per_iteration.GPU=S):",
+        f"{batch}-image step, each measured, cited or derived as its line says (study/spec/step_times.py); "
+        "override with --set seconds_per_iteration.GPU=S):",
     ]
     for gpu, seconds in sorted(s.seconds_per_iteration.items()):
         train = gpu_hours(plan, seconds)
@@ -198,6 +200,7 @@ def _cost_lines(plan: Plan) -> list[str]:
             f"{alone:,.0f} GPU-hours); longest trial "
             f"{plan.longest_trial * seconds / 3600:,.0f} h of training"
         )
+        lines.append(f"           {gpu} figure {provenance(gpu, seconds)}")
     search, test = split_sizes(s, plan.counts)
     lines.append(
         f"  evaluation: {plan.expected_eval_images:,} images ({search:,} per search-split and "

@@ -7,6 +7,8 @@ from __future__ import annotations
 import dataclasses
 
 from analysis.paper import DATA_FRACTION_BBOX_AP
+from study.spec import step_times
+from study.spec.step_times import KEYPOINT_TEST_COST
 from study.spec.study_config import Axes, EarlyStopping, Margin, SearchSpace, StudyConfig, relative_margin
 from trainables.contract.trial_config import DataConfig, SolverConfig
 from trainables.model.zoo import R50_GN, R50_GN_CAFFE2, R50_SYNCBN, R101_GN_CAFFE2
@@ -112,12 +114,9 @@ COCO_R50_GN = StudyConfig(
     # clusters/aws.yaml allows 4 8-GPU nodes = 32 GPUs: 4 trials of 8 workers at once (the
     # autoscaler adds a node for each pending trial's placement group).
     cluster_gpus=32,
-    # Seconds per iteration of the whole 8-GPU step (16 images), for --dry-run's GPU-hours:
-    # V100: detectron2 MODEL_ZOO scratch_mask_rcnn_R_50_FPN_3x_gn, 0.338 s/iter on 8 V100;
-    # P100: Detectron GN README, R-50-FPN GN scratch 3x, 1.087 s/iter on 8 P100;
-    # H200: benchmarks/gpu_step.py on one H200 (2026-11-26): 23.2 images/s with AMP, i.e.
-    # 2 images per GPU in 0.086 s, before DDP's gradient all-reduce over 8 GPUs.
-    seconds_per_iteration={"V100": 0.338, "P100": 1.087, "H200": 0.086},
+    # Seconds per iteration of the whole 8-GPU step (16 images), for --dry-run's GPU-hours;
+    # each figure's source (measured, cited or derived) is in study/spec/step_times.py.
+    seconds_per_iteration=step_times.seconds(step_times.R50_GN),
     # GPU-seconds per evaluated image, forward and post-processing at one image per GPU:
     # V100: detectron2 MODEL_ZOO scratch_mask_rcnn_R_50_FPN_3x_gn, 0.061 s/im; P100: Detectron
     # GN README, R-50-FPN GN scratch 3x, 0.140 + 0.019 s/im; H200: the V100 figure scaled by
@@ -137,9 +136,7 @@ COCO_R101_GN = dataclasses.replace(
     models={"r101": R101_GN_CAFFE2},
     pretrained_weights={"r101": R101_GN_PKL[0]},
     pretrained_images={"r101": R101_GN_PKL[1]},
-    # P100: Detectron GN README, R-101-FPN GN scratch 3x, 1.243 s/iter; V100: the R50
-    # figure x 1.243/1.087 (no published R101 GN scratch speed on V100).
-    seconds_per_iteration={"V100": round(0.338 * 1.243 / 1.087, 3), "P100": 1.243},
+    seconds_per_iteration=step_times.seconds(step_times.R101_GN),
     # P100: Detectron GN README, R-101-FPN GN scratch 3x, 0.177 + 0.019 s/im; V100: the R50
     # figure x 0.196/0.159, as for the step.
     eval_seconds_per_image={"V100": round(0.061 * 0.196 / 0.159, 3), "P100": 0.196},
@@ -154,7 +151,7 @@ COCO_R50_SYNCBN = dataclasses.replace(
     pretrained_weights={"r50-syncbn": TORCHVISION_R50[0]},
     pretrained_images={"r50-syncbn": TORCHVISION_R50[1]},
     # V100: detectron2 MODEL_ZOO mask_rcnn_R_50_FPN_3x_syncbn, 0.345 s/iter, 0.053 s/im.
-    seconds_per_iteration={"V100": 0.345},
+    seconds_per_iteration=step_times.seconds(step_times.R50_SYNCBN),
     eval_seconds_per_image={"V100": 0.053},
 )
 COCO_R50_GN_TIMM = dataclasses.replace(
@@ -251,11 +248,8 @@ COCO_KEYPOINT_DATA = dataclasses.replace(
     # train2017's 118,287 as the box presets' do.
     fraction_of_images=0,
 )
-# torchvision's model table (docs/source/models.rst, 8 V100, 2 images per GPU): Keypoint
-# R-CNN R50-FPN 0.3789 s/it training and 0.1242 s/it test against Mask R-CNN's 0.2728 and
-# 0.0903; the keypoint figures are coco-r50-gn's scaled by those ratios (not measured).
-KEYPOINT_TRAIN_COST = 0.3789 / 0.2728
-KEYPOINT_TEST_COST = 0.1242 / 0.0903
+# The keypoint figures are coco-r50-gn's scaled by torchvision's Keypoint / Mask R-CNN time
+# ratios (study/spec/step_times.py; not measured).
 COCO_R50_GN_KEYPOINTS = dataclasses.replace(
     COCO_R50_GN,
     name="coco-r50-gn-keypoints",
@@ -270,9 +264,7 @@ COCO_R50_GN_KEYPOINTS = dataclasses.replace(
     margin=relative_margin(
         RELATIVE_MARGIN, 0.655, "the share of half a point at 41.1 AP, of the paper's pretrained keypoint AP (65.5)"
     ),
-    seconds_per_iteration={
-        gpu: round(s * KEYPOINT_TRAIN_COST, 3) for gpu, s in COCO_R50_GN.seconds_per_iteration.items()
-    },
+    seconds_per_iteration=step_times.seconds(step_times.R50_GN_KEYPOINTS),
     eval_seconds_per_image={
         gpu: round(s * KEYPOINT_TEST_COST, 4) for gpu, s in COCO_R50_GN.eval_seconds_per_image.items()
     },

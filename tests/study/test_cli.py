@@ -376,3 +376,22 @@ def test_the_coco_keypoint_plan(capsys):
     assert "recipe 3x (lr 0.02): 330k iterations with branches, 450k as separate runs of 2x, 3x" in out
     # torchvision's Keypoint R-CNN / Mask R-CNN training-time ratio on detectron2's 0.338 s/iter.
     assert re.search(r"V100 +0\.469 s/iter -> [\d,]+ GPU-hours, evaluation [\d,]+ of them", out)
+
+
+def test_the_dry_run_says_which_step_times_are_measured_and_which_cited(capsys):
+    """Each GPU's seconds per iteration has its provenance beside its GPU-hours: a figure
+    this project measured (benchmark, card, date), one cited from a model zoo, one derived
+    from others, or one set for this study alone."""
+    from study.spec import step_times
+
+    assert main(["--preset", "coco-r50-gn", "--dry-run", "--set", "seconds_per_iteration.A100=0.2"]) == 0
+    out = capsys.readouterr().out
+    assert "H200 figure measured: benchmarks/gpu_step.py on 1 H200, 2026-11-26" in out
+    assert "V100 figure cited: detectron2 MODEL_ZOO.md, Misc/scratch_mask_rcnn_R_50_FPN_3x_gn" in out
+    assert "A100 figure set for this study (--set or a config file; no source recorded)" in out
+    assert main(["--preset", "coco-r50-gn-keypoints", "--dry-run"]) == 0
+    assert "V100 figure derived: coco-r50-gn's V100 figure x 1.389" in capsys.readouterr().out
+    # An overridden figure is no longer the cited one.
+    assert step_times.provenance("V100", 0.3).startswith("set for this study")
+    with pytest.raises(ValueError, match="StepTime.kind='guessed'"):
+        step_times.StepTime(0.1, "guessed", "nowhere")
