@@ -7,8 +7,8 @@ costs. A line says where the trial is (trunk, or which schedule's cooldown), the
 images/s over the steps since the last line and the share of that time spent waiting for
 the data loader, the LR and the loss, the peak GPU memory where there is a GPU, and the
 trial's ETA from its own pace since this run started (evaluations and checkpoints
-included, set-up not). Rank 0 alone decides and prints: no collective, and no device sync
-beyond what the step already does (the loss it reads was reduced by the step).
+included, set-up not). Rank 0 alone decides and prints: no collective, and one device sync
+per line (reading the loss window's sums, which the steps keep on the device).
 """
 
 from __future__ import annotations
