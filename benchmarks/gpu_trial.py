@@ -13,7 +13,8 @@ cut short by its time limit has measured what matters first:
 2. **One trial through Ray Tune + Ray Train** (1 worker, 1 GPU, AMP, the engine's own loop with
    its evaluation, checkpoint and Parquet row, batches grouped by aspect ratio and 2 loader
    workers as in the COCO presets) on a generated COCO-format dataset of 800-px images:
-   the loop's images/s (benchmarks/trial_probe.py), its start-up and evaluation time, its
+   the loop's images/s (benchmarks/trial_probe.py; after one epoch of 24 steps, which holds
+   the first-seen batch shapes), its start-up and evaluation time, its
    peak GPU memory, and the loop's speed as a fraction of the bare step's.
 3. **The step's knobs** (skipped with ``--no-knobs``): channels-last tensors and cuDNN's
    benchmark mode, each against step 1; with ``--compile`` also the backbone under
@@ -179,7 +180,11 @@ def trial(scale: Scale, iterations: int, loader_workers: int = 2) -> dict[str, f
     base = trial_base(scale, iterations, loader_workers)
     trial_probe.add_to_worker_path()
     tuning.start_ray(None, num_cpus=os.cpu_count() or 1)
-    return trial_probe.run_probed_trial(base, {"lr": 0.02, "weight_decay": 1e-4, "schedule": 1.0, "seed": 0})
+    # One epoch of warm-up (every image's first read, most of the batch shapes cuDNN plans
+    # for), at most a third of the trial.
+    warmup = min(scale.images.num_train // 2, iterations // 3)
+    params = {"lr": 0.02, "weight_decay": 1e-4, "schedule": 1.0, "seed": 0}
+    return trial_probe.run_probed_trial(base, params, warmup)
 
 
 def main() -> None:

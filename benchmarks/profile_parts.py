@@ -376,20 +376,12 @@ def engine_loop(base: dict, device: torch.device, folder: Path) -> dict[str, flo
 
     from trainables.contract.config_io import from_dict
     from trainables.contract.trial_config import TrialConfig
-    from trainables.engine.loop import HookBase
     from trainables.engine.trial import run_trial
     from trainables.runtime import Session
 
     cfg = from_dict(TrialConfig, {**base, "schedule": 1.0, "seed": 0, "results_uri": str(folder), "trial_id": "p"})
     stamps: list[float] = []
     evals: list[tuple[float, float]] = []
-
-    class EvaluationTimer(HookBase):
-        def before_evaluate(self, trainer) -> None:
-            self.start = time.time()
-
-        def after_evaluate(self, trainer) -> None:
-            evals.append((self.start, time.time()))
 
     session = Session(
         rank=0,
@@ -400,7 +392,7 @@ def engine_loop(base: dict, device: torch.device, folder: Path) -> dict[str, flo
         prepare_model=lambda m: m.to(device),
         prepare_loader=lambda data: DeviceLoader(data, device) if device.type == "cuda" else data,
         log=lambda _msg: None,
-        hooks=(EvaluationTimer(),),
+        hooks=(trial_probe.evaluation_timer(evals),),
     )
     handle = register_optimizer_step_post_hook(lambda *_: stamps.append(time.time()))
     try:

@@ -51,7 +51,6 @@ from trainables.contract.trial_config import TrialConfig  # noqa: E402
 from trainables.data.dataset import build_datasets  # noqa: E402
 from trainables.data.splits import resolve_data  # noqa: E402
 from trainables.engine import trial  # noqa: E402
-from trainables.engine.loop import HookBase  # noqa: E402
 from trainables.engine.schedule import at_batch, lr_multiplier  # noqa: E402
 from trainables.model.mask_rcnn import param_groups  # noqa: E402
 
@@ -122,13 +121,6 @@ def _engine_worker(rank: int, config: dict, port: int) -> None:
     evals: list[tuple[float, float]] = []
     register_optimizer_step_post_hook(lambda *_: stamps.append(time.time()))
 
-    class EvaluationTimer(HookBase):
-        def before_evaluate(self, trainer) -> None:
-            self.start = time.time()
-
-        def after_evaluate(self, trainer) -> None:
-            evals.append((self.start, time.time()))
-
     def report(_metrics: dict, state: dict | None) -> None:
         if state is not None:  # the trial's checkpoint is written as Ray's report writes it
             with tempfile.TemporaryDirectory() as tmp:
@@ -142,7 +134,7 @@ def _engine_worker(rank: int, config: dict, port: int) -> None:
         load_checkpoint=lambda: None,
         prepare_model=lambda m: torch.nn.parallel.DistributedDataParallel(m, gradient_as_bucket_view=True),
         log=lambda _msg: None,
-        hooks=(EvaluationTimer(),),
+        hooks=(trial_probe.evaluation_timer(evals),),
     )
     try:
         trial.run_trial(cfg, session)
@@ -179,7 +171,7 @@ def one_round(base: dict, workers: int, warmup: int, iterations: int) -> dict[st
     start = time.perf_counter()
     try:
         probed = trial_probe.run_probed_trial(
-            base, {"lr": base["lr"], "weight_decay": base["weight_decay"], "schedule": 1.0, "seed": 0}
+            base, {"lr": base["lr"], "weight_decay": base["weight_decay"], "schedule": 1.0, "seed": 0}, warmup
         )
     finally:
         ray.shutdown()

@@ -38,18 +38,9 @@ def add_to_worker_path() -> None:
         os.environ["PYTHONPATH"] = os.pathsep.join([*parts, str(HERE)])
 
 
-def timed_worker_fn(config: dict[str, Any]) -> None:
-    """``train_fn_per_worker`` with step and evaluation timestamps written by rank 0."""
-    import ray.train
-    import torch
-    from torch.optim.optimizer import register_optimizer_step_post_hook
-
-    import trainables.engine.ray_entry as ray_entry
+def evaluation_timer(evals: list[tuple[float, float]]):
+    """A loop hook (through the trial's Session) that appends each evaluation's (start, end)."""
     from trainables.engine.loop import HookBase
-
-    stamps: list[float] = []
-    evals: list[tuple[float, float]] = []
-    register_optimizer_step_post_hook(lambda *_: stamps.append(time.time()))
 
     class EvaluationTimer(HookBase):
         def before_evaluate(self, trainer) -> None:
@@ -58,8 +49,22 @@ def timed_worker_fn(config: dict[str, Any]) -> None:
         def after_evaluate(self, trainer) -> None:
             evals.append((self.start, time.time()))
 
+    return EvaluationTimer()
+
+
+def timed_worker_fn(config: dict[str, Any]) -> None:
+    """``train_fn_per_worker`` with step and evaluation timestamps written by rank 0."""
+    import ray.train
+    import torch
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+
+    import trainables.engine.ray_entry as ray_entry
+
+    stamps: list[float] = []
+    evals: list[tuple[float, float]] = []
+    register_optimizer_step_post_hook(lambda *_: stamps.append(time.time()))
     try:
-        ray_entry.train_fn_per_worker(config, hooks=(EvaluationTimer(),))
+        ray_entry.train_fn_per_worker(config, hooks=(evaluation_timer(evals),))
     finally:
         if ray.train.get_context().get_world_rank() == 0:
             # The trial's peak GPU memory on rank 0 (training and evaluation), None on a CPU.
@@ -76,8 +81,9 @@ def timed_driver_fn(config: dict[str, Any], arms: dict[str, dict[str, Any]]) -> 
     ray_entry.train_driver_fn(config, arms, worker_fn=timed_worker_fn)
 
 
-def run_probed_trial(base: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
-    """One trial of ``base`` (an arm's trial config) with ``params``; its timing, summarised.
+def run_probed_trial(base: dict[str, Any], params: dict[str, Any], warmup: int = 5) -> dict[str, Any]:
+    """One trial of ``base`` (an arm's trial config) with ``params``; its timing, summarised
+    (the first ``warmup`` steps left out).
 
     Ray must already be started (``study.hpo.tuning.start_ray``), after ``add_to_worker_path``.
     """
@@ -107,7 +113,7 @@ def run_probed_trial(base: dict[str, Any], params: dict[str, Any]) -> dict[str, 
             raise RuntimeError(f"the benchmark trial failed: {grid[0].error}")
         timing = json.loads(Path(results, TIMING_FILE).read_text())
     batch = base["num_workers"] * base["solver"]["ims_per_worker"]
-    summary = summarise(timing["steps"], timing["evals"], started[0], batch)
+    summary = summarise(timing["steps"], timing["evals"], started[0], batch, warmup)
     return {**summary, "engine": timing["engine"], "peak_gib": timing.get("peak_gib")}
 
 
