@@ -99,13 +99,13 @@ def _same_weights(straight, broken):
 
 @pytest.mark.parametrize(
     "grouped, workers",
-    [(False, 0), (True, 0), (False, 2)],
-    ids=["random-batches", "aspect-grouped", "persistent-workers"],
+    [(False, 0), (True, 2)],
+    ids=["random-batches", "aspect-grouped-with-persistent-workers"],
 )
 def test_resume_inside_a_branch_continues_at_the_exact_iteration(tmp_path, grouped, workers):
     # Iteration 7 comes first inside the 1x cooldown (3 -> 9), after its checkpoint at 6.
-    # Grouped batches (the generated images are both landscape and portrait) resume alike,
-    # and so do two persistent loader workers (kept across the branch's return and the evaluations).
+    # Grouped batches (the generated images are both landscape and portrait) from two
+    # persistent loader workers (kept across the branch's return and the evaluations) resume alike.
     straight, broken, cfg = _straight_and_broken(
         tmp_path, 7, schedule=2.0, schedules=(1.0, 2.0), eval_period=2, group_by_aspect=grouped, loader_workers=workers
     )
