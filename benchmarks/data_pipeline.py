@@ -168,6 +168,19 @@ def evaluation_costs(ann: Path, repeats: int, detections: int = 100) -> dict[str
     return {"paste": statistics.median(paste), "rle": statistics.median(encode), "cocoeval": statistics.median(scoring)}
 
 
+def handoff_bytes(root: Path, ann: Path) -> tuple[float, float, float]:
+    """Mean MB per training image the loader hands over: the uint8 image, its masks whole,
+    and its masks as collate crops them."""
+    dataset = CocoDetection(str(root), load_coco(str(ann)), train=True)
+    image = whole = crops = 0
+    for i in range(len(dataset)):
+        img, target = dataset[i]
+        image += img.numel()
+        whole += target["masks"].numel()
+        crops += sum(c.numel() for c in collate([(img, target)])[1][0]["mask_crops"])
+    return image / len(dataset) / 1e6, whole / len(dataset) / 1e6, crops / len(dataset) / 1e6
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=int, default=48, help="generated images for the loader and evaluation")
@@ -198,6 +211,11 @@ def main(argv: list[str] | None = None) -> None:
         print(
             f"loader: {rate:.1f} images/s per worker at 800 px ({args.images} images, {count / args.images:.1f} "
             "instances each; the resize to 800 runs in the model)"
+        )
+        image_mb, whole_mb, crops_mb = handoff_bytes(root, ann)
+        print(
+            f"hand-off per training image: uint8 image {image_mb:.2f} MB, masks {whole_mb:.2f} MB whole, "
+            f"{crops_mb:.2f} MB as crops (trainables/data/mask_handoff.py)"
         )
         workers = math.ceil(GPU_IMAGES_PER_S / rate)
         preset = PRESETS["coco-r50-gn"].data.loader_workers

@@ -41,6 +41,7 @@ from trainables.data.keypoints import (
     keypoint_sigmas,
     trains_keypoints,
 )
+from trainables.data.mask_handoff import crop_masks
 from trainables.data.splits import SEARCH, TEST, DataPaths, check_disjoint, held_out_ids, select_subset, subset_blob
 
 # How far a training item looks for a readable image when its own cannot be decoded.
@@ -266,8 +267,9 @@ def hflip(
 
 
 def collate(batch: list[tuple[torch.Tensor, dict]]) -> tuple[list[torch.Tensor], list[dict]]:
+    """Lists of images and targets, each training target's masks cropped for the hand-off."""
     images, targets = zip(*batch)
-    return list(images), list(targets)
+    return list(images), [crop_masks(t) for t in targets]
 
 
 class ResumableDistributedSampler(DistributedSampler):

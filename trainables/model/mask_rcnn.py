@@ -28,6 +28,7 @@ from torchvision.ops import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from trainables.contract.trial_config import CAFFE2_PIXEL_MEAN, CAFFE2_PIXEL_STD, ModelConfig
+from trainables.data.mask_handoff import paste_masks
 from trainables.model.roi_align import MultiScaleRoIAlign
 
 NORM_TYPES = (nn.BatchNorm2d, nn.SyncBatchNorm, nn.GroupNorm, FrozenBatchNorm2d)
@@ -35,7 +36,7 @@ NORM_TYPES = (nn.BatchNorm2d, nn.SyncBatchNorm, nn.GroupNorm, FrozenBatchNorm2d)
 
 class TestSizeTransform(GeneralizedRCNNTransform):
     """torchvision's resize-and-normalize, with its own shorter side for evaluation, taking
-    uint8 images too.
+    uint8 images and cropped training masks (trainables/data/mask_handoff.py) too.
 
     torchvision evaluates at the last training size; with scale augmentation ("train aug",
     shorter side drawn from 640..800) the paper still tests at one fixed size.
@@ -54,6 +55,8 @@ class TestSizeTransform(GeneralizedRCNNTransform):
         return super().normalize(image)
 
     def resize(self, image, target=None):
+        if target is not None:
+            target = paste_masks(target, image.device)  # whole masks at the image's size, then resized
         if self.training:
             return super().resize(image, target)
         train_sizes, self.min_size = self.min_size, (self.test_min_size,)
