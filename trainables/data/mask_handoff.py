@@ -3,13 +3,13 @@
 A training target's masks are (N, H, W) uint8 at its image's size, and mostly zeros: an
 instance covers a small part of its image (COCO-shaped images of 640 px with 6.8 instances
 carry 1.67 MB of masks against 0.75 MB of uint8 image, 0.14 MB as crops; benchmarks/
-README.md). The loader's collate (trainables/data/dataset.py) hands each instance's smallest rectangle that holds all its pixels instead
-(``mask_crops``, with the rectangle's top-left corner in ``mask_at`` and the image's size in
-``mask_size``: Python ints, so they stay on the host while the crops travel), and the
-model's transform (trainables/model/mask_rcnn.py) pastes them into zeros on its device
-before its resize: the same masks, bit for bit, for a fraction of the bytes through the
-workers' shared memory, the pinned copy and the bus. Nothing here reads a device tensor
-back.
+README.md). The loader's collate (trainables/data/dataset.py) hands each instance's
+smallest rectangle that holds all its pixels instead (``mask_crops``, with the rectangle's
+top-left corner in ``mask_at`` and the image's size in ``mask_size``: Python ints, so they
+stay on the host while the crops travel), and the model's transform
+(trainables/model/mask_rcnn.py) pastes them into zeros on its device before its resize:
+the same masks, bit for bit, for a fraction of the bytes through the workers' shared
+memory, the pinned copy and the bus. Nothing here reads a device tensor back.
 """
 
 from __future__ import annotations
