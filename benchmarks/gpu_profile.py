@@ -48,6 +48,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import gpu_trial  # noqa: E402  (the scales and the trial config of the GPU trial benchmark)
+import profile_feed as feed  # noqa: E402
 import profile_parts as parts  # noqa: E402
 
 from trainables.data.synthetic import ensure_dataset  # noqa: E402
@@ -148,9 +149,9 @@ def run(out: Path, cpu: bool) -> dict:
     summary["S4"] = {}
     rig = parts.trainable(scale, device)
     workers = 2
-    for name, kw in parts.LOADERS:
-        loader = parts.loader(paths, workers=workers, **{**kw, "pin": kw["pin"] and device.type == "cuda"})
-        fed = parts.timed_steps(rig, parts.fed_batches(loader, device), budget.warm + budget.fed, device)[budget.warm :]
+    for name, kw in feed.LOADERS:
+        loader = feed.loader(paths, workers=workers, **{**kw, "pin": kw["pin"] and device.type == "cuda"})
+        fed = parts.timed_steps(rig, feed.fed_batches(loader, device), budget.warm + budget.fed, device)[budget.warm :]
         steps_rows += [{"section": f"S4 {name}", **s} for s in fed]
         s4 = parts.step_summary(fed, images=2)
         summary["S4"][name] = s4
@@ -161,7 +162,7 @@ def run(out: Path, cpu: bool) -> dict:
         )
         del loader
     for n in sorted({2, min(8, os.cpu_count() or 1)}):
-        rate = parts.loader_alone(paths, workers=n, batches=budget.fed)
+        rate = feed.loader_alone(paths, workers=n, batches=budget.fed)
         summary["S4"][f"loader alone, {n} workers"] = rate
         note("S4", f"loader alone, {n} workers: images/s", f"{rate:.1f}")
     del rig
@@ -169,7 +170,7 @@ def run(out: Path, cpu: bool) -> dict:
 
     # S5: the engine in this process.
     with tempfile.TemporaryDirectory() as rows:  # the trial's rows are not what this run brings back
-        engine = parts.engine_loop(base, device, Path(rows))
+        engine = feed.engine_loop(base, device, Path(rows))
     summary["S5"] = engine
     note(
         "S5",

@@ -1,5 +1,6 @@
 """The measuring parts of benchmarks/gpu_profile.py: a timed bare step with per-phase host timers and
-CUDA events, the profiler census, the step's variants, the data path and the engine in-process.
+CUDA events, the profiler census and the step's variants (the data path and the engine:
+benchmarks/profile_feed.py).
 
 Every function works on a CPU too (no events, no autocast unless a variant asks for bf16), so
 the script's CPU mode exercises the same code at toy size.
@@ -24,12 +25,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-import trial_probe
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
 
-from trainables.data.dataset import CocoDetection, collate, load_coco  # noqa: E402
-from trainables.model.mask_rcnn import build_model, param_groups  # noqa: E402
+from trainables.data.dataset import CocoDetection, load_coco
+from trainables.model.mask_rcnn import build_model, param_groups
 
 NUM_CLASSES = 80
 LR = 0.02 * 2 / 16  # the paper's 0.02 at 16 images, scaled to 2 (the step's speed does not depend on it)
@@ -41,12 +40,6 @@ VARIANTS = [
     ("bf16, GroupNorm in bf16, 2 images", {"dtype": BF16, "gn_low": True}),
     ("the trials' precision, 4 images", {"images": 4}),
     ("the trials' precision, 8 images", {"images": 8}),
-]
-# (name, loader's keywords): S4's loader settings.
-LOADERS = [
-    ("float32 images, 2 workers (before)", {"float32": True, "persistent": False, "pin": False}),
-    ("uint8 images, 2 workers", {"float32": False, "persistent": False, "pin": False}),
-    ("uint8, persistent, pinned (the trial's now)", {"float32": False, "persistent": True, "pin": True}),
 ]
 
 
@@ -122,7 +115,7 @@ def dataset_items(paths, count: int) -> list[tuple[torch.Tensor, dict]]:
     return [ds[i] for i in range(count)]
 
 
-def _to(batch, device: torch.device):
+def to_device(batch, device: torch.device):
     images, targets = batch
     images = [i.to(device, non_blocking=True) for i in images]
     targets = [{k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets]
@@ -131,7 +124,7 @@ def _to(batch, device: torch.device):
 
 def device_batches(items, images: int, device: torch.device) -> Iterator:
     """Batches of ``images`` items, already on the device, round and round."""
-    on_device = [_to(([i], [t]), device) for i, t in items]
+    on_device = [to_device(([i], [t]), device) for i, t in items]
     for k in itertools.count():
         chosen = [on_device[(k * images + j) % len(on_device)] for j in range(images)]
         yield [c[0][0] for c in chosen], [c[1][0] for c in chosen]
@@ -306,101 +299,6 @@ def variant_speed(
     rows = timed_steps(rig, device_batches(items, images, device), warm + steps, device)[warm:]
     peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
     return step_summary(rows, images)["images_per_s"], peak
-
-
-class Float32Images(Dataset):
-    """The dataset as it was before the uint8 hand-off: float images in [0, 1] from the workers."""
-
-    def __init__(self, ds: CocoDetection) -> None:
-        self.ds = ds
-
-    def __len__(self) -> int:
-        return len(self.ds)
-
-    def __getitem__(self, i):
-        image, target = self.ds[i]
-        return image.float().div_(255), target
-
-
-def loader(paths, workers: int, float32: bool, persistent: bool, pin: bool) -> DataLoader:
-    ds = CocoDetection(str(paths.train_images), load_coco(str(paths.train_annotations)), train=True)
-    return DataLoader(
-        Float32Images(ds) if float32 else ds,
-        batch_size=2,
-        shuffle=True,
-        drop_last=True,
-        collate_fn=collate,
-        num_workers=workers,
-        persistent_workers=persistent and workers > 0,
-        pin_memory=pin,
-        generator=torch.Generator().manual_seed(0),
-    )
-
-
-def fed_batches(data: DataLoader, device: torch.device) -> Iterator:
-    """The loader's batches epoch after epoch, copied to the device as they come."""
-    while True:
-        for batch in data:
-            yield _to(batch, device)
-
-
-def loader_alone(paths, workers: int, batches: int) -> float:
-    """Images/s of the loader with nothing to train (uint8, after its first batch)."""
-    data = fed_batches(loader(paths, workers, False, True, False), torch.device("cpu"))
-    next(data)
-    start = time.perf_counter()
-    for _ in range(batches):
-        next(data)
-    return batches * 2 / (time.perf_counter() - start)
-
-
-class DeviceLoader:
-    """A loader whose batches are copied to ``device`` as they come (Ray Train's
-    ``prepare_data_loader`` does this for a trial, on a side stream)."""
-
-    def __init__(self, data: DataLoader, device: torch.device) -> None:
-        self.data, self.device = data, device
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-    def __iter__(self):
-        for batch in self.data:
-            yield _to(batch, self.device)
-
-
-def engine_loop(base: dict, device: torch.device, folder: Path) -> dict[str, float]:
-    """The trial's engine in this process (one rank, no Ray): its loop's images/s as
-    benchmarks/trial_probe.py times a Ray trial (optimizer-step intervals, warm-up left out)."""
-    from torch.optim.optimizer import register_optimizer_step_post_hook
-
-    from trainables.contract.config_io import from_dict
-    from trainables.contract.trial_config import TrialConfig
-    from trainables.engine.trial import run_trial
-    from trainables.runtime import Session
-
-    cfg = from_dict(TrialConfig, {**base, "schedule": 1.0, "seed": 0, "results_uri": str(folder), "trial_id": "p"})
-    stamps: list[float] = []
-    evals: list[tuple[float, float]] = []
-
-    session = Session(
-        rank=0,
-        world_size=1,
-        device=device,
-        report=lambda _metrics, _state: None,
-        load_checkpoint=lambda: None,
-        prepare_model=lambda m: m.to(device),
-        prepare_loader=lambda data: DeviceLoader(data, device) if device.type == "cuda" else data,
-        log=lambda _msg: None,
-        hooks=(trial_probe.evaluation_timer(evals),),
-    )
-    handle = register_optimizer_step_post_hook(lambda *_: stamps.append(time.time()))
-    try:
-        run_trial(cfg, session)
-    finally:
-        handle.remove()
-    warmup = min(10, len(stamps) // 3)  # first-seen shapes and the loader's start
-    return trial_probe.summarise(stamps, evals, stamps[0], cfg.global_batch, warmup=warmup)
 
 
 def free(device: torch.device) -> None:

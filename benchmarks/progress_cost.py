@@ -26,7 +26,8 @@ import time
 import torch
 
 from trainables.engine.branches import branches, trial_iterations
-from trainables.engine.loop import HookBase, LossWindow, Trainer, TrainState
+from trainables.engine.loop import HookBase, Trainer, TrainState
+from trainables.engine.losses import LossWindow
 from trainables.engine.progress import ProgressLog, TimedBatches
 from trainables.engine.tensorboard import TrialBoard
 

@@ -8,10 +8,10 @@ from trainables.contract.errors import InputError
 from trainables.data.dataset import (
     CocoDetection,
     ResumableDistributedSampler,
-    hflip,
     load_coco,
     trainable_image_ids,
 )
+from trainables.data.flip import hflip
 from trainables.data.splits import select_subset
 from trainables.evaluation.evaluate import coco_results
 

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from trainables.contract.errors import InputError
-from trainables.data.dataset import CocoDetection, hflip, load_coco, trainable_image_ids
+from trainables.data.dataset import CocoDetection, load_coco, trainable_image_ids
+from trainables.data.flip import hflip
 from trainables.data.keypoints import flip_index, hflip_keypoints, keypoint_sigmas
 from trainables.evaluation.coco_eval import evaluate
 

@@ -5,7 +5,8 @@ import torch
 
 from trainables.engine.branches import branches, independent_iterations, trial_iterations
 from trainables.engine.hooks import FaultInjection, HookBase, PeriodicEvaluation
-from trainables.engine.loop import Diverged, ForkStore, LossWindow, Trainer, TrainState, check_finite
+from trainables.engine.loop import ForkStore, Trainer, TrainState
+from trainables.engine.losses import Diverged, LossWindow, check_finite
 from trainables.engine.schedule import lr_at
 
 

@@ -12,8 +12,9 @@ from tests.conftest import MemoryCheckpoints
 from trainables.contract.config_io import from_dict
 from trainables.contract.rows import LOSS_KEYS
 from trainables.contract.trial_config import TrialConfig
-from trainables.engine.loop import Diverged, LossWindow, SkippedImages, TrainState
-from trainables.engine.trial import SGDStep
+from trainables.engine.loop import SkippedImages, TrainState
+from trainables.engine.losses import Diverged, LossWindow
+from trainables.engine.step import SGDStep
 from trainables.runtime import AgreedInputError
 
 

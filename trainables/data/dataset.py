@@ -32,10 +32,10 @@ from trainables.contract.errors import InputError
 from trainables.contract.trial_config import TrialConfig
 from trainables.data.census import trainable
 from trainables.data.coco_check import check_images_present, check_same_categories, read_coco_json
+from trainables.data.flip import hflip
 from trainables.data.grouping import aspect_group, grouped_order
 from trainables.data.keypoints import (
     flip_index,
-    hflip_keypoints,
     keypoint_array,
     keypoint_names,
     keypoint_sigmas,
@@ -248,22 +248,6 @@ class UnreadableImage(InputError):
 
 class SizeMismatch(UnreadableImage):
     """An image whose size (after its EXIF orientation) differs from its annotation entry's."""
-
-
-def hflip(
-    image: torch.Tensor, target: dict[str, Any], flip_index: list[int] | None = None
-) -> tuple[torch.Tensor, dict[str, Any]]:
-    """The image and its target flipped horizontally; keypoints (if any) swap sides by
-    ``flip_index`` (trainables/data/keypoints.py)."""
-    width = image.shape[-1]
-    boxes = target["boxes"].clone()
-    boxes[:, [0, 2]] = width - target["boxes"][:, [2, 0]]
-    flipped = {**target, "boxes": boxes, "masks": target["masks"].flip(-1)}
-    if "keypoints" in target:
-        if flip_index is None:
-            raise ValueError("a target with keypoints needs the dataset's flip_index to be flipped")
-        flipped["keypoints"] = hflip_keypoints(target["keypoints"], width, flip_index)
-    return image.flip(-1), flipped
 
 
 def collate(batch: list[tuple[torch.Tensor, dict]]) -> tuple[list[torch.Tensor], list[dict]]:

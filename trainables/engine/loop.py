@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import math
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -30,6 +29,7 @@ import numpy as np
 import torch
 
 from trainables.engine.branches import Branch
+from trainables.engine.losses import Diverged, LossWindow
 from trainables.runtime import gather
 
 
@@ -42,59 +42,6 @@ class Position:
     in_branch: bool = False  # in that schedule's cooldown (else on the trunk, before its fork)
     cost: int = 0  # iterations computed so far, trunk plus branches
     finished: bool = False
-
-
-class LossWindow:
-    """Mean losses since the last evaluation point (what a row reports as ``loss``).
-
-    The sums stay where the losses are (float64 on the step's device), so adding a step's
-    losses never waits for the device; ``mean()`` and ``state()`` read them back. Float64
-    sums of the float32 losses are the same numbers Python floats would give.
-    """
-
-    def __init__(self, width: int) -> None:
-        self.width = width
-        self.sums: torch.Tensor | None = None
-        self.count = 0
-        self.lr = 0.0
-
-    def add(self, values: torch.Tensor | Sequence[float], lr: float) -> None:
-        v = torch.as_tensor(values).detach().to(torch.float64)
-        self.sums = v.clone() if self.sums is None else self.sums.to(v.device) + v
-        self.count += 1
-        self.lr = lr
-
-    def mean(self) -> list[float]:
-        if self.sums is None:
-            return [math.nan] * self.width
-        return [s / max(1, self.count) for s in self.sums.tolist()]
-
-    def state(self) -> dict[str, Any]:
-        return {"sums": [] if self.sums is None else self.sums.tolist(), "count": self.count, "lr": self.lr}
-
-    def load(self, state: dict[str, Any]) -> None:
-        sums = state["sums"]
-        self.sums = torch.tensor(sums, dtype=torch.float64) if len(sums) else None
-        self.count, self.lr = state["count"], state["lr"]
-
-    def reset(self) -> None:
-        self.sums, self.count = None, 0
-
-
-class Diverged(Exception):
-    """A non-finite loss. ``counted``: found after its step was counted (the guard reads a
-    step's losses during the next step, trainables/engine/trial.py's SGDStep), so the trial
-    ends at the iteration already reached; otherwise the step that raised counts too."""
-
-    def __init__(self, losses: list[float], lr: float, counted: bool = False) -> None:
-        super().__init__(f"non-finite loss {losses[0]} at lr {lr}")
-        self.losses, self.lr, self.counted = losses, lr, counted
-
-
-def check_finite(reduced: torch.Tensor, lr: float, counted: bool = False) -> None:
-    """The divergence guard: every rank sees the same reduced loss, so all raise together."""
-    if not torch.isfinite(reduced).all():
-        raise Diverged(reduced.tolist(), lr, counted)
 
 
 def rng_state() -> dict[str, Any]:
@@ -262,7 +209,7 @@ class Trainer:
         skips: the training images skipped on this rank (the step notes them).
         clock: the trial's wall time, started before its set-up.
         settle: settles what the last step left pending (the step's own checks of the
-            losses it has not read back yet, trainables/engine/trial.py's ``SGDStep.settle``);
+            losses it has not read back yet, trainables/engine/step.py's ``SGDStep.settle``);
             called before anything reads or saves the model: an evaluation, a checkpoint,
             a fork.
     """

@@ -27,7 +27,8 @@ from trainables.contract.rows import (
 )
 from trainables.contract.trial_config import TrialConfig
 from trainables.engine.branches import Branch
-from trainables.engine.loop import LossWindow, Position, Trainer
+from trainables.engine.loop import Position, Trainer
+from trainables.engine.losses import LossWindow
 from trainables.engine.tensorboard import TrialBoard
 from trainables.runtime import Session
 

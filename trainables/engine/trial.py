@@ -5,8 +5,9 @@ Everything distributed-specific comes in through a :class:`~trainables.runtime.S
 extra hooks), so the same trial runs under Ray Train (trainables/engine/ray_entry.py) and in a
 plain process in tests. ``run_trial`` reads like torchvision's detection ``main()``: data,
 model, optimizer, loaders, then the loop (trainables/engine/loop.py) with its hooks
-(trainables/engine/hooks.py, the LR schedule among them), its step (:class:`SGDStep`) and its
-row writer (trainables/engine/row_writer.py: an evaluation row every ``eval_period`` trunk
+(trainables/engine/hooks.py, the LR schedule among them), its step
+(trainables/engine/step.py's :class:`SGDStep`) and its row writer
+(trainables/engine/row_writer.py: an evaluation row every ``eval_period`` trunk
 iterations, a final row at every schedule's end). Evaluation is trainables/evaluation/evaluate.py.
 Training is counted in iterations, as in Detectron.
 """
@@ -30,10 +31,12 @@ from trainables.data.dataset import CocoDetection, EvalSet, ResumableDistributed
 from trainables.data.splits import SEARCH, resolve_data
 from trainables.engine.branches import Branch, branches
 from trainables.engine.hooks import FaultInjection, LRSchedule, PeriodicEvaluation
-from trainables.engine.loop import LossWindow, SkippedImages, Trainer, TrainState, WallClock, check_finite
+from trainables.engine.loop import SkippedImages, Trainer, TrainState, WallClock
+from trainables.engine.losses import LossWindow
 from trainables.engine.progress import ProgressLog, TimedBatches
 from trainables.engine.row_writer import RowWriter, for_tune
 from trainables.engine.schedule import at_batch
+from trainables.engine.step import SGDStep
 from trainables.engine.tensorboard import TrialBoard
 from trainables.engine.trial_records import (
     clear_input_error,
@@ -54,12 +57,8 @@ from trainables.model.weights import load_backbone_weights
 from trainables.pretraining.pretrain import ensure_pretrained
 from trainables.runtime import (
     AgreedInputError,
-    HostCopy,
-    MeanAcrossRanks,
     Session,
     agree_on_input,
-    describe_input_error,
-    gather,
     seed_everything,
 )
 
@@ -330,86 +329,6 @@ def loader_processes(cfg: TrialConfig, session: Session) -> dict[str, Any]:
         "persistent_workers": workers > 0,
         "pin_memory": session.device.type == "cuda",
     }
-
-
-class SGDStep:
-    """One optimizer update on a batch (the Trainer's ``step``), at the LR the optimizer
-    holds (set before it by the LRSchedule hook, trainables/engine/hooks.py): forward, backward,
-    the losses averaged over the ranks, clipping and the update; returns the reduced losses
-    (a tensor on the device) and the LR used.
-
-    Nothing in it waits for the device: the reduced losses and the bad-input flag come back
-    to the host while the next step's forward and backward run, and :meth:`settle` checks
-    them there, before that step's update (or before the Trainer evaluates, saves a fork or
-    checkpoints). So the divergence guard and the bad-input agreement act one step late:
-    the step that met a non-finite loss or an unreadable batch has already been applied
-    (GradScaler skips a non-finite update under AMP), and the trial ends at the next one
-    with the first step's losses, at the iteration already counted. A trial that stops
-    there is over either way.
-    """
-
-    def __init__(
-        self,
-        cfg: TrialConfig,
-        session: Session,
-        model: torch.nn.Module,
-        state: TrainState,
-        skips: SkippedImages,
-        use_amp: bool,
-    ) -> None:
-        self.solver, self.session, self.model, self.state = cfg.solver, session, model, state
-        self.skips, self.use_amp = skips, use_amp
-        self.loss_keys = loss_keys(cfg.data.keypoints)
-        # The last step's reduced losses and flag on their way to the host, its unreadable
-        # images and its LR: what settle() checks.
-        self.pending: tuple[HostCopy, list[str], float] | None = None
-
-    def __call__(self, batch) -> tuple[torch.Tensor, float]:
-        s, optimizer, world = self.solver, self.state.optimizer, self.session.world_size
-        images, targets = batch
-        self.skips.note(targets)
-        unreadable = [t.pop("unreadable") for t in targets if "unreadable" in t]
-        lr_now = optimizer.param_groups[0]["lr"]
-        self.model.train()
-        with torch.autocast(self.session.device.type, enabled=self.use_amp):
-            loss_dict = self.model(images, targets)
-        loss = sum(loss_dict.values())
-        # The losses are averaged over the ranks while backward runs: waiting for them
-        # before backward would add a second synchronisation point per step, at which
-        # the rank with the cheaper image idles.
-        # The last element flags a batch without a readable image on some rank; it rides on
-        # the losses' all-reduce, so every rank learns it at the same point.
-        flag = loss.detach().new_tensor(float(bool(unreadable)))
-        pending = MeanAcrossRanks(
-            torch.stack([loss.detach(), *[loss_dict[k].detach() for k in self.loss_keys], flag]), world
-        )
-        optimizer.zero_grad(set_to_none=True)
-        self.state.scaler.scale(loss).backward()
-        reduced = pending.wait()
-        self.settle()  # the previous step's checks, now that this step's work is queued
-        self.pending = (HostCopy(reduced), unreadable, lr_now)
-        if s.clip_grad_norm:
-            self.state.scaler.unscale_(optimizer)
-            # foreach: the norms and the scaling as one call each instead of a Python loop
-            # over 100+ tensors (the same values; CUDA takes this path by default).
-            torch.nn.utils.clip_grad_norm_(self.state.model.parameters(), s.clip_grad_norm, foreach=True)
-        self.state.scaler.step(optimizer)
-        self.state.scaler.update()
-        return reduced[:-1], lr_now
-
-    def settle(self) -> None:
-        """Checks the last step's losses and flag (every rank at the same point: the agreement
-        on bad input gathers); raises :class:`AgreedInputError` or ``Diverged``."""
-        if self.pending is None:
-            return
-        copy, unreadable, lr = self.pending
-        self.pending = None
-        reduced = copy.get()
-        if reduced[-1] > 0:
-            world, rank = self.session.world_size, self.session.rank
-            mine = describe_input_error(InputError(unreadable[0], "data.train_images"), rank) if unreadable else None
-            raise AgreedInputError([e for e in gather(mine, world) if e is not None])
-        check_finite(reduced[:-1], lr, counted=True)
 
 
 __all__ = ["Session", "run_trial", "build_trial_model", "InjectedFailure", "SGDStep", "TrainingBatches"]
