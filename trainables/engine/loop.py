@@ -251,7 +251,6 @@ class Trainer:
         rank 0's is the one saved. By reference: the runtime serialises it before training
         goes on.
         """
-        self._settle()
         # Every rank's RNG, and the training images skipped so far (with the same gather).
         per_rank = gather((rng_state(), self.skips.count), self.world_size)
         fork = self.forks.saved
