@@ -20,9 +20,9 @@ order that decides most first, so a run cut short has what matters:
   runs it in fp32 with casts around each of the 69 layers), and 4 and 8 images per step (the
   GPU-hours of each, per million training images).
 - **S4 data path**: the trial's dataset through a DataLoader feeding the bare step (copies
-  ``non_blocking``): float32 images as before, uint8, and uint8 with persistent workers and
-  pinned memory (the trial's settings now); the time the step waits in ``next()``; the loader
-  alone.
+  ``non_blocking``): float32 images and whole masks as before, uint8, persistent workers and
+  pinned memory, and mask crops (the trial's settings now), each added in turn; the time the
+  step waits in ``next()``; the loader alone.
 - **S5 engine**: ``trainables.engine.trial.run_trial`` in this process (one rank, no Ray,
   batches copied to the device as they come), its loop's images/s against S1's.
 

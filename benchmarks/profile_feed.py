@@ -20,9 +20,10 @@ from trainables.data.dataset import CocoDetection, collate, load_coco  # noqa: E
 
 # (name, loader's keywords): S4's loader settings.
 LOADERS = [
-    ("float32 images, 2 workers (before)", {"float32": True, "persistent": False, "pin": False}),
-    ("uint8 images, 2 workers", {"float32": False, "persistent": False, "pin": False}),
-    ("uint8, persistent, pinned (the trial's now)", {"float32": False, "persistent": True, "pin": True}),
+    ("before: float32, whole masks, 2 workers", {"float32": True, "crops": False, "persistent": False, "pin": False}),
+    ("uint8, whole masks", {"float32": False, "crops": False, "persistent": False, "pin": False}),
+    ("uint8, whole masks, persistent, pinned", {"float32": False, "crops": False, "persistent": True, "pin": True}),
+    ("uint8, mask crops, persistent, pinned (now)", {"float32": False, "crops": True, "persistent": True, "pin": True}),
 ]
 
 
@@ -40,14 +41,20 @@ class Float32Images(Dataset):
         return image.float().div_(255), target
 
 
-def loader(paths, workers: int, float32: bool, persistent: bool, pin: bool) -> DataLoader:
+def whole_masks(batch):
+    """The collate before the mask hand-off: targets as the dataset gives them."""
+    images, targets = zip(*batch)
+    return list(images), list(targets)
+
+
+def loader(paths, workers: int, float32: bool, crops: bool, persistent: bool, pin: bool) -> DataLoader:
     ds = CocoDetection(str(paths.train_images), load_coco(str(paths.train_annotations)), train=True)
     return DataLoader(
         Float32Images(ds) if float32 else ds,
         batch_size=2,
         shuffle=True,
         drop_last=True,
-        collate_fn=collate,
+        collate_fn=collate if crops else whole_masks,
         num_workers=workers,
         persistent_workers=persistent and workers > 0,
         pin_memory=pin,
@@ -64,7 +71,7 @@ def fed_batches(data: DataLoader, device: torch.device) -> Iterator:
 
 def loader_alone(paths, workers: int, batches: int) -> float:
     """Images/s of the loader with nothing to train (uint8, after its first batch)."""
-    data = fed_batches(loader(paths, workers, False, True, False), torch.device("cpu"))
+    data = fed_batches(loader(paths, workers, False, True, True, False), torch.device("cpu"))
     next(data)
     start = time.perf_counter()
     for _ in range(batches):

@@ -24,10 +24,10 @@ def test_the_profile_runs_every_section_on_the_cpu(tmp_path, capsys):
     assert summary["S2"]["aten_ops"] > 1000 and summary["S2"]["item_syncs"] > 0
     assert "aten::" in (tmp_path / "profile_bare.txt").read_text()
     assert json.loads(gzip.decompress((tmp_path / "trace_bare.json.gz").read_bytes()))["traceEvents"]
-    # S3-S5: the variants, the three loader settings and the engine, each with a speed.
+    # S3-S5: the variants, the four loader settings and the engine, each with a speed.
     assert len(summary["S3"]) == 4 and all(v["images_per_s"] > 0 for v in summary["S3"].values())
     loaders = [k for k in summary["S4"] if not k.startswith("loader alone")]
-    assert len(loaders) == 3 and all(0 <= summary["S4"][k]["next_share"] < 1 for k in loaders)
+    assert len(loaders) == 4 and all(0 <= summary["S4"][k]["next_share"] < 1 for k in loaders)
     assert summary["S5"]["loop_images_per_s"] > 0
     with (tmp_path / "steps.csv").open() as f:
         rows = list(csv.DictReader(f))
